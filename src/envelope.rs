@@ -1,0 +1,132 @@
+//! The SQS message both Lambdas agree on: a version, when the event was received, its message id and the normalised event.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use crate::event::{BatchDefaults, Event, EventType, TopLevel, format_timestamp, parse_event, parse_timestamp};
+
+/// The envelope format this build writes; readers refuse versions they do not know.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// One event on its way from ingest to the forwarder.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub event: Event,
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    version: u32,
+    message_id: &'a str,
+    received_at: String,
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct In<'a> {
+    version: u32,
+    #[serde(borrow)]
+    event: &'a RawValue,
+}
+
+/// Why a message body is not an envelope this build can read.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the message body is not an envelope: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("envelope version {0} is not one this build reads (it reads {ENVELOPE_VERSION})")]
+    UnknownVersion(u32),
+    #[error("the envelope's event is invalid: {0}")]
+    InvalidEvent(String),
+}
+
+impl Envelope {
+    /// The message id that identifies the event end to end.
+    pub fn message_id(&self) -> &str {
+        &self.event.message_id
+    }
+
+    /// The SQS message body: compact JSON whose characters SQS accepts.
+    pub fn to_body(&self) -> String {
+        let out = Out {
+            version: ENVELOPE_VERSION,
+            message_id: &self.event.message_id,
+            received_at: format_timestamp(self.event.received_at),
+            event: &self.event,
+        };
+        let json = serde_json::to_string(&out).expect("an envelope always serialises");
+        escape_for_sqs(json)
+    }
+
+    /// Reads a body written by [`Envelope::to_body`].
+    pub fn from_body(body: &str) -> Result<Envelope, EnvelopeError> {
+        let envelope: In<'_> = serde_json::from_str(body)?;
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(EnvelopeError::UnknownVersion(envelope.version));
+        }
+        // Skew correction is idempotent (receivedAt, sentAt and originalTimestamp are all kept), so it lands where it did.
+        let received_at = TopLevel::parse(envelope.event.get())?
+            .get("receivedAt")
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .and_then(|text| parse_timestamp(&text))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let event = parse_event(envelope.event, None, &BatchDefaults::default(), received_at).map_err(|rejected| {
+            let errors: Vec<String> = rejected.errors.iter().map(ToString::to_string).collect();
+            EnvelopeError::InvalidEvent(errors.join("; "))
+        })?;
+        Ok(Envelope { event })
+    }
+
+    /// The event's type, for message attributes.
+    pub fn kind(&self) -> EventType {
+        self.event.kind
+    }
+}
+
+/// SQS refuses U+FFFE and U+FFFF in a body; JSON lets them be written as escapes, which mean the same.
+fn escape_for_sqs(json: String) -> String {
+    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+        return json;
+    }
+    json.replace('\u{fffe}', "\\ufffe").replace('\u{ffff}', "\\uffff")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Event {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        let received = parse_timestamp("2024-05-01T12:00:00.123Z").unwrap();
+        parse_event(&raw, None, &BatchDefaults::default(), received).unwrap()
+    }
+
+    #[test]
+    fn an_envelope_round_trips_without_a_second_skew_correction() {
+        let original = event(
+            r#"{"type":"track","userId":"u","event":"Order Completed","messageId":"m-1","properties":{"revenue":9.99},"timestamp":"2024-05-01T13:00:00Z","sentAt":"2024-05-01T13:00:01Z"}"#,
+        );
+        let body = Envelope { event: original.clone() }.to_body();
+        assert!(body.starts_with(r#"{"version":1,"message_id":"m-1","received_at":"2024-05-01T12:00:00.123Z","event":{"#), "{body}");
+        let read = Envelope::from_body(&body).unwrap();
+        assert_eq!(read.event.timestamp, original.timestamp);
+        assert_eq!(read.event.received_at, original.received_at);
+        assert_eq!(read.event.original_timestamp, original.original_timestamp);
+        assert_eq!(read.event.properties.as_ref().unwrap().get(), r#"{"revenue":9.99}"#);
+        assert_eq!(Envelope { event: read.event }.to_body(), body);
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped() {
+        let body = Envelope { event: event("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"x\":\"a\u{ffff}b\"}") }.to_body();
+        assert!(!body.contains('\u{ffff}'));
+        assert!(body.contains("a\\uffffb"));
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let error = Envelope::from_body(r#"{"version":9,"event":{}}"#).unwrap_err();
+        assert_eq!(error.to_string(), "envelope version 9 is not one this build reads (it reads 1)");
+    }
+}

@@ -1,0 +1,170 @@
+//! The Segment spec: typed events, parsing with validation (errors name the JSON path) and normalisation.
+
+mod json;
+mod parse;
+mod timestamp;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+pub use json::{RawObject, TopLevel};
+pub use parse::{Batch, BatchDefaults, FieldError, Rejected, parse_batch, parse_event, parse_single};
+pub use timestamp::{format_timestamp, parse_timestamp};
+
+/// Most bytes one event may take, as Segment's API allows (32 KB).
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Most bytes one batch request may take after decompression, as Segment's API allows (500 KB).
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// The six Segment event types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Identify,
+    Track,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl EventType {
+    /// Every type, in the order the Segment spec lists them.
+    pub const ALL: [EventType; 6] = [
+        EventType::Identify,
+        EventType::Track,
+        EventType::Page,
+        EventType::Screen,
+        EventType::Group,
+        EventType::Alias,
+    ];
+
+    /// The name used in `type` and in the API path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Identify => "identify",
+            EventType::Track => "track",
+            EventType::Page => "page",
+            EventType::Screen => "screen",
+            EventType::Group => "group",
+            EventType::Alias => "alias",
+        }
+    }
+
+    /// The type named `name`, exactly as the spec spells it.
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated, normalised Segment event.
+///
+/// Free-form parts (`context`, `traits`, …) are kept as their original JSON text: ingest passes them through
+/// byte for byte (key order and number precision intact) and only the forwarder looks inside.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventType,
+    pub message_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// When the event happened, corrected for the client's clock skew.
+    pub timestamp: OffsetDateTime,
+    /// The client's own timestamp, when skew correction changed it.
+    pub original_timestamp: Option<OffsetDateTime>,
+    pub sent_at: Option<OffsetDateTime>,
+    pub received_at: OffsetDateTime,
+    pub context: Option<RawObject>,
+    pub integrations: Option<RawObject>,
+    pub traits: Option<RawObject>,
+    pub properties: Option<RawObject>,
+    /// The track event's name.
+    pub event: Option<String>,
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub group_id: Option<String>,
+    pub previous_id: Option<String>,
+    /// Top-level fields the spec does not name, kept as sent.
+    pub extra: Vec<(String, Box<RawValue>)>,
+}
+
+impl Event {
+    /// The key that orders this person's events: userId, else anonymousId (group calls: userId, else groupId).
+    pub fn ordering_key(&self) -> &str {
+        let fallback = match self.kind {
+            EventType::Group => self.group_id.as_deref(),
+            _ => self.anonymous_id.as_deref(),
+        };
+        self.user_id
+            .as_deref()
+            .or(fallback)
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or(&self.message_id)
+    }
+
+    /// `traits` as a JSON object (empty when absent).
+    pub fn traits_map(&self) -> Map<String, Value> {
+        self.traits.as_ref().map(RawObject::to_map).unwrap_or_default()
+    }
+
+    /// `properties` as a JSON object (empty when absent).
+    pub fn properties_map(&self) -> Map<String, Value> {
+        self.properties.as_ref().map(RawObject::to_map).unwrap_or_default()
+    }
+
+    /// `context` as a JSON object (empty when absent).
+    pub fn context_map(&self) -> Map<String, Value> {
+        self.context.as_ref().map(RawObject::to_map).unwrap_or_default()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", self.kind.as_str())?;
+        map.serialize_entry("messageId", &self.message_id)?;
+        let strings = [
+            ("userId", &self.user_id),
+            ("anonymousId", &self.anonymous_id),
+            ("event", &self.event),
+            ("name", &self.name),
+            ("category", &self.category),
+            ("groupId", &self.group_id),
+            ("previousId", &self.previous_id),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        let objects = [
+            ("traits", &self.traits),
+            ("properties", &self.properties),
+            ("context", &self.context),
+            ("integrations", &self.integrations),
+        ];
+        for (key, value) in objects {
+            if let Some(value) = value {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry("timestamp", &format_timestamp(self.timestamp))?;
+        if let Some(original) = self.original_timestamp {
+            map.serialize_entry("originalTimestamp", &format_timestamp(original))?;
+        }
+        if let Some(sent_at) = self.sent_at {
+            map.serialize_entry("sentAt", &format_timestamp(sent_at))?;
+        }
+        map.serialize_entry("receivedAt", &format_timestamp(self.received_at))?;
+        for (key, value) in &self.extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}

@@ -1,0 +1,556 @@
+//! Parsing a request body into events, validating each field (errors name its JSON path) and normalising.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::json::{RawObject, TopLevel};
+use super::timestamp::parse_timestamp;
+use super::{Event, EventType, MAX_EVENT_BYTES};
+
+/// A problem with one field of an event or of the body; `path` is a JSON path relative to the event (or body).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { path: path.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// An event that was not accepted, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    /// Its position in the batch (0 for a single event).
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub errors: Vec<FieldError>,
+}
+
+/// What a batch carries besides its events, applied to each of them as Segment does.
+#[derive(Debug, Default)]
+pub struct BatchDefaults {
+    pub context: Option<Map<String, Value>>,
+    pub integrations: Option<Map<String, Value>>,
+    pub sent_at: Option<OffsetDateTime>,
+}
+
+/// A body whose outer shape is valid; its events are still to be validated one by one.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub events: Vec<&'a RawValue>,
+    pub defaults: BatchDefaults,
+    /// The `writeKey` the body carries (what browsers send with `sendBeacon`).
+    pub write_key: Option<String>,
+}
+
+/// Why a body could not be read at all.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Not JSON; the parser's message names the line and column.
+    Malformed(serde_json::Error),
+    /// JSON of the wrong shape.
+    Invalid(FieldError),
+}
+
+/// Reads the body of a single-event call (`/v1/track`, …).
+pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
+    let raw: &RawValue = serde_json::from_str(body).map_err(BodyError::Malformed)?;
+    if !raw.get().starts_with('{') {
+        return Err(BodyError::Invalid(FieldError::new("", "the body must be a JSON object holding one event")));
+    }
+    let members = TopLevel::parse(raw.get()).map_err(BodyError::Malformed)?;
+    let write_key = write_key(&members)?;
+    Ok(Batch { events: vec![raw], defaults: BatchDefaults::default(), write_key })
+}
+
+/// Reads the body of `/v1/batch` or `/v1/import`: `{"batch": […], "context"?, "integrations"?, "sentAt"?, "writeKey"?}`.
+pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
+    let raw: &RawValue = serde_json::from_str(body).map_err(BodyError::Malformed)?;
+    if !raw.get().starts_with('{') {
+        return Err(BodyError::Invalid(FieldError::new(
+            "",
+            "the body must be a JSON object such as {\"batch\": [...]}",
+        )));
+    }
+    let members = TopLevel::parse(raw.get()).map_err(BodyError::Malformed)?;
+    if let Some(key) = members.duplicate() {
+        return Err(BodyError::Invalid(FieldError::new(key, "appears more than once")));
+    }
+    let invalid = |path: &str, message: &str| BodyError::Invalid(FieldError::new(path, message));
+    let events = match members.get("batch") {
+        None => return Err(invalid("batch", "is required: an array of events")),
+        Some(raw) if !raw.get().starts_with('[') => return Err(invalid("batch", "must be an array of events")),
+        Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(BodyError::Malformed)?,
+    };
+    if events.is_empty() {
+        return Err(invalid("batch", "must hold at least one event"));
+    }
+    let object = |key: &str| match members.get(key) {
+        Some(raw) if raw.get() != "null" => match RawObject::new(raw) {
+            Some(object) => Ok(Some(object.to_map())),
+            None => Err(invalid(key, "must be an object")),
+        },
+        _ => Ok(None),
+    };
+    let defaults = BatchDefaults {
+        context: object("context")?,
+        integrations: object("integrations")?,
+        sent_at: match members.get("sentAt") {
+            Some(raw) => timestamp_field(raw).map_err(|message| invalid("sentAt", &message))?,
+            None => None,
+        },
+    };
+    let write_key = write_key(&members)?;
+    Ok(Batch { events, defaults, write_key })
+}
+
+fn write_key(members: &TopLevel<'_>) -> Result<Option<String>, BodyError> {
+    match members.get("writeKey").map(|raw| serde_json::from_str::<Option<String>>(raw.get())) {
+        None => Ok(None),
+        Some(Ok(key)) => Ok(key),
+        Some(Err(_)) => Err(BodyError::Invalid(FieldError::new("writeKey", "must be a string"))),
+    }
+}
+
+/// Validates and normalises one event of a body.
+///
+/// `expected` is the type the endpoint gives (`None` in a batch, where `type` is required). The event's messageId, when it
+/// has a usable one, comes back with the errors so the caller can name the event.
+pub fn parse_event(
+    raw: &RawValue,
+    expected: Option<EventType>,
+    defaults: &BatchDefaults,
+    received_at: OffsetDateTime,
+) -> Result<Event, Rejected> {
+    let reject = |message_id: Option<String>, errors: Vec<FieldError>| Rejected { index: 0, message_id, errors };
+    if !raw.get().starts_with('{') {
+        return Err(reject(None, vec![FieldError::new("", "an event must be a JSON object")]));
+    }
+    if raw.get().len() > MAX_EVENT_BYTES {
+        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.get().len());
+        return Err(reject(None, vec![FieldError::new("", message)]));
+    }
+    let members = TopLevel::parse(raw.get()).map_err(|e| reject(None, vec![FieldError::new("", e.to_string())]))?;
+    let mut errors = Vec::new();
+    let message_id = match members.get("messageId") {
+        Some(raw) => id_field(raw, "messageId", &mut errors),
+        None => None,
+    };
+    if let Some(key) = members.duplicate() {
+        errors.push(FieldError::new(key, "appears more than once"));
+        return Err(reject(message_id, errors));
+    }
+    let kind = match event_type(members.get("type"), expected) {
+        Ok(kind) => kind,
+        Err(error) => {
+            errors.push(error);
+            return Err(reject(message_id, errors));
+        }
+    };
+
+    let mut fields = Fields::default();
+    for (key, value) in &members.0 {
+        let key = key.as_ref();
+        match (key, kind) {
+            ("type" | "messageId" | "writeKey" | "receivedAt", _) => {}
+            ("userId", _) => fields.user_id = id_field(value, key, &mut errors),
+            ("anonymousId", _) => fields.anonymous_id = id_field(value, key, &mut errors),
+            ("timestamp", _) => fields.timestamp = timestamp(value, key, &mut errors),
+            ("originalTimestamp", _) => fields.original_timestamp = timestamp(value, key, &mut errors),
+            ("sentAt", _) => fields.sent_at = timestamp(value, key, &mut errors),
+            ("context", _) => fields.context = object_field(value, key, &mut errors),
+            ("integrations", _) => fields.integrations = object_field(value, key, &mut errors),
+            ("traits", EventType::Identify | EventType::Group) => fields.traits = object_field(value, key, &mut errors),
+            ("properties", EventType::Track | EventType::Page | EventType::Screen) => {
+                fields.properties = object_field(value, key, &mut errors)
+            }
+            ("event", EventType::Track) => fields.event = string_field(value, key, &mut errors),
+            ("name" | "category", EventType::Page | EventType::Screen) => {
+                let value = string_field(value, key, &mut errors);
+                *(if key == "name" { &mut fields.name } else { &mut fields.category }) = value;
+            }
+            ("groupId", EventType::Group) => fields.group_id = id_field(value, key, &mut errors),
+            ("previousId", EventType::Alias) => fields.previous_id = id_field(value, key, &mut errors),
+            _ => fields.extra.push((key.to_owned(), (*value).to_owned())),
+        }
+    }
+    let missing = |field: &str, what: &str| FieldError::new(field, format!("is required for {kind} events ({what})"));
+    if fields.user_id.is_none() && fields.anonymous_id.is_none() && !errors.iter().any(|e| e.path.ends_with("Id")) {
+        errors.push(FieldError::new(
+            "userId",
+            "userId or anonymousId is required (a non-empty string or a number)",
+        ));
+    }
+    match kind {
+        EventType::Track if fields.event.as_deref().is_none_or(|e| e.trim().is_empty()) => {
+            if !errors.iter().any(|e| e.path == "event") {
+                errors.push(missing("event", "a non-empty string naming the action"));
+            }
+        }
+        EventType::Group if fields.group_id.is_none() && !errors.iter().any(|e| e.path == "groupId") => {
+            errors.push(missing("groupId", "a non-empty string or a number"));
+        }
+        EventType::Alias => {
+            if fields.user_id.is_none() && !errors.iter().any(|e| e.path == "userId") {
+                errors.push(missing("userId", "the new id"));
+            }
+            if fields.previous_id.is_none() && !errors.iter().any(|e| e.path == "previousId") {
+                errors.push(missing("previousId", "the id the user had before"));
+            }
+        }
+        _ => {}
+    }
+    if !errors.is_empty() {
+        return Err(reject(message_id, errors));
+    }
+    normalise(kind, message_id, fields, defaults, received_at).map_err(|error| reject(None, vec![error]))
+}
+
+#[derive(Default)]
+struct Fields {
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    timestamp: Option<OffsetDateTime>,
+    original_timestamp: Option<OffsetDateTime>,
+    sent_at: Option<OffsetDateTime>,
+    context: Option<RawObject>,
+    integrations: Option<RawObject>,
+    traits: Option<RawObject>,
+    properties: Option<RawObject>,
+    event: Option<String>,
+    name: Option<String>,
+    category: Option<String>,
+    group_id: Option<String>,
+    previous_id: Option<String>,
+    extra: Vec<(String, Box<RawValue>)>,
+}
+
+fn normalise(
+    kind: EventType,
+    message_id: Option<String>,
+    mut fields: Fields,
+    defaults: &BatchDefaults,
+    received_at: OffsetDateTime,
+) -> Result<Event, FieldError> {
+    let sent_at = fields.sent_at.or(defaults.sent_at);
+    // Segment's skew correction: the client's clock may be wrong, but the gap between its timestamp and its sentAt is not.
+    let client_timestamp = fields.original_timestamp.or(fields.timestamp);
+    let (timestamp, original_timestamp) = match (client_timestamp, sent_at) {
+        (Some(client), Some(sent)) => {
+            let corrected = received_at
+                .checked_sub(sent - client)
+                .filter(|t| (1..=9999).contains(&t.year()))
+                .ok_or_else(|| FieldError::new("sentAt", "is too far from the event's timestamp to correct the clock skew"))?;
+            (corrected, Some(client))
+        }
+        (Some(client), None) => (fields.timestamp.unwrap_or(client), fields.original_timestamp),
+        (None, _) => (received_at, None),
+    };
+    fields.context = merge_defaults(fields.context, defaults.context.as_ref());
+    fields.integrations = merge_defaults(fields.integrations, defaults.integrations.as_ref());
+    if kind == EventType::Identify {
+        fields.traits = merge_context_traits(fields.traits, fields.context.as_ref());
+    }
+    Ok(Event {
+        kind,
+        message_id: message_id.unwrap_or_else(|| Uuid::new_v4().to_string()),
+        user_id: fields.user_id,
+        anonymous_id: fields.anonymous_id,
+        timestamp,
+        original_timestamp,
+        sent_at,
+        received_at,
+        context: fields.context,
+        integrations: fields.integrations,
+        traits: fields.traits,
+        properties: fields.properties,
+        event: fields.event,
+        name: fields.name,
+        category: fields.category,
+        group_id: fields.group_id,
+        previous_id: fields.previous_id,
+        extra: fields.extra,
+    })
+}
+
+/// Adds the batch's keys that the event lacks (the event's own keys win).
+fn merge_defaults(own: Option<RawObject>, defaults: Option<&Map<String, Value>>) -> Option<RawObject> {
+    let Some(defaults) = defaults.filter(|d| !d.is_empty()) else { return own };
+    let Some(own) = own else { return Some(RawObject::from_map(defaults)) };
+    let mut merged = own.to_map();
+    for (key, value) in defaults {
+        if !merged.contains_key(key) {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    Some(RawObject::from_map(&merged))
+}
+
+/// Identify traits sent in `context.traits` (RudderStack's SDKs do this) join `traits`; top-level traits win.
+fn merge_context_traits(traits: Option<RawObject>, context: Option<&RawObject>) -> Option<RawObject> {
+    let context_traits = context.and_then(|c| c.members().get("traits")).and_then(RawObject::new);
+    let Some(context_traits) = context_traits else { return traits };
+    let mut merged = context_traits.to_map();
+    if let Some(traits) = traits {
+        merged.extend(traits.to_map());
+    }
+    Some(RawObject::from_map(&merged))
+}
+
+fn event_type(raw: Option<&RawValue>, expected: Option<EventType>) -> Result<EventType, FieldError> {
+    const ONE_OF: &str = "identify, track, page, screen, group, alias";
+    let given = match raw.map(|raw| serde_json::from_str::<Option<&str>>(raw.get())) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(name))) => Some(name),
+        Some(Err(_)) => return Err(FieldError::new("type", format!("must be a string: one of {ONE_OF}"))),
+    };
+    match (given, expected) {
+        (None, Some(kind)) => Ok(kind),
+        (None, None) => Err(FieldError::new("type", format!("is required in a batch: one of {ONE_OF}"))),
+        (Some(name), Some(kind)) if name == kind.as_str() => Ok(kind),
+        (Some(name), Some(kind)) => Err(FieldError::new(
+            "type",
+            format!("is \"{}\" but this endpoint takes {kind} events; send it to /v1/{} or drop the field", excerpt(name), excerpt(name)),
+        )),
+        (Some(name), None) => EventType::parse(name)
+            .ok_or_else(|| FieldError::new("type", format!("must be one of {ONE_OF}; got \"{}\"", excerpt(name)))),
+    }
+}
+
+/// An id: a string (trimmed; empty means absent) or a number (kept as its text).
+fn id_field(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => match serde_json::from_str::<String>(text) {
+            Ok(s) if s.trim().len() == s.len() => Some(s).filter(|s| !s.is_empty()),
+            Ok(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
+            Err(e) => {
+                errors.push(FieldError::new(path, e.to_string()));
+                None
+            }
+        },
+        Some(b'-' | b'0'..=b'9') => Some(text.to_owned()),
+        _ if text == "null" => None,
+        _ => {
+            errors.push(FieldError::new(path, "must be a string or a number"));
+            None
+        }
+    }
+}
+
+fn string_field(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match serde_json::from_str::<Option<String>>(raw.get()) {
+        Ok(value) => value,
+        Err(_) => {
+            errors.push(FieldError::new(path, "must be a string"));
+            None
+        }
+    }
+}
+
+fn object_field(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<RawObject> {
+    if raw.get() == "null" {
+        return None;
+    }
+    let object = RawObject::new(raw);
+    if object.is_none() {
+        errors.push(FieldError::new(path, format!("must be an object, not {}", json_kind(raw))));
+    }
+    object
+}
+
+fn timestamp(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<OffsetDateTime> {
+    timestamp_field(raw).unwrap_or_else(|message| {
+        errors.push(FieldError::new(path, message));
+        None
+    })
+}
+
+fn timestamp_field(raw: &RawValue) -> Result<Option<OffsetDateTime>, String> {
+    match serde_json::from_str::<Option<String>>(raw.get()) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => parse_timestamp(&text).map(Some).ok_or_else(|| {
+            format!("must be an RFC 3339 timestamp such as 2024-05-01T12:00:00.000Z; got \"{}\"", excerpt(&text))
+        }),
+        Err(_) => Err(format!("must be an RFC 3339 timestamp string, not {}", json_kind(raw))),
+    }
+}
+
+fn json_kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// At most 64 characters of a value a client sent, for an error message.
+fn excerpt(text: &str) -> String {
+    let cut: String = text.chars().take(64).collect();
+    let cut = cut.escape_debug().to_string();
+    if text.chars().nth(64).is_some() { format!("{cut}…") } else { cut }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::format_timestamp;
+
+    fn received() -> OffsetDateTime {
+        parse_timestamp("2024-05-01T12:00:00.000Z").unwrap()
+    }
+
+    fn one(json: &str, expected: Option<EventType>) -> Result<Event, Rejected> {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        parse_event(&raw, expected, &BatchDefaults::default(), received())
+    }
+
+    fn errors(json: &str, expected: Option<EventType>) -> Vec<(String, String)> {
+        one(json, expected).unwrap_err().errors.into_iter().map(|e| (e.path, e.message)).collect()
+    }
+
+    #[test]
+    fn a_minimal_track_gets_a_message_id_and_the_received_time() {
+        let event = one(r#"{"userId": 42, "event": "Signed Up"}"#, Some(EventType::Track)).unwrap();
+        assert_eq!(event.user_id.as_deref(), Some("42"));
+        assert_eq!(event.message_id.len(), 36);
+        assert_eq!(event.timestamp, received());
+        assert_eq!(event.received_at, received());
+    }
+
+    #[test]
+    fn clock_skew_is_corrected_from_sent_at() {
+        // The client's clock is 1 hour fast: it says it sent at 13:00:05 an event it made at 13:00:00.
+        let event = one(
+            r#"{"anonymousId":"a","event":"x","timestamp":"2024-05-01T13:00:00Z","sentAt":"2024-05-01T13:00:05Z"}"#,
+            Some(EventType::Track),
+        )
+        .unwrap();
+        assert_eq!(format_timestamp(event.timestamp), "2024-05-01T11:59:55.000Z");
+        assert_eq!(format_timestamp(event.original_timestamp.unwrap()), "2024-05-01T13:00:00.000Z");
+    }
+
+    #[test]
+    fn batch_sent_at_corrects_events_without_their_own() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"type":"page","userId":"u","originalTimestamp":"2024-05-01T11:00:00Z"}"#).unwrap();
+        let defaults = BatchDefaults { sent_at: parse_timestamp("2024-05-01T11:00:10Z"), ..Default::default() };
+        let event = parse_event(&raw, None, &defaults, received()).unwrap();
+        assert_eq!(format_timestamp(event.timestamp), "2024-05-01T11:59:50.000Z");
+    }
+
+    #[test]
+    fn identify_context_traits_merge_into_traits_with_top_level_winning() {
+        let event = one(
+            r#"{"userId":"u","traits":{"plan":"pro"},"context":{"traits":{"plan":"free","email":"a@example.com"}}}"#,
+            Some(EventType::Identify),
+        )
+        .unwrap();
+        assert_eq!(event.traits.unwrap().get(), r#"{"plan":"pro","email":"a@example.com"}"#);
+    }
+
+    #[test]
+    fn batch_context_merges_under_the_events_own() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"type":"track","userId":"u","event":"e","context":{"ip":"1.2.3.4"}}"#).unwrap();
+        let mut context = Map::new();
+        context.insert("ip".into(), "9.9.9.9".into());
+        context.insert("library".into(), serde_json::json!({"name": "analytics-python"}));
+        let defaults = BatchDefaults { context: Some(context), ..Default::default() };
+        let event = parse_event(&raw, None, &defaults, received()).unwrap();
+        assert_eq!(event.context.unwrap().get(), r#"{"ip":"1.2.3.4","library":{"name":"analytics-python"}}"#);
+    }
+
+    #[test]
+    fn free_form_objects_and_unknown_fields_pass_through_unchanged() {
+        let event = one(
+            r#"{"userId":"u","event":"e","properties":{"big": 12345678901234567890123, "z": 1, "a": 2},"channel":"server"}"#,
+            Some(EventType::Track),
+        )
+        .unwrap();
+        assert_eq!(event.properties.as_ref().unwrap().get(), r#"{"big": 12345678901234567890123, "z": 1, "a": 2}"#);
+        assert_eq!(event.extra[0].0, "channel");
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains(r#""channel":"server""#), "{json}");
+        assert!(json.contains("12345678901234567890123"), "{json}");
+    }
+
+    #[test]
+    fn ids_are_trimmed_and_blank_ids_count_as_missing() {
+        let event = one(r#"{"userId":"  u1 ","anonymousId":"   ","traits":{}}"#, Some(EventType::Identify)).unwrap();
+        assert_eq!(event.user_id.as_deref(), Some("u1"));
+        assert_eq!(event.anonymous_id, None);
+        assert_eq!(
+            errors(r#"{"userId":" ","traits":{}}"#, Some(EventType::Identify)),
+            [("userId".to_owned(), "userId or anonymousId is required (a non-empty string or a number)".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_write_key_is_never_kept_in_the_event() {
+        let event = one(r#"{"userId":"u","event":"e","writeKey":"secret"}"#, Some(EventType::Track)).unwrap();
+        assert!(!serde_json::to_string(&event).unwrap().contains("secret"));
+    }
+
+    #[test]
+    fn every_error_names_its_path() {
+        let cases: &[(&str, Option<EventType>, &str, &str)] = &[
+            (r#"{"userId":"u"}"#, Some(EventType::Track), "event", "is required for track events"),
+            (r#"{"userId":"u","event":7}"#, Some(EventType::Track), "event", "must be a string"),
+            (r#"{"userId":"u"}"#, Some(EventType::Group), "groupId", "is required for group events"),
+            (r#"{"previousId":"p","anonymousId":"a"}"#, Some(EventType::Alias), "userId", "is required for alias events"),
+            (r#"{"userId":"u"}"#, Some(EventType::Alias), "previousId", "is required for alias events"),
+            (r#"{"userId":true}"#, Some(EventType::Identify), "userId", "must be a string or a number"),
+            (r#"{"userId":"u","traits":[1]}"#, Some(EventType::Identify), "traits", "must be an object, not an array"),
+            (r#"{"userId":"u","context":"x"}"#, Some(EventType::Page), "context", "must be an object, not a string"),
+            (r#"{"userId":"u","timestamp":"2024-13-01"}"#, Some(EventType::Page), "timestamp", "must be an RFC 3339 timestamp"),
+            (r#"{"userId":"u","sentAt":1714564800}"#, Some(EventType::Page), "sentAt", "must be an RFC 3339 timestamp string, not a number"),
+            (r#"{"userId":"u","type":"track"}"#, Some(EventType::Page), "type", "is \"track\" but this endpoint takes page events"),
+            (r#"{"userId":"u"}"#, None, "type", "is required in a batch"),
+            (r#"{"userId":"u","type":"Track"}"#, None, "type", "must be one of identify, track"),
+            (r#"{"userId":"u","userId":"v"}"#, Some(EventType::Page), "userId", "appears more than once"),
+        ];
+        for (json, expected, path, message) in cases {
+            let errors = errors(json, *expected);
+            assert!(
+                errors.iter().any(|(p, m)| p == path && m.starts_with(message)),
+                "{json}: expected {path}: {message}…, got {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_bodies_need_a_non_empty_array() {
+        let invalid = |body: &str| match parse_batch(body) {
+            Err(BodyError::Invalid(error)) => error.to_string(),
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(invalid("{}"), "batch: is required: an array of events");
+        assert_eq!(invalid(r#"{"batch":{}}"#), "batch: must be an array of events");
+        assert_eq!(invalid(r#"{"batch":[]}"#), "batch: must hold at least one event");
+        assert_eq!(invalid(r#"{"batch":[{}],"context":[]}"#), "context: must be an object");
+        assert!(invalid(r#"{"batch":[{}],"sentAt":"now"}"#).starts_with("sentAt: must be an RFC 3339"));
+        assert!(matches!(parse_batch(r#"{"batch":[}"#), Err(BodyError::Malformed(_))));
+    }
+}
