@@ -108,7 +108,10 @@ mod tests {
             r#"{"type":"track","userId":"u","event":"Order Completed","messageId":"m-1","properties":{"revenue":9.99},"timestamp":"2024-05-01T13:00:00Z","sentAt":"2024-05-01T13:00:01Z"}"#,
         );
         let body = Envelope { event: original.clone() }.to_body();
-        assert!(body.starts_with(r#"{"version":1,"message_id":"m-1","received_at":"2024-05-01T12:00:00.123Z","event":{"#), "{body}");
+        assert!(
+            body.starts_with(r#"{"version":1,"message_id":"m-1","received_at":"2024-05-01T12:00:00.123Z","event":{"#),
+            "{body}"
+        );
         let read = Envelope::from_body(&body).unwrap();
         assert_eq!(read.event.timestamp, original.timestamp);
         assert_eq!(read.event.received_at, original.received_at);
@@ -119,7 +122,9 @@ mod tests {
 
     #[test]
     fn characters_sqs_refuses_are_escaped() {
-        let body = Envelope { event: event("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"x\":\"a\u{ffff}b\"}") }.to_body();
+        let body =
+            Envelope { event: event("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"x\":\"a\u{ffff}b\"}") }
+                .to_body();
         assert!(!body.contains('\u{ffff}'));
         assert!(body.contains("a\\uffffb"));
     }

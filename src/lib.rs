@@ -1,3 +1,10 @@
-//! intercom-relay: Segment's HTTP Tracking API in, Intercom REST API calls out.
-pub mod event;
+//! intercom-relay: Segment's HTTP Tracking API in, Intercom REST API calls out, nothing lost in between.
+//!
+//! Pure modules ([`event`], [`envelope`]) know nothing of I/O; [`ingest`] handles HTTP generically over
+//! [`queue::Enqueue`]; the binaries in `src/bin/` only wire clients to handlers.
+
+pub mod config;
 pub mod envelope;
+pub mod event;
+pub mod ingest;
+pub mod queue;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 pub use json::{RawObject, TopLevel};
-pub use parse::{Batch, BatchDefaults, FieldError, Rejected, parse_batch, parse_event, parse_single};
+pub use parse::{Batch, BatchDefaults, BodyError, FieldError, Rejected, parse_batch, parse_event, parse_single};
 pub use timestamp::{format_timestamp, parse_timestamp};
 
 /// Most bytes one event may take, as Segment's API allows (32 KB).
@@ -31,14 +31,8 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, in the order the Segment spec lists them.
-    pub const ALL: [EventType; 6] = [
-        EventType::Identify,
-        EventType::Track,
-        EventType::Page,
-        EventType::Screen,
-        EventType::Group,
-        EventType::Alias,
-    ];
+    pub const ALL: [EventType; 6] =
+        [EventType::Identify, EventType::Track, EventType::Page, EventType::Screen, EventType::Group, EventType::Alias];
 
     /// The name used in `type` and in the API path.
     pub fn as_str(self) -> &'static str {
@@ -101,11 +95,7 @@ impl Event {
             EventType::Group => self.group_id.as_deref(),
             _ => self.anonymous_id.as_deref(),
         };
-        self.user_id
-            .as_deref()
-            .or(fallback)
-            .or(self.anonymous_id.as_deref())
-            .unwrap_or(&self.message_id)
+        self.user_id.as_deref().or(fallback).or(self.anonymous_id.as_deref()).unwrap_or(&self.message_id)
     }
 
     /// `traits` as a JSON object (empty when absent).

@@ -25,11 +25,7 @@ impl FieldError {
 
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -194,10 +190,7 @@ pub fn parse_event(
     }
     let missing = |field: &str, what: &str| FieldError::new(field, format!("is required for {kind} events ({what})"));
     if fields.user_id.is_none() && fields.anonymous_id.is_none() && !errors.iter().any(|e| e.path.ends_with("Id")) {
-        errors.push(FieldError::new(
-            "userId",
-            "userId or anonymousId is required (a non-empty string or a number)",
-        ));
+        errors.push(FieldError::new("userId", "userId or anonymousId is required (a non-empty string or a number)"));
     }
     match kind {
         EventType::Track if fields.event.as_deref().is_none_or(|e| e.trim().is_empty()) => {
@@ -255,10 +248,10 @@ fn normalise(
     let client_timestamp = fields.original_timestamp.or(fields.timestamp);
     let (timestamp, original_timestamp) = match (client_timestamp, sent_at) {
         (Some(client), Some(sent)) => {
-            let corrected = received_at
-                .checked_sub(sent - client)
-                .filter(|t| (1..=9999).contains(&t.year()))
-                .ok_or_else(|| FieldError::new("sentAt", "is too far from the event's timestamp to correct the clock skew"))?;
+            let corrected =
+                received_at.checked_sub(sent - client).filter(|t| (1..=9999).contains(&t.year())).ok_or_else(|| {
+                    FieldError::new("sentAt", "is too far from the event's timestamp to correct the clock skew")
+                })?;
             (corrected, Some(client))
         }
         (Some(client), None) => (fields.timestamp.unwrap_or(client), fields.original_timestamp),
@@ -328,7 +321,11 @@ fn event_type(raw: Option<&RawValue>, expected: Option<EventType>) -> Result<Eve
         (Some(name), Some(kind)) if name == kind.as_str() => Ok(kind),
         (Some(name), Some(kind)) => Err(FieldError::new(
             "type",
-            format!("is \"{}\" but this endpoint takes {kind} events; send it to /v1/{} or drop the field", excerpt(name), excerpt(name)),
+            format!(
+                "is \"{}\" but this endpoint takes {kind} events; send it to /v1/{} or drop the field",
+                excerpt(name),
+                excerpt(name)
+            ),
         )),
         (Some(name), None) => EventType::parse(name)
             .ok_or_else(|| FieldError::new("type", format!("must be one of {ONE_OF}; got \"{}\"", excerpt(name)))),
@@ -519,14 +516,34 @@ mod tests {
             (r#"{"userId":"u"}"#, Some(EventType::Track), "event", "is required for track events"),
             (r#"{"userId":"u","event":7}"#, Some(EventType::Track), "event", "must be a string"),
             (r#"{"userId":"u"}"#, Some(EventType::Group), "groupId", "is required for group events"),
-            (r#"{"previousId":"p","anonymousId":"a"}"#, Some(EventType::Alias), "userId", "is required for alias events"),
+            (
+                r#"{"previousId":"p","anonymousId":"a"}"#,
+                Some(EventType::Alias),
+                "userId",
+                "is required for alias events",
+            ),
             (r#"{"userId":"u"}"#, Some(EventType::Alias), "previousId", "is required for alias events"),
             (r#"{"userId":true}"#, Some(EventType::Identify), "userId", "must be a string or a number"),
             (r#"{"userId":"u","traits":[1]}"#, Some(EventType::Identify), "traits", "must be an object, not an array"),
             (r#"{"userId":"u","context":"x"}"#, Some(EventType::Page), "context", "must be an object, not a string"),
-            (r#"{"userId":"u","timestamp":"2024-13-01"}"#, Some(EventType::Page), "timestamp", "must be an RFC 3339 timestamp"),
-            (r#"{"userId":"u","sentAt":1714564800}"#, Some(EventType::Page), "sentAt", "must be an RFC 3339 timestamp string, not a number"),
-            (r#"{"userId":"u","type":"track"}"#, Some(EventType::Page), "type", "is \"track\" but this endpoint takes page events"),
+            (
+                r#"{"userId":"u","timestamp":"2024-13-01"}"#,
+                Some(EventType::Page),
+                "timestamp",
+                "must be an RFC 3339 timestamp",
+            ),
+            (
+                r#"{"userId":"u","sentAt":1714564800}"#,
+                Some(EventType::Page),
+                "sentAt",
+                "must be an RFC 3339 timestamp string, not a number",
+            ),
+            (
+                r#"{"userId":"u","type":"track"}"#,
+                Some(EventType::Page),
+                "type",
+                "is \"track\" but this endpoint takes page events",
+            ),
             (r#"{"userId":"u"}"#, None, "type", "is required in a batch"),
             (r#"{"userId":"u","type":"Track"}"#, None, "type", "must be one of identify, track"),
             (r#"{"userId":"u","userId":"v"}"#, Some(EventType::Page), "userId", "appears more than once"),

@@ -1,0 +1,391 @@
+//! The ingest Lambda's HTTP handling: routes, auth, limits, CORS, gzip and answers; generic over [`Enqueue`].
+
+mod auth;
+mod body;
+mod cors;
+
+use std::time::Instant;
+
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
+    ALLOW, AUTHORIZATION, CONTENT_TYPE, ORIGIN, VARY, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::json;
+use time::OffsetDateTime;
+use tracing::{debug, info};
+
+pub use auth::{BasicError, WriteKeys, basic_username};
+pub use cors::AllowedOrigins;
+
+use crate::envelope::Envelope;
+use crate::event::{
+    Batch, BodyError, EventType, FieldError, MAX_BATCH_BYTES, MAX_EVENT_BYTES, Rejected, parse_batch, parse_event,
+    parse_single,
+};
+use crate::queue::{Enqueue, EnqueueError, MAX_MESSAGE_BYTES, QueuedMessage};
+use body::read_body;
+
+const ALLOWED_METHODS: &str = "POST, OPTIONS";
+
+/// What the HTTP API needs besides its queue.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub write_keys: WriteKeys,
+    pub allowed_origins: AllowedOrigins,
+}
+
+/// Segment's HTTP Tracking API in front of a queue.
+#[derive(Debug)]
+pub struct Ingest<Q> {
+    options: IngestOptions,
+    queue: Q,
+}
+
+/// The endpoints: one event of a type, or a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Single(EventType),
+    Batch,
+}
+
+impl Route {
+    /// The route for `path`; trailing slashes are tolerated.
+    pub fn parse(path: &str) -> Option<Route> {
+        match path.trim_end_matches('/').strip_prefix("/v1/")? {
+            "batch" | "import" => Some(Route::Batch),
+            name => EventType::parse(name).map(Route::Single),
+        }
+    }
+
+    fn body_limit(self) -> usize {
+        match self {
+            Route::Single(_) => MAX_EVENT_BYTES,
+            Route::Batch => MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// Why a request was refused as a whole; each maps to one status in [`IngestError::status`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IngestError {
+    #[error(
+        "there is no endpoint at {0}: POST to /v1/identify, /v1/track, /v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch or /v1/import"
+    )]
+    NotFound(String),
+    #[error("{0} is not allowed here: use POST")]
+    MethodNotAllowed(Method),
+    #[error("origin {0} is not allowed: add it to CORS_ALLOWED_ORIGINS")]
+    OriginNotAllowed(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("Content-Type {0} is not supported: send application/json or text/plain")]
+    UnsupportedMediaType(String),
+    #[error("Content-Encoding {0} is not supported: send gzip or no encoding")]
+    UnsupportedEncoding(String),
+    #[error("the body is over the limit of {limit} bytes ({} KB), measured after decompression", limit / 1024)]
+    PayloadTooLarge { limit: usize },
+    #[error("the body is not valid gzip: {0}")]
+    BadGzip(String),
+    #[error("the body is empty: send a JSON event")]
+    EmptyBody,
+    #[error("the body is not valid UTF-8 (the first bad byte is at offset {0})")]
+    InvalidUtf8(usize),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(serde_json::Error),
+    #[error("{0}")]
+    InvalidBody(FieldError),
+    #[error("the queue did not take the events, retry later: {0}")]
+    QueueUnavailable(EnqueueError),
+}
+
+const KEY_MISSING: &str =
+    "a write key is required: send it as the HTTP Basic username with an empty password, or as writeKey in the body";
+const KEY_INVALID: &str = "the write key is not valid";
+const KEY_NOT_BASIC: &str = "the Authorization header must be HTTP Basic with the write key as the username";
+
+impl IngestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IngestError::NotFound(_) => StatusCode::NOT_FOUND,
+            IngestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IngestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BadGzip(_)
+            | IngestError::EmptyBody
+            | IngestError::InvalidUtf8(_)
+            | IngestError::MalformedJson(_)
+            | IngestError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            IngestError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            IngestError::NotFound(_) => "not_found",
+            IngestError::MethodNotAllowed(_) => "method_not_allowed",
+            IngestError::OriginNotAllowed(_) => "origin_not_allowed",
+            IngestError::Unauthorized(_) => "unauthorized",
+            IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            IngestError::PayloadTooLarge { .. } => "payload_too_large",
+            IngestError::BadGzip(_) => "bad_gzip",
+            IngestError::EmptyBody => "empty_body",
+            IngestError::InvalidUtf8(_) => "invalid_utf8",
+            IngestError::MalformedJson(_) => "malformed_json",
+            IngestError::InvalidBody(_) => "invalid_body",
+            IngestError::QueueUnavailable(_) => "queue_unavailable",
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        match self {
+            IngestError::MalformedJson(e) => {
+                error["line"] = e.line().into();
+                error["column"] = e.column().into();
+            }
+            IngestError::InvalidBody(e) => error["path"] = e.path.clone().into(),
+            _ => {}
+        }
+        let mut response = json_response(self.status(), &json!({"success": false, "error": error}));
+        let headers = response.headers_mut();
+        match self {
+            IngestError::Unauthorized(_) => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"intercom-relay\", charset=\"UTF-8\""),
+                );
+            }
+            IngestError::MethodNotAllowed(_) => {
+                headers.insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Counts for the request's log line.
+#[derive(Default)]
+struct Tally {
+    accepted: usize,
+    rejected: usize,
+}
+
+impl<Q: Enqueue> Ingest<Q> {
+    pub fn new(options: IngestOptions, queue: Q) -> Ingest<Q> {
+        Ingest { options, queue }
+    }
+
+    /// The queue events go to.
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    /// Answers one request; every outcome is a response, and each request logs one line.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = request_id(&request);
+        let (parts, body) = request.into_parts();
+        let mut tally = Tally::default();
+        let result = self.respond(&parts.method, parts.uri.path(), &parts.headers, &body, &mut tally).await;
+        let mut response = result.unwrap_or_else(|error| {
+            if let IngestError::QueueUnavailable(cause) = &error {
+                tracing::error!(request_id, error = %cause, "Accepted events could not be enqueued; answering 503.");
+            }
+            debug!(request_id, code = error.code(), "Request refused.");
+            error.response()
+        });
+        if let Some(origin) = parts.headers.get(ORIGIN) {
+            let headers = response.headers_mut();
+            if let Some(allowed) = self.options.allowed_origins.allow(origin) {
+                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+            }
+            headers.append(VARY, HeaderValue::from_static("Origin"));
+        }
+        info!(
+            request_id,
+            method = %parts.method,
+            route = parts.uri.path().get(..64).unwrap_or(parts.uri.path()),
+            status = response.status().as_u16(),
+            accepted = tally.accepted,
+            rejected = tally.rejected,
+            bytes = body.len(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "Ingest request handled."
+        );
+        response
+    }
+
+    async fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        tally: &mut Tally,
+    ) -> Result<Response<Body>, IngestError> {
+        let route = Route::parse(path).ok_or_else(|| IngestError::NotFound(path.chars().take(128).collect()))?;
+        let origin = headers.get(ORIGIN);
+        if let Some(origin) = origin.filter(|o| self.options.allowed_origins.allow(o).is_none()) {
+            return Err(IngestError::OriginNotAllowed(
+                String::from_utf8_lossy(origin.as_bytes()).chars().take(128).collect(),
+            ));
+        }
+        if method == Method::OPTIONS {
+            return Ok(preflight());
+        }
+        if method != Method::POST {
+            return Err(IngestError::MethodNotAllowed(method.clone()));
+        }
+        let key_in_header = match headers.get(AUTHORIZATION) {
+            None => false,
+            Some(value) => match basic_username(value.as_bytes()) {
+                Ok(key) if self.options.write_keys.verify(&key) => true,
+                Ok(_) => return Err(IngestError::Unauthorized(KEY_INVALID)),
+                Err(BasicError::EmptyUsername) => return Err(IngestError::Unauthorized(KEY_MISSING)),
+                Err(_) => return Err(IngestError::Unauthorized(KEY_NOT_BASIC)),
+            },
+        };
+        let bytes = read_body(headers, body, route.body_limit())?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| IngestError::InvalidUtf8(e.valid_up_to()))?;
+        let batch = match route {
+            Route::Single(_) => parse_single(text),
+            Route::Batch => parse_batch(text),
+        }
+        .map_err(|error| match error {
+            BodyError::Malformed(e) => IngestError::MalformedJson(e),
+            BodyError::Invalid(e) => IngestError::InvalidBody(e),
+        })?;
+        if !key_in_header {
+            match &batch.write_key {
+                Some(key) if self.options.write_keys.verify(key) => {}
+                Some(_) => return Err(IngestError::Unauthorized(KEY_INVALID)),
+                None => return Err(IngestError::Unauthorized(KEY_MISSING)),
+            }
+        }
+        let expected = match route {
+            Route::Single(kind) => Some(kind),
+            Route::Batch => None,
+        };
+        let (messages, rejected) = accept_events(&batch, expected, OffsetDateTime::now_utc());
+        tally.rejected = rejected.len();
+        if messages.is_empty() {
+            return Ok(all_rejected(route, batch.events.len(), rejected));
+        }
+        let accepted = messages.len();
+        self.queue.enqueue(messages).await.map_err(IngestError::QueueUnavailable)?;
+        tally.accepted = accepted;
+        Ok(if rejected.is_empty() {
+            json_response(StatusCode::OK, &json!({"success": true}))
+        } else {
+            json_response(StatusCode::OK, &json!({"success": true, "accepted": accepted, "rejected": rejected}))
+        })
+    }
+}
+
+/// Validates and normalises every event of `batch`: the queue messages of the valid ones, and why the others were refused.
+pub fn accept_events(
+    batch: &Batch<'_>,
+    expected: Option<EventType>,
+    received_at: OffsetDateTime,
+) -> (Vec<QueuedMessage>, Vec<Rejected>) {
+    let mut messages = Vec::with_capacity(batch.events.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in batch.events.iter().enumerate() {
+        match parse_event(raw, expected, &batch.defaults, received_at) {
+            Ok(event) => {
+                let message = QueuedMessage::new(&Envelope { event });
+                if message.body.len() > MAX_MESSAGE_BYTES - 1024 {
+                    // Only a large batch-level context merged into the event can get it here.
+                    let error = FieldError {
+                        path: "context".into(),
+                        message: format!(
+                            "with the batch's context merged in, the event is {} bytes; a queue message holds at most {} bytes",
+                            message.body.len(),
+                            MAX_MESSAGE_BYTES - 1024
+                        ),
+                    };
+                    rejected.push(Rejected { index, message_id: Some(message.message_id), errors: vec![error] });
+                } else {
+                    messages.push(message);
+                }
+            }
+            Err(mut refusal) => {
+                refusal.index = index;
+                rejected.push(refusal);
+            }
+        }
+    }
+    (messages, rejected)
+}
+
+fn all_rejected(route: Route, total: usize, rejected: Vec<Rejected>) -> Response<Body> {
+    let (code, message) = match route {
+        Route::Single(_) => {
+            let errors: Vec<String> = rejected.iter().flat_map(|r| &r.errors).map(ToString::to_string).collect();
+            ("invalid_event", errors.join("; "))
+        }
+        Route::Batch => ("invalid_batch", format!("none of the {total} events is valid; `rejected` says why for each")),
+    };
+    let body = json!({
+        "success": false,
+        "error": {"code": code, "message": message},
+        "accepted": 0,
+        "rejected": rejected,
+    });
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+fn preflight() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(ALLOW, ALLOWED_METHODS)
+        .header(ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS)
+        .header(ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type, content-encoding")
+        .header(ACCESS_CONTROL_MAX_AGE, "86400")
+        .body(Body::Empty)
+        .expect("static headers are valid")
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::Text(body.to_string()))
+        .expect("static headers are valid")
+}
+
+fn request_id(request: &Request) -> String {
+    if let Some(context) = request.lambda_context_ref() {
+        return context.request_id.clone();
+    }
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => {
+            context.request_id.clone().unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_tolerate_trailing_slashes_and_nothing_else() {
+        assert_eq!(Route::parse("/v1/track"), Some(Route::Single(EventType::Track)));
+        assert_eq!(Route::parse("/v1/identify/"), Some(Route::Single(EventType::Identify)));
+        assert_eq!(Route::parse("/v1/import"), Some(Route::Batch));
+        assert_eq!(Route::parse("/v1/batch//"), Some(Route::Batch));
+        for path in ["/", "/v1", "/v1/", "/v1/Track", "/v2/track", "/v1/track/x", "/track"] {
+            assert_eq!(Route::parse(path), None, "{path}");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! SQS: SendMessageBatch in groups of 10 within SQS's size limits, failed entries retried with backoff.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+use super::{Enqueue, EnqueueError, QueuedMessage};
+
+/// Most bytes SQS takes in one message (body and attributes).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Most bytes SQS takes in one SendMessageBatch request (all entries).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+const MAX_BATCH_ENTRIES: usize = 10;
+
+/// How long to keep trying entries SQS did not take.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per batch, the first included.
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy { attempts: 4, min_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) }
+    }
+}
+
+/// An SQS queue, FIFO when its URL ends in `.fifo`.
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    fifo: bool,
+    retry: RetryPolicy,
+    concurrency: usize,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, retry: RetryPolicy) -> SqsQueue {
+        let queue_url = queue_url.into();
+        let fifo = queue_url.ends_with(".fifo");
+        SqsQueue { client, queue_url, fifo, retry, concurrency: 4 }
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    fn entry(&self, id: usize, message: &QueuedMessage) -> SendMessageBatchRequestEntry {
+        let attribute = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(sqs_text(value))
+                .build()
+                .expect("data type is set")
+        };
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(id.to_string())
+            .message_body(&message.body)
+            .message_attributes("event_type", attribute(message.event_type.as_str()));
+        if let Some(name) = &message.event_name {
+            entry = entry.message_attributes("event_name", attribute(name));
+        }
+        if self.fifo {
+            entry = entry
+                .message_group_id(sqs_id(&message.ordering_key))
+                .message_deduplication_id(sqs_id(&message.message_id));
+        }
+        entry.build().expect("id and body are set")
+    }
+
+    /// Sends one batch, retrying the entries SQS did not take; `Err` holds how many are left and why.
+    async fn send_batch(&self, batch: &[QueuedMessage]) -> Result<(), (usize, String)> {
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.attempts.saturating_sub(1))
+            .with_jitter()
+            .build();
+        loop {
+            let entries = pending.iter().map(|&i| self.entry(i, &batch[i])).collect();
+            let request = self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries));
+            let reason = match request.send().await {
+                Ok(output) if output.failed().is_empty() => return Ok(()),
+                Ok(output) => {
+                    let failed = output.failed();
+                    pending = failed.iter().filter_map(|f| f.id().parse().ok()).collect();
+                    let first = &failed[0];
+                    let reason = format!(
+                        "SQS refused {} entries: {} {}",
+                        failed.len(),
+                        first.code(),
+                        first.message().unwrap_or("")
+                    );
+                    warn!(
+                        failed = failed.len(),
+                        code = first.code(),
+                        sender_fault = first.sender_fault(),
+                        "SQS refused entries."
+                    );
+                    if failed.iter().all(|f| f.sender_fault()) {
+                        // The request itself is wrong: sending it again cannot help.
+                        return Err((pending.len(), reason));
+                    }
+                    reason
+                }
+                Err(error) => {
+                    let reason = format!("SendMessageBatch failed: {}", DisplayErrorContext(&error));
+                    warn!(error = %DisplayErrorContext(&error), entries = pending.len(), "SendMessageBatch failed.");
+                    reason
+                }
+            };
+            match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err((pending.len(), reason)),
+            }
+        }
+    }
+}
+
+impl Enqueue for SqsQueue {
+    async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
+        let total = messages.len();
+        // Futures are lazy: building them all here still sends at most `concurrency` batches at once.
+        let mut sends = Vec::new();
+        for batch in batches(&messages) {
+            sends.push(self.send_batch(batch));
+        }
+        let results: Vec<_> = futures_util::stream::iter(sends).buffer_unordered(self.concurrency).collect().await;
+        let mut failed = 0;
+        let mut reason = String::new();
+        for (count, why) in results.into_iter().filter_map(Result::err) {
+            failed += count;
+            reason = why;
+        }
+        if failed == 0 { Ok(()) } else { Err(EnqueueError { failed, total, reason }) }
+    }
+}
+
+/// Splits messages into SendMessageBatch requests: at most 10 entries and [`MAX_BATCH_BYTES`] each.
+pub(crate) fn batches(messages: &[QueuedMessage]) -> Vec<&[QueuedMessage]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, message) in messages.iter().enumerate() {
+        let size = message_bytes(message);
+        if i > start && (i - start == MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+            batches.push(&messages[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        batches.push(&messages[start..]);
+    }
+    batches
+}
+
+/// What SQS counts toward its size limits: the body and each attribute's name, type and value.
+pub(crate) fn message_bytes(message: &QueuedMessage) -> usize {
+    let attribute = |name: &str, value: &str| name.len() + "String".len() + value.len();
+    message.body.len()
+        + attribute("event_type", message.event_type.as_str())
+        + message.event_name.as_deref().map_or(0, |name| attribute("event_name", name))
+}
+
+/// A FIFO group or deduplication id: the value itself when SQS takes it (≤ 128 printable ASCII characters), else its SHA-256.
+pub fn sqs_id(value: &str) -> String {
+    if !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()) {
+        return value.to_owned();
+    }
+    let digest = Sha256::digest(value.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256-{hex}")
+}
+
+/// An attribute value SQS takes: characters outside its allowed set replaced, at most 256 characters.
+fn sqs_text(value: &str) -> String {
+    let allowed =
+        |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..);
+    value.chars().take(256).map(|c| if allowed(c) { c } else { '\u{fffd}' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventType;
+
+    fn message(body_bytes: usize) -> QueuedMessage {
+        QueuedMessage {
+            message_id: "m".into(),
+            ordering_key: "u".into(),
+            event_type: EventType::Track,
+            event_name: Some("e".into()),
+            body: "x".repeat(body_bytes),
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_entries() {
+        let messages: Vec<_> = (0..23).map(|_| message(100)).collect();
+        let sizes: Vec<usize> = batches(&messages).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+    }
+
+    #[test]
+    fn batches_stay_within_the_request_size_limit() {
+        let messages: Vec<_> = (0..10).map(|_| message(40 * 1024)).collect();
+        let split = batches(&messages);
+        assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [6, 4]);
+        for batch in split {
+            assert!(batch.iter().map(message_bytes).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+    }
+
+    #[test]
+    fn ids_sqs_refuses_are_hashed() {
+        assert_eq!(sqs_id("ajs-next-1714564800-abc"), "ajs-next-1714564800-abc");
+        let long = "a".repeat(129);
+        for refused in [long.as_str(), "has space", "é", "line\nbreak", ""] {
+            let id = sqs_id(refused);
+            assert!(id.starts_with("sha256-") && id.len() == 71, "{refused:?} -> {id}");
+        }
+        assert_eq!(sqs_id("has space"), sqs_id("has space"));
+        assert_ne!(sqs_id("has space"), sqs_id("has  space"));
+    }
+
+    #[test]
+    fn attribute_text_is_cleaned_and_cut() {
+        assert_eq!(sqs_text("Order\u{0}Completed\u{ffff}"), "Order\u{fffd}Completed\u{fffd}");
+        assert_eq!(sqs_text(&"é".repeat(300)).chars().count(), 256);
+    }
+}
