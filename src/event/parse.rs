@@ -66,9 +66,12 @@ pub enum BodyError {
     Invalid(FieldError),
 }
 
+/// How deep objects and arrays may nest in a body: deeper than any real event, shallow enough for any parser downstream.
+pub const MAX_DEPTH: usize = 64;
+
 /// Reads the body of a single-event call (`/v1/track`, …).
 pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
-    let raw: &RawValue = serde_json::from_str(body).map_err(BodyError::Malformed)?;
+    let raw = parse_body(body)?;
     if !raw.get().starts_with('{') {
         return Err(BodyError::Invalid(FieldError::new("", "the body must be a JSON object holding one event")));
     }
@@ -79,7 +82,7 @@ pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
 
 /// Reads the body of `/v1/batch` or `/v1/import`: `{"batch": […], "context"?, "integrations"?, "sentAt"?, "writeKey"?}`.
 pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
-    let raw: &RawValue = serde_json::from_str(body).map_err(BodyError::Malformed)?;
+    let raw = parse_body(body)?;
     if !raw.get().starts_with('{') {
         return Err(BodyError::Invalid(FieldError::new(
             "",
@@ -116,6 +119,43 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     };
     let write_key = write_key(&members)?;
     Ok(Batch { events, defaults, write_key })
+}
+
+/// Checks the body's syntax and depth; serde_json skips over raw values without its recursion limit, so depth is ours to check.
+fn parse_body(body: &str) -> Result<&RawValue, BodyError> {
+    let raw: &RawValue = serde_json::from_str(body).map_err(BodyError::Malformed)?;
+    let depth = nesting_depth(raw.get());
+    if depth > MAX_DEPTH {
+        let message = format!("the body nests {depth} levels deep; at most {MAX_DEPTH} are allowed");
+        return Err(BodyError::Invalid(FieldError::new("", message)));
+    }
+    Ok(raw)
+}
+
+/// The deepest nesting of objects and arrays in valid JSON text.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn write_key(members: &TopLevel<'_>) -> Result<Option<String>, BodyError> {
@@ -188,28 +228,29 @@ pub fn parse_event(
             _ => fields.extra.push((key.to_owned(), (*value).to_owned())),
         }
     }
-    let missing = |field: &str, what: &str| FieldError::new(field, format!("is required for {kind} events ({what})"));
-    if fields.user_id.is_none() && fields.anonymous_id.is_none() && !errors.iter().any(|e| e.path.ends_with("Id")) {
+    let ids_unusable = ["userId", "anonymousId"].iter().any(|path| errors.iter().any(|e| e.path == *path));
+    if fields.user_id.is_none() && fields.anonymous_id.is_none() && !ids_unusable {
         errors.push(FieldError::new("userId", "userId or anonymousId is required (a non-empty string or a number)"));
     }
-    match kind {
-        EventType::Track if fields.event.as_deref().is_none_or(|e| e.trim().is_empty()) => {
-            if !errors.iter().any(|e| e.path == "event") {
-                errors.push(missing("event", "a non-empty string naming the action"));
-            }
+    let required = match kind {
+        EventType::Track => {
+            vec![(
+                "event",
+                fields.event.as_deref().is_some_and(|e| !e.trim().is_empty()),
+                "a non-empty string naming the action",
+            )]
         }
-        EventType::Group if fields.group_id.is_none() && !errors.iter().any(|e| e.path == "groupId") => {
-            errors.push(missing("groupId", "a non-empty string or a number"));
+        EventType::Group => vec![("groupId", fields.group_id.is_some(), "a non-empty string or a number")],
+        EventType::Alias => vec![
+            ("userId", fields.user_id.is_some(), "the new id"),
+            ("previousId", fields.previous_id.is_some(), "the id the user had before"),
+        ],
+        _ => vec![],
+    };
+    for (path, present, what) in required {
+        if !present && !errors.iter().any(|e| e.path == path) {
+            errors.push(FieldError::new(path, format!("is required for {kind} events ({what})")));
         }
-        EventType::Alias => {
-            if fields.user_id.is_none() && !errors.iter().any(|e| e.path == "userId") {
-                errors.push(missing("userId", "the new id"));
-            }
-            if fields.previous_id.is_none() && !errors.iter().any(|e| e.path == "previousId") {
-                errors.push(missing("previousId", "the id the user had before"));
-            }
-        }
-        _ => {}
     }
     if !errors.is_empty() {
         return Err(reject(message_id, errors));
@@ -555,6 +596,14 @@ mod tests {
                 "{json}: expected {path}: {message}…, got {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn nesting_depth_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[{\\"}"}]}"#), 3);
+        assert_eq!(nesting_depth("1"), 0);
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(matches!(parse_batch(&deep), Err(BodyError::Invalid(e)) if e.message.contains("65 levels")));
     }
 
     #[test]

@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests: the real ingest handler, fed function-URL requests, against an in-memory queue and moto's SQS server.
+
+mod bad_inputs;
+mod events;
+mod helpers;
+mod ingest;
+mod sqs;

@@ -1,0 +1,496 @@
+//! Bad input, one request at a time: each answer names what was wrong, and nothing reaches the queue.
+
+use std::io::Write;
+
+use flate2::{Compression, write::GzEncoder};
+use lambda_http::Request;
+use serde_json::Value;
+
+use crate::helpers::{ALLOWED_ORIGIN, BASIC_AUTH, memory_app, post, request, send};
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const AUTH: (&str, &str) = ("authorization", BASIC_AUTH);
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn with(headers: &[(&str, &str)], path: &str, body: &[u8]) -> Request {
+    request("POST", path, headers, Some(body))
+}
+
+/// One bad request and what its answer must say: the status, the error code, and a JSON path and a message fragment
+/// found in `error` (or, for refused events, in one of `rejected[].errors`).
+struct Case {
+    name: &'static str,
+    request: Request,
+    status: u16,
+    code: &'static str,
+    path: Option<&'static str>,
+    message: &'static str,
+}
+
+fn case(name: &'static str, request: Request, status: u16, code: &'static str, message: &'static str) -> Case {
+    Case { name, request, status, code, path: None, message }
+}
+
+fn at(mut case: Case, path: &'static str) -> Case {
+    case.path = Some(path);
+    case
+}
+
+fn invalid_event(name: &'static str, path: &str, body: &str, field: &'static str, message: &'static str) -> Case {
+    at(case(name, post(path, body), 400, "invalid_event", message), field)
+}
+
+fn invalid_body(name: &'static str, path: &str, body: &str, field: &'static str, message: &'static str) -> Case {
+    at(case(name, post(path, body), 400, "invalid_body", message), field)
+}
+
+fn cases() -> Vec<Case> {
+    let big_event = format!(r#"{{"userId":"u","event":"e","properties":{{"blob":"{}"}}}}"#, "x".repeat(33 * 1024));
+    let big_batch =
+        format!(r#"{{"batch":[{}]}}"#, vec![r#"{"type":"track","userId":"u","event":"e"}"#; 13_000].join(","));
+    let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
+    let deep = format!(r#"{{"userId":"u","event":"e","properties":{}1{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
+    vec![
+        case(
+            "malformed JSON",
+            post("/v1/track", "{\"userId\": \"u\",\n \"event\": \"e\",}"),
+            400,
+            "malformed_json",
+            "line 2 column",
+        ),
+        case("truncated JSON", post("/v1/track", r#"{"userId":"#), 400, "malformed_json", "EOF while parsing"),
+        case(
+            "trailing garbage",
+            post("/v1/track", r#"{"userId":"u","event":"e"} x"#),
+            400,
+            "malformed_json",
+            "trailing characters",
+        ),
+        invalid_body("deeply nested JSON", "/v1/track", &deep, "", "nests 201 levels deep; at most 64 are allowed"),
+        case("empty body", post("/v1/track", ""), 400, "empty_body", "the body is empty"),
+        case("whitespace body", post("/v1/identify", " \n "), 400, "empty_body", "the body is empty"),
+        case(
+            "invalid UTF-8",
+            with(&[AUTH, JSON], "/v1/track", b"{\"userId\":\"\xff\xfe\"}"),
+            400,
+            "invalid_utf8",
+            "offset 11",
+        ),
+        invalid_body("an array for one event", "/v1/track", "[]", "", "must be a JSON object holding one event"),
+        invalid_body("a string for one event", "/v1/page", "\"hello\"", "", "must be a JSON object holding one event"),
+        invalid_event(
+            "no user or anonymous id",
+            "/v1/identify",
+            r#"{"traits":{}}"#,
+            "userId",
+            "userId or anonymousId is required",
+        ),
+        invalid_event(
+            "blank user id",
+            "/v1/identify",
+            r#"{"userId":"   "}"#,
+            "userId",
+            "userId or anonymousId is required",
+        ),
+        invalid_event(
+            "boolean user id",
+            "/v1/identify",
+            r#"{"userId":true}"#,
+            "userId",
+            "must be a string or a number",
+        ),
+        invalid_event(
+            "object user id",
+            "/v1/track",
+            r#"{"userId":{"id":1},"event":"e"}"#,
+            "userId",
+            "must be a string or a number",
+        ),
+        invalid_event(
+            "array anonymous id",
+            "/v1/page",
+            r#"{"anonymousId":["a"]}"#,
+            "anonymousId",
+            "must be a string or a number",
+        ),
+        invalid_event("track without event", "/v1/track", r#"{"userId":"u"}"#, "event", "is required for track events"),
+        invalid_event(
+            "track with empty event",
+            "/v1/track",
+            r#"{"userId":"u","event":" "}"#,
+            "event",
+            "is required for track events",
+        ),
+        invalid_event(
+            "track with numeric event",
+            "/v1/track",
+            r#"{"userId":"u","event":5}"#,
+            "event",
+            "must be a string",
+        ),
+        invalid_event(
+            "group without groupId",
+            "/v1/group",
+            r#"{"userId":"u"}"#,
+            "groupId",
+            "is required for group events",
+        ),
+        invalid_event(
+            "group with null groupId",
+            "/v1/group",
+            r#"{"userId":"u","groupId":null}"#,
+            "groupId",
+            "is required",
+        ),
+        invalid_event(
+            "alias without previousId",
+            "/v1/alias",
+            r#"{"userId":"u"}"#,
+            "previousId",
+            "is required for alias events",
+        ),
+        invalid_event(
+            "alias without userId",
+            "/v1/alias",
+            r#"{"anonymousId":"a","previousId":"p"}"#,
+            "userId",
+            "is required for alias",
+        ),
+        invalid_event(
+            "page name not a string",
+            "/v1/page",
+            r#"{"userId":"u","name":{"x":1}}"#,
+            "name",
+            "must be a string",
+        ),
+        invalid_event(
+            "timestamp not RFC 3339",
+            "/v1/track",
+            r#"{"userId":"u","event":"e","timestamp":"01/05/2024"}"#,
+            "timestamp",
+            "must be an RFC 3339 timestamp",
+        ),
+        invalid_event(
+            "timestamp as a number",
+            "/v1/track",
+            r#"{"userId":"u","event":"e","timestamp":1714564800}"#,
+            "timestamp",
+            "string, not a number",
+        ),
+        invalid_event(
+            "sentAt not RFC 3339",
+            "/v1/page",
+            r#"{"userId":"u","sentAt":"now"}"#,
+            "sentAt",
+            "must be an RFC 3339 timestamp",
+        ),
+        invalid_event(
+            "originalTimestamp impossible date",
+            "/v1/page",
+            r#"{"userId":"u","originalTimestamp":"2024-02-30T00:00:00Z"}"#,
+            "originalTimestamp",
+            "must be an RFC 3339",
+        ),
+        invalid_event(
+            "clock skew beyond the calendar",
+            "/v1/page",
+            r#"{"userId":"u","timestamp":"0001-01-01T00:00:00Z","sentAt":"9999-12-31T00:00:00Z"}"#,
+            "sentAt",
+            "too far",
+        ),
+        invalid_event(
+            "traits as an array",
+            "/v1/identify",
+            r#"{"userId":"u","traits":["a"]}"#,
+            "traits",
+            "must be an object, not an array",
+        ),
+        invalid_event(
+            "properties as a string",
+            "/v1/track",
+            r#"{"userId":"u","event":"e","properties":"x"}"#,
+            "properties",
+            "must be an object, not a string",
+        ),
+        invalid_event(
+            "context as a number",
+            "/v1/screen",
+            r#"{"userId":"u","context":3}"#,
+            "context",
+            "must be an object, not a number",
+        ),
+        invalid_event(
+            "integrations as an array",
+            "/v1/page",
+            r#"{"userId":"u","integrations":[]}"#,
+            "integrations",
+            "must be an object",
+        ),
+        invalid_event(
+            "type disagrees with the path",
+            "/v1/identify",
+            r#"{"type":"track","userId":"u"}"#,
+            "type",
+            "this endpoint takes identify events",
+        ),
+        invalid_event("type not a string", "/v1/identify", r#"{"type":1,"userId":"u"}"#, "type", "must be a string"),
+        invalid_event(
+            "duplicate key",
+            "/v1/identify",
+            r#"{"userId":"u","userId":"v"}"#,
+            "userId",
+            "appears more than once",
+        ),
+        invalid_body("batch missing", "/v1/batch", r#"{"events":[]}"#, "batch", "is required: an array of events"),
+        invalid_body("batch not an array", "/v1/batch", r#"{"batch":{"type":"track"}}"#, "batch", "must be an array"),
+        invalid_body("batch empty", "/v1/import", r#"{"batch":[]}"#, "batch", "must hold at least one event"),
+        invalid_body(
+            "batch context not an object",
+            "/v1/batch",
+            r#"{"batch":[{"type":"page","userId":"u"}],"context":"x"}"#,
+            "context",
+            "must be an object",
+        ),
+        invalid_body(
+            "batch sentAt invalid",
+            "/v1/batch",
+            r#"{"batch":[{"type":"page","userId":"u"}],"sentAt":"soon"}"#,
+            "sentAt",
+            "must be an RFC 3339",
+        ),
+        invalid_body("batch key twice", "/v1/batch", r#"{"batch":[],"batch":[]}"#, "batch", "appears more than once"),
+        at(
+            case(
+                "batch with no valid event",
+                post("/v1/batch", r#"{"batch":[{"type":"track","userId":"u"},7,{"userId":"u"}]}"#),
+                400,
+                "invalid_batch",
+                "is required for track events",
+            ),
+            "event",
+        ),
+        at(
+            case(
+                "batch event of unknown type",
+                post("/v1/batch", r#"{"batch":[{"type":"purchase","userId":"u"}]}"#),
+                400,
+                "invalid_batch",
+                "must be one of identify, track",
+            ),
+            "type",
+        ),
+        at(
+            case(
+                "batch event not an object",
+                post("/v1/batch", r#"{"batch":["track"]}"#),
+                400,
+                "invalid_batch",
+                "an event must be a JSON object",
+            ),
+            "",
+        ),
+        case(
+            "single event over 32 KB",
+            post("/v1/track", &big_event),
+            413,
+            "payload_too_large",
+            "limit of 32768 bytes (32 KB)",
+        ),
+        case(
+            "batch over 500 KB",
+            post("/v1/batch", &big_batch),
+            413,
+            "payload_too_large",
+            "limit of 512000 bytes (500 KB)",
+        ),
+        case(
+            "gzip bomb",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", &bomb),
+            413,
+            "payload_too_large",
+            "measured after decompression",
+        ),
+        case(
+            "not gzip",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", b"{\"batch\":[]}"),
+            400,
+            "bad_gzip",
+            "not valid gzip",
+        ),
+        case(
+            "truncated gzip",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", &gzip(b"{\"batch\":[]}")[..12]),
+            400,
+            "bad_gzip",
+            "not valid gzip",
+        ),
+        case(
+            "brotli",
+            with(&[AUTH, JSON, ("content-encoding", "br")], "/v1/track", b"{}"),
+            415,
+            "unsupported_encoding",
+            "Content-Encoding br",
+        ),
+        case(
+            "form content type",
+            with(&[AUTH, ("content-type", "application/x-www-form-urlencoded")], "/v1/track", b"userId=u"),
+            415,
+            "unsupported_media_type",
+            "application/x-www-form-urlencoded",
+        ),
+        case(
+            "no write key",
+            with(&[JSON], "/v1/track", br#"{"userId":"u","event":"e"}"#),
+            401,
+            "unauthorized",
+            "a write key is required",
+        ),
+        case(
+            "wrong write key",
+            with(&[("authorization", "Basic d3Jvbmc6"), JSON], "/v1/track", br#"{"userId":"u","event":"e"}"#),
+            401,
+            "unauthorized",
+            "not valid",
+        ),
+        case(
+            "bearer token",
+            with(&[("authorization", "Bearer test-write-key"), JSON], "/v1/track", b"{}"),
+            401,
+            "unauthorized",
+            "must be HTTP Basic",
+        ),
+        case(
+            "Basic with no username",
+            with(&[("authorization", "Basic OnNlY3JldA=="), JSON], "/v1/track", b"{}"),
+            401,
+            "unauthorized",
+            "a write key is required",
+        ),
+        case(
+            "Basic not base64",
+            with(&[("authorization", "Basic ***"), JSON], "/v1/track", b"{}"),
+            401,
+            "unauthorized",
+            "must be HTTP Basic",
+        ),
+        case(
+            "wrong writeKey in the body",
+            with(&[("content-type", "text/plain")], "/v1/track", br#"{"userId":"u","event":"e","writeKey":"nope"}"#),
+            401,
+            "unauthorized",
+            "not valid",
+        ),
+        at(
+            case(
+                "writeKey not a string",
+                with(&[("content-type", "text/plain")], "/v1/track", br#"{"userId":"u","event":"e","writeKey":1}"#),
+                400,
+                "invalid_body",
+                "must be a string",
+            ),
+            "writeKey",
+        ),
+        case(
+            "GET",
+            request("GET", "/v1/track", &[AUTH], None),
+            405,
+            "method_not_allowed",
+            "GET is not allowed here: use POST",
+        ),
+        case(
+            "PUT",
+            request("PUT", "/v1/batch", &[AUTH, JSON], Some(b"{}")),
+            405,
+            "method_not_allowed",
+            "PUT is not allowed",
+        ),
+        case("unknown path", post("/v1/purchase", "{}"), 404, "not_found", "there is no endpoint at /v1/purchase"),
+        case("wrong version", post("/v2/track", "{}"), 404, "not_found", "/v2/track"),
+        case("root", request("GET", "/", &[], None), 404, "not_found", "there is no endpoint at /"),
+        case(
+            "origin not allowed",
+            with(&[AUTH, JSON, ("origin", "https://evil.example.net")], "/v1/track", br#"{"userId":"u","event":"e"}"#),
+            403,
+            "origin_not_allowed",
+            "https://evil.example.net",
+        ),
+        case(
+            "preflight from an origin not allowed",
+            request("OPTIONS", "/v1/track", &[("origin", "https://evil.example.net")], None),
+            403,
+            "origin_not_allowed",
+            "CORS_ALLOWED_ORIGINS",
+        ),
+    ]
+}
+
+fn error_matches(body: &Value, path: Option<&str>, message: &str) -> bool {
+    let matches = |error: &Value| {
+        path.is_none_or(|p| error["path"] == p) && error["message"].as_str().is_some_and(|m| m.contains(message))
+    };
+    let rejected = body["rejected"].as_array().into_iter().flatten();
+    matches(&body["error"]) || rejected.flat_map(|r| r["errors"].as_array().into_iter().flatten()).any(matches)
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_a_precise_error_and_enqueues_nothing() {
+    let cases = cases();
+    assert!(cases.len() >= 40, "the table must hold at least 40 bad inputs, it has {}", cases.len());
+    let mut failures = Vec::new();
+    for case in cases {
+        let app = memory_app();
+        let answer = send(&app, case.request).await;
+        let body = &answer.body;
+        let problems = [
+            (answer.status.as_u16() != case.status)
+                .then(|| format!("status {} (expected {})", answer.status, case.status)),
+            (body["success"] != false).then(|| "success is not false".to_owned()),
+            (body["error"]["code"] != case.code)
+                .then(|| format!("code {} (expected {})", body["error"]["code"], case.code)),
+            (!error_matches(body, case.path, case.message))
+                .then(|| format!("no error at {:?} containing {:?}", case.path, case.message)),
+            (!app.queue().is_empty()).then(|| format!("{} messages were enqueued", app.queue().len())),
+        ];
+        for problem in problems.into_iter().flatten() {
+            failures.push(format!(
+                "{}: {problem}; answer: {}",
+                case.name,
+                body.to_string().chars().take(400).collect::<String>()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_asks_for_basic_auth() {
+    let app = memory_app();
+    let answer = send(&app, request("POST", "/v1/track", &[JSON], Some(br#"{"userId":"u","event":"e"}"#))).await;
+    assert_eq!(answer.status, 401);
+    let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Basic "), "{challenge}");
+}
+
+#[tokio::test]
+async fn malformed_json_names_the_line_and_column() {
+    let app = memory_app();
+    let answer = send(&app, post("/v1/track", "{\"userId\": \"u\",\n  \"event\": e}")).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["error"]["line"], 2);
+    assert_eq!(answer.body["error"]["column"], 12);
+}
+
+#[tokio::test]
+async fn wrong_methods_are_told_what_is_allowed() {
+    let app = memory_app();
+    let answer = send(&app, request("DELETE", "/v1/identify/", &[], None)).await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.headers["allow"], "POST, OPTIONS");
+    let answer = send(&app, request("GET", "/v1/batch", &[("origin", ALLOWED_ORIGIN)], None)).await;
+    assert_eq!(answer.headers["access-control-allow-origin"], ALLOWED_ORIGIN, "browsers can read the error");
+}

@@ -1,0 +1,110 @@
+//! Building function-URL requests the way Lambda delivers them, and reading the answers.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys};
+use intercom_relay::queue::{Enqueue, MemoryQueue};
+use lambda_http::Request;
+use lambda_http::http::{HeaderMap, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+pub const WRITE_KEY: &str = "test-write-key";
+/// `Basic base64("test-write-key:")`, as analytics-python and RudderStack's SDKs send it.
+pub const BASIC_AUTH: &str = "Basic dGVzdC13cml0ZS1rZXk6";
+pub const ALLOWED_ORIGIN: &str = "https://www.example.com";
+
+pub fn options() -> IngestOptions {
+    IngestOptions {
+        write_keys: WriteKeys::new(&[SecretString::from(WRITE_KEY)]).expect("one key"),
+        allowed_origins: AllowedOrigins::parse(ALLOWED_ORIGIN).expect("a valid origin"),
+    }
+}
+
+/// The handler in front of an in-memory queue.
+pub fn memory_app() -> Ingest<MemoryQueue> {
+    Ingest::new(options(), MemoryQueue::new())
+}
+
+pub fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+/// A function-URL request from `events/requests/NAME`.
+pub fn fixture(name: &str) -> Request {
+    let path = events_dir().join("requests").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A function-URL request (payload format 2.0), read by lambda_http as the Lambda would read it.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Request {
+    let (body, base64) = match body {
+        None => (Value::Null, false),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Value::String(text.to_owned()), false),
+            Err(_) => (Value::String(STANDARD.encode(bytes)), true),
+        },
+    };
+    let headers: serde_json::Map<String, Value> =
+        headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String((*v).to_owned()))).collect();
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "domainName": "abc123.lambda-url.us-east-1.on.aws",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7", "userAgent": "test"},
+            "requestId": "req-test",
+            "routeKey": "$default",
+            "stage": "$default",
+            "timeEpoch": 1714564800000u64
+        },
+        "body": body,
+        "isBase64Encoded": base64
+    });
+    lambda_http::request::from_str(&event.to_string()).expect("a valid function URL event")
+}
+
+/// A POST with the write key as Basic auth and a JSON content type.
+pub fn post(path: &str, body: &str) -> Request {
+    request("POST", path, &[("authorization", BASIC_AUTH), ("content-type", "application/json")], Some(body.as_bytes()))
+}
+
+/// What the handler answered.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub async fn send<Q: Enqueue>(app: &Ingest<Q>, request: Request) -> Answer {
+    let response = app.handle(request).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("the answer is not JSON ({e}): {bytes:?}"))
+    };
+    Answer { status, headers, body }
+}
+
+/// The events (envelope `event` objects) of a list of SQS-bound bodies.
+pub fn envelope_events(bodies: impl IntoIterator<Item = String>) -> Vec<Value> {
+    bodies
+        .into_iter()
+        .map(|body| {
+            let envelope: Value = serde_json::from_str(&body).expect("an envelope is JSON");
+            assert_eq!(envelope["version"], 1, "{envelope}");
+            assert_eq!(envelope["message_id"], envelope["event"]["messageId"], "{envelope}");
+            envelope["event"].clone()
+        })
+        .collect()
+}
