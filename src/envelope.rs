@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use crate::event::{BatchDefaults, Event, EventType, TopLevel, format_timestamp, parse_event, parse_timestamp};
+use crate::event::{BatchDefaults, Event, EventType, Millis, RawEvent, TopLevel, parse_event, parse_timestamp};
 
 /// The envelope format this build writes; readers refuse versions they do not know.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -19,7 +19,7 @@ pub struct Envelope {
 struct Out<'a> {
     version: u32,
     message_id: &'a str,
-    received_at: String,
+    received_at: Millis,
     event: &'a Event,
 }
 
@@ -52,11 +52,16 @@ impl Envelope {
         let out = Out {
             version: ENVELOPE_VERSION,
             message_id: &self.event.message_id,
-            received_at: format_timestamp(self.event.received_at),
+            received_at: Millis(self.event.received_at),
             event: &self.event,
         };
-        let json = serde_json::to_string(&out).expect("an envelope always serialises");
-        escape_for_sqs(json)
+        // Sized once: the free-form parts are most of the body, and growing a 1 KB String by doubling costs more.
+        let raw_parts = [&self.event.context, &self.event.traits, &self.event.properties, &self.event.integrations];
+        let estimate =
+            512 + raw_parts.iter().filter_map(|part| part.as_ref()).map(|part| part.get().len()).sum::<usize>();
+        let mut json = Vec::with_capacity(estimate);
+        serde_json::to_writer(&mut json, &out).expect("an envelope always serialises");
+        escape_for_sqs(String::from_utf8(json).expect("serde_json writes UTF-8"))
     }
 
     /// Reads a body written by [`Envelope::to_body`].
@@ -71,10 +76,11 @@ impl Envelope {
             .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
             .and_then(|text| parse_timestamp(&text))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let event = parse_event(envelope.event, None, &BatchDefaults::default(), received_at).map_err(|rejected| {
-            let errors: Vec<String> = rejected.errors.iter().map(ToString::to_string).collect();
-            EnvelopeError::InvalidEvent(errors.join("; "))
-        })?;
+        let event = parse_event(&RawEvent::parse(envelope.event.get())?, None, &BatchDefaults::default(), received_at)
+            .map_err(|rejected| {
+                let errors: Vec<String> = rejected.errors.iter().map(ToString::to_string).collect();
+                EnvelopeError::InvalidEvent(errors.join("; "))
+            })?;
         Ok(Envelope { event })
     }
 
@@ -86,7 +92,11 @@ impl Envelope {
 
 /// SQS refuses U+FFFE and U+FFFF in a body; JSON lets them be written as escapes, which mean the same.
 fn escape_for_sqs(json: String) -> String {
-    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+    // Both encode as EF BF BE / EF BF BF in UTF-8; 0xEF is rare, so memchr finds the answer fast.
+    let bytes = json.as_bytes();
+    let found = memchr::memchr_iter(0xEF, bytes)
+        .any(|i| bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)));
+    if !found {
         return json;
     }
     json.replace('\u{fffe}', "\\ufffe").replace('\u{ffff}', "\\uffff")
@@ -97,9 +107,8 @@ mod tests {
     use super::*;
 
     fn event(json: &str) -> Event {
-        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
         let received = parse_timestamp("2024-05-01T12:00:00.123Z").unwrap();
-        parse_event(&raw, None, &BatchDefaults::default(), received).unwrap()
+        parse_event(&RawEvent::parse(json).unwrap(), None, &BatchDefaults::default(), received).unwrap()
     }
 
     #[test]

@@ -10,8 +10,10 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 pub use json::{RawObject, TopLevel};
-pub use parse::{Batch, BatchDefaults, BodyError, FieldError, Rejected, parse_batch, parse_event, parse_single};
-pub use timestamp::{format_timestamp, parse_timestamp};
+pub use parse::{
+    Batch, BatchDefaults, BodyError, FieldError, MAX_DEPTH, RawEvent, Rejected, parse_batch, parse_event, parse_single,
+};
+pub use timestamp::{Millis, format_timestamp, parse_timestamp};
 
 /// Most bytes one event may take, as Segment's API allows (32 KB).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -144,14 +146,14 @@ impl Serialize for Event {
                 map.serialize_entry(key, value)?;
             }
         }
-        map.serialize_entry("timestamp", &format_timestamp(self.timestamp))?;
+        map.serialize_entry("timestamp", &Millis(self.timestamp))?;
         if let Some(original) = self.original_timestamp {
-            map.serialize_entry("originalTimestamp", &format_timestamp(original))?;
+            map.serialize_entry("originalTimestamp", &Millis(original))?;
         }
         if let Some(sent_at) = self.sent_at {
-            map.serialize_entry("sentAt", &format_timestamp(sent_at))?;
+            map.serialize_entry("sentAt", &Millis(sent_at))?;
         }
-        map.serialize_entry("receivedAt", &format_timestamp(self.received_at))?;
+        map.serialize_entry("receivedAt", &Millis(self.received_at))?;
         for (key, value) in &self.extra {
             map.serialize_entry(key, value)?;
         }

@@ -51,10 +51,26 @@ pub struct BatchDefaults {
 /// A body whose outer shape is valid; its events are still to be validated one by one.
 #[derive(Debug)]
 pub struct Batch<'a> {
-    pub events: Vec<&'a RawValue>,
+    pub events: Vec<RawEvent<'a>>,
     pub defaults: BatchDefaults,
     /// The `writeKey` the body carries (what browsers send with `sendBeacon`).
     pub write_key: Option<String>,
+}
+
+/// One event of a body: its text and, when it is a JSON object, its top-level members.
+#[derive(Debug)]
+pub struct RawEvent<'a> {
+    text: &'a str,
+    members: Option<TopLevel<'a>>,
+}
+
+impl<'a> RawEvent<'a> {
+    /// Reads the top level of one event's JSON text.
+    pub fn parse(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
+        let text = text.trim();
+        let members = if text.starts_with('{') { Some(TopLevel::parse(text)?) } else { None };
+        Ok(RawEvent { text, members })
+    }
 }
 
 /// Why a body could not be read at all.
@@ -71,33 +87,25 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Reads the body of a single-event call (`/v1/track`, …).
 pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
-    let raw = parse_body(body)?;
-    if !raw.get().starts_with('{') {
-        return Err(BodyError::Invalid(FieldError::new("", "the body must be a JSON object holding one event")));
-    }
-    let members = TopLevel::parse(raw.get()).map_err(BodyError::Malformed)?;
+    let (text, members) = parse_object(body, "the body must be a JSON object holding one event")?;
     let write_key = write_key(&members)?;
-    Ok(Batch { events: vec![raw], defaults: BatchDefaults::default(), write_key })
+    let event = RawEvent { text, members: Some(members) };
+    Ok(Batch { events: vec![event], defaults: BatchDefaults::default(), write_key })
 }
 
 /// Reads the body of `/v1/batch` or `/v1/import`: `{"batch": […], "context"?, "integrations"?, "sentAt"?, "writeKey"?}`.
 pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
-    let raw = parse_body(body)?;
-    if !raw.get().starts_with('{') {
-        return Err(BodyError::Invalid(FieldError::new(
-            "",
-            "the body must be a JSON object such as {\"batch\": [...]}",
-        )));
-    }
-    let members = TopLevel::parse(raw.get()).map_err(BodyError::Malformed)?;
+    let (_, members) = parse_object(body, "the body must be a JSON object such as {\"batch\": [...]}")?;
     if let Some(key) = members.duplicate() {
         return Err(BodyError::Invalid(FieldError::new(key, "appears more than once")));
     }
     let invalid = |path: &str, message: &str| BodyError::Invalid(FieldError::new(path, message));
-    let events = match members.get("batch") {
+    let events: Vec<RawEvent<'_>> = match members.get("batch") {
         None => return Err(invalid("batch", "is required: an array of events")),
         Some(raw) if !raw.get().starts_with('[') => return Err(invalid("batch", "must be an array of events")),
-        Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(BodyError::Malformed)?,
+        Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw.get())
+            .and_then(|events| events.into_iter().map(|event| RawEvent::parse(event.get())).collect())
+            .map_err(BodyError::Malformed)?,
     };
     if events.is_empty() {
         return Err(invalid("batch", "must hold at least one event"));
@@ -121,39 +129,49 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     Ok(Batch { events, defaults, write_key })
 }
 
-/// Checks the body's syntax and depth; serde_json skips over raw values without its recursion limit, so depth is ours to check.
-fn parse_body(body: &str) -> Result<&RawValue, BodyError> {
-    let raw: &RawValue = serde_json::from_str(body).map_err(BodyError::Malformed)?;
-    let depth = nesting_depth(raw.get());
+/// Reads a body that must be one JSON object, checking its syntax and its depth (serde_json skips over raw values
+/// without its recursion limit, so depth is ours to check).
+fn parse_object<'a>(body: &'a str, not_an_object: &str) -> Result<(&'a str, TopLevel<'a>), BodyError> {
+    let body = body.trim();
+    if !body.starts_with('{') {
+        serde_json::from_str::<&RawValue>(body).map_err(BodyError::Malformed)?;
+        return Err(BodyError::Invalid(FieldError::new("", not_an_object)));
+    }
+    let members = TopLevel::parse(body).map_err(BodyError::Malformed)?;
+    // Fewer opening brackets than the limit (counted fast, strings included) cannot nest deeper than it.
+    let brackets = memchr::memchr2_iter(b'{', b'[', body.as_bytes()).count();
+    let depth = if brackets <= MAX_DEPTH { brackets } else { nesting_depth(body) };
     if depth > MAX_DEPTH {
         let message = format!("the body nests {depth} levels deep; at most {MAX_DEPTH} are allowed");
         return Err(BodyError::Invalid(FieldError::new("", message)));
     }
-    Ok(raw)
+    Ok((body, members))
 }
 
-/// The deepest nesting of objects and arrays in valid JSON text.
+/// The deepest nesting of objects and arrays in valid JSON text; strings are skipped with memchr.
 fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in json.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
+    let bytes = json.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => loop {
+                match memchr::memchr2(b'"', b'\\', &bytes[i + 1..]) {
+                    Some(j) if bytes[i + 1 + j] == b'\\' => i += j + 2,
+                    Some(j) => {
+                        i += j + 1;
+                        break;
+                    }
+                    None => return deepest,
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            b'}' | b']' => depth -= 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     deepest
 }
@@ -171,20 +189,19 @@ fn write_key(members: &TopLevel<'_>) -> Result<Option<String>, BodyError> {
 /// `expected` is the type the endpoint gives (`None` in a batch, where `type` is required). The event's messageId, when it
 /// has a usable one, comes back with the errors so the caller can name the event.
 pub fn parse_event(
-    raw: &RawValue,
+    raw: &RawEvent<'_>,
     expected: Option<EventType>,
     defaults: &BatchDefaults,
     received_at: OffsetDateTime,
 ) -> Result<Event, Rejected> {
     let reject = |message_id: Option<String>, errors: Vec<FieldError>| Rejected { index: 0, message_id, errors };
-    if !raw.get().starts_with('{') {
+    let Some(members) = &raw.members else {
         return Err(reject(None, vec![FieldError::new("", "an event must be a JSON object")]));
-    }
-    if raw.get().len() > MAX_EVENT_BYTES {
-        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.get().len());
+    };
+    if raw.text.len() > MAX_EVENT_BYTES {
+        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.text.len());
         return Err(reject(None, vec![FieldError::new("", message)]));
     }
-    let members = TopLevel::parse(raw.get()).map_err(|e| reject(None, vec![FieldError::new("", e.to_string())]))?;
     let mut errors = Vec::new();
     let message_id = match members.get("messageId") {
         Some(raw) => id_field(raw, "messageId", &mut errors),
@@ -203,7 +220,7 @@ pub fn parse_event(
     };
 
     let mut fields = Fields::default();
-    for (key, value) in &members.0 {
+    for (key, value) in members.0.iter() {
         let key = key.as_ref();
         match (key, kind) {
             ("type" | "messageId" | "writeKey" | "receivedAt", _) => {}
@@ -340,6 +357,8 @@ fn merge_defaults(own: Option<RawObject>, defaults: Option<&Map<String, Value>>)
 
 /// Identify traits sent in `context.traits` (RudderStack's SDKs do this) join `traits`; top-level traits win.
 fn merge_context_traits(traits: Option<RawObject>, context: Option<&RawObject>) -> Option<RawObject> {
+    // Most contexts hold no traits: a substring search is far cheaper than reading the context's members.
+    let context = context.filter(|c| memchr::memmem::find(c.get().as_bytes(), b"\"traits\"").is_some());
     let context_traits = context.and_then(|c| c.members().get("traits")).and_then(RawObject::new);
     let Some(context_traits) = context_traits else { return traits };
     let mut merged = context_traits.to_map();
@@ -460,8 +479,7 @@ mod tests {
     }
 
     fn one(json: &str, expected: Option<EventType>) -> Result<Event, Rejected> {
-        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
-        parse_event(&raw, expected, &BatchDefaults::default(), received())
+        parse_event(&RawEvent::parse(json).unwrap(), expected, &BatchDefaults::default(), received())
     }
 
     fn errors(json: &str, expected: Option<EventType>) -> Vec<(String, String)> {
@@ -491,8 +509,8 @@ mod tests {
 
     #[test]
     fn batch_sent_at_corrects_events_without_their_own() {
-        let raw: Box<RawValue> =
-            serde_json::from_str(r#"{"type":"page","userId":"u","originalTimestamp":"2024-05-01T11:00:00Z"}"#).unwrap();
+        let raw =
+            RawEvent::parse(r#"{"type":"page","userId":"u","originalTimestamp":"2024-05-01T11:00:00Z"}"#).unwrap();
         let defaults = BatchDefaults { sent_at: parse_timestamp("2024-05-01T11:00:10Z"), ..Default::default() };
         let event = parse_event(&raw, None, &defaults, received()).unwrap();
         assert_eq!(format_timestamp(event.timestamp), "2024-05-01T11:59:50.000Z");
@@ -510,8 +528,7 @@ mod tests {
 
     #[test]
     fn batch_context_merges_under_the_events_own() {
-        let raw: Box<RawValue> =
-            serde_json::from_str(r#"{"type":"track","userId":"u","event":"e","context":{"ip":"1.2.3.4"}}"#).unwrap();
+        let raw = RawEvent::parse(r#"{"type":"track","userId":"u","event":"e","context":{"ip":"1.2.3.4"}}"#).unwrap();
         let mut context = Map::new();
         context.insert("ip".into(), "9.9.9.9".into());
         context.insert("library".into(), serde_json::json!({"name": "analytics-python"}));
@@ -602,7 +619,7 @@ mod tests {
     fn nesting_depth_ignores_brackets_in_strings() {
         assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[{\\"}"}]}"#), 3);
         assert_eq!(nesting_depth("1"), 0);
-        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        let deep = format!(r#"{{"batch":{}{}}}"#, "[".repeat(64), "]".repeat(64));
         assert!(matches!(parse_batch(&deep), Err(BodyError::Invalid(e)) if e.message.contains("65 levels")));
     }
 

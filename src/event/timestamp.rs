@@ -10,6 +10,27 @@ pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
 
 /// Writes `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; years are kept within 0000–9999 by the parser and skew correction.
 pub fn format_timestamp(at: OffsetDateTime) -> String {
+    Millis(at).as_str_with(str::to_owned)
+}
+
+/// A timestamp that serialises as `YYYY-MM-DDTHH:MM:SS.mmmZ` without allocating.
+#[derive(Clone, Copy, Debug)]
+pub struct Millis(pub OffsetDateTime);
+
+impl serde::Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_str_with(|text| serializer.serialize_str(text))
+    }
+}
+
+impl Millis {
+    fn as_str_with<T>(self, f: impl FnOnce(&str) -> T) -> T {
+        let out = digits(self.0);
+        f(std::str::from_utf8(&out).expect("ASCII digits and separators"))
+    }
+}
+
+fn digits(at: OffsetDateTime) -> [u8; 24] {
     let at = at.to_offset(UtcOffset::UTC);
     let mut out = [0u8; 24];
     let fields: [(usize, u32, usize); 7] = [
@@ -30,7 +51,7 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
     for (i, b) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
         out[i] = b;
     }
-    out.iter().map(|&b| b as char).collect()
+    out
 }
 
 #[cfg(test)]

@@ -96,7 +96,9 @@ async fn drain(client: &Client, queue_url: &str) -> Vec<Received> {
                 body: message.body().unwrap_or_default().to_owned(),
                 attributes: message
                     .message_attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned())).collect())
+                    .map(|a| {
+                        a.iter().map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned())).collect()
+                    })
                     .unwrap_or_default(),
                 group_id: attribute(MessageSystemAttributeName::MessageGroupId),
                 dedup_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
@@ -148,7 +150,10 @@ async fn each_type_lands_in_the_fifo_queue_with_attributes_group_and_dedup_ids()
     );
     let events = envelope_events(received.into_iter().map(|m| m.body));
     let track = events.iter().find(|e| e["type"] == "track").unwrap();
-    assert_eq!(track["properties"], json!({"order_id": "ord-5001", "revenue": 42.5, "currency": "EUR", "coupon": "SPRING"}));
+    assert_eq!(
+        track["properties"],
+        json!({"order_id": "ord-5001", "revenue": 42.5, "currency": "EUR", "coupon": "SPRING"})
+    );
     assert_eq!(track["event"], "Order Completed");
 }
 
@@ -185,7 +190,8 @@ async fn a_basic_auth_batch_as_analytics_python_sends_it_is_queued_per_user() {
     let mut groups: Vec<(String, String)> =
         received.iter().map(|m| (m.group_id.clone().unwrap(), m.dedup_id.clone().unwrap())).collect();
     groups.sort();
-    let expected = [("anon-77aa", "msg-py-4"), ("user-2001", "msg-py-1"), ("user-2001", "msg-py-2"), ("user-2001", "msg-py-3")];
+    let expected =
+        [("anon-77aa", "msg-py-4"), ("user-2001", "msg-py-1"), ("user-2001", "msg-py-2"), ("user-2001", "msg-py-3")];
     assert_eq!(groups, expected.map(|(g, d)| (g.to_owned(), d.to_owned())));
     for event in envelope_events(received.into_iter().map(|m| m.body)) {
         assert_eq!(event["context"]["library"]["name"], "analytics-python");
