@@ -23,7 +23,8 @@ pub struct IngestConfig {
     pub queue_url: String,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser, or `*` (the default).
     pub allowed_origins: AllowedOrigins,
-    /// `ENQUEUE_MAX_ATTEMPTS`: attempts per SendMessageBatch before answering 503 (default 4).
+    /// `ENQUEUE_MAX_ATTEMPTS`: attempts per SendMessageBatch before answering 503 (default 4);
+    /// `ENQUEUE_TIMEOUT_MS`: the most enqueueing one request may take (default 7000, under the function's 10 s timeout).
     pub enqueue_retry: RetryPolicy,
 }
 
@@ -58,6 +59,15 @@ impl IngestConfig {
                     name: "ENQUEUE_MAX_ATTEMPTS",
                     reason: format!("must be a whole number from 1 to 20, not `{text}`"),
                 })?;
+        }
+        if let Some(text) = lookup("ENQUEUE_TIMEOUT_MS") {
+            let millis = text.trim().parse().ok().filter(|n| (100..=60_000).contains(n)).ok_or_else(|| {
+                ConfigError::Invalid {
+                    name: "ENQUEUE_TIMEOUT_MS",
+                    reason: format!("must be a whole number of milliseconds from 100 to 60000, not `{text}`"),
+                }
+            })?;
+            enqueue_retry.deadline = std::time::Duration::from_millis(millis);
         }
         Ok(IngestConfig { write_keys, queue_url: queue_url.trim().to_owned(), allowed_origins, enqueue_retry })
     }
@@ -110,6 +120,7 @@ mod tests {
             (&[("WRITE_KEYS", "k"), ("QUEUE_URL", "events.fifo")], "QUEUE_URL is invalid"),
             (&[("WRITE_KEYS", "k"), QUEUE, ("CORS_ALLOWED_ORIGINS", "example.com")], "CORS_ALLOWED_ORIGINS is invalid"),
             (&[("WRITE_KEYS", "k"), QUEUE, ("ENQUEUE_MAX_ATTEMPTS", "0")], "ENQUEUE_MAX_ATTEMPTS is invalid"),
+            (&[("WRITE_KEYS", "k"), QUEUE, ("ENQUEUE_TIMEOUT_MS", "10s")], "ENQUEUE_TIMEOUT_MS is invalid"),
         ];
         for (vars, expected) in cases {
             let error = config(vars).unwrap_err().to_string();

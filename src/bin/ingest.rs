@@ -1,7 +1,10 @@
 //! The ingest Lambda: Segment's HTTP Tracking API behind a function URL, events into SQS.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use intercom_relay::config::IngestConfig;
 use intercom_relay::ingest::Ingest;
 use intercom_relay::queue::SqsQueue;
@@ -11,7 +14,12 @@ use lambda_http::{Error, Request, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = IngestConfig::from_env()?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    // Short SDK timeouts leave room for our own retries within the function's timeout.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .build();
+    let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url, config.enqueue_retry);
     let ingest = Ingest::new(config.options(), queue);
     let ingest = &ingest;

@@ -24,11 +24,18 @@ pub struct RetryPolicy {
     pub attempts: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// The most one `enqueue` may take, retries included; kept under the Lambda's timeout so the client gets a 503.
+    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { attempts: 4, min_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) }
+        RetryPolicy {
+            attempts: 4,
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+            deadline: Duration::from_secs(7),
+        }
     }
 }
 
@@ -134,7 +141,12 @@ impl Enqueue for SqsQueue {
         for batch in batches(&messages) {
             sends.push(self.send_batch(batch));
         }
-        let results: Vec<_> = futures_util::stream::iter(sends).buffer_unordered(self.concurrency).collect().await;
+        let all = futures_util::stream::iter(sends).buffer_unordered(self.concurrency).collect::<Vec<_>>();
+        let Ok(results) = tokio::time::timeout(self.retry.deadline, all).await else {
+            // Some may have landed; the client's retry is absorbed by deduplication on messageId.
+            let reason = format!("SQS did not take them within {:?}", self.retry.deadline);
+            return Err(EnqueueError { failed: total, total, reason });
+        };
         let mut failed = 0;
         let mut reason = String::new();
         for (count, why) in results.into_iter().filter_map(Result::err) {

@@ -2,6 +2,7 @@
 
 mod bad_inputs;
 mod events;
+mod fault_proxy;
 mod helpers;
 mod ingest;
 mod sqs;

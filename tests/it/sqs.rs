@@ -12,6 +12,7 @@ use intercom_relay::ingest::Ingest;
 use intercom_relay::queue::{RetryPolicy, SqsQueue};
 use serde_json::{Value, json};
 
+use crate::fault_proxy::{FaultProxy, Faults};
 use crate::helpers::{envelope_events, fixture, options, post, send};
 
 const TEST_COMMAND: &str = "scripts/test";
@@ -38,7 +39,12 @@ fn client(endpoint: &str) -> Client {
 }
 
 fn fast_retry() -> RetryPolicy {
-    RetryPolicy { attempts: 3, min_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) }
+    RetryPolicy {
+        attempts: 3,
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        deadline: Duration::from_secs(20),
+    }
 }
 
 /// A new queue on moto, FIFO when `fifo`; its URL.
@@ -256,4 +262,35 @@ async fn an_unreachable_queue_answers_503_so_the_client_retries() {
     assert_eq!(answer.body["error"]["code"], "queue_unavailable");
     let message = answer.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("4 of 4 events could not be enqueued"), "{message}");
+}
+
+#[tokio::test]
+async fn entries_sqs_refuses_at_first_are_retried_until_they_land() {
+    let client = client(&endpoint());
+    let queue_url = new_queue(&client, true).await;
+    let proxy = FaultProxy::start(endpoint(), Faults { failing_calls: 2, ..Faults::default() }).await;
+    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    let answer = send(&app, fixture("batch.json")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let faults = proxy.faults.lock().unwrap();
+    // 4 entries: 2 failed on the first call, 1 of the 2 retried failed on the second, the last one landed on the third.
+    assert_eq!((faults.batch_calls, faults.failed_entries), (3, 3));
+    let mut ids: Vec<String> = drain(&client, &queue_url).await.into_iter().map(|m| m.dedup_id.unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["msg-py-1", "msg-py-2", "msg-py-3", "msg-py-4"]);
+}
+
+#[tokio::test]
+async fn entries_that_keep_failing_answer_503_after_every_attempt() {
+    let client = client(&endpoint());
+    let queue_url = new_queue(&client, true).await;
+    let faults = Faults { failing_calls: usize::MAX, fail_all_entries: true, ..Faults::default() };
+    let proxy = FaultProxy::start(endpoint(), faults).await;
+    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    let answer = send(&app, fixture("track.json")).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1 of 1 events could not be enqueued: SQS refused 1 entries: InternalError"), "{message}");
+    assert_eq!(proxy.faults.lock().unwrap().batch_calls, fast_retry().attempts);
+    assert!(drain(&client, &queue_url).await.is_empty());
 }
