@@ -84,16 +84,27 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(16);
-                while let Some(Key(key)) = access.next_key()? {
-                    members.push((key, access.next_value()?));
-                }
-                Ok(TopLevel(members))
+            fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
+                read_members(access, |_, _| Ok(false))
             }
         }
         deserializer.deserialize_map(MembersVisitor)
     }
+}
+
+/// Reads an object's members, values left raw, except those `claim` reads itself (it returns `true` once it has read the
+/// member's value).
+pub(crate) fn read_members<'de, A: MapAccess<'de>>(
+    mut access: A,
+    mut claim: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
+) -> Result<TopLevel<'de>, A::Error> {
+    let mut members = Vec::with_capacity(16);
+    while let Some(Key(key)) = access.next_key()? {
+        if !claim(&key, &mut access)? {
+            members.push((key, access.next_value()?));
+        }
+    }
+    Ok(TopLevel(members))
 }
 
 /// A key borrowed from the input unless it holds escapes.

@@ -1,12 +1,13 @@
 //! Parsing a request body into events, validating each field (errors name its JSON path) and normalising.
 
 use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::json::{RawObject, TopLevel};
+use super::json::{RawObject, TopLevel, read_members};
 use super::timestamp::parse_timestamp;
 use super::{Event, EventType, MAX_EVENT_BYTES};
 
@@ -57,10 +58,11 @@ pub struct Batch<'a> {
     pub write_key: Option<String>,
 }
 
-/// One event of a body: its text and, when it is a JSON object, its top-level members.
+/// One event of a body: its size and, when it is a JSON object, its top-level members.
 #[derive(Debug)]
 pub struct RawEvent<'a> {
-    text: &'a str,
+    /// Bytes of JSON text (in a batch: of its members written compactly).
+    bytes: usize,
     members: Option<TopLevel<'a>>,
 }
 
@@ -69,7 +71,86 @@ impl<'a> RawEvent<'a> {
     pub fn parse(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
         let text = text.trim();
         let members = if text.starts_with('{') { Some(TopLevel::parse(text)?) } else { None };
-        Ok(RawEvent { text, members })
+        Ok(RawEvent { bytes: text.len(), members })
+    }
+}
+
+/// An element of a batch array, read in the same pass as the array.
+impl<'de> Deserialize<'de> for RawEvent<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match deserializer.deserialize_any(ElementVisitor { events_in_arrays: false })? {
+            Element::Object(members) => {
+                // `"key":value,` for each member, and the braces: the event's size written compactly.
+                let bytes = members.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 1;
+                RawEvent { bytes, members: Some(members) }
+            }
+            Element::Events(_) | Element::Other => RawEvent { bytes: 0, members: None },
+        })
+    }
+}
+
+/// `batch` as sent: an array of events, or something else.
+enum BatchField<'a> {
+    Events(Vec<RawEvent<'a>>),
+    NotAnArray,
+}
+
+impl<'de> Deserialize<'de> for BatchField<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match deserializer.deserialize_any(ElementVisitor { events_in_arrays: true })? {
+            Element::Events(events) => BatchField::Events(events),
+            Element::Object(_) | Element::Other => BatchField::NotAnArray,
+        })
+    }
+}
+
+/// Any JSON value, read as far as a batch needs it: an object's members, an array's events, or nothing.
+enum Element<'a> {
+    Object(TopLevel<'a>),
+    Events(Vec<RawEvent<'a>>),
+    Other,
+}
+
+struct ElementVisitor {
+    events_in_arrays: bool,
+}
+
+impl<'de> Visitor<'de> for ElementVisitor {
+    type Value = Element<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
+        read_members(access, |_, _| Ok(false)).map(Element::Object)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        if !self.events_in_arrays {
+            while access.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Element::Other);
+        }
+        let mut events = Vec::new();
+        while let Some(event) = access.next_element()? {
+            events.push(event);
+        }
+        Ok(Element::Events(events))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Element::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Element::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Element::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Element::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Element::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Element::Other)
     }
 }
 
@@ -87,25 +168,33 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Reads the body of a single-event call (`/v1/track`, …).
 pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
-    let (text, members) = parse_object(body, "the body must be a JSON object holding one event")?;
+    let body = check_object(body, "the body must be a JSON object holding one event")?;
+    let members = TopLevel::parse(body).map_err(BodyError::Malformed)?;
+    check_depth(body)?;
     let write_key = write_key(&members)?;
-    let event = RawEvent { text, members: Some(members) };
+    let event = RawEvent { bytes: body.len(), members: Some(members) };
     Ok(Batch { events: vec![event], defaults: BatchDefaults::default(), write_key })
 }
 
 /// Reads the body of `/v1/batch` or `/v1/import`: `{"batch": […], "context"?, "integrations"?, "sentAt"?, "writeKey"?}`.
+///
+/// One pass over the body reads the top level and every event's members.
 pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
-    let (_, members) = parse_object(body, "the body must be a JSON object such as {\"batch\": [...]}")?;
-    if let Some(key) = members.duplicate() {
-        return Err(BodyError::Invalid(FieldError::new(key, "appears more than once")));
-    }
+    let body = check_object(body, "the body must be a JSON object such as {\"batch\": [...]}")?;
+    let mut batch = Vec::new();
+    let members = read_batch_body(body, &mut batch).map_err(BodyError::Malformed)?;
+    check_depth(body)?;
     let invalid = |path: &str, message: &str| BodyError::Invalid(FieldError::new(path, message));
-    let events: Vec<RawEvent<'_>> = match members.get("batch") {
-        None => return Err(invalid("batch", "is required: an array of events")),
-        Some(raw) if !raw.get().starts_with('[') => return Err(invalid("batch", "must be an array of events")),
-        Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw.get())
-            .and_then(|events| events.into_iter().map(|event| RawEvent::parse(event.get())).collect())
-            .map_err(BodyError::Malformed)?,
+    if let Some(key) = members.duplicate() {
+        return Err(invalid(key, "appears more than once"));
+    }
+    let events = match batch.len() {
+        0 => return Err(invalid("batch", "is required: an array of events")),
+        1 => match batch.pop() {
+            Some(BatchField::Events(events)) => events,
+            _ => return Err(invalid("batch", "must be an array of events")),
+        },
+        _ => return Err(invalid("batch", "appears more than once")),
     };
     if events.is_empty() {
         return Err(invalid("batch", "must hold at least one event"));
@@ -129,15 +218,18 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     Ok(Batch { events, defaults, write_key })
 }
 
-/// Reads a body that must be one JSON object, checking its syntax and its depth (serde_json skips over raw values
-/// without its recursion limit, so depth is ours to check).
-fn parse_object<'a>(body: &'a str, not_an_object: &str) -> Result<(&'a str, TopLevel<'a>), BodyError> {
+/// The body, trimmed, when it is a JSON object; else why not.
+fn check_object<'a>(body: &'a str, not_an_object: &str) -> Result<&'a str, BodyError> {
     let body = body.trim();
     if !body.starts_with('{') {
         serde_json::from_str::<&RawValue>(body).map_err(BodyError::Malformed)?;
         return Err(BodyError::Invalid(FieldError::new("", not_an_object)));
     }
-    let members = TopLevel::parse(body).map_err(BodyError::Malformed)?;
+    Ok(body)
+}
+
+/// serde_json skims raw values without its recursion limit, so the depth of what passes through is ours to check.
+fn check_depth(body: &str) -> Result<(), BodyError> {
     // Fewer opening brackets than the limit (counted fast, strings included) cannot nest deeper than it.
     let brackets = memchr::memchr2_iter(b'{', b'[', body.as_bytes()).count();
     let depth = if brackets <= MAX_DEPTH { brackets } else { nesting_depth(body) };
@@ -145,7 +237,35 @@ fn parse_object<'a>(body: &'a str, not_an_object: &str) -> Result<(&'a str, TopL
         let message = format!("the body nests {depth} levels deep; at most {MAX_DEPTH} are allowed");
         return Err(BodyError::Invalid(FieldError::new("", message)));
     }
-    Ok((body, members))
+    Ok(())
+}
+
+/// Reads the top level of a batch body, with each `batch` member read as events in the same pass.
+fn read_batch_body<'a>(body: &'a str, batch: &mut Vec<BatchField<'a>>) -> Result<TopLevel<'a>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(body);
+    let members = deserializer.deserialize_map(BatchVisitor { batch })?;
+    deserializer.end()?;
+    Ok(members)
+}
+
+struct BatchVisitor<'b, 'a> {
+    batch: &'b mut Vec<BatchField<'a>>,
+}
+
+impl<'de> Visitor<'de> for BatchVisitor<'_, 'de> {
+    type Value = TopLevel<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
+        read_members(access, |key, access| {
+            if key != "batch" {
+                return Ok(false);
+            }
+            self.batch.push(access.next_value()?);
+            Ok(true)
+        })
+    }
 }
 
 /// The deepest nesting of objects and arrays in valid JSON text; strings are skipped with memchr.
@@ -198,8 +318,8 @@ pub fn parse_event(
     let Some(members) = &raw.members else {
         return Err(reject(None, vec![FieldError::new("", "an event must be a JSON object")]));
     };
-    if raw.text.len() > MAX_EVENT_BYTES {
-        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.text.len());
+    if raw.bytes > MAX_EVENT_BYTES {
+        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.bytes);
         return Err(reject(None, vec![FieldError::new("", message)]));
     }
     let mut errors = Vec::new();
