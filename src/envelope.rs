@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use crate::event::{BatchDefaults, Event, EventType, Millis, RawEvent, TopLevel, parse_event, parse_timestamp};
+use crate::event::{BatchDefaults, Event, Millis, RawEvent, TopLevel, parse_event, parse_timestamp};
 
 /// The envelope format this build writes; readers refuse versions they do not know.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -42,11 +42,6 @@ pub enum EnvelopeError {
 }
 
 impl Envelope {
-    /// The message id that identifies the event end to end.
-    pub fn message_id(&self) -> &str {
-        &self.event.message_id
-    }
-
     /// The SQS message body: compact JSON whose characters SQS accepts.
     pub fn to_body(&self) -> String {
         let out = Out {
@@ -82,11 +77,6 @@ impl Envelope {
                 EnvelopeError::InvalidEvent(errors.join("; "))
             })?;
         Ok(Envelope { event })
-    }
-
-    /// The event's type, for message attributes.
-    pub fn kind(&self) -> EventType {
-        self.event.kind
     }
 }
 

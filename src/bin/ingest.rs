@@ -13,7 +13,10 @@ use lambda_http::{Error, Request, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let config = IngestConfig::from_env()?;
+    let config = IngestConfig::from_env().unwrap_or_else(|error| {
+        tracing::error!(%error, "The ingest function cannot start.");
+        std::process::exit(1)
+    });
     // Short SDK timeouts leave room for our own retries within the function's timeout.
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))

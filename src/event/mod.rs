@@ -6,7 +6,6 @@ mod timestamp;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 pub use json::{RawObject, TopLevel};
@@ -98,21 +97,6 @@ impl Event {
             _ => self.anonymous_id.as_deref(),
         };
         self.user_id.as_deref().or(fallback).or(self.anonymous_id.as_deref()).unwrap_or(&self.message_id)
-    }
-
-    /// `traits` as a JSON object (empty when absent).
-    pub fn traits_map(&self) -> Map<String, Value> {
-        self.traits.as_ref().map(RawObject::to_map).unwrap_or_default()
-    }
-
-    /// `properties` as a JSON object (empty when absent).
-    pub fn properties_map(&self) -> Map<String, Value> {
-        self.properties.as_ref().map(RawObject::to_map).unwrap_or_default()
-    }
-
-    /// `context` as a JSON object (empty when absent).
-    pub fn context_map(&self) -> Map<String, Value> {
-        self.context.as_ref().map(RawObject::to_map).unwrap_or_default()
     }
 }
 

@@ -318,15 +318,16 @@ pub fn parse_event(
     let Some(members) = &raw.members else {
         return Err(reject(None, vec![FieldError::new("", "an event must be a JSON object")]));
     };
-    if raw.bytes > MAX_EVENT_BYTES {
-        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.bytes);
-        return Err(reject(None, vec![FieldError::new("", message)]));
-    }
     let mut errors = Vec::new();
     let message_id = match members.get("messageId") {
         Some(raw) => id_field(raw, "messageId", &mut errors),
         None => None,
     };
+    if raw.bytes > MAX_EVENT_BYTES {
+        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.bytes);
+        errors.push(FieldError::new("", message));
+        return Err(reject(message_id, errors));
+    }
     if let Some(key) = members.duplicate() {
         errors.push(FieldError::new(key, "appears more than once"));
         return Err(reject(message_id, errors));

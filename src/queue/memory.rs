@@ -20,11 +20,6 @@ impl MemoryQueue {
         self.lock().clone()
     }
 
-    /// Takes every message out of the queue.
-    pub fn drain(&self) -> Vec<QueuedMessage> {
-        std::mem::take(&mut *self.lock())
-    }
-
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -120,6 +120,24 @@ async fn a_partly_invalid_batch_queues_the_valid_events_and_lists_the_others() {
 }
 
 #[tokio::test]
+async fn an_event_over_32_kb_in_a_batch_is_refused_alone() {
+    let app = memory_app();
+    let big = json!({"type": "track", "userId": "u", "event": "Big", "messageId": "big-1", "properties": {"blob": "x".repeat(33 * 1024)}});
+    let small = json!({"type": "track", "userId": "u", "event": "Small", "messageId": "small-1"});
+    let answer = send(&app, post("/v1/batch", &json!({"batch": [small, big]}).to_string())).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["accepted"], 1);
+    let rejected = &answer.body["rejected"][0];
+    assert_eq!((&rejected["index"], &rejected["messageId"]), (&json!(1), &json!("big-1")));
+    let message = rejected["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the event is 338") && message.ends_with("the limit is 32768 bytes per event"),
+        "{message}"
+    );
+    assert_eq!(app.queue().messages()[0].message_id, "small-1");
+}
+
+#[tokio::test]
 async fn numeric_ids_become_strings_and_a_message_id_is_made_when_absent() {
     let app = memory_app();
     let answer = send(&app, post("/v1/group/", r#"{"userId": 1001, "groupId": 77, "traits": {"name": "Acme"}}"#)).await;

@@ -6,3 +6,4 @@ mod fault_proxy;
 mod helpers;
 mod ingest;
 mod sqs;
+mod startup;

@@ -1,0 +1,32 @@
+//! The ingest binary refuses to start on bad configuration, naming the variable and never printing a key.
+
+use std::process::Command;
+
+fn start(vars: &[(&str, &str)]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("the ingest binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_ingest_function_refuses_to_start_without_a_write_key() {
+    let (code, output) = start(&[("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo")]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("WRITE_KEYS is not set"), "{output}");
+}
+
+#[test]
+fn a_bad_setting_is_named_and_the_keys_are_not_printed() {
+    let (code, output) = start(&[
+        ("WRITE_KEYS", "very-secret-key"),
+        ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo"),
+        ("CORS_ALLOWED_ORIGINS", "app.example.com"),
+    ]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("CORS_ALLOWED_ORIGINS is invalid"), "{output}");
+    assert!(!output.contains("very-secret-key"), "{output}");
+}
