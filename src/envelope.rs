@@ -71,11 +71,12 @@ impl Envelope {
             .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
             .and_then(|text| parse_timestamp(&text))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let event = parse_event(&RawEvent::parse(envelope.event.get())?, None, &BatchDefaults::default(), received_at)
-            .map_err(|rejected| {
-                let errors: Vec<String> = rejected.errors.iter().map(ToString::to_string).collect();
-                EnvelopeError::InvalidEvent(errors.join("; "))
-            })?;
+        let event =
+            parse_event(&RawEvent::accepted(envelope.event.get())?, None, &BatchDefaults::default(), received_at)
+                .map_err(|rejected| {
+                    let errors: Vec<String> = rejected.errors.iter().map(ToString::to_string).collect();
+                    EnvelopeError::InvalidEvent(errors.join("; "))
+                })?;
         Ok(Envelope { event })
     }
 }

@@ -7,7 +7,6 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 /// A JSON object kept as the text it arrived in.
 #[derive(Clone, Debug)]
@@ -19,19 +18,25 @@ impl RawObject {
         raw.get().starts_with('{').then(|| RawObject(raw.to_owned()))
     }
 
-    /// Writes `map` as compact JSON text.
-    pub fn from_map(map: &Map<String, Value>) -> RawObject {
-        RawObject(serde_json::value::to_raw_value(map).expect("a JSON map always serialises"))
-    }
-
     /// The object's JSON text.
     pub fn get(&self) -> &str {
         self.0.get()
     }
 
-    /// The object parsed, keys in the order they were sent.
-    pub fn to_map(&self) -> Map<String, Value> {
-        serde_json::from_str(self.0.get()).unwrap_or_default()
+    /// Writes members as a JSON object: keys escaped again, values copied as their text (never re-parsed, so numbers
+    /// of any size and every escape survive).
+    pub fn from_members<'a>(members: impl IntoIterator<Item = (&'a str, &'a RawValue)>) -> RawObject {
+        let mut text = String::from("{");
+        for (key, value) in members {
+            if text.len() > 1 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(key).expect("a string always serialises"));
+            text.push(':');
+            text.push_str(value.get());
+        }
+        text.push('}');
+        RawObject(RawValue::from_string(text).expect("members of valid JSON make a valid object"))
     }
 
     /// The object's top-level members, borrowed.

@@ -3,7 +3,6 @@
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -44,8 +43,8 @@ pub struct Rejected {
 /// What a batch carries besides its events, applied to each of them as Segment does.
 #[derive(Debug, Default)]
 pub struct BatchDefaults {
-    pub context: Option<Map<String, Value>>,
-    pub integrations: Option<Map<String, Value>>,
+    pub context: Option<RawObject>,
+    pub integrations: Option<RawObject>,
     pub sent_at: Option<OffsetDateTime>,
 }
 
@@ -61,17 +60,25 @@ pub struct Batch<'a> {
 /// One event of a body: its size and, when it is a JSON object, its top-level members.
 #[derive(Debug)]
 pub struct RawEvent<'a> {
-    /// Bytes of JSON text (in a batch: of its members written compactly).
+    /// Bytes of JSON text (in a batch: of its members written compactly); 0 where no limit applies.
     bytes: usize,
     members: Option<TopLevel<'a>>,
+    /// Whether its values must be read in full (see [`may_hold_unreadable_values`]).
+    check_values: bool,
 }
 
 impl<'a> RawEvent<'a> {
-    /// Reads the top level of one event's JSON text.
+    /// Reads the top level of one event's JSON text, as a client sent it.
     pub fn parse(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
         let text = text.trim();
         let members = if text.starts_with('{') { Some(TopLevel::parse(text)?) } else { None };
-        Ok(RawEvent { bytes: text.len(), members })
+        Ok(RawEvent { bytes: text.len(), members, check_values: may_hold_unreadable_values(text.as_bytes()) })
+    }
+
+    /// Reads an event that ingest already accepted (from a queue message): normalisation may have grown it past the
+    /// size limit, and its values were checked.
+    pub fn accepted(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
+        Ok(RawEvent { bytes: 0, check_values: false, ..RawEvent::parse(text)? })
     }
 }
 
@@ -82,9 +89,9 @@ impl<'de> Deserialize<'de> for RawEvent<'de> {
             Element::Object(members) => {
                 // `"key":value,` for each member, and the braces: the event's size written compactly.
                 let bytes = members.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 1;
-                RawEvent { bytes, members: Some(members) }
+                RawEvent { bytes, members: Some(members), check_values: false }
             }
-            Element::Events(_) | Element::Other => RawEvent { bytes: 0, members: None },
+            Element::Events(_) | Element::Other => RawEvent { bytes: 0, members: None, check_values: false },
         })
     }
 }
@@ -172,7 +179,8 @@ pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
     let members = TopLevel::parse(body).map_err(BodyError::Malformed)?;
     check_depth(body)?;
     let write_key = write_key(&members)?;
-    let event = RawEvent { bytes: body.len(), members: Some(members) };
+    let check_values = may_hold_unreadable_values(body.as_bytes());
+    let event = RawEvent { bytes: body.len(), members: Some(members), check_values };
     Ok(Batch { events: vec![event], defaults: BatchDefaults::default(), write_key })
 }
 
@@ -188,7 +196,7 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     if let Some(key) = members.duplicate() {
         return Err(invalid(key, "appears more than once"));
     }
-    let events = match batch.len() {
+    let mut events = match batch.len() {
         0 => return Err(invalid("batch", "is required: an array of events")),
         1 => match batch.pop() {
             Some(BatchField::Events(events)) => events,
@@ -199,9 +207,12 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     if events.is_empty() {
         return Err(invalid("batch", "must hold at least one event"));
     }
+    if may_hold_unreadable_values(body.as_bytes()) {
+        events.iter_mut().for_each(|event| event.check_values = true);
+    }
     let object = |key: &str| match members.get(key) {
         Some(raw) if raw.get() != "null" => match RawObject::new(raw) {
-            Some(object) => Ok(Some(object.to_map())),
+            Some(object) => Ok(Some(object)),
             None => Err(invalid(key, "must be an object")),
         },
         _ => Ok(None),
@@ -268,6 +279,40 @@ impl<'de> Visitor<'de> for BatchVisitor<'_, 'de> {
     }
 }
 
+/// Whether `text` may hold a number beyond f64's range or a lone UTF-16 surrogate escape. serde_json lets both through
+/// when it skims raw values, but its `Value` parser (which the forwarder uses) refuses them, so such events are read in
+/// full at ingest and refused there with a reason. Exponents of three digits and surrogate escapes are rare, so this fast
+/// filter keeps the full read off the common path.
+fn may_hold_unreadable_values(text: &[u8]) -> bool {
+    let long_exponent = memchr::memchr2_iter(b'e', b'E', text).any(|i| {
+        let rest = &text[i + 1..];
+        let digits = rest.strip_prefix(b"+").or_else(|| rest.strip_prefix(b"-")).unwrap_or(rest);
+        i > 0 && text[i - 1].is_ascii_digit() && digits.iter().take_while(|b| b.is_ascii_digit()).count() >= 3
+    });
+    let surrogate = memchr::memmem::find_iter(text, b"\\u").any(|i| {
+        matches!(text.get(i + 2), Some(b'd' | b'D'))
+            && matches!(text.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+    });
+    long_exponent || surrogate
+}
+
+/// The members whose values serde_json's `Value` parser refuses.
+fn unreadable_values(members: &TopLevel<'_>) -> Vec<FieldError> {
+    members
+        .0
+        .iter()
+        .filter_map(|(key, value)| {
+            let error = serde_json::from_str::<serde_json::Value>(value.get()).err()?;
+            Some(FieldError::new(
+                key.as_ref(),
+                format!(
+                    "holds a value JSON tools cannot represent (a number beyond ±1.8e308 or a lone surrogate): {error}"
+                ),
+            ))
+        })
+        .collect()
+}
+
 /// The deepest nesting of objects and arrays in valid JSON text; strings are skipped with memchr.
 fn nesting_depth(json: &str) -> usize {
     let bytes = json.as_bytes();
@@ -331,6 +376,12 @@ pub fn parse_event(
     if let Some(key) = members.duplicate() {
         errors.push(FieldError::new(key, "appears more than once"));
         return Err(reject(message_id, errors));
+    }
+    if raw.check_values {
+        errors.extend(unreadable_values(members));
+        if !errors.is_empty() {
+            return Err(reject(message_id, errors));
+        }
     }
     let kind = match event_type(members.get("type"), expected) {
         Ok(kind) => kind,
@@ -464,16 +515,13 @@ fn normalise(
 }
 
 /// Adds the batch's keys that the event lacks (the event's own keys win).
-fn merge_defaults(own: Option<RawObject>, defaults: Option<&Map<String, Value>>) -> Option<RawObject> {
-    let Some(defaults) = defaults.filter(|d| !d.is_empty()) else { return own };
-    let Some(own) = own else { return Some(RawObject::from_map(defaults)) };
-    let mut merged = own.to_map();
-    for (key, value) in defaults {
-        if !merged.contains_key(key) {
-            merged.insert(key.clone(), value.clone());
-        }
-    }
-    Some(RawObject::from_map(&merged))
+fn merge_defaults(own: Option<RawObject>, defaults: Option<&RawObject>) -> Option<RawObject> {
+    let Some(defaults) = defaults else { return own };
+    let Some(own) = own else { return Some(defaults.clone()) };
+    let (own_members, default_members) = (own.members(), defaults.members());
+    let missing = default_members.0.iter().filter(|(key, _)| own_members.get(key).is_none());
+    let merged = own_members.0.iter().chain(missing).map(|(key, value)| (key.as_ref(), *value));
+    Some(RawObject::from_members(merged))
 }
 
 /// Identify traits sent in `context.traits` (RudderStack's SDKs do this) join `traits`; top-level traits win.
@@ -482,11 +530,11 @@ fn merge_context_traits(traits: Option<RawObject>, context: Option<&RawObject>) 
     let context = context.filter(|c| memchr::memmem::find(c.get().as_bytes(), b"\"traits\"").is_some());
     let context_traits = context.and_then(|c| c.members().get("traits")).and_then(RawObject::new);
     let Some(context_traits) = context_traits else { return traits };
-    let mut merged = context_traits.to_map();
-    if let Some(traits) = traits {
-        merged.extend(traits.to_map());
-    }
-    Some(RawObject::from_map(&merged))
+    let (from_context, own) = (context_traits.members(), traits.as_ref().map(RawObject::members).unwrap_or_default());
+    let shared = from_context.0.iter().map(|(key, value)| (key.as_ref(), own.get(key).unwrap_or(value)));
+    let added =
+        own.0.iter().filter(|(key, _)| from_context.get(key).is_none()).map(|(key, value)| (key.as_ref(), *value));
+    Some(RawObject::from_members(shared.chain(added)))
 }
 
 fn event_type(raw: Option<&RawValue>, expected: Option<EventType>) -> Result<EventType, FieldError> {
@@ -650,12 +698,37 @@ mod tests {
     #[test]
     fn batch_context_merges_under_the_events_own() {
         let raw = RawEvent::parse(r#"{"type":"track","userId":"u","event":"e","context":{"ip":"1.2.3.4"}}"#).unwrap();
-        let mut context = Map::new();
-        context.insert("ip".into(), "9.9.9.9".into());
-        context.insert("library".into(), serde_json::json!({"name": "analytics-python"}));
-        let defaults = BatchDefaults { context: Some(context), ..Default::default() };
+        let context: Box<RawValue> =
+            serde_json::from_str(r#"{"ip":"9.9.9.9","library":{"name":"analytics-python"}}"#).unwrap();
+        let defaults = BatchDefaults { context: RawObject::new(&context), ..Default::default() };
         let event = parse_event(&raw, None, &defaults, received()).unwrap();
         assert_eq!(event.context.unwrap().get(), r#"{"ip":"1.2.3.4","library":{"name":"analytics-python"}}"#);
+    }
+
+    #[test]
+    fn values_json_tools_cannot_represent_are_refused_by_path() {
+        let found = errors(r#"{"userId":"u","event":"e","properties":{"n":1e400}}"#, Some(EventType::Track));
+        assert_eq!(found[0].0, "properties");
+        assert!(found[0].1.contains("number out of range"), "{found:?}");
+        let found = errors(r#"{"userId":"u","traits":{"name":"\ud800"}}"#, Some(EventType::Identify));
+        assert_eq!(found[0].0, "traits");
+        assert!(found[0].1.contains("cannot represent"), "{found:?}");
+        for fine in [r#"{"userId":"u","event":"e","properties":{"n":1e300,"id":"2e999x","s":"\ud83d\ude00"}}"#] {
+            assert!(one(fine, Some(EventType::Track)).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn merging_keeps_numbers_and_escapes_exactly() {
+        let event = one(
+            r#"{"userId":"u","traits":{"big":123456789012345678901234567890,"e":"\ud83d\ude00"},"context":{"traits":{"x":1e30}}}"#,
+            Some(EventType::Identify),
+        )
+        .unwrap();
+        assert_eq!(
+            event.traits.unwrap().get(),
+            r#"{"x":1e30,"big":123456789012345678901234567890,"e":"\ud83d\ude00"}"#
+        );
     }
 
     #[test]
