@@ -5,8 +5,8 @@ use std::time::Duration;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
 use tracing::warn;
 
 use super::{Enqueue, EnqueueError, QueuedMessage};
@@ -84,7 +84,7 @@ impl SqsQueue {
     }
 
     /// Sends one batch, retrying the entries SQS did not take; `Err` holds how many are left and why.
-    async fn send_batch(&self, batch: &[QueuedMessage]) -> Result<(), (usize, String)> {
+    async fn send_batch(&self, batch: &[&QueuedMessage]) -> Result<(), (usize, String)> {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
@@ -99,7 +99,11 @@ impl SqsQueue {
                 Ok(output) if output.failed().is_empty() => return Ok(()),
                 Ok(output) => {
                     let failed = output.failed();
-                    pending = failed.iter().filter_map(|f| f.id().parse().ok()).collect();
+                    let ids: Vec<usize> = failed.iter().filter_map(|f| f.id().parse().ok()).collect();
+                    // An id we did not send would be SQS's mistake; then every pending entry counts as failed.
+                    if ids.len() == failed.len() && ids.iter().all(|id| pending.contains(id)) {
+                        pending = ids;
+                    }
                     let first = &failed[0];
                     let reason = format!(
                         "SQS refused {} entries: {} {}",
@@ -133,16 +137,35 @@ impl SqsQueue {
     }
 }
 
+impl SqsQueue {
+    /// Sends one lane's batches one after another. When a batch fails for good, the lane stops: the later batches hold
+    /// later events of the same people, which must not overtake the failed ones; the client's retry brings them all.
+    async fn send_lane(&self, lane: &[&QueuedMessage]) -> Result<(), (usize, String)> {
+        let batches = batches(lane);
+        for (i, batch) in batches.iter().enumerate() {
+            if let Err((failed, reason)) = self.send_batch(batch).await {
+                let unsent: usize = batches[i + 1..].iter().map(|b| b.len()).sum();
+                return Err((failed + unsent, reason));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Enqueue for SqsQueue {
     async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
         let total = messages.len();
-        // Futures are lazy: building them all here still sends at most `concurrency` batches at once.
-        let mut sends = Vec::new();
-        for batch in batches(&messages) {
-            sends.push(self.send_batch(batch));
+        // Each person's messages go to one lane, in order; lanes run concurrently. A FIFO queue keeps the order in
+        // which it receives each group's messages, so two batches of one person must never be in flight at once.
+        let mut lanes: Vec<Vec<&QueuedMessage>> = vec![Vec::new(); self.concurrency];
+        for message in &messages {
+            lanes[lane_of(&message.ordering_key, self.concurrency)].push(message);
         }
-        let all = futures_util::stream::iter(sends).buffer_unordered(self.concurrency).collect::<Vec<_>>();
-        let Ok(results) = tokio::time::timeout(self.retry.deadline, all).await else {
+        let mut sends = Vec::new();
+        for lane in lanes.iter().filter(|lane| !lane.is_empty()) {
+            sends.push(self.send_lane(lane));
+        }
+        let Ok(results) = tokio::time::timeout(self.retry.deadline, futures_util::future::join_all(sends)).await else {
             // Some may have landed; the client's retry is absorbed by deduplication on messageId.
             let reason = format!("SQS did not take them within {:?}", self.retry.deadline);
             return Err(EnqueueError { failed: total, total, reason });
@@ -157,8 +180,15 @@ impl Enqueue for SqsQueue {
     }
 }
 
+/// The lane of a person's messages: a stable hash of their ordering key.
+fn lane_of(ordering_key: &str, lanes: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ordering_key.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
 /// Splits messages into SendMessageBatch requests: at most 10 entries and [`MAX_BATCH_BYTES`] each.
-pub(crate) fn batches(messages: &[QueuedMessage]) -> Vec<&[QueuedMessage]> {
+pub(crate) fn batches<'a>(messages: &'a [&'a QueuedMessage]) -> Vec<&'a [&'a QueuedMessage]> {
     let mut batches = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -220,6 +250,7 @@ mod tests {
     #[test]
     fn batches_hold_at_most_ten_entries() {
         let messages: Vec<_> = (0..23).map(|_| message(100)).collect();
+        let messages: Vec<&QueuedMessage> = messages.iter().collect();
         let sizes: Vec<usize> = batches(&messages).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, [10, 10, 3]);
     }
@@ -227,11 +258,21 @@ mod tests {
     #[test]
     fn batches_stay_within_the_request_size_limit() {
         let messages: Vec<_> = (0..10).map(|_| message(40 * 1024)).collect();
+        let messages: Vec<&QueuedMessage> = messages.iter().collect();
         let split = batches(&messages);
         assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [6, 4]);
         for batch in split {
-            assert!(batch.iter().map(message_bytes).sum::<usize>() <= MAX_BATCH_BYTES);
+            assert!(batch.iter().map(|m| message_bytes(m)).sum::<usize>() <= MAX_BATCH_BYTES);
         }
+    }
+
+    #[test]
+    fn a_persons_messages_always_share_a_lane() {
+        let lanes: Vec<usize> = ["user-1", "user-2", "user-3", "user-1"].iter().map(|key| lane_of(key, 4)).collect();
+        assert_eq!(lanes[0], lanes[3]);
+        assert!(lanes.iter().all(|&lane| lane < 4));
+        let spread: std::collections::HashSet<usize> = (0..100).map(|i| lane_of(&format!("user-{i}"), 4)).collect();
+        assert_eq!(spread.len(), 4, "100 people use every lane");
     }
 
     #[test]

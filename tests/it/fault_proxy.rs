@@ -10,10 +10,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// What the proxy does to SendMessageBatch calls, and what it saw.
 #[derive(Debug, Default)]
 pub struct Faults {
-    /// How many SendMessageBatch calls get entries failed (from the first on).
+    /// How many SendMessageBatch calls get entries failed (from the first on that holds such entries).
     pub failing_calls: usize,
-    /// Fail every entry of a failing call (else every other one).
-    pub fail_all_entries: bool,
+    /// The message group whose entries fail (as when SQS throttles one group); `None`: every entry fails.
+    pub group: Option<String>,
     pub batch_calls: usize,
     pub failed_entries: usize,
 }
@@ -68,15 +68,17 @@ async fn serve(stream: TcpStream, client: reqwest::Client, upstream: String, fau
         if header("x-amz-target") == Some("AmazonSQS.SendMessageBatch") {
             let mut faults = faults.lock().unwrap();
             faults.batch_calls += 1;
-            if faults.batch_calls <= faults.failing_calls {
-                let mut request: Value = serde_json::from_slice(&body).expect("a JSON request");
-                let entries = request["Entries"].as_array().cloned().unwrap_or_default();
-                let (failed, kept): (Vec<_>, Vec<_>) =
-                    entries.into_iter().enumerate().partition(|(i, _)| faults.fail_all_entries || i % 2 == 1);
-                dropped = failed.into_iter().map(|(_, e)| e["Id"].clone()).collect();
+            let mut request: Value = serde_json::from_slice(&body).expect("a JSON request");
+            let entries = request["Entries"].as_array().cloned().unwrap_or_default();
+            let (failed, kept): (Vec<Value>, Vec<Value>) = entries
+                .into_iter()
+                .partition(|e| faults.group.as_ref().is_none_or(|group| e["MessageGroupId"] == group.as_str()));
+            if faults.failing_calls > 0 && !failed.is_empty() {
+                faults.failing_calls -= 1;
+                dropped = failed.iter().map(|e| e["Id"].clone()).collect();
                 faults.failed_entries += dropped.len();
                 nothing_left = kept.is_empty();
-                request["Entries"] = kept.into_iter().map(|(_, e)| e).collect();
+                request["Entries"] = kept.into();
                 body = serde_json::to_vec(&request).unwrap();
             }
         }

@@ -242,11 +242,11 @@ async fn a_large_batch_is_split_into_sqs_batches_and_every_event_lands() {
         .collect();
     let answer = send(&app, post("/v1/batch", &json!({"batch": events}).to_string())).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let mut ids: Vec<String> = drain(&client, &queue_url).await.into_iter().map(|m| m.dedup_id.unwrap()).collect();
-    ids.sort();
-    let mut expected: Vec<String> = (0..137).map(|i| format!("bulk-{i}")).collect();
-    expected.sort();
-    assert_eq!(ids, expected);
+    let groups = by_group(&drain(&client, &queue_url).await);
+    for user in 0..7 {
+        let expected: Vec<String> = (0..137).filter(|i| i % 7 == user).map(|i| format!("bulk-{i}")).collect();
+        assert_eq!(groups[&format!("user-{user}")], expected, "user-{user}'s events in the order sent");
+    }
 }
 
 #[tokio::test]
@@ -264,31 +264,56 @@ async fn an_unreachable_queue_answers_503_so_the_client_retries() {
     assert!(message.contains("4 of 4 events could not be enqueued"), "{message}");
 }
 
+/// The dedup ids (our message ids) the queue holds for each message group, in the order a consumer receives them.
+fn by_group(received: &[Received]) -> HashMap<String, Vec<String>> {
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    for message in received {
+        groups.entry(message.group_id.clone().unwrap()).or_default().push(message.dedup_id.clone().unwrap());
+    }
+    groups
+}
+
 #[tokio::test]
-async fn entries_sqs_refuses_at_first_are_retried_until_they_land() {
+async fn entries_sqs_refuses_at_first_are_retried_and_each_persons_order_is_kept() {
     let client = client(&endpoint());
     let queue_url = new_queue(&client, true).await;
-    let proxy = FaultProxy::start(endpoint(), Faults { failing_calls: 2, ..Faults::default() }).await;
+    let faults = Faults { failing_calls: 2, group: Some("user-2001".into()), ..Faults::default() };
+    let proxy = FaultProxy::start(endpoint(), faults).await;
     let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
     let answer = send(&app, fixture("batch.json")).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let seen = {
-        let faults = proxy.faults.lock().unwrap();
-        (faults.batch_calls, faults.failed_entries)
+    let failed_entries = proxy.faults.lock().unwrap().failed_entries;
+    assert_eq!(failed_entries, 6, "user-2001's 3 entries failed twice before they landed");
+    let groups = by_group(&drain(&client, &queue_url).await);
+    assert_eq!(groups["user-2001"], ["msg-py-1", "msg-py-2", "msg-py-3"]);
+    assert_eq!(groups["anon-77aa"], ["msg-py-4"]);
+}
+
+#[tokio::test]
+async fn a_persons_later_batches_wait_for_the_earlier_one_to_land() {
+    let client = client(&endpoint());
+    let queue_url = new_queue(&client, true).await;
+    let faults = Faults { failing_calls: 1, group: Some("user-x".into()), ..Faults::default() };
+    let proxy = FaultProxy::start(endpoint(), faults).await;
+    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    let events: Vec<Value> = (0..25)
+        .map(|i| json!({"type": "track", "userId": if i % 5 == 4 { "user-y" } else { "user-x" }, "event": "Step", "messageId": format!("step-{i:02}")}))
+        .collect();
+    let answer = send(&app, post("/v1/batch", &json!({"batch": events}).to_string())).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let groups = by_group(&drain(&client, &queue_url).await);
+    let expected = |user: &str| -> Vec<String> {
+        (0..25).filter(|i| (i % 5 == 4) == (user == "user-y")).map(|i| format!("step-{i:02}")).collect()
     };
-    // 4 entries: 2 failed on the first call, 1 of the 2 retried failed on the second, the last one landed on the third.
-    assert_eq!(seen, (3, 3));
-    let mut ids: Vec<String> = drain(&client, &queue_url).await.into_iter().map(|m| m.dedup_id.unwrap()).collect();
-    ids.sort();
-    assert_eq!(ids, ["msg-py-1", "msg-py-2", "msg-py-3", "msg-py-4"]);
+    assert_eq!(groups["user-x"], expected("user-x"));
+    assert_eq!(groups["user-y"], expected("user-y"));
 }
 
 #[tokio::test]
 async fn entries_that_keep_failing_answer_503_after_every_attempt() {
     let client = client(&endpoint());
     let queue_url = new_queue(&client, true).await;
-    let faults = Faults { failing_calls: usize::MAX, fail_all_entries: true, ..Faults::default() };
-    let proxy = FaultProxy::start(endpoint(), faults).await;
+    let proxy = FaultProxy::start(endpoint(), Faults { failing_calls: usize::MAX, ..Faults::default() }).await;
     let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
     let answer = send(&app, fixture("track.json")).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
