@@ -7,4 +7,5 @@ pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ingest;
+pub mod logging;
 pub mod queue;

@@ -12,7 +12,7 @@ use lambda_http::{Error, Request, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    intercom_relay::logging::init();
     let config = IngestConfig::from_env().unwrap_or_else(|error| {
         tracing::error!(%error, "The ingest function cannot start.");
         std::process::exit(1)

@@ -713,9 +713,8 @@ mod tests {
         let found = errors(r#"{"userId":"u","traits":{"name":"\ud800"}}"#, Some(EventType::Identify));
         assert_eq!(found[0].0, "traits");
         assert!(found[0].1.contains("cannot represent"), "{found:?}");
-        for fine in [r#"{"userId":"u","event":"e","properties":{"n":1e300,"id":"2e999x","s":"\ud83d\ude00"}}"#] {
-            assert!(one(fine, Some(EventType::Track)).is_ok(), "{fine}");
-        }
+        let fine = r#"{"userId":"u","event":"e","properties":{"n":1e300,"id":"2e999x","s":"\ud83d\ude00"}}"#;
+        assert!(one(fine, Some(EventType::Track)).is_ok(), "{fine}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl SqsQueue {
             .with_jitter()
             .build();
         loop {
-            let entries = pending.iter().map(|&i| self.entry(i, &batch[i])).collect();
+            let entries = pending.iter().map(|&i| self.entry(i, batch[i])).collect();
             let request = self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries));
             let reason = match request.send().await {
                 Ok(output) if output.failed().is_empty() => return Ok(()),
