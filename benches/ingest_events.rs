@@ -20,7 +20,8 @@ fn single(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let batch = parse_single(black_box(body)).expect("a valid body");
-                let (messages, rejected) = accept_events(&batch, Some(kind), OffsetDateTime::now_utc());
+                let (messages, rejected) =
+                    accept_events(&batch, Some(kind), OffsetDateTime::now_utc()).expect("within limits");
                 assert!(rejected.is_empty());
                 black_box(messages)
             })
@@ -37,7 +38,7 @@ fn batch(c: &mut Criterion) {
     group.bench_function("3 track : 1 identify", |b| {
         b.iter(|| {
             let batch = parse_batch(black_box(&body)).expect("a valid body");
-            let (messages, rejected) = accept_events(&batch, None, OffsetDateTime::now_utc());
+            let (messages, rejected) = accept_events(&batch, None, OffsetDateTime::now_utc()).expect("within limits");
             assert_eq!((messages.len(), rejected.len()), (100, 0));
             black_box(messages)
         })

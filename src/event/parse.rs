@@ -231,7 +231,8 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
 
 /// The body, trimmed, when it is a JSON object; else why not.
 fn check_object<'a>(body: &'a str, not_an_object: &str) -> Result<&'a str, BodyError> {
-    let body = body.trim();
+    // Some Windows tools start UTF-8 with a byte order mark; JSON parsers may ignore it (RFC 8259, section 8.1).
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body).trim();
     if !body.starts_with('{') {
         serde_json::from_str::<&RawValue>(body).map_err(BodyError::Malformed)?;
         return Err(BodyError::Invalid(FieldError::new("", not_an_object)));

@@ -4,7 +4,7 @@ mod auth;
 mod body;
 mod cors;
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
@@ -28,6 +28,17 @@ use crate::queue::{Enqueue, EnqueueError, MAX_MESSAGE_BYTES, QueuedMessage};
 use body::read_body;
 
 const ALLOWED_METHODS: &str = "POST, OPTIONS";
+
+/// Most events one batch request may hold. Segment's SDKs send at most 100; a person's events go to SQS in sequence
+/// (10 per call), so this keeps the slowest request well inside the function's timeout.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// Most bytes one request may put on the queue. A batch-level context is copied into every event, so a 500 KB
+/// request could otherwise queue gigabytes.
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Time kept back from the function's deadline to answer 503 before Lambda cuts the invocation off.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
 /// What the HTTP API needs besides its queue.
 #[derive(Clone, Debug)]
@@ -69,7 +80,7 @@ impl Route {
 
 /// Why a request was refused as a whole; each maps to one status in [`IngestError::status`].
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum IngestError {
+pub enum IngestError {
     #[error(
         "there is no endpoint at {0}: POST to /v1/identify, /v1/track, /v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch or /v1/import"
     )]
@@ -86,6 +97,12 @@ pub(crate) enum IngestError {
     UnsupportedEncoding(String),
     #[error("the body is over the limit of {limit} bytes ({} KB), measured after decompression", limit / 1024)]
     PayloadTooLarge { limit: usize },
+    #[error("the batch holds {0} events; the limit is {MAX_BATCH_EVENTS} events per request")]
+    TooManyEvents(usize),
+    #[error(
+        "with the batch's context merged into each event, the request would queue over {MAX_QUEUED_BYTES} bytes: send smaller batches or a smaller batch-level context"
+    )]
+    TooMuchToQueue,
     #[error("the body is not valid gzip: {0}")]
     BadGzip(String),
     #[error("the body is empty: send a JSON event")]
@@ -115,7 +132,9 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            IngestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::PayloadTooLarge { .. } | IngestError::TooManyEvents(_) | IngestError::TooMuchToQueue => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             IngestError::BadGzip(_)
             | IngestError::EmptyBody
             | IngestError::InvalidUtf8(_)
@@ -133,7 +152,8 @@ impl IngestError {
             IngestError::Unauthorized(_) => "unauthorized",
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
-            IngestError::PayloadTooLarge { .. } => "payload_too_large",
+            IngestError::PayloadTooLarge { .. } | IngestError::TooMuchToQueue => "payload_too_large",
+            IngestError::TooManyEvents(_) => "too_many_events",
             IngestError::BadGzip(_) => "bad_gzip",
             IngestError::EmptyBody => "empty_body",
             IngestError::InvalidUtf8(_) => "invalid_utf8",
@@ -192,9 +212,21 @@ impl<Q: Enqueue> Ingest<Q> {
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let started = Instant::now();
         let request_id = request_id(&request);
+        let time_left = time_left(&request);
         let (parts, body) = request.into_parts();
         let mut tally = Tally::default();
-        let result = self.respond(&parts.method, parts.uri.path(), &parts.headers, &body, &mut tally).await;
+        let respond = self.respond(&parts.method, parts.uri.path(), &parts.headers, &body, &mut tally);
+        let result = match time_left {
+            Some(time_left) => tokio::time::timeout(time_left, respond).await.unwrap_or_else(|_| {
+                let reason = "the function's time ran out before SQS answered".to_owned();
+                Err(IngestError::QueueUnavailable(EnqueueError {
+                    failed: tally.accepted,
+                    total: tally.accepted,
+                    reason,
+                }))
+            }),
+            None => respond.await,
+        };
         let mut response = result.unwrap_or_else(|error| {
             if let IngestError::QueueUnavailable(cause) = &error {
                 tracing::error!(request_id, error = %cause, "Accepted events could not be enqueued; answering 503.");
@@ -254,6 +286,10 @@ impl<Q: Enqueue> Ingest<Q> {
             },
         };
         let bytes = read_body(headers, body, route.body_limit())?;
+        if !key_in_header && memchr::memmem::find(&bytes, b"\"writeKey\"").is_none() {
+            // No key anywhere: say so before reading the body, so an unauthenticated caller learns nothing about it.
+            return Err(IngestError::Unauthorized(KEY_MISSING));
+        }
         let text = std::str::from_utf8(&bytes).map_err(|e| IngestError::InvalidUtf8(e.valid_up_to()))?;
         let batch = match route {
             Route::Single(_) => parse_single(text),
@@ -274,14 +310,21 @@ impl<Q: Enqueue> Ingest<Q> {
             Route::Single(kind) => Some(kind),
             Route::Batch => None,
         };
-        let (messages, rejected) = accept_events(&batch, expected, OffsetDateTime::now_utc());
+        if batch.events.len() > MAX_BATCH_EVENTS {
+            return Err(IngestError::TooManyEvents(batch.events.len()));
+        }
+        let (messages, rejected) = accept_events(&batch, expected, OffsetDateTime::now_utc())?;
         tally.rejected = rejected.len();
         if messages.is_empty() {
             return Ok(all_rejected(route, batch.events.len(), rejected));
         }
         let accepted = messages.len();
-        self.queue.enqueue(messages).await.map_err(IngestError::QueueUnavailable)?;
+        // Counted before the await so a deadline that cuts it short still reports how many were at stake.
         tally.accepted = accepted;
+        self.queue.enqueue(messages).await.map_err(|error| {
+            tally.accepted = 0;
+            IngestError::QueueUnavailable(error)
+        })?;
         Ok(if rejected.is_empty() {
             json_response(StatusCode::OK, &json!({"success": true}))
         } else {
@@ -291,17 +334,23 @@ impl<Q: Enqueue> Ingest<Q> {
 }
 
 /// Validates and normalises every event of `batch`: the queue messages of the valid ones, and why the others were refused.
+/// Refuses the whole request when it would queue more than [`MAX_QUEUED_BYTES`].
 pub fn accept_events(
     batch: &Batch<'_>,
     expected: Option<EventType>,
     received_at: OffsetDateTime,
-) -> (Vec<QueuedMessage>, Vec<Rejected>) {
+) -> Result<(Vec<QueuedMessage>, Vec<Rejected>), IngestError> {
     let mut messages = Vec::with_capacity(batch.events.len());
     let mut rejected = Vec::new();
+    let mut queued_bytes = 0;
     for (index, raw) in batch.events.iter().enumerate() {
         match parse_event(raw, expected, &batch.defaults, received_at) {
             Ok(event) => {
                 let message = QueuedMessage::new(&Envelope { event });
+                queued_bytes += message.body.len();
+                if queued_bytes > MAX_QUEUED_BYTES {
+                    return Err(IngestError::TooMuchToQueue);
+                }
                 if message.body.len() > MAX_MESSAGE_BYTES - 1024 {
                     // Only a large batch-level context merged into the event can get it here.
                     let error = FieldError {
@@ -323,7 +372,7 @@ pub fn accept_events(
             }
         }
     }
-    (messages, rejected)
+    Ok((messages, rejected))
 }
 
 fn all_rejected(route: Route, total: usize, rejected: Vec<Rejected>) -> Response<Body> {
@@ -360,6 +409,13 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body>
         .header(CONTENT_TYPE, "application/json")
         .body(Body::Text(body.to_string()))
         .expect("static headers are valid")
+}
+
+/// How long the invocation may still take, less a margin to answer in; `None` outside Lambda.
+fn time_left(request: &Request) -> Option<Duration> {
+    let deadline = request.lambda_context_ref()?.deadline;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(Duration::from_millis(deadline.saturating_sub(now)).saturating_sub(DEADLINE_MARGIN))
 }
 
 fn request_id(request: &Request) -> String {

@@ -54,6 +54,12 @@ fn cases() -> Vec<Case> {
     let big_batch =
         format!(r#"{{"batch":[{}]}}"#, vec![r#"{"type":"track","userId":"u","event":"e"}"#; 13_000].join(","));
     let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
+    let too_many = format!(r#"{{"batch":[{}]}}"#, vec![r#"{"type":"page","userId":"u"}"#; 10_000].join(","));
+    let amplified = format!(
+        r#"{{"batch":[{}],"context":{{"blob":"{}"}}}}"#,
+        vec![r#"{"type":"page","userId":"u"}"#; 300].join(","),
+        "c".repeat(100 * 1024)
+    );
     let deep = format!(r#"{{"userId":"u","event":"e","properties":{}1{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
     vec![
         case(
@@ -309,6 +315,20 @@ fn cases() -> Vec<Case> {
             "limit of 512000 bytes (500 KB)",
         ),
         case(
+            "10,000-event batch",
+            post("/v1/batch", &too_many),
+            413,
+            "too_many_events",
+            "the batch holds 10000 events; the limit is 1000",
+        ),
+        case(
+            "batch context copied into every event",
+            post("/v1/batch", &amplified),
+            413,
+            "payload_too_large",
+            "would queue over 4194304 bytes",
+        ),
+        case(
             "gzip bomb",
             with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", &bomb),
             413,
@@ -346,6 +366,13 @@ fn cases() -> Vec<Case> {
         case(
             "no write key",
             with(&[JSON], "/v1/track", br#"{"userId":"u","event":"e"}"#),
+            401,
+            "unauthorized",
+            "a write key is required",
+        ),
+        case(
+            "no key and an invalid event",
+            with(&[JSON], "/v1/identify", br#"{"traits":[]}"#),
             401,
             "unauthorized",
             "a write key is required",

@@ -138,6 +138,14 @@ async fn an_event_over_32_kb_in_a_batch_is_refused_alone() {
 }
 
 #[tokio::test]
+async fn a_body_starting_with_a_byte_order_mark_is_read() {
+    let app = memory_app();
+    let answer = send(&app, post("/v1/track", "\u{feff}{\"userId\":\"u\",\"event\":\"Saved\"}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.queue().len(), 1);
+}
+
+#[tokio::test]
 async fn numeric_ids_become_strings_and_a_message_id_is_made_when_absent() {
     let app = memory_app();
     let answer = send(&app, post("/v1/group/", r#"{"userId": 1001, "groupId": 77, "traits": {"name": "Acme"}}"#)).await;

@@ -322,3 +322,31 @@ async fn entries_that_keep_failing_answer_503_after_every_attempt() {
     assert_eq!(proxy.faults.lock().unwrap().batch_calls, fast_retry().attempts);
     assert!(drain(&client, &queue_url).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_queue_that_never_answers_gets_a_503_before_the_function_times_out() {
+    // A server that takes connections and never answers: only the invocation's deadline can end the wait.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let queue =
+        SqsQueue::new(client(&format!("http://{address}")), format!("http://{address}/1/events.fifo"), fast_retry());
+    let app = Ingest::new(options(), queue);
+    let mut context = lambda_http::Context::default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    context.deadline = now + 1_500;
+    let started = std::time::Instant::now();
+    let answer = send(&app, lambda_http::RequestExt::with_lambda_context(fixture("track.json"), context)).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body["error"]["message"].as_str().unwrap().contains("the function's time ran out"),
+        "{}",
+        answer.body
+    );
+    assert!(started.elapsed() < Duration::from_millis(1_500), "answered after the deadline: {:?}", started.elapsed());
+}
