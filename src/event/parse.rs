@@ -177,7 +177,7 @@ pub const MAX_DEPTH: usize = 64;
 pub fn parse_single(body: &str) -> Result<Batch<'_>, BodyError> {
     let body = check_object(body, "the body must be a JSON object holding one event")?;
     let members = TopLevel::parse(body).map_err(BodyError::Malformed)?;
-    check_depth(body)?;
+    check_depth(members.0.iter().map(|(_, value)| *value), 1)?;
     let write_key = write_key(&members)?;
     let check_values = may_hold_unreadable_values(body.as_bytes());
     let event = RawEvent { bytes: body.len(), members: Some(members), check_values };
@@ -191,7 +191,6 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     let body = check_object(body, "the body must be a JSON object such as {\"batch\": [...]}")?;
     let mut batch = Vec::new();
     let members = read_batch_body(body, &mut batch).map_err(BodyError::Malformed)?;
-    check_depth(body)?;
     let invalid = |path: &str, message: &str| BodyError::Invalid(FieldError::new(path, message));
     if let Some(key) = members.duplicate() {
         return Err(invalid(key, "appears more than once"));
@@ -207,6 +206,10 @@ pub fn parse_batch(body: &str) -> Result<Batch<'_>, BodyError> {
     if events.is_empty() {
         return Err(invalid("batch", "must hold at least one event"));
     }
+    // Depth is checked per value: the body as a whole holds more brackets than the fast check allows.
+    check_depth(members.0.iter().map(|(_, value)| *value), 1)?;
+    let event_members = events.iter().filter_map(|event| event.members.as_ref()).flat_map(|members| &members.0);
+    check_depth(event_members.map(|(_, value)| *value), 3)?;
     if may_hold_unreadable_values(body.as_bytes()) {
         events.iter_mut().for_each(|event| event.check_values = true);
     }
@@ -241,13 +244,19 @@ fn check_object<'a>(body: &'a str, not_an_object: &str) -> Result<&'a str, BodyE
 }
 
 /// serde_json skims raw values without its recursion limit, so the depth of what passes through is ours to check.
-fn check_depth(body: &str) -> Result<(), BodyError> {
-    // Fewer opening brackets than the limit (counted fast, strings included) cannot nest deeper than it.
-    let brackets = memchr::memchr2_iter(b'{', b'[', body.as_bytes()).count();
-    let depth = if brackets <= MAX_DEPTH { brackets } else { nesting_depth(body) };
-    if depth > MAX_DEPTH {
-        let message = format!("the body nests {depth} levels deep; at most {MAX_DEPTH} are allowed");
-        return Err(BodyError::Invalid(FieldError::new("", message)));
+/// `values` sit `above` levels deep in the body.
+fn check_depth<'a>(values: impl Iterator<Item = &'a RawValue>, above: usize) -> Result<(), BodyError> {
+    for value in values.filter(|value| value.get().starts_with(['{', '['])) {
+        // Fewer opening brackets than the limit (counted fast, strings included) cannot nest deeper than it.
+        let brackets = memchr::memchr2_iter(b'{', b'[', value.get().as_bytes()).count();
+        if above + brackets <= MAX_DEPTH {
+            continue;
+        }
+        let depth = above + nesting_depth(value.get());
+        if depth > MAX_DEPTH {
+            let message = format!("the body nests {depth} levels deep; at most {MAX_DEPTH} are allowed");
+            return Err(BodyError::Invalid(FieldError::new("", message)));
+        }
     }
     Ok(())
 }
@@ -285,16 +294,40 @@ impl<'de> Visitor<'de> for BatchVisitor<'_, 'de> {
 /// full at ingest and refused there with a reason. Exponents of three digits and surrogate escapes are rare, so this fast
 /// filter keeps the full read off the common path.
 fn may_hold_unreadable_values(text: &[u8]) -> bool {
-    let long_exponent = memchr::memchr2_iter(b'e', b'E', text).any(|i| {
+    let long_exponent = digit_then_e(text).any(|i| {
         let rest = &text[i + 1..];
         let digits = rest.strip_prefix(b"+").or_else(|| rest.strip_prefix(b"-")).unwrap_or(rest);
-        i > 0 && text[i - 1].is_ascii_digit() && digits.iter().take_while(|b| b.is_ascii_digit()).count() >= 3
+        digits.iter().take_while(|b| b.is_ascii_digit()).count() >= 3
     });
     let surrogate = memchr::memmem::find_iter(text, b"\\u").any(|i| {
         matches!(text.get(i + 2), Some(b'd' | b'D'))
             && matches!(text.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
     });
     long_exponent || surrogate
+}
+
+/// Positions of an `e` or `E` right after a digit (where an exponent starts). 'e' is the commonest letter, so rather than
+/// visit each one this tests eight bytes at a time with exact SWAR byte tests, and looks closer only at words that hit.
+fn digit_then_e(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let words = text.chunks_exact(8).map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    let mut carry = 0u64;
+    let hit_words = words.enumerate().filter_map(move |(n, word)| {
+        // A byte's high bit marks it: `e` when (byte | 0x20) == 'e'; a digit when 0x30 <= byte <= 0x39.
+        let x = (word | 0x2020_2020_2020_2020) ^ 0x6565_6565_6565_6565;
+        let is_e = !(((x & LOW7) + LOW7) | x) & HIGH;
+        let low = word & LOW7;
+        let is_digit = (low + 0x5050_5050_5050_5050) & !(low + 0x4646_4646_4646_4646) & !word & HIGH;
+        let hits = ((is_digit << 8) | carry) & is_e;
+        carry = is_digit >> 56;
+        (hits != 0).then_some(n * 8)
+    });
+    let tail_start = text.len() - text.len() % 8;
+    hit_words
+        .flat_map(move |start| start..start + 8)
+        .chain(tail_start.max(1)..text.len())
+        .filter(move |&i| i > 0 && text[i - 1].is_ascii_digit() && matches!(text[i], b'e' | b'E'))
 }
 
 /// The members whose values serde_json's `Value` parser refuses.
@@ -707,6 +740,45 @@ mod tests {
     }
 
     #[test]
+    fn digit_then_e_finds_every_exponent_start_wherever_it_falls() {
+        for (text, expected) in [
+            ("abcdefgh1e5", vec![9]),
+            ("1234567E", vec![7]),
+            ("12345678e", vec![8]),
+            ("eeeeeeee9e9e", vec![9, 11]),
+            ("the e in text3 e", vec![]),
+            ("\u{ff}\u{e5}1e", vec![]),
+        ] {
+            let found: Vec<usize> = digit_then_e(text.as_bytes()).collect();
+            let naive: Vec<usize> = (1..text.len())
+                .filter(|&i| text.as_bytes()[i - 1].is_ascii_digit() && matches!(text.as_bytes()[i], b'e' | b'E'))
+                .collect();
+            assert_eq!(found, naive, "{text:?}");
+            if text.is_ascii() {
+                assert_eq!(found, expected, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn digit_then_e_agrees_with_the_naive_scan_on_tricky_bytes() {
+        // Bytes that differ from a digit or an 'e' only in the high bit, or sit just outside the digit range.
+        let alphabet = [b'0', b'9', b'/', b':', b'e', b'E', b'a', 0xB0, 0xB9, 0xE5, 0xC5, 0x45 | 0x80, b' '];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let text: Vec<u8> =
+                (0..len).map(|i| alphabet[((seed >> (i % 50)) as usize + i * 7) % alphabet.len()]).collect();
+            let naive: Vec<usize> =
+                (1..text.len()).filter(|&i| text[i - 1].is_ascii_digit() && matches!(text[i], b'e' | b'E')).collect();
+            assert_eq!(digit_then_e(&text).collect::<Vec<_>>(), naive, "{text:?}");
+        }
+    }
+
+    #[test]
     fn values_json_tools_cannot_represent_are_refused_by_path() {
         let found = errors(r#"{"userId":"u","event":"e","properties":{"n":1e400}}"#, Some(EventType::Track));
         assert_eq!(found[0].0, "properties");
@@ -813,7 +885,8 @@ mod tests {
     fn nesting_depth_ignores_brackets_in_strings() {
         assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[{\\"}"}]}"#), 3);
         assert_eq!(nesting_depth("1"), 0);
-        let deep = format!(r#"{{"batch":{}{}}}"#, "[".repeat(64), "]".repeat(64));
+        let nested = format!("{}1{}", r#"{"a":"#.repeat(62), "}".repeat(62));
+        let deep = format!(r#"{{"batch":[{{"type":"track","userId":"u","event":"e","properties":{nested}}}]}}"#);
         assert!(matches!(parse_batch(&deep), Err(BodyError::Invalid(e)) if e.message.contains("65 levels")));
     }
 

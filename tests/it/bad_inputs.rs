@@ -60,6 +60,11 @@ fn cases() -> Vec<Case> {
         vec![r#"{"type":"page","userId":"u"}"#; 300].join(","),
         "c".repeat(100 * 1024)
     );
+    let deep_in_batch = format!(
+        r#"{{"batch":[{{"type":"identify","userId":"u","traits":{}1{}}}]}}"#,
+        r#"{"a":"#.repeat(70),
+        "}".repeat(70)
+    );
     let deep = format!(r#"{{"userId":"u","event":"e","properties":{}1{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
     vec![
         case(
@@ -87,6 +92,7 @@ fn cases() -> Vec<Case> {
             "invalid_utf8",
             "offset 11",
         ),
+        invalid_body("deeply nested event in a batch", "/v1/batch", &deep_in_batch, "", "nests 73 levels deep"),
         invalid_body("an array for one event", "/v1/track", "[]", "", "must be a JSON object holding one event"),
         invalid_body("a string for one event", "/v1/page", "\"hello\"", "", "must be a JSON object holding one event"),
         invalid_event(
