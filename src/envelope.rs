@@ -121,6 +121,16 @@ mod tests {
     }
 
     #[test]
+    fn an_event_that_grew_past_32_kb_in_normalisation_is_still_read() {
+        let padding = "x".repeat(crate::event::MAX_EVENT_BYTES - 80);
+        let original =
+            event(&format!(r#"{{"type":"track","userId":"u","event":"e","properties":{{"p":"{padding}"}}}}"#));
+        let body = Envelope { event: original }.to_body();
+        assert!(body.len() > crate::event::MAX_EVENT_BYTES, "the envelope grew: {} bytes", body.len());
+        assert!(Envelope::from_body(&body).is_ok());
+    }
+
+    #[test]
     fn characters_sqs_refuses_are_escaped() {
         let body =
             Envelope { event: event("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"x\":\"a\u{ffff}b\"}") }
