@@ -303,24 +303,36 @@ fn may_hold_unreadable_values(text: &[u8]) -> bool {
         matches!(text.get(i + 2), Some(b'd' | b'D'))
             && matches!(text.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
     });
-    long_exponent || surrogate
+    long_exponent || surrogate || long_digit_run(text)
+}
+
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` that is an ASCII digit (exact: no carries cross bytes).
+fn digit_bytes(word: u64) -> u64 {
+    let low = word & LOW7;
+    (low + 0x5050_5050_5050_5050) & !(low + 0x4646_4646_4646_4646) & !word & HIGH
+}
+
+/// The high bit of each byte of `word` that is `e` or `E`.
+fn e_bytes(word: u64) -> u64 {
+    let x = (word | 0x2020_2020_2020_2020) ^ 0x6565_6565_6565_6565;
+    !(((x & LOW7) + LOW7) | x) & HIGH
+}
+
+fn words(text: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    text.chunks_exact(8).map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
 }
 
 /// Positions of an `e` or `E` right after a digit (where an exponent starts). 'e' is the commonest letter, so rather than
-/// visit each one this tests eight bytes at a time with exact SWAR byte tests, and looks closer only at words that hit.
+/// visit each one this tests eight bytes at a time, and looks closer only at words that hit.
 fn digit_then_e(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let words = text.chunks_exact(8).map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
     let mut carry = 0u64;
-    let hit_words = words.enumerate().filter_map(move |(n, word)| {
-        // A byte's high bit marks it: `e` when (byte | 0x20) == 'e'; a digit when 0x30 <= byte <= 0x39.
-        let x = (word | 0x2020_2020_2020_2020) ^ 0x6565_6565_6565_6565;
-        let is_e = !(((x & LOW7) + LOW7) | x) & HIGH;
-        let low = word & LOW7;
-        let is_digit = (low + 0x5050_5050_5050_5050) & !(low + 0x4646_4646_4646_4646) & !word & HIGH;
-        let hits = ((is_digit << 8) | carry) & is_e;
-        carry = is_digit >> 56;
+    let hit_words = words(text).enumerate().filter_map(move |(n, word)| {
+        let digits = digit_bytes(word);
+        let hits = ((digits << 8) | carry) & e_bytes(word);
+        carry = digits >> 56;
         (hits != 0).then_some(n * 8)
     });
     let tail_start = text.len() - text.len() % 8;
@@ -328,6 +340,16 @@ fn digit_then_e(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
         .flat_map(move |start| start..start + 8)
         .chain(tail_start.max(1)..text.len())
         .filter(move |&i| i > 0 && text[i - 1].is_ascii_digit() && matches!(text[i], b'e' | b'E'))
+}
+
+/// Whether `text` may hold a run of 300 or more digits: an integer that long is beyond f64's range. Such a run covers at
+/// least 37 whole aligned words of digits.
+fn long_digit_run(text: &[u8]) -> bool {
+    let mut run = 0;
+    words(text).any(|word| {
+        run = if digit_bytes(word) == HIGH { run + 1 } else { 0 };
+        run >= 37
+    })
 }
 
 /// The members whose values serde_json's `Value` parser refuses.
@@ -776,6 +798,15 @@ mod tests {
                 (1..text.len()).filter(|&i| text[i - 1].is_ascii_digit() && matches!(text[i], b'e' | b'E')).collect();
             assert_eq!(digit_then_e(&text).collect::<Vec<_>>(), naive, "{text:?}");
         }
+    }
+
+    #[test]
+    fn integers_too_long_for_f64_are_found() {
+        assert!(long_digit_run(format!("{{\"n\":{}}}", "9".repeat(309)).as_bytes()));
+        assert!(!long_digit_run(format!("{{\"n\":{}}}", "9".repeat(200)).as_bytes()));
+        let found =
+            errors(&format!(r#"{{"userId":"u","traits":{{"n":{}}}}}"#, "9".repeat(400)), Some(EventType::Identify));
+        assert_eq!(found[0].0, "traits", "{found:?}");
     }
 
     #[test]
