@@ -1,8 +1,11 @@
 //! Every environment variable, typed and read once at start; secrets as `SecretString`.
 
+use std::time::Duration;
+
 use secrecy::SecretString;
 
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
+use crate::intercom::{API_VERSIONS, DEFAULT_API_VERSION, Region};
 use crate::queue::RetryPolicy;
 
 /// Why the function cannot start; the message names the variable.
@@ -52,23 +55,18 @@ impl IngestConfig {
             Some(text) => AllowedOrigins::parse(&text)
                 .map_err(|reason| ConfigError::Invalid { name: "CORS_ALLOWED_ORIGINS", reason })?,
         };
-        let mut enqueue_retry = RetryPolicy::default();
-        if let Some(text) = lookup("ENQUEUE_MAX_ATTEMPTS") {
-            enqueue_retry.attempts =
-                text.trim().parse().ok().filter(|n| (1..=20).contains(n)).ok_or_else(|| ConfigError::Invalid {
-                    name: "ENQUEUE_MAX_ATTEMPTS",
-                    reason: format!("must be a whole number from 1 to 20, not `{text}`"),
-                })?;
-        }
-        if let Some(text) = lookup("ENQUEUE_TIMEOUT_MS") {
-            let millis = text.trim().parse().ok().filter(|n| (100..=60_000).contains(n)).ok_or_else(|| {
-                ConfigError::Invalid {
-                    name: "ENQUEUE_TIMEOUT_MS",
-                    reason: format!("must be a whole number of milliseconds from 100 to 60000, not `{text}`"),
-                }
-            })?;
-            enqueue_retry.deadline = std::time::Duration::from_millis(millis);
-        }
+        let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let defaults = RetryPolicy::default();
+        let enqueue_retry = RetryPolicy {
+            attempts: number(&set, "ENQUEUE_MAX_ATTEMPTS", defaults.attempts as u64, 1..=20)? as usize,
+            deadline: Duration::from_millis(number(
+                &set,
+                "ENQUEUE_TIMEOUT_MS",
+                defaults.deadline.as_millis() as u64,
+                100..=60_000,
+            )?),
+            ..defaults
+        };
         Ok(IngestConfig { write_keys, queue_url: queue_url.trim().to_owned(), allowed_origins, enqueue_retry })
     }
 
@@ -76,6 +74,103 @@ impl IngestConfig {
     pub fn options(&self) -> IngestOptions {
         IngestOptions { write_keys: self.write_keys.clone(), allowed_origins: self.allowed_origins.clone() }
     }
+}
+
+/// The forward Lambda's configuration.
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// `INTERCOM_ACCESS_TOKEN`: the workspace's access token (required).
+    pub access_token: SecretString,
+    /// `INTERCOM_REGION`: `us` (default), `eu` or `au`.
+    pub region: Region,
+    /// `INTERCOM_BASE_URL`: overrides the region's API root (a sandbox, a proxy).
+    pub base_url: String,
+    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one the spec lists).
+    pub api_version: String,
+    /// `DLQ_URL`: the queue permanent failures go to, with their reason (required).
+    pub dlq_url: String,
+    /// `INTERCOM_CREATE_ATTRIBUTES`: create custom data attributes Intercom lacks (default true), else drop them.
+    pub create_attributes: bool,
+    /// `INTERCOM_TIMEOUT_MS`: the most one Intercom call may take (default 5000).
+    pub timeout: Duration,
+    /// `INTERCOM_CONCURRENCY`: message groups worked on at once (default 8).
+    pub concurrency: usize,
+}
+
+impl ForwardConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<ForwardConfig, ConfigError> {
+        ForwardConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardConfig, ConfigError> {
+        let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let access_token = set("INTERCOM_ACCESS_TOKEN").map(SecretString::from).ok_or(ConfigError::Missing {
+            name: "INTERCOM_ACCESS_TOKEN",
+            hint: "set it to the access token of your Intercom app (Developer Hub > your app > Authentication)",
+        })?;
+        let region = match set("INTERCOM_REGION") {
+            None => Region::Us,
+            Some(text) => Region::parse(&text).ok_or_else(|| ConfigError::Invalid {
+                name: "INTERCOM_REGION",
+                reason: format!("must be us, eu or au, not `{text}`"),
+            })?,
+        };
+        let base_url = match set("INTERCOM_BASE_URL") {
+            None => region.base_url().to_owned(),
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => {
+                let reason = format!("must be an http(s) URL such as https://api.intercom.io, not `{url}`");
+                return Err(ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason });
+            }
+        };
+        let api_version = set("INTERCOM_API_VERSION").unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
+        if !API_VERSIONS.contains(&api_version.as_str()) {
+            let reason =
+                format!("`{api_version}` is not a version Intercom lists; use one of {}", API_VERSIONS.join(", "));
+            return Err(ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason });
+        }
+        let dlq_url = set("DLQ_URL")
+            .ok_or(ConfigError::Missing { name: "DLQ_URL", hint: "set it to the URL of the dead-letter queue" })?;
+        let create_attributes = match set("INTERCOM_CREATE_ATTRIBUTES").map(|v| v.to_ascii_lowercase()) {
+            None => true,
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no") => false,
+            Some(v) => {
+                let reason = format!("must be true or false, not `{v}`");
+                return Err(ConfigError::Invalid { name: "INTERCOM_CREATE_ATTRIBUTES", reason });
+            }
+        };
+        let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", 5000, 100..=60_000)?);
+        let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
+        Ok(ForwardConfig {
+            access_token,
+            region,
+            base_url,
+            api_version,
+            dlq_url,
+            create_attributes,
+            timeout,
+            concurrency,
+        })
+    }
+}
+
+/// A whole number from `range`, or `default` when the variable is unset.
+fn number(
+    set: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = set(name) else { return Ok(default) };
+    text.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| ConfigError::Invalid {
+        name,
+        reason: format!("must be a whole number from {} to {}, not `{text}`", range.start(), range.end()),
+    })
 }
 
 fn write_keys(value: Option<String>) -> Result<WriteKeys, ConfigError> {
@@ -124,6 +219,49 @@ mod tests {
         ];
         for (vars, expected) in cases {
             let error = config(vars).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    fn forward(vars: &[(&str, &str)]) -> Result<ForwardConfig, ConfigError> {
+        ForwardConfig::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    const TOKEN: (&str, &str) = ("INTERCOM_ACCESS_TOKEN", "dG9rOmEtc2VjcmV0LXRva2Vu");
+    const DLQ: (&str, &str) = ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo");
+
+    #[test]
+    fn the_forwarder_defaults_to_the_us_region_and_the_pinned_version() {
+        let config = forward(&[TOKEN, DLQ]).unwrap();
+        assert_eq!((config.region, config.base_url.as_str()), (Region::Us, "https://api.intercom.io"));
+        assert_eq!(config.api_version, "2.16");
+        assert!(config.create_attributes);
+        assert_eq!((config.timeout, config.concurrency), (Duration::from_secs(5), 8));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(TOKEN.1), "{printed}");
+    }
+
+    #[test]
+    fn a_base_url_overrides_the_region() {
+        let config = forward(&[TOKEN, DLQ, ("INTERCOM_REGION", "eu"), ("INTERCOM_BASE_URL", "http://127.0.0.1:4010/")]);
+        let config = config.unwrap();
+        assert_eq!((config.region, config.base_url.as_str()), (Region::Eu, "http://127.0.0.1:4010"));
+    }
+
+    #[test]
+    fn every_bad_forwarder_value_names_its_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[DLQ], "INTERCOM_ACCESS_TOKEN is not set"),
+            (&[TOKEN], "DLQ_URL is not set"),
+            (&[TOKEN, DLQ, ("INTERCOM_REGION", "ca")], "INTERCOM_REGION is invalid: must be us, eu or au"),
+            (&[TOKEN, DLQ, ("INTERCOM_BASE_URL", "api.intercom.io")], "INTERCOM_BASE_URL is invalid"),
+            (&[TOKEN, DLQ, ("INTERCOM_API_VERSION", "3.0")], "INTERCOM_API_VERSION is invalid: `3.0` is not a version"),
+            (&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "maybe")], "INTERCOM_CREATE_ATTRIBUTES is invalid"),
+            (&[TOKEN, DLQ, ("INTERCOM_TIMEOUT_MS", "0")], "INTERCOM_TIMEOUT_MS is invalid"),
+            (&[TOKEN, DLQ, ("INTERCOM_CONCURRENCY", "many")], "INTERCOM_CONCURRENCY is invalid"),
+        ];
+        for (vars, expected) in cases {
+            let error = forward(vars).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{error}");
         }
     }

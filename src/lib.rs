@@ -7,5 +7,6 @@ pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ingest;
+pub mod intercom;
 pub mod logging;
 pub mod queue;

@@ -1,0 +1,149 @@
+//! Intercom's error answers (`error.list`) and what each outcome means for a retry.
+
+use serde::Deserialize;
+
+/// One entry of an `error.list`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct IntercomErrorItem {
+    pub code: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+/// Intercom's error body: `{"type": "error.list", "request_id": …, "errors": [{code, message, field}]}`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct ErrorList {
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub errors: Vec<IntercomErrorItem>,
+}
+
+impl ErrorList {
+    /// Reads an error body; anything else (an HTML page from a proxy, an empty body) gives an empty list.
+    pub fn decode(body: &[u8]) -> ErrorList {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The first error's code, e.g. `conflict`, `not_found`, `rate_limit_exceeded`.
+    pub fn code(&self) -> Option<&str> {
+        self.errors.first().map(|e| e.code.as_str())
+    }
+
+    /// The first error's message.
+    pub fn message(&self) -> Option<&str> {
+        self.errors.first().and_then(|e| e.message.as_deref())
+    }
+}
+
+/// What to do after one outcome of a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetryAction {
+    Successful,
+    /// Worth trying again (later in this invocation, or by handing the event back to SQS).
+    Retry(&'static str),
+    /// Trying again cannot help: the event goes to the DLQ with the reason, unless a mapping rule resolves it (409, 404).
+    DontRetry(&'static str),
+}
+
+/// The retry class of an HTTP status (ARCHITECTURE.md): 408, 429 and 5xx except 501 are retryable; other 4xx are not.
+/// Timeouts and connection errors never reach a status and are retryable too.
+pub fn classify(status: u16) -> RetryAction {
+    match status {
+        200..=299 => RetryAction::Successful,
+        408 => RetryAction::Retry("request timeout"),
+        429 => RetryAction::Retry("rate limited"),
+        501 => RetryAction::DontRetry("not implemented"),
+        500..=599 => RetryAction::Retry("server error"),
+        400 => RetryAction::DontRetry("bad request"),
+        401 => RetryAction::DontRetry("unauthorized: check INTERCOM_ACCESS_TOKEN"),
+        403 => RetryAction::DontRetry("forbidden"),
+        404 => RetryAction::DontRetry("not found"),
+        409 => RetryAction::DontRetry("conflict"),
+        422 => RetryAction::DontRetry("unprocessable"),
+        _ => RetryAction::DontRetry("client error"),
+    }
+}
+
+/// The contact a 409 on `POST /contacts` names: "A contact matching those details already exists with id=<id>".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConflictingContact {
+    pub id: String,
+    /// "An archived contact matching…": it must be unarchived before it can be updated.
+    pub archived: bool,
+}
+
+/// Reads the contact id out of a 409's message.
+pub fn conflicting_contact(message: &str) -> Option<ConflictingContact> {
+    let (_, rest) = message.split_once("id=")?;
+    let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    let archived = message.trim_start().to_ascii_lowercase().starts_with("an archived contact");
+    (!id.is_empty()).then_some(ConflictingContact { id, archived })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_is_successful() {
+        for status in [200, 201, 202, 204] {
+            assert_eq!(classify(status), RetryAction::Successful, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_request_timeout_is_retried() {
+        assert!(matches!(classify(408), RetryAction::Retry(_)));
+    }
+
+    #[test]
+    fn a_rate_limit_is_retried() {
+        assert_eq!(classify(429), RetryAction::Retry("rate limited"));
+    }
+
+    #[test]
+    fn server_errors_are_retried() {
+        for status in [500, 502, 503, 504, 599] {
+            assert!(matches!(classify(status), RetryAction::Retry(_)), "{status}");
+        }
+    }
+
+    #[test]
+    fn not_implemented_is_not_retried() {
+        assert!(matches!(classify(501), RetryAction::DontRetry(_)));
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        for status in [400, 401, 403, 404, 409, 410, 413, 422] {
+            assert!(matches!(classify(status), RetryAction::DontRetry(_)), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_unauthorized_answer_names_the_token_variable() {
+        assert_eq!(classify(401), RetryAction::DontRetry("unauthorized: check INTERCOM_ACCESS_TOKEN"));
+    }
+
+    #[test]
+    fn error_lists_are_decoded_and_anything_else_is_empty() {
+        let body = br#"{"type":"error.list","request_id":"f93ecfa8-d08a-4325-8694-89aeb89c8f85","errors":[{"code":"conflict","message":"A contact matching those details already exists with id=6657a1b2c3d4e5f6a7b8c9d0"}]}"#;
+        let list = ErrorList::decode(body);
+        assert_eq!(list.code(), Some("conflict"));
+        assert_eq!(list.request_id.as_deref(), Some("f93ecfa8-d08a-4325-8694-89aeb89c8f85"));
+        assert_eq!(ErrorList::decode(b"<html>Bad gateway</html>"), ErrorList::default());
+    }
+
+    #[test]
+    fn a_conflict_names_the_existing_contact_and_whether_it_is_archived() {
+        let live =
+            conflicting_contact("A contact matching those details already exists with id=6657a1b2c3d4e5f6a7b8c9d0");
+        assert_eq!(live, Some(ConflictingContact { id: "6657a1b2c3d4e5f6a7b8c9d0".into(), archived: false }));
+        let archived = conflicting_contact("An archived contact matching those details already exists with id=abc123.");
+        assert_eq!(archived, Some(ConflictingContact { id: "abc123".into(), archived: true }));
+        assert_eq!(conflicting_contact("A contact matching those details already exists"), None);
+    }
+}
