@@ -9,4 +9,5 @@ pub mod event;
 pub mod ingest;
 pub mod intercom;
 pub mod logging;
+pub mod mapping;
 pub mod queue;

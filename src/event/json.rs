@@ -39,6 +39,12 @@ impl RawObject {
         RawObject(RawValue::from_string(text).expect("members of valid JSON make a valid object"))
     }
 
+    /// The object parsed, keys in the order sent. Ingest refuses values `Value` cannot hold, so this fails only for an
+    /// object that did not come through ingest.
+    pub fn to_map(&self) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
     /// The object's top-level members, borrowed.
     pub fn members(&self) -> TopLevel<'_> {
         TopLevel::parse(self.0.get()).unwrap_or_default()

@@ -1,0 +1,453 @@
+//! One event → the Intercom operations it plans (pure: the forwarder resolves contacts and makes the calls).
+
+mod values;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use serde_json::value::RawValue;
+
+use crate::event::{Event, EventType, RawObject, TopLevel};
+pub use values::Dropped;
+use values::{cents, flatten_attribute, int, integer, seconds_of, unix_seconds};
+
+/// Intercom keeps at most this many metadata keys on an event.
+pub const MAX_METADATA_KEYS: usize = 10;
+
+/// How an operation names the contact it is about; the forwarder turns it into Intercom's contact id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactKey {
+    /// A user, by the event's userId.
+    ExternalId(String),
+    /// A lead, by email (the event has no userId).
+    Email(String),
+}
+
+/// A contact's role in Intercom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Lead,
+}
+
+/// Create or update a contact.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContactUpsert {
+    pub key: ContactKey,
+    pub role: Role,
+    /// Intercom's own fields (`email`, `name`, `signed_up_at`…).
+    pub attributes: Map<String, Value>,
+    pub custom_attributes: Map<String, Value>,
+}
+
+/// Create or update a company by its `company_id`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CompanyUpsert {
+    pub company_id: String,
+    pub attributes: Map<String, Value>,
+    pub custom_attributes: Map<String, Value>,
+}
+
+/// Submit a data event (`POST /events`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventSubmission {
+    pub contact: ContactKey,
+    pub event_name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub metadata: Map<String, Value>,
+}
+
+/// One planned Intercom operation, in the order they must run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    UpsertContact(ContactUpsert),
+    SubmitEvent(EventSubmission),
+    UpsertCompany(CompanyUpsert),
+    /// Attach the contact to the company (the forwarder looks up Intercom's id for `company_id`).
+    AttachCompany {
+        contact: ContactKey,
+        company_id: String,
+    },
+    DetachCompany {
+        contact: ContactKey,
+        company_id: String,
+    },
+    /// Alias: `from` (the previous id) becomes `into` (the new userId): merged when both exist, renamed when only `from` does.
+    Merge {
+        from: ContactKey,
+        into: ContactKey,
+    },
+}
+
+/// What one event plans, and what it leaves out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub operations: Vec<Operation>,
+    pub dropped: Vec<Dropped>,
+}
+
+/// Why an event plans nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unmapped {
+    /// Nothing Intercom can hold: acknowledged and logged with the reason, never dead-lettered.
+    Skipped(&'static str),
+    /// The event cannot be read (it did not come through ingest): a permanent failure.
+    Unreadable(String),
+}
+
+/// The reason an event that names no contact is skipped.
+pub const NO_CONTACT_IDENTIFIER: &str = "no_contact_identifier";
+
+/// Plans the Intercom operations for `event`.
+///
+/// Free-form objects are parsed only as far as the event's type needs: `context` is large and rarely matters, so only the
+/// member asked for is read.
+pub fn map_event(event: &Event) -> Result<Plan, Unmapped> {
+    let mut plan = Plan::default();
+    match event.kind {
+        EventType::Identify => {
+            let traits = object(&event.traits)?;
+            let inactive = context_member(event, "active")? == Some(Value::Bool(false));
+            identify(event, &traits, inactive, &mut plan)?
+        }
+        EventType::Track => {
+            let properties = event.properties.as_ref().map(RawObject::members).unwrap_or_default();
+            let contact = contact_key(event, || {
+                let email = properties.get("email").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+                Ok(email.filter(|e| e.contains('@')).map(|e| e.trim().to_owned()).or(context_email(event)?))
+            })?;
+            let name = event.event.as_deref().unwrap_or_default();
+            let metadata = metadata(&properties, &mut plan.dropped)?;
+            plan.operations.push(submit(contact, name, event, metadata));
+        }
+        EventType::Page | EventType::Screen => {
+            let contact = contact_key(event, || context_email(event))?;
+            let properties = object(&event.properties)?;
+            let page = match context_member(event, "page")? {
+                Some(Value::Object(page)) => page,
+                _ => Map::new(),
+            };
+            let (name, metadata) = view_metadata(event, &properties, &page);
+            plan.operations.push(submit(contact, name, event, metadata));
+        }
+        EventType::Group => {
+            let contact = contact_key(event, || context_email(event))?;
+            let traits = object(&event.traits)?;
+            let company_id = event.group_id.clone().unwrap_or_default();
+            plan.operations.push(Operation::UpsertCompany(company(
+                company_id.clone(),
+                &traits,
+                "traits",
+                &mut plan.dropped,
+            )));
+            plan.operations.push(Operation::AttachCompany { contact, company_id });
+        }
+        EventType::Alias => {
+            let (Some(previous), Some(user)) = (&event.previous_id, &event.user_id) else {
+                return Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER));
+            };
+            let (from, into) = (ContactKey::ExternalId(previous.clone()), ContactKey::ExternalId(user.clone()));
+            plan.operations.push(Operation::Merge { from, into });
+        }
+    }
+    Ok(plan)
+}
+
+fn unreadable(error: serde_json::Error) -> Unmapped {
+    Unmapped::Unreadable(error.to_string())
+}
+
+fn object(raw: &Option<RawObject>) -> Result<Map<String, Value>, Unmapped> {
+    raw.as_ref().map(RawObject::to_map).transpose().map(Option::unwrap_or_default).map_err(unreadable)
+}
+
+/// One member of `context`, parsed.
+fn context_member(event: &Event, key: &str) -> Result<Option<Value>, Unmapped> {
+    let Some(context) = &event.context else { return Ok(None) };
+    context.members().get(key).map(|raw| serde_json::from_str(raw.get())).transpose().map_err(unreadable)
+}
+
+/// `context.traits.email`.
+fn context_email(event: &Event) -> Result<Option<String>, Unmapped> {
+    Ok(context_member(event, "traits")?.as_ref().and_then(Value::as_object).and_then(email))
+}
+
+/// Who the event is about: its userId, else the email `fallback` finds.
+fn contact_key(
+    event: &Event,
+    fallback: impl FnOnce() -> Result<Option<String>, Unmapped>,
+) -> Result<ContactKey, Unmapped> {
+    if let Some(user_id) = &event.user_id {
+        return Ok(ContactKey::ExternalId(user_id.clone()));
+    }
+    fallback()?.map(ContactKey::Email).ok_or(Unmapped::Skipped(NO_CONTACT_IDENTIFIER))
+}
+
+fn email(source: &Map<String, Value>) -> Option<String> {
+    source.get("email")?.as_str().map(str::trim).filter(|e| e.contains('@')).map(str::to_owned)
+}
+
+/// Traits that map to Intercom's own contact fields, or are handled apart; the rest become custom attributes.
+const CONTACT_FIELDS: [&str; 14] = [
+    "email",
+    "phone",
+    "name",
+    "firstName",
+    "lastName",
+    "avatar",
+    "createdAt",
+    "unsubscribedFromEmails",
+    "unsubscribed_from_emails",
+    "owner_id",
+    "ownerId",
+    "id",
+    "company",
+    "companies",
+];
+
+fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &mut Plan) -> Result<(), Unmapped> {
+    let (key, role) = match (&event.user_id, email(traits)) {
+        (Some(user_id), _) => (ContactKey::ExternalId(user_id.clone()), Role::User),
+        (None, Some(email)) => (ContactKey::Email(email), Role::Lead),
+        (None, None) => return Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER)),
+    };
+    let dropped = &mut plan.dropped;
+    let mut attributes = Map::new();
+    let text = |name: &str| traits.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty());
+    for field in ["email", "phone", "avatar"] {
+        if let Some(value) = text(field) {
+            attributes.insert(field.into(), value.into());
+        }
+    }
+    let full_name = match (text("firstName"), text("lastName")) {
+        (Some(first), Some(last)) => Some(format!("{first} {last}")),
+        (first, last) => first.or(last).map(str::to_owned),
+    };
+    if let Some(name) = text("name").map(str::to_owned).or(full_name) {
+        attributes.insert("name".into(), name.into());
+    }
+    if let Some(created) = traits.get("createdAt") {
+        match unix_seconds(created) {
+            Some(seconds) => _ = attributes.insert("signed_up_at".into(), int(seconds)),
+            None => dropped.push(Dropped { path: "traits.createdAt".into(), reason: "not a time Intercom can read" }),
+        }
+    }
+    // An event sent with `context.active: false` (a server acting for the user) says nothing about when they were seen.
+    if !inactive {
+        attributes.insert("last_seen_at".into(), int(seconds_of(event.timestamp)));
+    }
+    let unsubscribed = traits.get("unsubscribedFromEmails").or_else(|| traits.get("unsubscribed_from_emails"));
+    if let Some(value) = unsubscribed.and_then(Value::as_bool) {
+        attributes.insert("unsubscribed_from_emails".into(), value.into());
+    }
+    if let Some(owner) = traits.get("owner_id").or_else(|| traits.get("ownerId")).and_then(integer) {
+        attributes.insert("owner_id".into(), int(owner));
+    }
+    let mut custom_attributes = Map::new();
+    for (name, value) in traits.iter().filter(|(name, _)| !CONTACT_FIELDS.contains(&name.as_str())) {
+        flatten_attribute(name, value, "traits", &mut custom_attributes, dropped);
+    }
+    plan.operations.push(Operation::UpsertContact(ContactUpsert {
+        key: key.clone(),
+        role,
+        attributes,
+        custom_attributes,
+    }));
+
+    let companies: Vec<(&Value, String)> = match (traits.get("company"), traits.get("companies")) {
+        (_, Some(Value::Array(list))) => {
+            list.iter().enumerate().map(|(i, c)| (c, format!("traits.companies[{i}]"))).collect()
+        }
+        (Some(company), _) => vec![(company, "traits.company".to_owned())],
+        _ => vec![],
+    };
+    for (value, path) in companies {
+        let Some(fields) = value.as_object() else {
+            plan.dropped.push(Dropped { path, reason: "a company must be an object with an id" });
+            continue;
+        };
+        let Some(company_id) = fields.get("id").or_else(|| fields.get("company_id")).and_then(id_text) else {
+            plan.dropped.push(Dropped { path, reason: "a company needs an id (its company_id in Intercom)" });
+            continue;
+        };
+        let contact = key.clone();
+        if fields.get("remove") == Some(&Value::Bool(true)) {
+            plan.operations.push(Operation::DetachCompany { contact, company_id });
+        } else {
+            plan.operations.push(Operation::UpsertCompany(company(
+                company_id.clone(),
+                fields,
+                &path,
+                &mut plan.dropped,
+            )));
+            plan.operations.push(Operation::AttachCompany { contact, company_id });
+        }
+    }
+    Ok(())
+}
+
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// Traits that map to Intercom's own company fields, or are handled apart.
+const COMPANY_FIELDS: [&str; 12] = [
+    "id",
+    "company_id",
+    "remove",
+    "name",
+    "plan",
+    "employees",
+    "size",
+    "website",
+    "industry",
+    "monthly_spend",
+    "monthlySpend",
+    "createdAt",
+];
+
+fn company(company_id: String, fields: &Map<String, Value>, path: &str, dropped: &mut Vec<Dropped>) -> CompanyUpsert {
+    let mut attributes = Map::new();
+    for field in ["name", "plan", "website", "industry"] {
+        if let Some(value) = fields.get(field).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()) {
+            attributes.insert(field.into(), value.into());
+        }
+    }
+    if let Some(size) = fields.get("employees").or_else(|| fields.get("size")).and_then(integer) {
+        attributes.insert("size".into(), int(size));
+    }
+    if let Some(spend) = fields.get("monthly_spend").or_else(|| fields.get("monthlySpend")).and_then(integer) {
+        attributes.insert("monthly_spend".into(), int(spend));
+    }
+    if let Some(created) = fields.get("createdAt") {
+        match unix_seconds(created) {
+            Some(seconds) => _ = attributes.insert("remote_created_at".into(), int(seconds)),
+            None => dropped.push(Dropped { path: format!("{path}.createdAt"), reason: "not a time Intercom can read" }),
+        }
+    }
+    let mut custom_attributes = Map::new();
+    for (name, value) in fields.iter().filter(|(name, _)| !COMPANY_FIELDS.contains(&name.as_str())) {
+        flatten_attribute(name, value, path, &mut custom_attributes, dropped);
+    }
+    CompanyUpsert { company_id, attributes, custom_attributes }
+}
+
+fn submit(contact: ContactKey, name: &str, event: &Event, metadata: Map<String, Value>) -> Operation {
+    // Intercom turns '.' and '$' in event names into '-'; doing it here keeps what we log equal to what Intercom holds.
+    let event_name = name.trim().replace(['.', '$'], "-");
+    Operation::SubmitEvent(EventSubmission { contact, event_name, created_at: seconds_of(event.timestamp), metadata })
+}
+
+/// Keys whose amount becomes the event's `price`, in order of preference.
+const MONEY_KEYS: [&str; 3] = ["revenue", "total", "value"];
+
+/// Track metadata: money first as `price`, then the properties in the order sent, at most [`MAX_METADATA_KEYS`].
+///
+/// Read from the raw members: a list is dropped without being parsed, and values are moved, not copied.
+fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map<String, Value>, Unmapped> {
+    let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(unreadable);
+    let mut flat = Map::with_capacity(MAX_METADATA_KEYS + 1);
+    let mut money = None;
+    for key in MONEY_KEYS {
+        if let Some(amount) = properties.get(key).map(parse).transpose()?.as_ref().and_then(cents) {
+            money = Some((key, amount));
+            break;
+        }
+    }
+    if let Some((_, amount)) = money {
+        let currency = properties.get("currency").map(parse).transpose()?;
+        let currency = currency.as_ref().and_then(Value::as_str).map(str::trim).filter(|c| c.len() == 3);
+        let currency = currency.unwrap_or("USD").to_ascii_lowercase();
+        flat.insert("price".into(), json!({"amount": amount, "currency": currency}));
+    }
+    for (key, raw) in &properties.0 {
+        let is_money = money.is_some_and(|(money_key, _)| key == money_key) || (money.is_some() && key == "currency");
+        if is_money {
+            continue;
+        }
+        if raw.get().starts_with('[') && !key.ends_with("_date") {
+            dropped.push(Dropped { path: format!("properties.{key}"), reason: "Intercom metadata cannot hold lists" });
+            continue;
+        }
+        metadata_value(key, parse(raw)?, "properties", &mut flat, dropped);
+    }
+    Ok(cap_metadata(flat, dropped))
+}
+
+fn metadata_value(key: &str, value: Value, path: &str, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
+    let here = || format!("{path}.{key}");
+    match value {
+        // A rich link: Intercom shows `value` linked to `url`.
+        Value::Object(link)
+            if link.len() == 2 && link.get("url").is_some_and(Value::is_string) && link.contains_key("value") =>
+        {
+            out.insert(key.to_owned(), Value::Object(link));
+        }
+        Value::Object(fields) => {
+            for (child, value) in fields {
+                metadata_value(&format!("{key}_{child}"), value, path, out, dropped);
+            }
+        }
+        _ if key.ends_with("_date") => match unix_seconds(&value) {
+            Some(seconds) => _ = out.insert(key.to_owned(), int(seconds)),
+            None => dropped.push(Dropped { path: here(), reason: "a _date key needs a time Intercom can read" }),
+        },
+        Value::Array(_) => dropped.push(Dropped { path: here(), reason: "Intercom metadata cannot hold lists" }),
+        Value::Null => dropped.push(Dropped { path: here(), reason: "Intercom metadata cannot hold null" }),
+        scalar => _ = out.insert(key.to_owned(), scalar),
+    }
+}
+
+fn cap_metadata(metadata: Map<String, Value>, dropped: &mut Vec<Dropped>) -> Map<String, Value> {
+    if metadata.len() <= MAX_METADATA_KEYS {
+        return metadata;
+    }
+    let mut kept = Map::new();
+    for (index, (key, value)) in metadata.into_iter().enumerate() {
+        if index < MAX_METADATA_KEYS {
+            kept.insert(key, value);
+        } else {
+            dropped
+                .push(Dropped { path: format!("properties.{key}"), reason: "Intercom keeps at most 10 metadata keys" });
+        }
+    }
+    kept
+}
+
+/// Page and screen views: the event name, and what the view says about itself.
+fn view_metadata(
+    event: &Event,
+    properties: &Map<String, Value>,
+    page: &Map<String, Value>,
+) -> (&'static str, Map<String, Value>) {
+    let mut metadata = Map::new();
+    let from =
+        |key: &str| properties.get(key).or_else(|| page.get(key)).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let (name, keys): (&str, &[&str]) = match event.kind {
+        EventType::Page => ("page_viewed", &["url", "path", "title", "referrer"]),
+        _ => ("screen_viewed", &[]),
+    };
+    for key in keys {
+        if let Some(value) = from(key) {
+            metadata.insert((*key).to_owned(), value.into());
+        }
+    }
+    if let Some(view) = event.name.as_deref().filter(|n| !n.is_empty()) {
+        metadata.insert("name".into(), view.into());
+    }
+    if let Some(category) = event.category.as_deref().filter(|c| !c.is_empty() && event.kind == EventType::Page) {
+        metadata.insert("category".into(), category.into());
+    }
+    (name, metadata)
+}
+
+#[cfg(test)]
+mod tests;

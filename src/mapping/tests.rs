@@ -1,0 +1,176 @@
+//! Table tests: raw Segment events, read as ingest reads them, and the exact operations they plan.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::event::{BatchDefaults, RawEvent, parse_event, parse_timestamp};
+
+fn event(json: Value) -> Event {
+    let text = json.to_string();
+    let received = parse_timestamp("2024-05-01T12:00:00Z").unwrap();
+    parse_event(&RawEvent::parse(&text).unwrap(), None, &BatchDefaults::default(), received).unwrap()
+}
+
+fn plan(json: Value) -> Plan {
+    map_event(&event(json)).unwrap()
+}
+
+fn ops(json: Value) -> Value {
+    serde_json::to_value(plan(json).operations).unwrap()
+}
+
+const NOON: i64 = 1714564800;
+
+#[test]
+fn identify_maps_standard_traits_custom_attributes_and_companies() {
+    let planned = plan(json!({
+        "type": "identify", "userId": "u-1", "timestamp": "2024-05-01T12:00:00Z",
+        "traits": {
+            "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace", "phone": "+44 20 7946 0958",
+            "createdAt": 1700000000123u64, "plan": "pro", "address": {"city": "London"}, "tags": ["a", "b"],
+            "ownerId": "42", "unsubscribedFromEmails": true, "id": "u-1",
+            "company": {"id": "org-7", "name": "Engines Ltd", "employees": "120", "tier": "gold"}
+        }
+    }));
+    assert_eq!(
+        serde_json::to_value(&planned.operations).unwrap(),
+        json!([
+            {"op": "upsert_contact", "key": {"external_id": "u-1"}, "role": "user",
+             "attributes": {"email": "ada@example.com", "phone": "+44 20 7946 0958", "name": "Ada Lovelace",
+                            "signed_up_at": 1700000000, "last_seen_at": NOON, "unsubscribed_from_emails": true, "owner_id": 42},
+             "custom_attributes": {"plan": "pro", "address_city": "London"}},
+            {"op": "upsert_company", "company_id": "org-7", "attributes": {"name": "Engines Ltd", "size": 120},
+             "custom_attributes": {"tier": "gold"}},
+            {"op": "attach_company", "contact": {"external_id": "u-1"}, "company_id": "org-7"}
+        ])
+    );
+    assert_eq!(
+        planned.dropped,
+        [Dropped { path: "traits.tags".into(), reason: "Intercom attributes cannot hold lists" }]
+    );
+}
+
+#[test]
+fn identify_without_a_user_id_makes_a_lead_keyed_by_email() {
+    let planned = ops(json!({"type": "identify", "anonymousId": "a-1", "traits": {"email": " lead@example.com "}}));
+    assert_eq!(planned[0]["key"], json!({"email": "lead@example.com"}));
+    assert_eq!(planned[0]["role"], "lead");
+}
+
+#[test]
+fn an_event_naming_no_contact_is_skipped_with_the_reason() {
+    for json in [
+        json!({"type": "identify", "anonymousId": "a-1", "traits": {"plan": "pro"}}),
+        json!({"type": "track", "anonymousId": "a-1", "event": "Clicked"}),
+        json!({"type": "page", "anonymousId": "a-1"}),
+        json!({"type": "group", "anonymousId": "a-1", "groupId": "org-1"}),
+    ] {
+        assert_eq!(map_event(&event(json.clone())), Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER)), "{json}");
+    }
+}
+
+#[test]
+fn an_inactive_context_leaves_last_seen_alone() {
+    let planned = ops(json!({"type": "identify", "userId": "u", "context": {"active": false}, "traits": {}}));
+    assert!(planned[0]["attributes"].get("last_seen_at").is_none(), "{planned}");
+}
+
+#[test]
+fn companies_marked_remove_are_detached() {
+    let planned = ops(json!({"type": "identify", "userId": "u", "traits": {"companies": [
+        {"id": 7, "name": "Seven"}, {"id": "old", "remove": true}, {"name": "no id"}
+    ]}}));
+    let kinds: Vec<&str> = planned.as_array().unwrap().iter().map(|op| op["op"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["upsert_contact", "upsert_company", "attach_company", "detach_company"]);
+    assert_eq!(planned[1]["company_id"], "7");
+    assert_eq!(planned[3], json!({"op": "detach_company", "contact": {"external_id": "u"}, "company_id": "old"}));
+}
+
+#[test]
+fn track_puts_money_first_in_whole_cents_and_keeps_ten_keys_in_order() {
+    let planned = plan(json!({
+        "type": "track", "userId": "u", "event": "Order Completed", "timestamp": "2024-05-01T12:00:00Z",
+        "properties": {
+            "id": "ord-1", "total": 12.0, "revenue": 9.995, "currency": "EUR",
+            "shipped_date": "2024-05-02T00:00:00Z", "invoice": {"url": "https://example.com/i/1", "value": "Invoice 1"},
+            "shipping": {"method": "post", "days": 3}, "items": [1, 2], "note": null,
+            "k1": 1, "k2": 2, "k3": 3, "k4": 4, "k5": 5
+        }
+    }));
+    let submission = &serde_json::to_value(&planned.operations).unwrap()[0];
+    assert_eq!(submission["contact"], json!({"external_id": "u"}), "properties.id never names the contact");
+    assert_eq!(submission["created_at"], NOON);
+    let keys: Vec<&String> = submission["metadata"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["price", "id", "total", "shipped_date", "invoice", "shipping_method", "shipping_days", "k1", "k2", "k3"]
+    );
+    assert_eq!(submission["metadata"]["price"], json!({"amount": 1000, "currency": "eur"}));
+    assert_eq!(submission["metadata"]["shipped_date"], 1714608000);
+    assert_eq!(submission["metadata"]["invoice"], json!({"url": "https://example.com/i/1", "value": "Invoice 1"}));
+    let dropped: Vec<&str> = planned.dropped.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(dropped, ["properties.items", "properties.note", "properties.k4", "properties.k5"]);
+}
+
+#[test]
+fn track_money_defaults_to_usd_and_falls_back_to_total_then_value() {
+    let planned = ops(json!({"type": "track", "userId": "u", "event": "Paid", "properties": {"value": "19.99"}}));
+    assert_eq!(planned[0]["metadata"], json!({"price": {"amount": 1999, "currency": "usd"}}));
+}
+
+#[test]
+fn track_without_a_user_id_names_the_contact_by_email() {
+    let planned = ops(
+        json!({"type": "track", "anonymousId": "a", "event": "Signed.Up$", "properties": {"email": "x@example.com"}}),
+    );
+    assert_eq!(planned[0]["contact"], json!({"email": "x@example.com"}));
+    assert_eq!(planned[0]["event_name"], "Signed-Up-");
+}
+
+#[test]
+fn a_page_view_becomes_page_viewed_with_what_the_page_says() {
+    let planned = ops(json!({
+        "type": "page", "userId": "u", "name": "Pricing", "category": "Marketing",
+        "properties": {"title": "Pricing - Example", "referrer": "https://google.com/"},
+        "context": {"page": {"url": "https://example.com/pricing", "path": "/pricing"}}
+    }));
+    assert_eq!(planned[0]["event_name"], "page_viewed");
+    assert_eq!(
+        planned[0]["metadata"],
+        json!({"url": "https://example.com/pricing", "path": "/pricing", "title": "Pricing - Example",
+               "referrer": "https://google.com/", "name": "Pricing", "category": "Marketing"})
+    );
+}
+
+#[test]
+fn a_screen_view_becomes_screen_viewed_with_its_name() {
+    let planned = ops(json!({"type": "screen", "userId": "u", "name": "Settings", "properties": {"section": "x"}}));
+    assert_eq!(planned[0]["event_name"], "screen_viewed");
+    assert_eq!(planned[0]["metadata"], json!({"name": "Settings"}));
+}
+
+#[test]
+fn group_upserts_the_company_from_its_own_traits_then_attaches_the_contact() {
+    let planned = ops(json!({
+        "type": "group", "userId": "u", "groupId": "org-9",
+        "traits": {"name": "Nine", "plan": "enterprise", "employees": 250.4, "monthly_spend": "99.6",
+                   "createdAt": "2020-01-01T00:00:00Z", "website": "https://nine.example", "industry": "Retail",
+                   "region": {"name": "EMEA"}}
+    }));
+    assert_eq!(
+        planned,
+        json!([
+            {"op": "upsert_company", "company_id": "org-9",
+             "attributes": {"name": "Nine", "plan": "enterprise", "website": "https://nine.example", "industry": "Retail",
+                            "size": 250, "monthly_spend": 100, "remote_created_at": 1577836800},
+             "custom_attributes": {"region_name": "EMEA"}},
+            {"op": "attach_company", "contact": {"external_id": "u"}, "company_id": "org-9"}
+        ])
+    );
+}
+
+#[test]
+fn alias_merges_the_previous_contact_into_the_user() {
+    let planned = ops(json!({"type": "alias", "userId": "u-2", "previousId": "anon-1"}));
+    assert_eq!(planned, json!([{"op": "merge", "from": {"external_id": "anon-1"}, "into": {"external_id": "u-2"}}]));
+}
