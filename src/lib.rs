@@ -11,3 +11,4 @@ pub mod intercom;
 pub mod logging;
 pub mod mapping;
 pub mod queue;
+pub mod sandbox;

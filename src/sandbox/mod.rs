@@ -1,0 +1,8 @@
+//! A stateful, local stand-in for Intercom's API that follows its documented behaviour (the contract in shared/intercom).
+
+mod state;
+
+pub use state::{Company, Contact, DataEvent, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState};
+
+#[cfg(test)]
+mod tests;
