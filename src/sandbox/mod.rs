@@ -1,7 +1,9 @@
 //! A stateful, local stand-in for Intercom's API that follows its documented behaviour (the contract in shared/intercom).
 
+mod server;
 mod state;
 
+pub use server::{RecordedRequest, SandboxServer};
 pub use state::{Company, Contact, DataEvent, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState};
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct SandboxRequest {
     pub authorization: Option<String>,
     pub version: Option<String>,
     pub body: Option<Value>,
+    /// The body was sent but is not JSON.
+    pub malformed: bool,
 }
 
 /// One answer.
@@ -111,6 +113,9 @@ impl SandboxState {
         }
         if let Some(version) = request.version.as_deref().filter(|v| !API_VERSIONS.contains(v)) {
             return error(400, "intercom_version_invalid", &format!("Requested version {version} is not valid"));
+        }
+        if request.malformed {
+            return error(400, "parameter_invalid", "Invalid JSON in the request body");
         }
         let window_start = now - now % 10;
         if self.window.0 != window_start {

@@ -27,6 +27,7 @@ impl Sandbox {
             authorization: Some(format!("Bearer {}", self.options.token)),
             version: Some("2.16".into()),
             body,
+            malformed: false,
         };
         self.state.handle(&self.options, &request, now)
     }
@@ -49,6 +50,7 @@ fn a_wrong_token_is_refused_and_an_unknown_version_too() {
         authorization: Some(authorization.into()),
         version: Some(version.into()),
         body: None,
+        malformed: false,
     };
     let answer = sandbox.state.handle(&sandbox.options, &request("Bearer nope", "2.16"), NOW);
     assert_eq!((answer.status, message(&answer)), (401, "Access Token Invalid"));

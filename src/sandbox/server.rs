@@ -1,0 +1,167 @@
+//! The sandbox over HTTP on 127.0.0.1, so the real client code is exercised; `/_sandbox/state` and `/_sandbox/requests`
+//! show what it holds and what it was asked.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::state::{SandboxOptions, SandboxRequest, SandboxState};
+
+/// One call the sandbox answered.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+struct Shared {
+    options: SandboxOptions,
+    state: SandboxState,
+    requests: Vec<RecordedRequest>,
+}
+
+/// A running sandbox; it stops when dropped.
+pub struct SandboxServer {
+    /// Where it listens, e.g. `http://127.0.0.1:4010`.
+    pub url: String,
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SandboxServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SandboxServer {
+    /// Serves on 127.0.0.1:`port` (0: any free port).
+    pub async fn start(options: SandboxOptions, port: u16) -> std::io::Result<SandboxServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let shared = Arc::new(Mutex::new(Shared { options, state: SandboxState::default(), requests: Vec::new() }));
+        let serving = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| answer(shared.clone(), request));
+                    // A client that hangs up mid-request is its own problem, not the sandbox's.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(SandboxServer { url, shared, task })
+    }
+
+    /// The token it accepts.
+    pub fn token(&self) -> String {
+        lock(&self.shared).options.token.clone()
+    }
+
+    /// A copy of what it holds.
+    pub fn state(&self) -> SandboxState {
+        lock(&self.shared).state.clone()
+    }
+
+    /// Every call it answered, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared).requests.clone()
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // Handling a request cannot leave the state half-written across a panic that matters to a test double.
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn answer(shared: Arc<Mutex<Shared>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut shared = lock(&shared);
+    match path.as_str() {
+        "/_sandbox/state" => return Ok(json_response(200, &[], Some(json!(shared.state)))),
+        "/_sandbox/requests" => return Ok(json_response(200, &[], Some(json!(shared.requests)))),
+        _ => {}
+    }
+    let parsed = if bytes.is_empty() { Ok(None) } else { serde_json::from_slice::<Value>(&bytes).map(Some) };
+    let malformed = parsed.is_err();
+    let body = parsed.unwrap_or_default();
+    let request = SandboxRequest {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        authorization: header("authorization"),
+        version: header("intercom-version"),
+        body: body.clone(),
+        malformed,
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let Shared { options, state, requests } = &mut *shared;
+    let response = state.handle(options, &request, now);
+    requests.push(RecordedRequest { method: request.method, path, status: response.status, body });
+    Ok(json_response(response.status, &response.headers, response.body))
+}
+
+fn json_response(status: u16, headers: &[(&'static str, String)], body: Option<Value>) -> Response<Full<Bytes>> {
+    let mut builder =
+        Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    let bytes = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    builder.body(Full::new(bytes)).expect("valid headers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sandbox_answers_over_http_and_shows_what_it_holds() {
+        let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+        let client = reqwest::Client::new();
+        let created = client
+            .post(format!("{}/contacts", sandbox.url))
+            .bearer_auth(sandbox.token())
+            .header("Intercom-Version", "2.16")
+            .json(&json!({"role": "user", "external_id": "u-1", "email": "a@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200);
+        assert!(created.headers().contains_key("x-ratelimit-remaining"));
+        let refused = client.post(format!("{}/contacts", sandbox.url)).body("{").send().await.unwrap();
+        assert_eq!(refused.status(), 401, "authentication comes first");
+        let refused = client.post(format!("{}/contacts", sandbox.url)).bearer_auth(sandbox.token()).body("{");
+        assert_eq!(refused.send().await.unwrap().status(), 400);
+        let state: Value =
+            client.get(format!("{}/_sandbox/state", sandbox.url)).send().await.unwrap().json().await.unwrap();
+        let contacts: Vec<&Value> = state["contacts"].as_object().unwrap().values().collect();
+        assert_eq!((contacts.len(), &contacts[0]["external_id"]), (1, &json!("u-1")));
+        let requests = sandbox.requests();
+        assert_eq!(requests.len(), 3, "only API calls are recorded");
+        assert_eq!(
+            (requests[0].method.as_str(), requests[0].path.as_str(), requests[0].status),
+            ("POST", "/contacts", 200)
+        );
+    }
+}
