@@ -1,8 +1,10 @@
-//! The Intercom client's pure parts so far: regions, API versions, error decoding, retry classes and rate-limit pacing.
+//! The Intercom client: regions, API versions, error decoding, retry classes, rate-limit pacing, and the HTTP client.
 
+mod client;
 mod error;
 mod rate_limit;
 
+pub use client::{IntercomApi, IntercomClient, IntercomError};
 pub use error::{ConflictingContact, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact};
 pub use rate_limit::RateLimit;
 

@@ -5,5 +5,6 @@ mod events;
 mod fault_proxy;
 mod helpers;
 mod ingest;
+mod intercom;
 mod sqs;
 mod startup;

@@ -1,0 +1,210 @@
+//! The Intercom client: Bearer auth, the pinned version, JSON, timeouts, error decoding, retry classes and pacing.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use super::{ErrorList, RateLimit, RetryAction, classify};
+
+const USER_AGENT: &str =
+    concat!("intercom-relay/", env!("CARGO_PKG_VERSION"), " (+https://github.com/intercom-relay/intercom-relay)");
+
+/// Why a call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum IntercomError {
+    /// Intercom answered with an error status.
+    #[error("Intercom answered {status} {code}: {message}")]
+    Api { status: u16, code: String, message: String, request_id: Option<String>, retryable: bool },
+    /// No answer: a timeout or a connection error.
+    #[error("Intercom did not answer: {0}")]
+    Transport(String),
+    /// An answer that is not what the contract promises.
+    #[error("Intercom's answer could not be read: {0}")]
+    Unexpected(String),
+}
+
+impl IntercomError {
+    /// Whether trying again can help (ARCHITECTURE.md's retry policy).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IntercomError::Api { retryable, .. } => *retryable,
+            IntercomError::Transport(_) => true,
+            IntercomError::Unexpected(_) => false,
+        }
+    }
+
+    /// The HTTP status, when Intercom answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            IntercomError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Intercom's error code (`conflict`, `not_found`…), when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            IntercomError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Intercom's message, when it answered with one.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            IntercomError::Api { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// The calls the forwarder makes; [`IntercomClient`] makes them over HTTP, tests may pass another.
+pub trait IntercomApi: Send + Sync {
+    /// `method` `path` with a JSON `body`; the answer's JSON (`Null` for an empty answer).
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> impl Future<Output = Result<Value, IntercomError>> + Send;
+}
+
+/// Intercom over HTTP.
+pub struct IntercomClient {
+    http: reqwest::Client,
+    base_url: String,
+    token: SecretString,
+    version: String,
+    /// What the last answer said of the rate limit; calls pause when the window is spent.
+    rate_limit: Mutex<Option<RateLimit>>,
+    /// How long a call may wait for a window to reset after a 429 before giving up (the invocation's time is finite).
+    max_wait: Duration,
+}
+
+impl std::fmt::Debug for IntercomClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntercomClient").field("base_url", &self.base_url).field("version", &self.version).finish()
+    }
+}
+
+impl IntercomClient {
+    /// A client for `base_url` (a region's root or a sandbox), sending `version` as `Intercom-Version`.
+    pub fn new(
+        base_url: &str,
+        token: SecretString,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<IntercomClient, IntercomError> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .build()
+            .map_err(|e| IntercomError::Unexpected(e.to_string()))?;
+        Ok(IntercomClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+            version: version.to_owned(),
+            rate_limit: Mutex::new(None),
+            max_wait: Duration::from_secs(11),
+        })
+    }
+
+    /// Caps how long a rate-limited call may wait for the window to reset.
+    pub fn with_max_wait(mut self, max_wait: Duration) -> IntercomClient {
+        self.max_wait = max_wait;
+        self
+    }
+
+    fn pause(&self) -> Duration {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.rate_limit.lock().map(|limit| limit.map_or(Duration::ZERO, |l| l.pause_at(now))).unwrap_or_default()
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), IntercomError> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .bearer_auth(self.token.expose_secret())
+            .header("Intercom-Version", &self.version)
+            .header("Accept", "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| IntercomError::Transport(without_url(e)))?;
+        let status = response.status().as_u16();
+        if let Some(limit) = RateLimit::from_headers(response.headers())
+            && let Ok(mut last) = self.rate_limit.lock()
+        {
+            *last = Some(limit);
+        }
+        let bytes = response.bytes().await.map_err(|e| IntercomError::Transport(without_url(e)))?;
+        match classify(status) {
+            RetryAction::Successful if bytes.is_empty() => Ok((status, Value::Null)),
+            RetryAction::Successful => serde_json::from_slice(&bytes)
+                .map(|v| (status, v))
+                .map_err(|e| IntercomError::Unexpected(e.to_string())),
+            action => {
+                let list = ErrorList::decode(&bytes);
+                Err(IntercomError::Api {
+                    status,
+                    code: list.code().unwrap_or("unknown").to_owned(),
+                    message: list.message().unwrap_or_default().to_owned(),
+                    request_id: list.request_id.clone(),
+                    retryable: matches!(action, RetryAction::Retry(_)),
+                })
+            }
+        }
+    }
+}
+
+/// A reqwest error's text without the URL (it holds nothing secret, but its query could hold an email).
+fn without_url(error: reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", error.without_url())
+}
+
+impl IntercomApi for IntercomClient {
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, IntercomError> {
+        let started = Instant::now();
+        loop {
+            let pause = self.pause();
+            if !pause.is_zero() {
+                if started.elapsed() + pause > self.max_wait {
+                    return Err(IntercomError::Api {
+                        status: 429,
+                        code: "rate_limit_exceeded".into(),
+                        message: format!("the rate-limit window resets in {pause:?}, later than this call may wait"),
+                        request_id: None,
+                        retryable: true,
+                    });
+                }
+                debug!(pause_ms = pause.as_millis() as u64, "Rate-limit window spent; pausing.");
+                tokio::time::sleep(pause).await;
+            }
+            match self.send_once(&method, path, body).await {
+                Err(IntercomError::Api { status: 429, .. }) if !self.pause().is_zero() => {
+                    warn!(%method, path, "Intercom answered 429; waiting for the window to reset.");
+                }
+                outcome => return outcome.map(|(_, value)| value),
+            }
+        }
+    }
+}
