@@ -6,6 +6,7 @@
 pub mod config;
 pub mod envelope;
 pub mod event;
+pub mod forward;
 pub mod ingest;
 pub mod intercom;
 pub mod logging;

@@ -15,7 +15,7 @@ use values::{cents, flatten_attribute, int, integer, seconds_of, unix_seconds};
 pub const MAX_METADATA_KEYS: usize = 10;
 
 /// How an operation names the contact it is about; the forwarder turns it into Intercom's contact id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContactKey {
     /// A user, by the event's userId.

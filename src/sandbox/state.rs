@@ -151,6 +151,7 @@ impl SandboxState {
             ("DELETE", ["contacts", id, "companies", company]) => self.detach(id, company),
             ("POST", ["events"]) => self.submit_event(body),
             ("POST", ["companies"]) => self.upsert_company(body),
+            ("GET", ["companies"]) => self.find_company(query),
             ("GET", ["data_attributes"]) => self.list_attributes(query),
             ("POST", ["data_attributes"]) => self.create_attribute(body),
             _ => error(404, "not_found", &format!("No route for {} {path}", request.method)),
@@ -363,6 +364,14 @@ impl SandboxState {
             company.custom_attributes.extend(custom.clone());
         }
         ok(200, company_answer(company))
+    }
+
+    fn find_company(&self, query: &str) -> SandboxResponse {
+        let wanted = query.split('&').find_map(|pair| pair.strip_prefix("company_id="));
+        match wanted.and_then(|id| self.companies.values().find(|c| c.company_id == id)) {
+            Some(company) => ok(200, company_answer(company)),
+            None => error(404, "company_not_found", "Company Not Found"),
+        }
     }
 
     fn attach(&mut self, contact_id: &str, body: &Value) -> SandboxResponse {

@@ -3,6 +3,7 @@
 mod bad_inputs;
 mod events;
 mod fault_proxy;
+mod forward;
 mod helpers;
 mod ingest;
 mod intercom;
