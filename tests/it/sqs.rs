@@ -273,13 +273,19 @@ fn by_group(received: &[Received]) -> HashMap<String, Vec<String>> {
     groups
 }
 
-#[tokio::test]
-async fn entries_sqs_refuses_at_first_are_retried_and_each_persons_order_is_kept() {
+/// The handler sending through a fault-injecting proxy to a new FIFO queue on moto; the client reads moto directly.
+async fn proxied_app(faults: Faults) -> (Ingest<SqsQueue>, FaultProxy, Client, String) {
     let client = client(&endpoint());
     let queue_url = new_queue(&client, true).await;
-    let faults = Faults { failing_calls: 2, group: Some("user-2001".into()), ..Faults::default() };
     let proxy = FaultProxy::start(endpoint(), faults).await;
     let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    (app, proxy, client, queue_url)
+}
+
+#[tokio::test]
+async fn entries_sqs_refuses_at_first_are_retried_and_each_persons_order_is_kept() {
+    let faults = Faults { failing_calls: 2, group: Some("user-2001".into()), ..Faults::default() };
+    let (app, proxy, client, queue_url) = proxied_app(faults).await;
     let answer = send(&app, fixture("batch.json")).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let failed_entries = proxy.faults.lock().unwrap().failed_entries;
@@ -291,11 +297,8 @@ async fn entries_sqs_refuses_at_first_are_retried_and_each_persons_order_is_kept
 
 #[tokio::test]
 async fn a_persons_later_batches_wait_for_the_earlier_one_to_land() {
-    let client = client(&endpoint());
-    let queue_url = new_queue(&client, true).await;
     let faults = Faults { failing_calls: 1, group: Some("user-x".into()), ..Faults::default() };
-    let proxy = FaultProxy::start(endpoint(), faults).await;
-    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    let (app, _proxy, client, queue_url) = proxied_app(faults).await;
     let events: Vec<Value> = (0..25)
         .map(|i| json!({"type": "track", "userId": if i % 5 == 4 { "user-y" } else { "user-x" }, "event": "Step", "messageId": format!("step-{i:02}")}))
         .collect();
@@ -311,10 +314,7 @@ async fn a_persons_later_batches_wait_for_the_earlier_one_to_land() {
 
 #[tokio::test]
 async fn entries_that_keep_failing_answer_503_after_every_attempt() {
-    let client = client(&endpoint());
-    let queue_url = new_queue(&client, true).await;
-    let proxy = FaultProxy::start(endpoint(), Faults { failing_calls: usize::MAX, ..Faults::default() }).await;
-    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    let (app, proxy, client, queue_url) = proxied_app(Faults { failing_calls: usize::MAX, ..Faults::default() }).await;
     let answer = send(&app, fixture("track.json")).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     let message = answer.body["error"]["message"].as_str().unwrap();
