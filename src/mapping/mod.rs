@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::event::{Event, EventType, RawObject, TopLevel};
 pub use values::Dropped;
-use values::{cents, flatten_attribute, int, integer, seconds_of, unix_seconds};
+use values::{cents, flatten_attribute, integer, unix_seconds};
 
 /// Intercom keeps at most this many metadata keys on an event.
 pub const MAX_METADATA_KEYS: usize = 10;
@@ -232,20 +232,20 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
     }
     if let Some(created) = traits.get("createdAt") {
         match unix_seconds(created) {
-            Some(seconds) => _ = attributes.insert("signed_up_at".into(), int(seconds)),
+            Some(seconds) => _ = attributes.insert("signed_up_at".into(), Value::from(seconds)),
             None => dropped.push(Dropped { path: "traits.createdAt".into(), reason: "not a time Intercom can read" }),
         }
     }
     // An event sent with `context.active: false` (a server acting for the user) says nothing about when they were seen.
     if !inactive {
-        attributes.insert("last_seen_at".into(), int(seconds_of(event.timestamp)));
+        attributes.insert("last_seen_at".into(), Value::from(event.timestamp.unix_timestamp()));
     }
     let unsubscribed = traits.get("unsubscribedFromEmails").or_else(|| traits.get("unsubscribed_from_emails"));
     if let Some(value) = unsubscribed.and_then(Value::as_bool) {
         attributes.insert("unsubscribed_from_emails".into(), value.into());
     }
     if let Some(owner) = traits.get("owner_id").or_else(|| traits.get("ownerId")).and_then(integer) {
-        attributes.insert("owner_id".into(), int(owner));
+        attributes.insert("owner_id".into(), Value::from(owner));
     }
     let mut custom_attributes = Map::new();
     for (name, value) in traits.iter().filter(|(name, _)| !CONTACT_FIELDS.contains(&name.as_str())) {
@@ -322,14 +322,14 @@ fn company(company_id: String, fields: &Map<String, Value>, path: &str, dropped:
         }
     }
     if let Some(size) = fields.get("employees").or_else(|| fields.get("size")).and_then(integer) {
-        attributes.insert("size".into(), int(size));
+        attributes.insert("size".into(), Value::from(size));
     }
     if let Some(spend) = fields.get("monthly_spend").or_else(|| fields.get("monthlySpend")).and_then(integer) {
-        attributes.insert("monthly_spend".into(), int(spend));
+        attributes.insert("monthly_spend".into(), Value::from(spend));
     }
     if let Some(created) = fields.get("createdAt") {
         match unix_seconds(created) {
-            Some(seconds) => _ = attributes.insert("remote_created_at".into(), int(seconds)),
+            Some(seconds) => _ = attributes.insert("remote_created_at".into(), Value::from(seconds)),
             None => dropped.push(Dropped { path: format!("{path}.createdAt"), reason: "not a time Intercom can read" }),
         }
     }
@@ -343,7 +343,12 @@ fn company(company_id: String, fields: &Map<String, Value>, path: &str, dropped:
 fn submit(contact: ContactKey, name: &str, event: &Event, metadata: Map<String, Value>) -> Operation {
     // Intercom turns '.' and '$' in event names into '-'; doing it here keeps what we log equal to what Intercom holds.
     let event_name = name.trim().replace(['.', '$'], "-");
-    Operation::SubmitEvent(EventSubmission { contact, event_name, created_at: seconds_of(event.timestamp), metadata })
+    Operation::SubmitEvent(EventSubmission {
+        contact,
+        event_name,
+        created_at: event.timestamp.unix_timestamp(),
+        metadata,
+    })
 }
 
 /// Keys whose amount becomes the event's `price`, in order of preference.
@@ -397,7 +402,7 @@ fn metadata_value(key: &str, value: Value, path: &str, out: &mut Map<String, Val
             }
         }
         _ if key.ends_with("_date") => match unix_seconds(&value) {
-            Some(seconds) => _ = out.insert(key.to_owned(), int(seconds)),
+            Some(seconds) => _ = out.insert(key.to_owned(), Value::from(seconds)),
             None => dropped.push(Dropped { path: here(), reason: "a _date key needs a time Intercom can read" }),
         },
         Value::Array(_) => dropped.push(Dropped { path: here(), reason: "Intercom metadata cannot hold lists" }),

@@ -1,7 +1,6 @@
 //! Turning free-form JSON into what Intercom holds: flattened attributes, Unix seconds, whole cents.
 
-use serde_json::{Map, Number, Value};
-use time::OffsetDateTime;
+use serde_json::{Map, Value};
 
 use crate::event::parse_timestamp;
 
@@ -64,11 +63,6 @@ pub(crate) fn unix_seconds(value: &Value) -> Option<i64> {
     (seconds.is_finite() && seconds.abs() < 253_402_300_800.0).then(|| seconds.trunc() as i64)
 }
 
-/// Seconds of `at`.
-pub(crate) fn seconds_of(at: OffsetDateTime) -> i64 {
-    at.unix_timestamp()
-}
-
 /// A whole number from a number or numeric string (Intercom's integer fields: size, monthly_spend, owner_id).
 pub(crate) fn integer(value: &Value) -> Option<i64> {
     let number = match value {
@@ -110,11 +104,6 @@ fn decimal_cents(text: &str) -> Option<i64> {
 fn float_cents(amount: f64) -> Option<i64> {
     let text = format!("{amount:.6}");
     amount.is_finite().then(|| decimal_cents(&text)).flatten()
-}
-
-/// A JSON number from an integer.
-pub(crate) fn int(value: i64) -> Value {
-    Value::Number(Number::from(value))
 }
 
 #[cfg(test)]
