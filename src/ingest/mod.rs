@@ -37,6 +37,9 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 /// request could otherwise queue gigabytes.
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
+/// Most bytes of one envelope: an SQS message, less room for its attributes.
+const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES - 1024;
+
 /// Time kept back from the function's deadline to answer 503 before Lambda cuts the invocation off.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
@@ -194,6 +197,9 @@ impl IngestError {
 /// Counts for the request's log line.
 #[derive(Default)]
 struct Tally {
+    /// Valid events handed to the queue, whether or not it has taken them yet.
+    at_stake: usize,
+    /// Events the queue took.
     accepted: usize,
     rejected: usize,
 }
@@ -220,8 +226,8 @@ impl<Q: Enqueue> Ingest<Q> {
             Some(time_left) => tokio::time::timeout(time_left, respond).await.unwrap_or_else(|_| {
                 let reason = "the function's time ran out before SQS answered".to_owned();
                 Err(IngestError::QueueUnavailable(EnqueueError {
-                    failed: tally.accepted,
-                    total: tally.accepted,
+                    failed: tally.at_stake,
+                    total: tally.at_stake,
                     reason,
                 }))
             }),
@@ -319,12 +325,10 @@ impl<Q: Enqueue> Ingest<Q> {
             return Ok(all_rejected(route, batch.events.len(), rejected));
         }
         let accepted = messages.len();
-        // Counted before the await so a deadline that cuts it short still reports how many were at stake.
+        // Counted before the await, so a deadline that cuts it short still knows how many were at stake.
+        tally.at_stake = accepted;
+        self.queue.enqueue(messages).await.map_err(IngestError::QueueUnavailable)?;
         tally.accepted = accepted;
-        self.queue.enqueue(messages).await.map_err(|error| {
-            tally.accepted = 0;
-            IngestError::QueueUnavailable(error)
-        })?;
         Ok(if rejected.is_empty() {
             json_response(StatusCode::OK, &json!({"success": true}))
         } else {
@@ -351,14 +355,14 @@ pub fn accept_events(
                 if queued_bytes > MAX_QUEUED_BYTES {
                     return Err(IngestError::TooMuchToQueue);
                 }
-                if message.body.len() > MAX_MESSAGE_BYTES - 1024 {
+                if message.body.len() > MAX_ENVELOPE_BYTES {
                     // Only a large batch-level context merged into the event can get it here.
                     let error = FieldError {
                         path: "context".into(),
                         message: format!(
                             "with the batch's context merged in, the event is {} bytes; a queue message holds at most {} bytes",
                             message.body.len(),
-                            MAX_MESSAGE_BYTES - 1024
+                            MAX_ENVELOPE_BYTES
                         ),
                     };
                     rejected.push(Rejected { index, message_id: Some(message.message_id), errors: vec![error] });

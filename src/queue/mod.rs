@@ -6,7 +6,7 @@ mod sqs;
 use std::future::Future;
 
 pub use memory::MemoryQueue;
-pub use sqs::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, RetryPolicy, SqsQueue, sqs_id};
+pub use sqs::{MAX_MESSAGE_BYTES, RetryPolicy, SqsQueue, sqs_id};
 
 use crate::envelope::Envelope;
 use crate::event::EventType;

@@ -14,7 +14,7 @@ use super::{Enqueue, EnqueueError, QueuedMessage};
 /// Most bytes SQS takes in one message (body and attributes).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Most bytes SQS takes in one SendMessageBatch request (all entries).
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_SEND_BATCH_BYTES: usize = 256 * 1024;
 const MAX_BATCH_ENTRIES: usize = 10;
 
 /// How long to keep trying entries SQS did not take.
@@ -187,14 +187,14 @@ fn lane_of(ordering_key: &str, lanes: usize) -> usize {
     (hasher.finish() % lanes as u64) as usize
 }
 
-/// Splits messages into SendMessageBatch requests: at most 10 entries and [`MAX_BATCH_BYTES`] each.
+/// Splits messages into SendMessageBatch requests: at most 10 entries and [`MAX_SEND_BATCH_BYTES`] each.
 pub(crate) fn batches<'a>(messages: &'a [&'a QueuedMessage]) -> Vec<&'a [&'a QueuedMessage]> {
     let mut batches = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
     for (i, message) in messages.iter().enumerate() {
         let size = message_bytes(message);
-        if i > start && (i - start == MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+        if i > start && (i - start == MAX_BATCH_ENTRIES || bytes + size > MAX_SEND_BATCH_BYTES) {
             batches.push(&messages[start..i]);
             start = i;
             bytes = 0;
@@ -262,7 +262,7 @@ mod tests {
         let split = batches(&messages);
         assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [6, 4]);
         for batch in split {
-            assert!(batch.iter().map(|m| message_bytes(m)).sum::<usize>() <= MAX_BATCH_BYTES);
+            assert!(batch.iter().map(|m| message_bytes(m)).sum::<usize>() <= MAX_SEND_BATCH_BYTES);
         }
     }
 

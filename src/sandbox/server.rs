@@ -82,7 +82,7 @@ impl SandboxServer {
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    // Handling a request cannot leave the state half-written across a panic that matters to a test double.
+    // A panicked handler poisons the lock but the state is still the best account of what happened: keep serving it.
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
