@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::forward::ForwardOptions;
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
 use crate::intercom::{API_VERSIONS, DEFAULT_API_VERSION, Region};
 use crate::queue::RetryPolicy;
@@ -95,6 +96,11 @@ pub struct ForwardConfig {
     pub timeout: Duration,
     /// `INTERCOM_CONCURRENCY`: message groups worked on at once (default 8).
     pub concurrency: usize,
+    /// `INTERCOM_RETRY_ATTEMPTS`: tries of one Intercom call within an invocation (default 4).
+    pub attempts: u32,
+    /// `MAX_RECEIVES`: from this receive on, an event still failing for a retryable reason is dead-lettered with that
+    /// reason (default 5; keep it below the queue's redrive `maxReceiveCount`).
+    pub max_receives: u32,
 }
 
 impl ForwardConfig {
@@ -146,6 +152,8 @@ impl ForwardConfig {
         };
         let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", 5000, 100..=60_000)?);
         let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
+        let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
+        let max_receives = number(&set, "MAX_RECEIVES", 5, 1..=1000)? as u32;
         Ok(ForwardConfig {
             access_token,
             region,
@@ -155,7 +163,20 @@ impl ForwardConfig {
             create_attributes,
             timeout,
             concurrency,
+            attempts,
+            max_receives,
         })
+    }
+
+    /// How the forwarder works through a batch.
+    pub fn options(&self) -> ForwardOptions {
+        ForwardOptions {
+            concurrency: self.concurrency,
+            attempts: self.attempts,
+            call_timeout: self.timeout,
+            max_receives: self.max_receives,
+            ..ForwardOptions::default()
+        }
     }
 }
 

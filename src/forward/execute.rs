@@ -4,10 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::intercom::{IntercomApi, IntercomError, conflicting_contact};
@@ -34,8 +37,48 @@ pub struct Executor<A> {
     attributes: tokio::sync::Mutex<HashMap<&'static str, HashSet<String>>>,
 }
 
-/// A call counter threaded through one plan.
-struct Calls(usize);
+/// How a failed call is tried again within one invocation.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// Tries of one call, the first included.
+    pub attempts: u32,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// No try starts unless it can finish (one call's timeout) before this instant.
+    pub until: Instant,
+    /// The most one call may take (the client's timeout).
+    pub call_timeout: Duration,
+}
+
+impl Patience {
+    /// One try per call: for callers that retry by other means.
+    pub fn once() -> Patience {
+        Patience {
+            attempts: 1,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            until: Instant::now() + Duration::from_secs(3600),
+            call_timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// Why a plan was not carried out, and how hard we tried.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: IntercomError,
+    /// Tries of the call that failed.
+    pub attempts: u32,
+    /// Intercom calls made for the plan, the failed ones included.
+    pub calls: usize,
+}
+
+/// Counts the calls of one plan and retries them with patience.
+struct Calls {
+    made: usize,
+    attempts: u32,
+    patience: Patience,
+}
 
 impl<A: IntercomApi> Executor<A> {
     /// An executor remembering up to `cache_size` contacts and companies.
@@ -54,13 +97,15 @@ impl<A: IntercomApi> Executor<A> {
         &self.api
     }
 
-    /// Carries out `plan` in order; the first failure stops it (the caller retries or dead-letters the event).
-    pub async fn execute(&self, plan: &Plan) -> Result<Delivery, IntercomError> {
-        let mut calls = Calls(0);
+    /// Carries out `plan` in order, retrying a call that failed for a retryable reason as `patience` allows; the first
+    /// failure that remains stops it (the caller hands the event back to SQS or dead-letters it).
+    pub async fn execute(&self, plan: &Plan, patience: Patience) -> Result<Delivery, Failed> {
+        let mut calls = Calls { made: 0, attempts: 0, patience };
         let mut delivery = Delivery { dropped: plan.dropped.clone(), ..Delivery::default() };
-        let result = self.run(plan, &mut calls, &mut delivery).await;
-        delivery.calls = calls.0;
-        result.map(|()| delivery)
+        match self.run(plan, &mut calls, &mut delivery).await {
+            Ok(()) => Ok(Delivery { calls: calls.made, ..delivery }),
+            Err(error) => Err(Failed { error, attempts: calls.attempts, calls: calls.made }),
+        }
     }
 
     async fn run(&self, plan: &Plan, calls: &mut Calls, delivery: &mut Delivery) -> Result<(), IntercomError> {
@@ -111,8 +156,28 @@ impl<A: IntercomApi> Executor<A> {
         body: Option<&Value>,
         calls: &mut Calls,
     ) -> Result<Value, IntercomError> {
-        calls.0 += 1;
-        self.api.call(method, path, body).await
+        let patience = calls.patience;
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(patience.min_delay)
+            .with_max_delay(patience.max_delay)
+            .with_max_times(patience.attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build();
+        calls.attempts = 0;
+        loop {
+            calls.made += 1;
+            calls.attempts += 1;
+            let error = match self.api.call(method.clone(), path, body).await {
+                Err(error) if error.is_retryable() => error,
+                outcome => return outcome,
+            };
+            let Some(delay) = delays.next() else { return Err(error) };
+            if Instant::now() + delay + patience.call_timeout > patience.until {
+                return Err(error);
+            }
+            warn!(%method, path, attempt = calls.attempts, delay_ms = delay.as_millis() as u64, %error, "Trying again.");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     fn cached_contact(&self, key: &ContactKey) -> Option<String> {
@@ -156,6 +221,17 @@ impl<A: IntercomApi> Executor<A> {
                 other => return other.map(|_| id),
             }
         }
+        if let ContactKey::Email(email) = &upsert.key {
+            // Several leads may share an address, so creating blindly could add one more: find the existing one first.
+            if let Some(id) = self.find_by_email(email, calls).await? {
+                let mut update = body.clone();
+                // Found by email, it may be a user: an update never demotes it.
+                update.as_object_mut().expect("an object").remove("role");
+                self.call(Method::PUT, &format!("/contacts/{id}"), Some(&update), calls).await?;
+                self.remember_contact(&upsert.key, &id);
+                return Ok(id);
+            }
+        }
         let id = match self.call(Method::POST, "/contacts", Some(&body), calls).await {
             Ok(created) => contact_id(&created)?,
             Err(error) if error.status() == Some(409) => {
@@ -170,6 +246,28 @@ impl<A: IntercomApi> Executor<A> {
         };
         self.remember_contact(&upsert.key, &id);
         Ok(id)
+    }
+
+    /// The most recently updated contact holding `email`; several matches are logged, and none is created.
+    async fn find_by_email(&self, email: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
+        let query = json!({
+            "query": {"field": "email", "operator": "=", "value": email},
+            "sort": {"field": "updated_at", "order": "descending"},
+            "pagination": {"per_page": 5},
+        });
+        let found = self.call(Method::POST, "/contacts/search", Some(&query), calls).await?;
+        let total = found["total_count"].as_u64().unwrap_or_default();
+        let first = found["data"].as_array().and_then(|data| data.first()).and_then(|c| c["id"].as_str());
+        if total > 1
+            && let Some(id) = first
+        {
+            warn!(
+                matches = total,
+                chosen = id,
+                "Several contacts hold this email; updating the most recently updated."
+            );
+        }
+        Ok(first.map(str::to_owned))
     }
 
     /// The contact's id: from the cache, else created (a 409 names an existing one).

@@ -226,7 +226,7 @@ pub fn sqs_id(value: &str) -> String {
 }
 
 /// An attribute value SQS takes: characters outside its allowed set replaced, at most 256 characters.
-fn sqs_text(value: &str) -> String {
+pub(crate) fn sqs_text(value: &str) -> String {
     let allowed =
         |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..);
     value.chars().take(256).map(|c| if allowed(c) { c } else { '\u{fffd}' }).collect()

@@ -4,7 +4,9 @@ mod server;
 mod state;
 
 pub use server::{RecordedRequest, SandboxServer};
-pub use state::{Company, Contact, DataEvent, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState};
+pub use state::{
+    Company, Contact, DataEvent, Faults, MAX_EVENT_NAMES, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState,
+};
 
 #[cfg(test)]
 mod tests;

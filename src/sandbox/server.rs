@@ -91,27 +91,33 @@ async fn answer(shared: Arc<Mutex<Shared>>, request: Request<Incoming>) -> Resul
     let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut shared = lock(&shared);
-    match path.as_str() {
-        "/_sandbox/state" => return Ok(json_response(200, &[], Some(json!(shared.state)))),
-        "/_sandbox/requests" => return Ok(json_response(200, &[], Some(json!(shared.requests)))),
-        _ => {}
-    }
-    let parsed = if bytes.is_empty() { Ok(None) } else { serde_json::from_slice::<Value>(&bytes).map(Some) };
-    let malformed = parsed.is_err();
-    let body = parsed.unwrap_or_default();
-    let request = SandboxRequest {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        authorization: header("authorization"),
-        version: header("intercom-version"),
-        body: body.clone(),
-        malformed,
+    let response = {
+        let mut shared = lock(&shared);
+        match path.as_str() {
+            "/_sandbox/state" => return Ok(json_response(200, &[], Some(json!(shared.state)))),
+            "/_sandbox/requests" => return Ok(json_response(200, &[], Some(json!(shared.requests)))),
+            _ => {}
+        }
+        let parsed = if bytes.is_empty() { Ok(None) } else { serde_json::from_slice::<Value>(&bytes).map(Some) };
+        let malformed = parsed.is_err();
+        let body = parsed.unwrap_or_default();
+        let request = SandboxRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            authorization: header("authorization"),
+            version: header("intercom-version"),
+            body: body.clone(),
+            malformed,
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let Shared { options, state, requests } = &mut *shared;
+        let response = state.handle(options, &request, now);
+        requests.push(RecordedRequest { method: request.method, path, status: response.status, body });
+        response
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let Shared { options, state, requests } = &mut *shared;
-    let response = state.handle(options, &request, now);
-    requests.push(RecordedRequest { method: request.method, path, status: response.status, body });
+    if !response.delay.is_zero() {
+        tokio::time::sleep(response.delay).await;
+    }
     Ok(json_response(response.status, &response.headers, response.body))
 }
 

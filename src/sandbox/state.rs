@@ -1,6 +1,7 @@
 //! The sandbox's Intercom, as pure state: one request in, one answer out, following the contract in shared/intercom.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -15,13 +16,31 @@ pub struct SandboxOptions {
     pub rate_limit: u64,
     /// Seconds a new contact stays invisible to search (Intercom's search index lags).
     pub search_lag: u64,
+    /// Failures injected into API calls, for tests of what the forwarder does when Intercom misbehaves.
+    pub faults: Faults,
 }
 
 impl Default for SandboxOptions {
     fn default() -> SandboxOptions {
-        SandboxOptions { token: "sandbox-token".into(), rate_limit: 1666, search_lag: 0 }
+        SandboxOptions { token: "sandbox-token".into(), rate_limit: 1666, search_lag: 0, faults: Faults::default() }
     }
 }
+
+/// Shares (0.0 to 1.0) of API calls that fail, drawn from a seeded generator so a run can be repeated.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    pub seed: u64,
+    /// Answered 500 or 503 (alternately) without touching the state.
+    pub server_errors: f64,
+    /// Answered 429 `rate_limit_exceeded` without touching the state, the window resetting a second later.
+    pub rate_limited: f64,
+    /// Carried out, but answered only after `slow_by`: beyond a client's timeout the caller cannot know it happened.
+    pub slow: f64,
+    pub slow_by: Duration,
+}
+
+/// Intercom allows at most this many active event names per workspace.
+pub const MAX_EVENT_NAMES: usize = 120;
 
 /// One request, as the HTTP adapter read it.
 #[derive(Clone, Debug)]
@@ -41,6 +60,8 @@ pub struct SandboxResponse {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Option<Value>,
+    /// How long the HTTP adapter waits before answering (an injected slow answer).
+    pub delay: Duration,
 }
 
 /// A contact as Intercom holds it.
@@ -55,6 +76,10 @@ pub struct Contact {
     pub companies: Vec<String>,
     pub archived: bool,
     pub created_at: u64,
+    pub updated_at: u64,
+    /// Orders updates within one second, so "most recently updated" is exact.
+    #[serde(skip)]
+    updated_seq: u64,
 }
 
 /// A company as Intercom holds it.
@@ -85,23 +110,33 @@ pub struct SandboxState {
     pub data_attributes: BTreeMap<String, BTreeMap<String, String>>,
     /// Events Intercom dropped as duplicates of (contact, name, created_at).
     pub duplicate_events: u64,
+    /// Injected failures answered so far: (status or "slow", count).
+    pub faults_injected: BTreeMap<String, u64>,
     #[serde(skip)]
     next_id: u64,
     #[serde(skip)]
     window: (u64, u64),
+    #[serde(skip)]
+    rng: u64,
 }
 
 const CONTACT_FIELDS: [&str; 8] =
     ["phone", "name", "avatar", "signed_up_at", "last_seen_at", "owner_id", "unsubscribed_from_emails", "email"];
 const COMPANY_FIELDS: [&str; 7] = ["name", "plan", "size", "website", "industry", "monthly_spend", "remote_created_at"];
 
+enum Fault {
+    ServerError(u16),
+    RateLimited,
+    Slow,
+}
+
 fn error(status: u16, code: &str, message: &str) -> SandboxResponse {
     let body = json!({"type": "error.list", "request_id": format!("sandbox-{status}"), "errors": [{"code": code, "message": message}]});
-    SandboxResponse { status, headers: Vec::new(), body: Some(body) }
+    SandboxResponse { status, headers: Vec::new(), body: Some(body), delay: Duration::ZERO }
 }
 
 fn ok(status: u16, body: Value) -> SandboxResponse {
-    SandboxResponse { status, headers: Vec::new(), body: Some(body) }
+    SandboxResponse { status, headers: Vec::new(), body: Some(body), delay: Duration::ZERO }
 }
 
 impl SandboxState {
@@ -123,15 +158,58 @@ impl SandboxState {
         }
         self.window.1 += 1;
         let remaining = options.rate_limit.saturating_sub(self.window.1);
+        let mut reset = window_start + 10;
         let mut response = if self.window.1 > options.rate_limit {
             error(429, "rate_limit_exceeded", "Exceeded rate limit")
         } else {
-            self.route(options, request, now)
+            match self.fault(&options.faults) {
+                Some(Fault::ServerError(status)) => {
+                    self.count_fault(&status.to_string());
+                    error(status, "service_unavailable", "Injected failure: the sandbox pretends to be down")
+                }
+                Some(Fault::RateLimited) => {
+                    self.count_fault("429");
+                    reset = now + 1;
+                    error(429, "rate_limit_exceeded", "Injected failure: rate limit exceeded")
+                }
+                Some(Fault::Slow) => {
+                    self.count_fault("slow");
+                    SandboxResponse { delay: options.faults.slow_by, ..self.route(options, request, now) }
+                }
+                None => self.route(options, request, now),
+            }
         };
         response.headers.push(("x-ratelimit-limit", options.rate_limit.to_string()));
         response.headers.push(("x-ratelimit-remaining", remaining.to_string()));
-        response.headers.push(("x-ratelimit-reset", (window_start + 10).to_string()));
+        response.headers.push(("x-ratelimit-reset", reset.to_string()));
         response
+    }
+
+    /// Draws the next injected failure, if any (xorshift64*, seeded once from `faults.seed`).
+    fn fault(&mut self, faults: &Faults) -> Option<Fault> {
+        if faults.server_errors + faults.rate_limited + faults.slow <= 0.0 {
+            return None;
+        }
+        if self.rng == 0 {
+            self.rng = faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        }
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let draw = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        if draw < faults.server_errors {
+            Some(Fault::ServerError(if self.rng & (1 << 20) == 0 { 500 } else { 503 }))
+        } else if draw < faults.server_errors + faults.rate_limited {
+            Some(Fault::RateLimited)
+        } else if draw < faults.server_errors + faults.rate_limited + faults.slow {
+            Some(Fault::Slow)
+        } else {
+            None
+        }
+    }
+
+    fn count_fault(&mut self, kind: &str) {
+        *self.faults_injected.entry(kind.to_owned()).or_default() += 1;
     }
 
     fn route(&mut self, options: &SandboxOptions, request: &SandboxRequest, now: u64) -> SandboxResponse {
@@ -144,7 +222,7 @@ impl SandboxState {
             ("POST", ["contacts", "search"]) => self.search_contacts(options, body, now),
             ("POST", ["contacts", "merge"]) => self.merge(body),
             ("GET", ["contacts", id]) => self.contact_answer(id),
-            ("PUT", ["contacts", id]) => self.update_contact(id, body),
+            ("PUT", ["contacts", id]) => self.update_contact(id, body, now),
             ("POST", ["contacts", id, "archive"]) => self.set_archived(id, true),
             ("POST", ["contacts", id, "unarchive"]) => self.set_archived(id, false),
             ("POST", ["contacts", id, "companies"]) => self.attach(id, body),
@@ -170,11 +248,25 @@ impl SandboxState {
         Some(error(400, "parameter_invalid", &format!("Custom attribute '{unknown}' does not exist")))
     }
 
+    /// The contact a create would conflict with: the same external_id, or (for users) the same email among users.
+    /// Leads may share an email, as in Intercom: several leads can hold one address.
     fn find(&self, external_id: Option<&str>, email: Option<&str>, role: &str) -> Option<&Contact> {
         self.contacts.values().find(|c| {
             external_id.is_some_and(|id| c.external_id.as_deref() == Some(id))
-                || (external_id.is_none() && email.is_some() && c.email.as_deref() == email && c.role == role)
+                || (external_id.is_none()
+                    && role == "user"
+                    && email.is_some()
+                    && c.email.as_deref() == email
+                    && c.role == role)
         })
+    }
+
+    fn touch(&mut self, id: &str, now: u64) {
+        self.next_id += 1;
+        let seq = self.next_id;
+        if let Some(contact) = self.contacts.get_mut(id) {
+            (contact.updated_at, contact.updated_seq) = (now, seq);
+        }
     }
 
     fn create_contact(&mut self, body: &Value, now: u64) -> SandboxResponse {
@@ -206,12 +298,15 @@ impl SandboxState {
             companies: Vec::new(),
             archived: false,
             created_at: now,
+            updated_at: now,
+            updated_seq: 0,
         };
         self.contacts.insert(id.clone(), contact);
+        self.touch(&id, now);
         self.contact_answer(&id)
     }
 
-    fn update_contact(&mut self, id: &str, body: &Value) -> SandboxResponse {
+    fn update_contact(&mut self, id: &str, body: &Value, now: u64) -> SandboxResponse {
         if let Some(refused) = self.unknown_attribute("contact", body.get("custom_attributes")) {
             return refused;
         }
@@ -231,6 +326,7 @@ impl SandboxState {
         if let Some(custom) = body.get("custom_attributes").and_then(Value::as_object) {
             contact.custom_attributes.extend(custom.clone());
         }
+        self.touch(id, now);
         self.contact_answer(id)
     }
 
@@ -238,7 +334,8 @@ impl SandboxState {
         match self.contacts.get(id) {
             Some(c) => {
                 let mut answer = json!({"type": "contact", "id": c.id, "role": c.role, "external_id": c.external_id,
-                    "email": c.email, "custom_attributes": c.custom_attributes, "created_at": c.created_at});
+                    "email": c.email, "custom_attributes": c.custom_attributes, "created_at": c.created_at,
+                    "updated_at": c.updated_at});
                 for (key, value) in &c.fields {
                     answer[key] = value.clone();
                 }
@@ -277,12 +374,22 @@ impl SandboxState {
             })
         };
         // The index lags: a contact created less than `search_lag` seconds ago is not found yet.
-        let data: Vec<Value> = self
+        let mut found: Vec<&Contact> = self
             .contacts
             .values()
             .filter(|c| !c.archived && now >= c.created_at + options.search_lag && matches(c))
-            .filter_map(|c| self.contact_answer(&c.id).body)
             .collect();
+        // Intercom sorts by the field asked for, descending unless told otherwise; by created_at by default here.
+        let sort = &body["sort"];
+        let key = |c: &Contact| match sort["field"].as_str() {
+            Some("updated_at") => (c.updated_at, c.updated_seq),
+            _ => (c.created_at, c.updated_seq),
+        };
+        found.sort_by_key(|c| std::cmp::Reverse(key(c)));
+        if sort["order"].as_str() == Some("ascending") {
+            found.reverse();
+        }
+        let data: Vec<Value> = found.into_iter().filter_map(|c| self.contact_answer(&c.id).body).collect();
         ok(200, json!({"type": "list", "data": data, "total_count": data.len()}))
     }
 
@@ -332,6 +439,12 @@ impl SandboxState {
             .as_object()
             .map(|m| m.iter().take(10).map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
+        let names: BTreeSet<&str> = self.events.iter().map(|e| e.event_name.as_str()).collect();
+        if names.len() >= MAX_EVENT_NAMES && !names.contains(event_name.as_str()) {
+            let message =
+                format!("This workspace already has {MAX_EVENT_NAMES} active event names; archive some first");
+            return error(400, "event_name_limit_reached", &message);
+        }
         let duplicate = self
             .events
             .iter()
@@ -341,7 +454,7 @@ impl SandboxState {
         } else {
             self.events.push(DataEvent { contact_id, event_name, created_at, metadata });
         }
-        SandboxResponse { status: 202, headers: Vec::new(), body: None }
+        SandboxResponse { status: 202, headers: Vec::new(), body: None, delay: Duration::ZERO }
     }
 
     fn upsert_company(&mut self, body: &Value) -> SandboxResponse {

@@ -1,5 +1,7 @@
 //! The sandbox's behaviour, one contract rule at a time.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::*;
@@ -158,4 +160,64 @@ fn calls_over_the_window_limit_get_429_and_every_answer_carries_the_headers() {
     assert_eq!(header("x-ratelimit-remaining").as_deref(), Some("0"));
     assert_eq!(header("x-ratelimit-reset"), Some((NOW + 10).to_string()));
     assert_eq!(sandbox.call_at("GET", "/data_attributes", None, NOW + 10).status, 200, "a new window");
+}
+
+#[test]
+fn leads_may_share_an_email_and_search_finds_the_most_recently_updated_first() {
+    let mut sandbox = sandbox();
+    let lead = json!({"role": "lead", "email": "l@x.com"});
+    let first = sandbox.call("POST", "/contacts", Some(lead.clone())).body.unwrap();
+    let second = sandbox.call("POST", "/contacts", Some(lead)).body.unwrap();
+    assert_ne!(first["id"], second["id"], "Intercom lets several leads hold one address");
+    let user = json!({"role": "user", "email": "u@x.com"});
+    sandbox.call("POST", "/contacts", Some(user.clone()));
+    assert_eq!(sandbox.call("POST", "/contacts", Some(user)).status, 409, "users may not");
+    sandbox.call("PUT", &format!("/contacts/{}", first["id"].as_str().unwrap()), Some(json!({"name": "L"})));
+    let query = json!({"query": {"field": "email", "operator": "=", "value": "l@x.com"},
+        "sort": {"field": "updated_at", "order": "descending"}});
+    let found = sandbox.call("POST", "/contacts/search", Some(query)).body.unwrap();
+    assert_eq!(found["total_count"], 2);
+    assert_eq!(found["data"][0]["id"], first["id"], "updated last, so listed first");
+}
+
+#[test]
+fn a_workspace_holds_at_most_120_active_event_names() {
+    let mut sandbox = sandbox();
+    sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": "u-1"})));
+    let event = |name: String| json!({"event_name": name, "created_at": 1, "user_id": "u-1"});
+    for n in 0..MAX_EVENT_NAMES {
+        assert_eq!(sandbox.call("POST", "/events", Some(event(format!("event {n}")))).status, 202);
+    }
+    let refused = sandbox.call("POST", "/events", Some(event("one too many".into())));
+    assert_eq!(refused.status, 400);
+    assert!(message(&refused).contains("120 active event names"), "{refused:?}");
+    assert_eq!(sandbox.call("POST", "/events", Some(event("EVENT 7".into()))).status, 202, "a known name still works");
+}
+
+#[test]
+fn injected_faults_follow_their_shares_repeat_with_the_seed_and_leave_the_state_alone() {
+    let faults = Faults { seed: 7, server_errors: 0.2, rate_limited: 0.1, slow: 0.1, slow_by: Duration::from_secs(9) };
+    let run = || {
+        let mut sandbox = Sandbox::new(SandboxOptions { faults: faults.clone(), ..SandboxOptions::default() });
+        let answers: Vec<SandboxResponse> = (0..1000)
+            .map(|n| sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": format!("u-{n}")}))))
+            .collect();
+        (answers, sandbox.state)
+    };
+    let (answers, state) = run();
+    let count = |f: &dyn Fn(&SandboxResponse) -> bool| answers.iter().filter(|a| f(a)).count();
+    let (errors, limited, slow) = (
+        count(&|a| a.status >= 500),
+        count(&|a| a.status == 429),
+        count(&|a| a.delay == Duration::from_secs(9) && a.status == 200),
+    );
+    assert!((150..250).contains(&errors), "{errors} server errors of 1000 at 20%");
+    assert!((60..140).contains(&limited), "{limited} 429s of 1000 at 10%");
+    assert!((60..140).contains(&slow), "{slow} slow answers of 1000 at 10%");
+    assert!(count(&|a| a.status == 500) > 0 && count(&|a| a.status == 503) > 0, "both kinds of server error");
+    assert_eq!(state.contacts.len(), 1000 - errors - limited, "a refused call changes nothing; a slow one does");
+    assert_eq!(state.faults_injected["slow"], slow as u64);
+    let (again, _) = run();
+    let statuses = |answers: &[SandboxResponse]| answers.iter().map(|a| a.status).collect::<Vec<_>>();
+    assert_eq!(statuses(&answers), statuses(&again), "the same seed, the same faults");
 }

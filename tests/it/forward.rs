@@ -4,7 +4,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use intercom_relay::event::{BatchDefaults, RawEvent, parse_event};
-use intercom_relay::forward::{Delivery, Executor};
+use intercom_relay::forward::{Delivery, Executor, Patience};
 use intercom_relay::intercom::{IntercomApi, IntercomClient};
 use intercom_relay::mapping::map_event;
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
@@ -26,7 +26,7 @@ async fn deliver(executor: &Executor<IntercomClient>, event: Value) -> Delivery 
     let text = event.to_string();
     let raw = RawEvent::parse(&text).unwrap();
     let event = parse_event(&raw, None, &BatchDefaults::default(), OffsetDateTime::now_utc()).unwrap();
-    executor.execute(&map_event(&event).unwrap()).await.unwrap()
+    executor.execute(&map_event(&event).unwrap(), Patience::once()).await.unwrap()
 }
 
 fn only_contact(state: &SandboxState) -> &intercom_relay::sandbox::Contact {
