@@ -4,11 +4,13 @@
 mod batch;
 mod dead_letter;
 mod execute;
+mod poll;
 mod sqs_event;
 
 pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, RecordOutcome};
 pub use dead_letter::{DeadLetter, DeadLetterMessage, MemoryDeadLetter, Reason, SqsDeadLetter};
 pub use execute::{Delivery, Executor, Failed, Patience};
+pub use poll::SqsPoller;
 pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
 
 /// How long until `deadline_ms` (Unix milliseconds, as Lambda's context gives it), as an instant on tokio's clock.

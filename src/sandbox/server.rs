@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::state::{SandboxOptions, SandboxRequest, SandboxState};
+use super::state::{Faults, SandboxOptions, SandboxRequest, SandboxState};
 
 /// One call the sandbox answered.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -68,6 +68,13 @@ impl SandboxServer {
     /// The token it accepts.
     pub fn token(&self) -> String {
         lock(&self.shared).options.token.clone()
+    }
+
+    /// Changes the failures it injects from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut shared = lock(&self.shared);
+        shared.options.faults = faults;
+        shared.state.reseed();
     }
 
     /// A copy of what it holds.

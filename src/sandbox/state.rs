@@ -37,6 +37,8 @@ pub struct Faults {
     /// Carried out, but answered only after `slow_by`: beyond a client's timeout the caller cannot know it happened.
     pub slow: f64,
     pub slow_by: Duration,
+    /// When set, only calls whose path or body holds this text can fail (e.g. one user's external_id).
+    pub only_matching: Option<String>,
 }
 
 /// Intercom allows at most this many active event names per workspace.
@@ -157,19 +159,23 @@ impl SandboxState {
             self.window = (window_start, 0);
         }
         self.window.1 += 1;
-        let remaining = options.rate_limit.saturating_sub(self.window.1);
+        let mut remaining = options.rate_limit.saturating_sub(self.window.1);
         let mut reset = window_start + 10;
         let mut response = if self.window.1 > options.rate_limit {
             error(429, "rate_limit_exceeded", "Exceeded rate limit")
         } else {
-            match self.fault(&options.faults) {
+            let faults = &options.faults;
+            let eligible = faults.only_matching.as_deref().is_none_or(|text| {
+                request.path.contains(text) || request.body.as_ref().is_some_and(|b| b.to_string().contains(text))
+            });
+            match self.fault(faults).filter(|_| eligible) {
                 Some(Fault::ServerError(status)) => {
                     self.count_fault(&status.to_string());
                     error(status, "service_unavailable", "Injected failure: the sandbox pretends to be down")
                 }
                 Some(Fault::RateLimited) => {
                     self.count_fault("429");
-                    reset = now + 1;
+                    (remaining, reset) = (0, now + 1);
                     error(429, "rate_limit_exceeded", "Injected failure: rate limit exceeded")
                 }
                 Some(Fault::Slow) => {
@@ -206,6 +212,11 @@ impl SandboxState {
         } else {
             None
         }
+    }
+
+    /// Starts the fault generator again from its seed (after the faults changed).
+    pub fn reseed(&mut self) {
+        self.rng = 0;
     }
 
     fn count_fault(&mut self, kind: &str) {

@@ -196,7 +196,14 @@ fn a_workspace_holds_at_most_120_active_event_names() {
 
 #[test]
 fn injected_faults_follow_their_shares_repeat_with_the_seed_and_leave_the_state_alone() {
-    let faults = Faults { seed: 7, server_errors: 0.2, rate_limited: 0.1, slow: 0.1, slow_by: Duration::from_secs(9) };
+    let faults = Faults {
+        seed: 7,
+        server_errors: 0.2,
+        rate_limited: 0.1,
+        slow: 0.1,
+        slow_by: Duration::from_secs(9),
+        only_matching: None,
+    };
     let run = || {
         let mut sandbox = Sandbox::new(SandboxOptions { faults: faults.clone(), ..SandboxOptions::default() });
         let answers: Vec<SandboxResponse> = (0..1000)

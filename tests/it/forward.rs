@@ -123,3 +123,34 @@ async fn an_alias_for_contacts_intercom_never_saw_is_skipped_with_the_reason() {
     assert_eq!(delivery.skipped, Some("alias_previous_contact_unknown"));
     assert!(sandbox.state().contacts.is_empty());
 }
+
+#[tokio::test]
+async fn a_lead_is_found_by_email_and_several_matches_never_make_another() {
+    let sandbox = sandbox().await;
+    let executor = executor(&sandbox, true);
+    let lead = json!({"role": "lead", "email": "l@example.com"});
+    let older = executor.api().call(Method::POST, "/contacts", Some(&lead)).await.unwrap();
+    let newer = executor.api().call(Method::POST, "/contacts", Some(&lead)).await.unwrap();
+    let path = format!("/contacts/{}", older["id"].as_str().unwrap());
+    executor.api().call(Method::PUT, &path, Some(&json!({"phone": "+1 555 0100"}))).await.unwrap();
+    let identify =
+        json!({"type": "identify", "anonymousId": "a-1", "traits": {"email": "l@example.com", "name": "Lea"}});
+    let delivery = deliver(&executor, identify.clone()).await;
+    assert_eq!(delivery.calls, 2, "search by email, update the most recently updated");
+    let state = sandbox.state();
+    assert_eq!(state.contacts.len(), 2, "no third lead");
+    assert_eq!(state.contacts[older["id"].as_str().unwrap()].fields["name"], "Lea");
+    assert!(!state.contacts[newer["id"].as_str().unwrap()].fields.contains_key("name"));
+    assert_eq!(deliver(&executor, identify).await.calls, 1, "then from the cache");
+}
+
+#[tokio::test]
+async fn a_new_lead_is_searched_for_then_created() {
+    let sandbox = sandbox().await;
+    let executor = executor(&sandbox, true);
+    let identify = json!({"type": "identify", "anonymousId": "a-1", "traits": {"email": "new@example.com"}});
+    assert_eq!(deliver(&executor, identify).await.calls, 2);
+    let state = sandbox.state();
+    let lead = only_contact(&state);
+    assert_eq!((lead.role.as_str(), lead.email.as_deref()), ("lead", Some("new@example.com")));
+}

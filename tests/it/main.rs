@@ -4,6 +4,7 @@ mod bad_inputs;
 mod events;
 mod fault_proxy;
 mod forward;
+mod forward_batch;
 mod helpers;
 mod ingest;
 mod intercom;

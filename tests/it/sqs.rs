@@ -17,7 +17,7 @@ use crate::helpers::{envelope_events, fixture, options, post, send};
 
 const TEST_COMMAND: &str = "scripts/test";
 
-fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     std::env::var("SQS_ENDPOINT_URL").unwrap_or_else(|_| {
         panic!(
             "SQS_ENDPOINT_URL is not set: these tests need moto's SQS server. Run the suite with `{TEST_COMMAND}` \
@@ -26,7 +26,7 @@ fn endpoint() -> String {
     })
 }
 
-fn client(endpoint: &str) -> Client {
+pub(crate) fn client(endpoint: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -38,7 +38,7 @@ fn client(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
-fn fast_retry() -> RetryPolicy {
+pub(crate) fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,
         min_delay: Duration::from_millis(10),
@@ -68,15 +68,15 @@ async fn new_queue(client: &Client, fifo: bool) -> String {
 
 /// A message as SQS hands it to a consumer.
 #[derive(Debug)]
-struct Received {
-    body: String,
-    attributes: HashMap<String, String>,
-    group_id: Option<String>,
-    dedup_id: Option<String>,
+pub(crate) struct Received {
+    pub body: String,
+    pub attributes: HashMap<String, String>,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
 }
 
 /// Everything the queue holds, received and deleted.
-async fn drain(client: &Client, queue_url: &str) -> Vec<Received> {
+pub(crate) async fn drain(client: &Client, queue_url: &str) -> Vec<Received> {
     let mut received = Vec::new();
     let mut empty_polls = 0;
     while empty_polls < 2 {
