@@ -7,5 +7,6 @@ mod forward;
 mod helpers;
 mod ingest;
 mod intercom;
+mod mapping;
 mod sqs;
 mod startup;
