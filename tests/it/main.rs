@@ -8,5 +8,6 @@ mod forward_batch;
 mod helpers;
 mod ingest;
 mod intercom;
+mod mapping;
 mod sqs;
 mod startup;
