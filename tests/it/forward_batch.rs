@@ -193,7 +193,7 @@ async fn every_type_reaches_intercom_through_the_queue_in_the_fewest_calls() {
     assert!(state.events.iter().all(|e| e.contact_id == user.id));
     let company = state.companies.values().next().unwrap();
     assert_eq!((company.company_id.as_str(), &company.fields["size"]), ("org-1", &json!(40)));
-    assert_eq!(user.companies, [company.id.clone()]);
+    assert_eq!(user.companies, std::slice::from_ref(&company.id));
     assert!(state.contacts.values().all(|c| c.external_id.as_deref() != Some("anon-7")), "merged into u-1");
     let lead = state.contacts.values().find(|c| c.email.as_deref() == Some("lead@example.com")).unwrap();
     assert_eq!(lead.role, "lead");
