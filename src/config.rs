@@ -258,6 +258,8 @@ mod tests {
         assert_eq!(config.api_version, "2.16");
         assert!(config.create_attributes);
         assert_eq!((config.timeout, config.concurrency), (Duration::from_secs(5), 8));
+        let options = config.options();
+        assert_eq!((options.attempts, options.max_receives, options.call_timeout), (4, 5, Duration::from_secs(5)));
         let printed = format!("{config:?}");
         assert!(!printed.contains(TOKEN.1), "{printed}");
     }
@@ -280,6 +282,8 @@ mod tests {
             (&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "maybe")], "INTERCOM_CREATE_ATTRIBUTES is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_TIMEOUT_MS", "0")], "INTERCOM_TIMEOUT_MS is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_CONCURRENCY", "many")], "INTERCOM_CONCURRENCY is invalid"),
+            (&[TOKEN, DLQ, ("INTERCOM_RETRY_ATTEMPTS", "0")], "INTERCOM_RETRY_ATTEMPTS is invalid"),
+            (&[TOKEN, DLQ, ("MAX_RECEIVES", "-1")], "MAX_RECEIVES is invalid"),
         ];
         for (vars, expected) in cases {
             let error = forward(vars).unwrap_err().to_string();

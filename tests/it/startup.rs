@@ -1,4 +1,4 @@
-//! The ingest binary refuses to start on bad configuration, naming the variable and never printing a key.
+//! Both Lambda binaries refuse to start on bad configuration, naming the variable and never printing a secret.
 
 use std::process::Command;
 
@@ -29,4 +29,27 @@ fn a_bad_setting_is_named_and_the_keys_are_not_printed() {
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("CORS_ALLOWED_ORIGINS is invalid"), "{output}");
     assert!(!output.contains("very-secret-key"), "{output}");
+}
+
+fn start_forward(vars: &[(&str, &str)]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_forward"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("the forward binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_forward_function_refuses_to_start_without_a_token_and_never_prints_one() {
+    let dlq = ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo");
+    let (code, output) = start_forward(&[dlq]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("INTERCOM_ACCESS_TOKEN is not set"), "{output}");
+    let (code, output) =
+        start_forward(&[dlq, ("INTERCOM_ACCESS_TOKEN", "tok-very-secret"), ("INTERCOM_REGION", "mars")]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("INTERCOM_REGION is invalid: must be us, eu or au, not `mars`"), "{output}");
+    assert!(!output.contains("tok-very-secret"), "{output}");
 }
