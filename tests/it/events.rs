@@ -1,6 +1,14 @@
-//! Every file in events/ is exercised: each request is answered as its name says, and the queue holds what it should.
+//! Every file in events/ is exercised: each request is answered as its name says and the queue holds what it should;
+//! each SQS event is forwarded to the sandbox with the outcomes listed.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
+use std::time::Duration;
+
+use intercom_relay::forward::{Executor, ForwardOptions, Forwarder, MemoryDeadLetter, SqsEvent};
+use intercom_relay::intercom::IntercomClient;
+use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use secrecy::SecretString;
 
 use crate::helpers::{events_dir, fixture, memory_app, send};
 
@@ -64,5 +72,41 @@ async fn every_request_file_is_answered_as_expected() {
         if !success {
             assert!(answer.body["error"]["code"].is_string() && answer.body["error"]["message"].is_string(), "{name}");
         }
+    }
+}
+
+/// Each SQS event file (what Lambda hands the forward function) and the outcome of each of its records, in order.
+const SQS_EVENTS: &[(&str, &[&str])] =
+    &[("batch.json", &["delivered", "delivered", "delivered", "delivered", "skipped", "dead_lettered"])];
+
+#[test]
+fn every_sqs_event_file_is_in_the_table() {
+    let mut files = Vec::new();
+    files_under(&events_dir().join("sqs"), "", &mut files);
+    files.sort();
+    let listed: Vec<String> = SQS_EVENTS.iter().map(|(name, _)| (*name).to_owned()).collect();
+    assert_eq!(files, listed, "add new files in events/sqs to SQS_EVENTS");
+}
+
+#[tokio::test]
+async fn every_sqs_event_file_is_forwarded_to_the_sandbox_as_expected() {
+    for (name, expected) in SQS_EVENTS {
+        let text = std::fs::read_to_string(events_dir().join("sqs").join(name)).unwrap();
+        let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+        let client =
+            IntercomClient::new(&sandbox.url, SecretString::from(sandbox.token()), "2.16", Duration::from_secs(5));
+        let executor = Executor::new(client.unwrap(), true, NonZeroUsize::new(100).unwrap());
+        let forwarder = Forwarder::new(executor, MemoryDeadLetter::new(), ForwardOptions::default());
+        let report = forwarder.handle(&event, tokio::time::Instant::now() + Duration::from_secs(30)).await;
+        let outcomes: Vec<String> = report
+            .records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap()["outcome"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(&outcomes, expected, "{name}: {report:?}");
+        let dead = forwarder.dead_letter().letters().len();
+        assert_eq!(dead, expected.iter().filter(|o| **o == "dead_lettered").count(), "{name}");
+        assert!(!sandbox.state().contacts.is_empty(), "{name}: Intercom holds what was delivered");
     }
 }
