@@ -501,3 +501,33 @@ async fn neither_the_token_nor_personal_fields_reach_the_logs() {
         assert!(!text.contains(secret), "`{secret}` is in the logs:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_mixed_batch_of_new_users_costs_fewer_calls_than_the_peers_and_delivers_every_type() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
+    let mut records = Vec::new();
+    for user in 0..5 {
+        let user_id = format!("u-{user}");
+        let events = [
+            json!({"type": "identify", "userId": user_id, "traits": {"email": format!("{user_id}@example.com"), "plan": "pro"}}),
+            json!({"type": "track", "userId": user_id, "event": "Signed In"}),
+            json!({"type": "track", "userId": user_id, "event": "Order Completed", "properties": {"revenue": 9.5}}),
+            json!({"type": "page", "userId": user_id, "name": "Pricing"}),
+            json!({"type": "group", "userId": user_id, "groupId": "org-1", "traits": {"name": "Org One"}}),
+        ];
+        for event in events {
+            let mut record = record(&format!("r-{}", records.len()), envelope(event).await, 1);
+            record.attributes.message_group_id = Some(user_id.clone());
+            records.push(record);
+        }
+    }
+    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    assert!(report.records.iter().all(|r| matches!(r.outcome, Outcome::Delivered { .. })), "{report:?}");
+    // 1 attribute list + 1 attribute created + 5 contacts created; 10 events; 5 page views; 5 × (company upsert + attach).
+    // The peers: 5 × 2 per identify, 10 tracks, no pages, 5 × 3 per group = 35 calls for 20 of the 25 events.
+    assert_eq!(report.calls(), 32);
+    let state = sandbox.state();
+    assert_eq!((state.contacts.len(), state.events.len(), state.companies.len()), (5, 15, 1));
+    assert!(state.contacts.values().all(|c| c.companies.len() == 1));
+}
