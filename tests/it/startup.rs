@@ -3,11 +3,16 @@
 use std::process::Command;
 
 fn start(vars: &[(&str, &str)]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ingest"))
-        .env_clear()
-        .envs(vars.iter().copied())
-        .output()
-        .expect("the ingest binary runs");
+    run(env!("CARGO_BIN_EXE_ingest"), vars)
+}
+
+fn start_forward(vars: &[(&str, &str)]) -> (i32, String) {
+    run(env!("CARGO_BIN_EXE_forward"), vars)
+}
+
+/// Runs a binary with only `vars` set; its exit code and everything it printed.
+fn run(binary: &str, vars: &[(&str, &str)]) -> (i32, String) {
+    let output = Command::new(binary).env_clear().envs(vars.iter().copied()).output().expect("the binary runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }
@@ -29,16 +34,6 @@ fn a_bad_setting_is_named_and_the_keys_are_not_printed() {
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("CORS_ALLOWED_ORIGINS is invalid"), "{output}");
     assert!(!output.contains("very-secret-key"), "{output}");
-}
-
-fn start_forward(vars: &[(&str, &str)]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_forward"))
-        .env_clear()
-        .envs(vars.iter().copied())
-        .output()
-        .expect("the forward binary runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text)
 }
 
 #[test]
