@@ -3,13 +3,14 @@
 mod values;
 
 use serde::Serialize;
+use serde_json::map::Entry;
 use serde_json::{Map, Value, json};
 
 use serde_json::value::RawValue;
 
 use crate::event::{Event, EventType, RawObject, TopLevel};
 pub use values::Dropped;
-use values::{cents, flatten_attribute, integer, unix_seconds};
+use values::{Location, NAME_TAKEN, cents, flatten_attribute, integer, unix_seconds};
 
 /// Intercom keeps at most this many metadata keys on an event.
 pub const MAX_METADATA_KEYS: usize = 10;
@@ -258,13 +259,14 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
         custom_attributes,
     }));
 
-    let companies: Vec<(&Value, String)> = match (traits.get("company"), traits.get("companies")) {
-        (_, Some(Value::Array(list))) => {
-            list.iter().enumerate().map(|(i, c)| (c, format!("traits.companies[{i}]"))).collect()
-        }
-        (Some(company), _) => vec![(company, "traits.company".to_owned())],
-        _ => vec![],
+    // Both may be sent: `company` first, then the list; a company named twice is planned once, as first sent.
+    let listed = match traits.get("companies") {
+        Some(Value::Array(list)) => list.as_slice(),
+        _ => &[],
     };
+    let single = traits.get("company").map(|company| (company, "traits.company".to_owned()));
+    let companies =
+        single.into_iter().chain(listed.iter().enumerate().map(|(i, c)| (c, format!("traits.companies[{i}]"))));
     for (value, path) in companies {
         let Some(fields) = value.as_object() else {
             plan.dropped.push(Dropped { path, reason: "a company must be an object with an id" });
@@ -274,6 +276,10 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
             plan.dropped.push(Dropped { path, reason: "a company needs an id (its company_id in Intercom)" });
             continue;
         };
+        if plan.operations.iter().any(|op| names_company(op, &company_id)) {
+            plan.dropped.push(Dropped { path, reason: "an earlier company has the same id" });
+            continue;
+        }
         let contact = key.clone();
         if fields.get("remove") == Some(&Value::Bool(true)) {
             plan.operations.push(Operation::DetachCompany { contact, company_id });
@@ -287,7 +293,20 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
             plan.operations.push(Operation::AttachCompany { contact, company_id });
         }
     }
+    if traits.get("companies").is_some_and(|companies| !companies.is_array()) {
+        plan.dropped.push(Dropped { path: "traits.companies".into(), reason: "companies must be a list of companies" });
+    }
     Ok(())
+}
+
+/// Whether `operation` attaches or detaches the company `company_id`.
+fn names_company(operation: &Operation, company_id: &str) -> bool {
+    match operation {
+        Operation::AttachCompany { company_id: id, .. } | Operation::DetachCompany { company_id: id, .. } => {
+            id == company_id
+        }
+        _ => false,
+    }
 }
 
 fn id_text(value: &Value) -> Option<String> {
@@ -354,12 +373,16 @@ fn submit(contact: ContactKey, name: &str, event: &Event, metadata: Map<String, 
 /// Keys whose amount becomes the event's `price`, in order of preference.
 const MONEY_KEYS: [&str; 3] = ["revenue", "total", "value"];
 
-/// Track metadata: money first as `price`, then the properties in the order sent, at most [`MAX_METADATA_KEYS`].
+/// Why Intercom's limit leaves a metadata key out.
+const OVER_CAP: &str = "Intercom keeps at most 10 metadata keys";
+
+/// Track metadata: money first as `price` (a `price` property then gives way to it), then the properties in the order
+/// sent, the first value of each flattened name, at most [`MAX_METADATA_KEYS`].
 ///
 /// Read from the raw members: a list is dropped without being parsed, and values are moved, not copied.
 fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map<String, Value>, Unmapped> {
     let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(unreadable);
-    let mut flat = Map::with_capacity(MAX_METADATA_KEYS + 1);
+    let mut flat = Map::with_capacity(MAX_METADATA_KEYS);
     let mut money = None;
     for key in MONEY_KEYS {
         if let Some(amount) = properties.get(key).map(parse).transpose()?.as_ref().and_then(cents) {
@@ -368,63 +391,84 @@ fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map
         }
     }
     if let Some((_, amount)) = money {
-        let currency = properties.get("currency").map(parse).transpose()?;
-        let currency = currency.as_ref().and_then(Value::as_str).map(str::trim).filter(|c| c.len() == 3);
-        let currency = currency.unwrap_or("USD").to_ascii_lowercase();
+        let sent = properties.get("currency").map(parse).transpose()?;
+        let code = sent.as_ref().and_then(Value::as_str).map(str::trim);
+        let code = code.filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()));
+        if sent.is_some() && code.is_none() {
+            dropped.push(Dropped {
+                path: "properties.currency".into(),
+                reason: "not a 3-letter currency code: USD was used",
+            });
+        }
+        let currency = code.unwrap_or("USD").to_ascii_lowercase();
         flat.insert("price".into(), json!({"amount": amount, "currency": currency}));
     }
+    let root = Location::root("properties");
     for (key, raw) in &properties.0 {
-        let is_money = money.is_some_and(|(money_key, _)| key == money_key) || (money.is_some() && key == "currency");
-        if is_money {
-            continue;
+        if let Some((money_key, _)) = money {
+            if key == money_key || key == "currency" {
+                continue;
+            }
+            // Segment's "Product Viewed" sends the amount again as `price`: the money, with its currency, is kept.
+            if key == "price" {
+                dropped.push(Dropped {
+                    path: "properties.price".into(),
+                    reason: "price holds the amount of revenue, total or value",
+                });
+                continue;
+            }
         }
         if raw.get().starts_with('[') && !key.ends_with("_date") {
             dropped.push(Dropped { path: format!("properties.{key}"), reason: "Intercom metadata cannot hold lists" });
             continue;
         }
-        metadata_value(key, parse(raw)?, "properties", &mut flat, dropped);
+        metadata_value(key, parse(raw)?, root.child(key), &mut flat, dropped);
     }
-    Ok(cap_metadata(flat, dropped))
+    Ok(flat)
 }
 
-fn metadata_value(key: &str, value: Value, path: &str, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
-    let here = || format!("{path}.{key}");
+/// Adds `value` (sent at `at`) to the metadata as `key`, flattening objects into `parent_child` keys.
+fn metadata_value(key: &str, value: Value, at: Location<'_>, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
     match value {
         // A rich link: Intercom shows `value` linked to `url`.
         Value::Object(link)
             if link.len() == 2 && link.get("url").is_some_and(Value::is_string) && link.contains_key("value") =>
         {
-            out.insert(key.to_owned(), Value::Object(link));
+            keep(key, Value::Object(link), at, out, dropped);
         }
         Value::Object(fields) => {
             for (child, value) in fields {
-                metadata_value(&format!("{key}_{child}"), value, path, out, dropped);
+                metadata_value(&format!("{key}_{child}"), value, at.child(&child), out, dropped);
             }
         }
         _ if key.ends_with("_date") => match unix_seconds(&value) {
-            Some(seconds) => _ = out.insert(key.to_owned(), Value::from(seconds)),
-            None => dropped.push(Dropped { path: here(), reason: "a _date key needs a time Intercom can read" }),
+            Some(seconds) => keep(key, Value::from(seconds), at, out, dropped),
+            None => {
+                dropped.push(Dropped { path: at.to_string(), reason: "a _date key needs a time Intercom can read" })
+            }
         },
-        Value::Array(_) => dropped.push(Dropped { path: here(), reason: "Intercom metadata cannot hold lists" }),
-        Value::Null => dropped.push(Dropped { path: here(), reason: "Intercom metadata cannot hold null" }),
-        scalar => _ = out.insert(key.to_owned(), scalar),
+        Value::Array(_) => {
+            dropped.push(Dropped { path: at.to_string(), reason: "Intercom metadata cannot hold lists" })
+        }
+        Value::Null => dropped.push(Dropped { path: at.to_string(), reason: "Intercom metadata cannot hold null" }),
+        scalar => keep(key, scalar, at, out, dropped),
     }
 }
 
-fn cap_metadata(metadata: Map<String, Value>, dropped: &mut Vec<Dropped>) -> Map<String, Value> {
-    if metadata.len() <= MAX_METADATA_KEYS {
-        return metadata;
-    }
-    let mut kept = Map::new();
-    for (index, (key, value)) in metadata.into_iter().enumerate() {
-        if index < MAX_METADATA_KEYS {
-            kept.insert(key, value);
-        } else {
-            dropped
-                .push(Dropped { path: format!("properties.{key}"), reason: "Intercom keeps at most 10 metadata keys" });
+/// Inserts `key` unless an earlier value holds it (the first sent wins) or Intercom's cap is reached; capping here,
+/// where the value's location is known, names what is left out as it was sent.
+fn keep(key: &str, value: Value, at: Location<'_>, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
+    let full = out.len() >= MAX_METADATA_KEYS;
+    // One lookup, and the key copied once, as a plain insert would: the check costs nothing when names differ.
+    let reason = match out.entry(key) {
+        Entry::Occupied(_) => NAME_TAKEN,
+        Entry::Vacant(_) if full => OVER_CAP,
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+            return;
         }
-    }
-    kept
+    };
+    dropped.push(Dropped { path: at.to_string(), reason });
 }
 
 /// Page and screen views: the event name, and what the view says about itself.

@@ -174,3 +174,120 @@ fn alias_merges_the_previous_contact_into_the_user() {
     let planned = ops(json!({"type": "alias", "userId": "u-2", "previousId": "anon-1"}));
     assert_eq!(planned, json!([{"op": "merge", "from": {"external_id": "anon-1"}, "into": {"external_id": "u-2"}}]));
 }
+
+#[test]
+fn a_price_property_never_overwrites_the_money() {
+    // Segment's "Product Viewed" sends the amount twice, as `value` and as `price`.
+    let planned = plan(json!({
+        "type": "track", "userId": "u", "event": "Product Viewed",
+        "properties": {"value": 18.99, "currency": "EUR", "price": 18.99, "sku": "s-1"}
+    }));
+    let metadata = &serde_json::to_value(&planned.operations).unwrap()[0]["metadata"];
+    assert_eq!(metadata, &json!({"price": {"amount": 1899, "currency": "eur"}, "sku": "s-1"}));
+    assert_eq!(
+        planned.dropped,
+        [Dropped { path: "properties.price".into(), reason: "price holds the amount of revenue, total or value" }]
+    );
+
+    let planned = plan(json!({"type": "track", "userId": "u", "event": "Viewed", "properties": {"price": 18.99}}));
+    assert_eq!(serde_json::to_value(&planned.operations).unwrap()[0]["metadata"], json!({"price": 18.99}));
+    assert_eq!(planned.dropped, [], "without money, price is an ordinary property");
+}
+
+#[test]
+fn a_flattened_name_keeps_its_first_value_and_drops_the_later_one() {
+    let taken = "another property already has this name once flattened";
+    let planned = plan(json!({
+        "type": "track", "userId": "u", "event": "Shipped",
+        "properties": {"shipping_method": "a", "shipping": {"method": "b", "days": 3}}
+    }));
+    let metadata = &serde_json::to_value(&planned.operations).unwrap()[0]["metadata"];
+    assert_eq!(metadata.to_string(), json!({"shipping_method": "a", "shipping_days": 3}).to_string());
+    assert_eq!(planned.dropped, [Dropped { path: "properties.shipping.method".into(), reason: taken }]);
+
+    let planned = plan(json!({
+        "type": "track", "userId": "u", "event": "Shipped",
+        "properties": {"shipping": {"method": "b"}, "shipping_method": "a"}
+    }));
+    assert_eq!(serde_json::to_value(&planned.operations).unwrap()[0]["metadata"], json!({"shipping_method": "b"}));
+    assert_eq!(planned.dropped, [Dropped { path: "properties.shipping_method".into(), reason: taken }]);
+
+    let planned = plan(json!({
+        "type": "identify", "userId": "u", "traits": {"address_city": "Paris", "address": {"city": "Lyon"}}
+    }));
+    assert_eq!(
+        serde_json::to_value(&planned.operations).unwrap()[0]["custom_attributes"],
+        json!({"address_city": "Paris"})
+    );
+    assert_eq!(planned.dropped, [Dropped { path: "traits.address.city".into(), reason: taken }]);
+}
+
+#[test]
+fn identify_plans_the_company_and_the_companies_once_each() {
+    let planned = plan(json!({"type": "identify", "userId": "u", "timestamp": "2024-05-01T12:00:00Z", "traits": {
+        "company": {"id": "org-1", "name": "One"},
+        "companies": [{"id": "org-2", "name": "Two"}, {"id": "org-1", "name": "One again"}, {"id": "org-3", "remove": true}]
+    }}));
+    assert_eq!(
+        serde_json::to_value(&planned.operations).unwrap(),
+        json!([
+            {"op": "upsert_contact", "key": {"external_id": "u"}, "role": "user", "attributes": {"last_seen_at": NOON},
+             "custom_attributes": {}},
+            {"op": "upsert_company", "company_id": "org-1", "attributes": {"name": "One"}, "custom_attributes": {}},
+            {"op": "attach_company", "contact": {"external_id": "u"}, "company_id": "org-1"},
+            {"op": "upsert_company", "company_id": "org-2", "attributes": {"name": "Two"}, "custom_attributes": {}},
+            {"op": "attach_company", "contact": {"external_id": "u"}, "company_id": "org-2"},
+            {"op": "detach_company", "contact": {"external_id": "u"}, "company_id": "org-3"}
+        ])
+    );
+    assert_eq!(
+        planned.dropped,
+        [Dropped { path: "traits.companies[1]".into(), reason: "an earlier company has the same id" }]
+    );
+}
+
+#[test]
+fn companies_that_is_not_a_list_is_dropped_and_the_company_still_planned() {
+    let planned = plan(json!({"type": "identify", "userId": "u", "traits": {
+        "company": {"id": "org-1"}, "companies": {"id": "org-2"}
+    }}));
+    let kinds: Vec<_> = planned.operations.iter().map(|op| serde_json::to_value(op).unwrap()["op"].clone()).collect();
+    assert_eq!(kinds, ["upsert_contact", "upsert_company", "attach_company"]);
+    assert_eq!(
+        planned.dropped,
+        [Dropped { path: "traits.companies".into(), reason: "companies must be a list of companies" }]
+    );
+}
+
+#[test]
+fn a_malformed_currency_is_dropped_and_usd_used() {
+    for currency in [json!("euro"), json!("€"), json!(""), json!(978), json!(null)] {
+        let planned = plan(json!({
+            "type": "track", "userId": "u", "event": "Paid", "properties": {"revenue": 10, "currency": currency}
+        }));
+        let metadata = &serde_json::to_value(&planned.operations).unwrap()[0]["metadata"];
+        assert_eq!(metadata, &json!({"price": {"amount": 1000, "currency": "usd"}}), "{currency}");
+        assert_eq!(
+            planned.dropped,
+            [Dropped { path: "properties.currency".into(), reason: "not a 3-letter currency code: USD was used" }],
+            "{currency}"
+        );
+    }
+}
+
+#[test]
+fn dropped_nested_values_name_where_they_were_sent() {
+    let planned = plan(json!({
+        "type": "track", "userId": "u", "event": "Opened",
+        "properties": {"k1": 1, "k2": 2, "k3": 3, "k4": 4, "k5": 5, "k6": 6, "k7": 7, "k8": 8,
+                       "utm": {"source": "a", "medium": null, "campaign": "c", "term": "d"}}
+    }));
+    let dropped: Vec<(&str, &str)> = planned.dropped.iter().map(|d| (d.path.as_str(), d.reason)).collect();
+    assert_eq!(
+        dropped,
+        [
+            ("properties.utm.medium", "Intercom metadata cannot hold null"),
+            ("properties.utm.term", "Intercom keeps at most 10 metadata keys"),
+        ]
+    );
+}

@@ -1,5 +1,8 @@
 //! Turning free-form JSON into what Intercom holds: flattened attributes, Unix seconds, whole cents.
 
+use std::fmt;
+
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use crate::event::parse_timestamp;
@@ -12,11 +15,45 @@ pub struct Dropped {
     pub reason: &'static str,
 }
 
+/// Why a value whose flattened name an earlier value already holds is left out: the first one sent wins, as nothing
+/// says which of the two Intercom should hold.
+pub(crate) const NAME_TAKEN: &str = "another property already has this name once flattened";
+
+/// Where a value was sent (`properties.utm.medium`), as a chain of borrowed names on the stack: it is written out only
+/// when something there is dropped, so walking nested objects costs no allocation for it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Location<'a> {
+    parent: Option<&'a Location<'a>>,
+    name: &'a str,
+}
+
+impl<'a> Location<'a> {
+    /// The object the walk starts from, e.g. `traits` or `traits.companies[0]`.
+    pub(crate) fn root(name: &'a str) -> Location<'a> {
+        Location { parent: None, name }
+    }
+
+    /// The member `name` of the object here.
+    pub(crate) fn child(&'a self, name: &'a str) -> Location<'a> {
+        Location { parent: Some(self), name }
+    }
+}
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(parent) = self.parent {
+            write!(f, "{parent}.")?;
+        }
+        f.write_str(self.name)
+    }
+}
+
 /// Intercom refuses longer custom attribute strings.
 const MAX_STRING: usize = 255;
 
-/// Flattens `value` (at `path`, keyed `key`) into `out` as Intercom custom attributes: nested objects become
-/// `parent_child` keys; arrays, over-long strings and names Intercom refuses are dropped with a reason.
+/// Flattens `value` (the member `key` of the object at `path`) into `out` as Intercom custom attributes: nested objects
+/// become `parent_child` keys; arrays, over-long strings, names Intercom refuses and names already taken are dropped
+/// with a reason.
 pub(crate) fn flatten_attribute(
     key: &str,
     value: &Value,
@@ -24,27 +61,32 @@ pub(crate) fn flatten_attribute(
     out: &mut Map<String, Value>,
     dropped: &mut Vec<Dropped>,
 ) {
-    let here = || format!("{path}.{key}");
+    let root = Location::root(path);
+    flatten(key, value, root.child(key), out, dropped);
+}
+
+/// [`flatten_attribute`] for the value at `at`, whose flattened name is `key`.
+fn flatten(key: &str, value: &Value, at: Location<'_>, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
+    let mut leave_out = |reason| dropped.push(Dropped { path: at.to_string(), reason });
     if key.is_empty() || key.contains(['.', '$', '[', ']']) || key.trim() != key {
-        dropped.push(Dropped {
-            path: here(),
-            reason: "Intercom refuses attribute names with '.', '$', '[', ']' or edge spaces",
-        });
+        leave_out("Intercom refuses attribute names with '.', '$', '[', ']' or edge spaces");
         return;
     }
     match value {
         Value::Object(fields) => {
             for (child, value) in fields {
-                flatten_attribute(&format!("{key}_{child}"), value, path, out, dropped);
+                flatten(&format!("{key}_{child}"), value, at.child(child), out, dropped);
             }
         }
-        Value::Array(_) => dropped.push(Dropped { path: here(), reason: "Intercom attributes cannot hold lists" }),
+        Value::Array(_) => leave_out("Intercom attributes cannot hold lists"),
         Value::String(text) if text.chars().count() > MAX_STRING => {
-            dropped.push(Dropped { path: here(), reason: "Intercom attribute strings hold at most 255 characters" })
+            leave_out("Intercom attribute strings hold at most 255 characters")
         }
-        other => {
-            out.insert(key.to_owned(), other.clone());
-        }
+        // One lookup, and the key copied once, as a plain insert would: the check costs nothing when names differ.
+        other => match out.entry(key) {
+            Entry::Vacant(slot) => _ = slot.insert(other.clone()),
+            Entry::Occupied(_) => leave_out(NAME_TAKEN),
+        },
     }
 }
 
@@ -121,6 +163,26 @@ mod tests {
         assert_eq!(Value::Object(out), json!({"address_city": "Paris", "address_geo_lat": 48.8, "n": null}));
         let paths: Vec<&str> = dropped.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(paths, ["traits.tags", "traits.a.b"]);
+    }
+
+    #[test]
+    fn a_flattened_name_keeps_its_first_value_and_nested_drops_name_their_real_path() {
+        let (mut out, mut dropped) = (Map::new(), Vec::new());
+        let traits = json!({"shipping_method": "a", "shipping": {"method": "b", "tags": ["x"], "days": 3}});
+        for (key, value) in traits.as_object().unwrap() {
+            flatten_attribute(key, value, "traits", &mut out, &mut dropped);
+        }
+        assert_eq!(Value::Object(out).to_string(), json!({"shipping_method": "a", "shipping_days": 3}).to_string());
+        assert_eq!(
+            dropped,
+            [
+                Dropped {
+                    path: "traits.shipping.method".into(),
+                    reason: "another property already has this name once flattened"
+                },
+                Dropped { path: "traits.shipping.tags".into(), reason: "Intercom attributes cannot hold lists" },
+            ]
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                     {"path": "traits.utm.source",
                      "reason": "Intercom refuses attribute names with '.', '$', '[', ']' or edge spaces"},
                     {"path": "traits.bio", "reason": "Intercom attribute strings hold at most 255 characters"},
-                    {"path": "traits.preferences_languages", "reason": "Intercom attributes cannot hold lists"}
+                    {"path": "traits.preferences.languages", "reason": "Intercom attributes cannot hold lists"}
                 ]
             })),
         ),
@@ -288,8 +288,8 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                                   "source": "dashboard", "renewal_count": 12, "utm_source": "newsletter"}}
                 ],
                 "dropped": [
-                    {"path": "properties.utm_medium", "reason": "Intercom keeps at most 10 metadata keys"},
-                    {"path": "properties.utm_campaign", "reason": "Intercom keeps at most 10 metadata keys"},
+                    {"path": "properties.utm.medium", "reason": "Intercom keeps at most 10 metadata keys"},
+                    {"path": "properties.utm.campaign", "reason": "Intercom keeps at most 10 metadata keys"},
                     {"path": "properties.channel", "reason": "Intercom keeps at most 10 metadata keys"}
                 ]
             })),
