@@ -121,6 +121,9 @@ struct Item<'a> {
     index: usize,
     record: &'a SqsRecord,
     envelope: Result<Envelope, String>,
+    /// The person it is about: its FIFO message group, else the event's ordering key, else (unreadable, on a standard
+    /// queue) the record alone.
+    group: String,
 }
 
 impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
@@ -144,21 +147,20 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 Some(body) => Envelope::from_body(body).map_err(|e| e.to_string()),
                 None => Err("the message has no body".to_owned()),
             };
-            Item { index, record, envelope }
+            let group = record
+                .attributes
+                .message_group_id
+                .clone()
+                .or_else(|| envelope.as_ref().ok().map(|e| e.event.ordering_key().to_owned()))
+                .unwrap_or_else(|| record.message_id.clone());
+            Item { index, record, envelope, group }
         });
         // A person's records in the order SQS gave them; people in the order first seen.
         let mut groups: Vec<Vec<Item<'_>>> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
         for item in items {
-            let key = item
-                .record
-                .attributes
-                .message_group_id
-                .clone()
-                .or_else(|| item.envelope.as_ref().ok().map(|e| e.event.ordering_key().to_owned()))
-                .unwrap_or_else(|| item.record.message_id.clone());
             let next = groups.len();
-            let group = *group_of.entry(key).or_insert(next);
+            let group = *group_of.entry(item.group.clone()).or_insert(next);
             if group == next {
                 groups.push(Vec::new());
             }
@@ -209,28 +211,14 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         let envelope = match &item.envelope {
             Ok(envelope) => envelope,
             Err(message) => {
-                let reason = Reason {
-                    error_code: "malformed_envelope".into(),
-                    error_message: message.clone(),
-                    http_status: None,
-                    intercom_request_id: None,
-                    attempts: 1,
-                };
-                return self.send_to_dead_letter(item, reason, 0).await;
+                return self.send_to_dead_letter(item, Reason::ours("malformed_envelope", message.clone()), 0).await;
             }
         };
         let plan = match map_event(&envelope.event) {
             Ok(plan) => plan,
             Err(Unmapped::Skipped(reason)) => return Outcome::Skipped { reason: reason.into(), calls: 0 },
             Err(Unmapped::Unreadable(message)) => {
-                let reason = Reason {
-                    error_code: "unreadable_event".into(),
-                    error_message: message,
-                    http_status: None,
-                    intercom_request_id: None,
-                    attempts: 1,
-                };
-                return self.send_to_dead_letter(item, reason, 0).await;
+                return self.send_to_dead_letter(item, Reason::ours("unreadable_event", message), 0).await;
             }
         };
         let patience = Patience {
@@ -269,15 +257,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// Dead-letters the record; if the dead-letter queue does not take it, it is handed back instead.
     async fn send_to_dead_letter(&self, item: &Item<'_>, reason: Reason, calls: usize) -> Outcome {
         let record = item.record;
-        let envelope = item.envelope.as_ref().ok();
         let letter = DeadLetterMessage {
             body: record.body.clone().unwrap_or_default(),
-            group_id: record
-                .attributes
-                .message_group_id
-                .clone()
-                .or_else(|| envelope.map(|e| e.event.ordering_key().to_owned()))
-                .unwrap_or_else(|| record.message_id.clone()),
+            group_id: item.group.clone(),
             dedup_id: record.attributes.message_deduplication_id.clone().unwrap_or_else(|| record.message_id.clone()),
             receive_count: record.receive_count(),
             event_type: record.attribute("event_type").map(str::to_owned),

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use crate::queue::{sqs_id, sqs_text};
+use crate::queue::{MAX_ATTRIBUTE_CHARS, sqs_id, sqs_text};
 
 /// Why an event was dead-lettered; each field becomes a message attribute of the same name.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -19,6 +19,19 @@ pub struct Reason {
     pub intercom_request_id: Option<String>,
     /// Tries of the call that failed, in the last invocation.
     pub attempts: u32,
+}
+
+impl Reason {
+    /// A failure found before any Intercom call (the record itself is the problem).
+    pub fn ours(error_code: &str, error_message: String) -> Reason {
+        Reason {
+            error_code: error_code.into(),
+            error_message,
+            http_status: None,
+            intercom_request_id: None,
+            attempts: 1,
+        }
+    }
 }
 
 /// One message for the dead-letter queue: the original body (so a redrive replays it as it was) and the reason.
@@ -55,7 +68,7 @@ impl SqsDeadLetter {
     }
 }
 
-/// Longest `error_message` attribute kept.
+/// Longest `error_message` attribute kept, in characters.
 const MAX_ERROR_MESSAGE: usize = 1024;
 
 impl DeadLetter for SqsDeadLetter {
@@ -64,25 +77,25 @@ impl DeadLetter for SqsDeadLetter {
             MessageAttributeValue::builder().data_type(data_type).string_value(value).build().expect("data type is set")
         };
         let reason = &letter.reason;
-        let message: String = reason.error_message.chars().take(MAX_ERROR_MESSAGE).collect();
+        let short = |value: &str| text("String", &sqs_text(value, MAX_ATTRIBUTE_CHARS));
         let mut request = self
             .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(&letter.body)
-            .message_attributes("error_code", text("String", &sqs_text(&reason.error_code)))
-            .message_attributes("error_message", text("String", &sqs_text_long(&message)))
+            .message_attributes("error_code", short(&reason.error_code))
+            .message_attributes("error_message", text("String", &sqs_text(&reason.error_message, MAX_ERROR_MESSAGE)))
             .message_attributes("attempts", text("Number", &reason.attempts.to_string()))
             .message_attributes("receive_count", text("Number", &letter.receive_count.to_string()));
         if let Some(status) = reason.http_status {
             request = request.message_attributes("http_status", text("Number", &status.to_string()));
         }
         if let Some(id) = &reason.intercom_request_id {
-            request = request.message_attributes("intercom_request_id", text("String", &sqs_text(id)));
+            request = request.message_attributes("intercom_request_id", short(id));
         }
         for (name, value) in [("event_type", &letter.event_type), ("event_name", &letter.event_name)] {
             if let Some(value) = value {
-                request = request.message_attributes(name, text("String", &sqs_text(value)));
+                request = request.message_attributes(name, short(value));
             }
         }
         if self.queue_url.ends_with(".fifo") {
@@ -91,11 +104,6 @@ impl DeadLetter for SqsDeadLetter {
         }
         request.send().await.map(drop).map_err(|e| format!("{}", DisplayErrorContext(e)))
     }
-}
-
-/// [`sqs_text`] without its 256-character cut (the error message is cut to [`MAX_ERROR_MESSAGE`] before).
-fn sqs_text_long(value: &str) -> String {
-    value.chars().collect::<Vec<_>>().chunks(256).map(|chunk| sqs_text(&chunk.iter().collect::<String>())).collect()
 }
 
 /// Dead letters kept in memory (`replay`, `serve`, tests).

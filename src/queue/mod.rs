@@ -6,7 +6,7 @@ mod sqs;
 use std::future::Future;
 
 pub use memory::MemoryQueue;
-pub(crate) use sqs::sqs_text;
+pub(crate) use sqs::{MAX_ATTRIBUTE_CHARS, sqs_text};
 pub use sqs::{MAX_MESSAGE_BYTES, RetryPolicy, SqsQueue, sqs_id};
 
 use crate::envelope::Envelope;

@@ -11,6 +11,9 @@ use tracing::warn;
 
 use super::{Enqueue, EnqueueError, QueuedMessage};
 
+/// Longest short attribute value kept (an event name, an id); longer ones are cut.
+pub(crate) const MAX_ATTRIBUTE_CHARS: usize = 256;
+
 /// Most bytes SQS takes in one message (body and attributes).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Most bytes SQS takes in one SendMessageBatch request (all entries).
@@ -64,7 +67,7 @@ impl SqsQueue {
         let attribute = |value: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")
-                .string_value(sqs_text(value))
+                .string_value(sqs_text(value, MAX_ATTRIBUTE_CHARS))
                 .build()
                 .expect("data type is set")
         };
@@ -225,11 +228,11 @@ pub fn sqs_id(value: &str) -> String {
     format!("sha256-{hex}")
 }
 
-/// An attribute value SQS takes: characters outside its allowed set replaced, at most 256 characters.
-pub(crate) fn sqs_text(value: &str) -> String {
+/// An attribute value SQS takes: characters outside its allowed set replaced, at most `max_chars` characters.
+pub(crate) fn sqs_text(value: &str, max_chars: usize) -> String {
     let allowed =
         |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..);
-    value.chars().take(256).map(|c| if allowed(c) { c } else { '\u{fffd}' }).collect()
+    value.chars().take(max_chars).map(|c| if allowed(c) { c } else { '\u{fffd}' }).collect()
 }
 
 #[cfg(test)]
@@ -289,7 +292,7 @@ mod tests {
 
     #[test]
     fn attribute_text_is_cleaned_and_cut() {
-        assert_eq!(sqs_text("Order\u{0}Completed\u{ffff}"), "Order\u{fffd}Completed\u{fffd}");
-        assert_eq!(sqs_text(&"é".repeat(300)).chars().count(), 256);
+        assert_eq!(sqs_text("Order\u{0}Completed\u{ffff}", 256), "Order\u{fffd}Completed\u{fffd}");
+        assert_eq!(sqs_text(&"é".repeat(300), 256).chars().count(), 256);
     }
 }

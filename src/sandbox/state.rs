@@ -116,6 +116,9 @@ pub struct SandboxState {
     pub faults_injected: BTreeMap<String, u64>,
     #[serde(skip)]
     next_id: u64,
+    /// Counts contact writes, ordering updates made within one second.
+    #[serde(skip)]
+    writes: u64,
     #[serde(skip)]
     window: (u64, u64),
     #[serde(skip)]
@@ -273,8 +276,8 @@ impl SandboxState {
     }
 
     fn touch(&mut self, id: &str, now: u64) {
-        self.next_id += 1;
-        let seq = self.next_id;
+        self.writes += 1;
+        let seq = self.writes;
         if let Some(contact) = self.contacts.get_mut(id) {
             (contact.updated_at, contact.updated_seq) = (now, seq);
         }
@@ -391,13 +394,13 @@ impl SandboxState {
             .filter(|c| !c.archived && now >= c.created_at + options.search_lag && matches(c))
             .collect();
         // Intercom sorts by the field asked for, descending unless told otherwise; by created_at by default here.
+        // Contacts are held in the order they were created, so a stable sort breaks created_at ties correctly.
         let sort = &body["sort"];
-        let key = |c: &Contact| match sort["field"].as_str() {
-            Some("updated_at") => (c.updated_at, c.updated_seq),
-            _ => (c.created_at, c.updated_seq),
-        };
-        found.sort_by_key(|c| std::cmp::Reverse(key(c)));
-        if sort["order"].as_str() == Some("ascending") {
+        match sort["field"].as_str() {
+            Some("updated_at") => found.sort_by_key(|c| (c.updated_at, c.updated_seq)),
+            _ => found.sort_by_key(|c| c.created_at),
+        }
+        if sort["order"].as_str() != Some("ascending") {
             found.reverse();
         }
         let data: Vec<Value> = found.into_iter().filter_map(|c| self.contact_answer(&c.id).body).collect();

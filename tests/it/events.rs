@@ -1,16 +1,13 @@
 //! Every file in events/ is exercised: each request is answered as its name says and the queue holds what it should;
 //! each SQS event is forwarded to the sandbox with the outcomes listed.
 
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
-use intercom_relay::forward::{Executor, ForwardOptions, Forwarder, MemoryDeadLetter, SqsEvent};
-use intercom_relay::intercom::IntercomClient;
+use intercom_relay::forward::{ForwardOptions, MemoryDeadLetter, SqsEvent};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use secrecy::SecretString;
 
-use crate::helpers::{events_dir, fixture, memory_app, send};
+use crate::helpers::{events_dir, fixture, forwarder, memory_app, send};
 
 /// Each request file, its expected status and how many events it queues.
 const REQUESTS: &[(&str, u16, usize)] = &[
@@ -94,10 +91,7 @@ async fn every_sqs_event_file_is_forwarded_to_the_sandbox_as_expected() {
         let text = std::fs::read_to_string(events_dir().join("sqs").join(name)).unwrap();
         let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
-        let client =
-            IntercomClient::new(&sandbox.url, SecretString::from(sandbox.token()), "2.16", Duration::from_secs(5));
-        let executor = Executor::new(client.unwrap(), true, NonZeroUsize::new(100).unwrap());
-        let forwarder = Forwarder::new(executor, MemoryDeadLetter::new(), ForwardOptions::default());
+        let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), ForwardOptions::default());
         let report = forwarder.handle(&event, tokio::time::Instant::now() + Duration::from_secs(30)).await;
         let outcomes: Vec<String> = report
             .records

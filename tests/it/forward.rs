@@ -9,17 +9,18 @@ use intercom_relay::intercom::{IntercomApi, IntercomClient};
 use intercom_relay::mapping::map_event;
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
 use reqwest::Method;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+
+use crate::helpers::sandbox_client;
 
 async fn sandbox() -> SandboxServer {
     SandboxServer::start(SandboxOptions::default(), 0).await.unwrap()
 }
 
 fn executor(sandbox: &SandboxServer, create_attributes: bool) -> Executor<IntercomClient> {
-    let client = IntercomClient::new(&sandbox.url, SecretString::from(sandbox.token()), "2.16", Duration::from_secs(5));
-    Executor::new(client.unwrap(), create_attributes, NonZeroUsize::new(1000).unwrap())
+    let client = sandbox_client(sandbox, &sandbox.token(), Duration::from_secs(5));
+    Executor::new(client, create_attributes, NonZeroUsize::new(1000).unwrap())
 }
 
 async fn deliver(executor: &Executor<IntercomClient>, event: Value) -> Delivery {

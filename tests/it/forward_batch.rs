@@ -2,25 +2,23 @@
 //! hands them over, forwarded to the sandbox over HTTP, failures handed back or dead-lettered into moto's DLQ.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use intercom_relay::forward::{
-    BatchReport, DeadLetter, Executor, ForwardOptions, Forwarder, MemoryDeadLetter, Outcome, RecordAttributes,
-    SqsDeadLetter, SqsEvent, SqsPoller, SqsRecord,
+    BatchReport, Executor, ForwardOptions, Forwarder, MemoryDeadLetter, Outcome, RecordAttributes, SqsDeadLetter,
+    SqsEvent, SqsPoller, SqsRecord,
 };
 use intercom_relay::ingest::Ingest;
 use intercom_relay::intercom::{IntercomApi, IntercomClient};
 use intercom_relay::queue::SqsQueue;
 use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer, SandboxState};
 use reqwest::Method;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::helpers::{memory_app, options, post, send};
+use crate::helpers::{Captured, forwarder, memory_app, options, post, sandbox_client, send};
 use crate::sqs::{Received, client, drain, endpoint, fast_retry};
 
 /// A FIFO queue on moto whose messages come back `visibility` seconds after a receive that did not delete them.
@@ -45,19 +43,6 @@ fn quick() -> ForwardOptions {
         margin: Duration::from_millis(300),
         ..ForwardOptions::default()
     }
-}
-
-fn intercom(sandbox: &SandboxServer, token: &str, timeout: Duration) -> IntercomClient {
-    IntercomClient::new(&sandbox.url, SecretString::from(token), "2.16", timeout).unwrap()
-}
-
-fn forwarder<D: DeadLetter>(
-    sandbox: &SandboxServer,
-    dead_letter: D,
-    options: ForwardOptions,
-) -> Forwarder<IntercomClient, D> {
-    let client = intercom(sandbox, &sandbox.token(), options.call_timeout);
-    Forwarder::new(Executor::new(client, true, NonZeroUsize::new(1000).unwrap()), dead_letter, options)
 }
 
 /// Ingest → SQS (moto) → forwarder → sandbox, with a DLQ on moto.
@@ -452,30 +437,9 @@ async fn an_invocation_near_its_deadline_hands_back_what_it_cannot_finish() {
     assert!(forwarder.dead_letter().letters().is_empty());
 }
 
-/// A `tracing` writer into memory, to read what would reach CloudWatch.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn neither_the_token_nor_personal_fields_reach_the_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .json()
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::start(tracing::Level::TRACE, true);
     let token = "tok-2f9a61c0-secret";
     let sandbox =
         SandboxServer::start(SandboxOptions { token: token.into(), ..SandboxOptions::default() }, 0).await.unwrap();
@@ -488,14 +452,14 @@ async fn neither_the_token_nor_personal_fields_reach_the_logs() {
     assert!(matches!(report.records[0].outcome, Outcome::Delivered { .. }), "{report:?}");
     // A revoked token: every call answers 401 and the event is dead-lettered, saying so.
     let wrong = "tok-7c1b33d4-revoked";
-    let client = intercom(&sandbox, wrong, Duration::from_secs(2));
+    let client = sandbox_client(&sandbox, wrong, Duration::from_secs(2));
     let bad =
         Forwarder::new(Executor::new(client, true, NonZeroUsize::new(10).unwrap()), MemoryDeadLetter::new(), quick());
     let report = bad.handle(&event, Instant::now() + Duration::from_secs(30)).await;
     assert!(
         matches!(&report.records[0].outcome, Outcome::DeadLettered { reason, .. } if reason.http_status == Some(401))
     );
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("Delivered.") && text.contains("Dead-lettered."), "the capture works: {text}");
     for secret in [token, wrong, "ada@example.com", "Ada Lovelace"] {
         assert!(!text.contains(secret), "`{secret}` is in the logs:\n{text}");

@@ -1,11 +1,17 @@
 //! Building function-URL requests the way Lambda delivers them, and reading the answers.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use intercom_relay::forward::{DeadLetter, Executor, ForwardOptions, Forwarder};
 use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys};
+use intercom_relay::intercom::IntercomClient;
 use intercom_relay::queue::{Enqueue, MemoryQueue};
+use intercom_relay::sandbox::SandboxServer;
 use lambda_http::Request;
 use lambda_http::http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
@@ -107,4 +113,53 @@ pub fn envelope_events(bodies: impl IntoIterator<Item = String>) -> Vec<Value> {
             envelope["event"].clone()
         })
         .collect()
+}
+
+/// The real Intercom client pointed at a sandbox, authenticating with `token` (the sandbox's own, or a wrong one).
+pub fn sandbox_client(sandbox: &SandboxServer, token: &str, timeout: Duration) -> IntercomClient {
+    IntercomClient::new(&sandbox.url, SecretString::from(token), "2.16", timeout).expect("a client")
+}
+
+/// A forwarder (one cold start) for `sandbox`, creating missing custom attributes.
+pub fn forwarder<D: DeadLetter>(
+    sandbox: &SandboxServer,
+    dead_letter: D,
+    options: ForwardOptions,
+) -> Forwarder<IntercomClient, D> {
+    let client = sandbox_client(sandbox, &sandbox.token(), options.call_timeout);
+    Forwarder::new(Executor::new(client, true, NonZeroUsize::new(1000).unwrap()), dead_letter, options)
+}
+
+/// What the code logs while the guard lives, in memory (tracing's default subscriber for this thread).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Captures at `level`, as JSON lines (what CloudWatch receives) or plain text.
+    pub fn start(level: tracing::Level, json: bool) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let builder = tracing_subscriber::fmt().with_max_level(level).with_ansi(false);
+        let guard = if json {
+            tracing::subscriber::set_default(builder.json().with_writer(move || writer.clone()).finish())
+        } else {
+            tracing::subscriber::set_default(builder.with_writer(move || writer.clone()).finish())
+        };
+        (captured, guard)
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("logs are UTF-8")
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,13 +1,11 @@
 //! The handler's good paths, through an in-memory queue: what each kind of request puts on the queue.
 
-use std::sync::{Arc, Mutex};
-
 use intercom_relay::queue::QueuedMessage;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::helpers::{ALLOWED_ORIGIN, WRITE_KEY, envelope_events, fixture, memory_app, post, request, send};
+use crate::helpers::{ALLOWED_ORIGIN, Captured, WRITE_KEY, envelope_events, fixture, memory_app, post, request, send};
 
 fn events_of(messages: Vec<QueuedMessage>) -> Vec<Value> {
     envelope_events(messages.into_iter().map(|m| m.body))
@@ -181,30 +179,9 @@ async fn a_cors_preflight_is_answered_for_an_allowed_origin() {
     assert!(app.queue().is_empty());
 }
 
-/// Collects what the handler logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_carry_one_line_per_request_and_never_a_key_or_personal_data() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::start(tracing::Level::DEBUG, false);
     let app = memory_app();
     let requests = [
         fixture("identify.json"),
@@ -221,7 +198,7 @@ async fn logs_carry_one_line_per_request_and_never_a_key_or_personal_data() {
     for request in requests {
         send(&app, request).await;
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert_eq!(logs.matches("Ingest request handled.").count(), count, "{logs}");
     assert!(logs.contains("status=401") && logs.contains("accepted=4"), "{logs}");
     for secret in [
