@@ -88,8 +88,9 @@ pub struct ForwardConfig {
     pub base_url: String,
     /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one the spec lists).
     pub api_version: String,
-    /// `DLQ_URL`: the queue permanent failures go to, with their reason (required).
-    pub dlq_url: String,
+    /// `DLQ_URL`: the queue permanent failures go to, with their reason (required by the forward Lambda; local runs
+    /// keep dead letters in memory when it is unset).
+    pub dlq_url: Option<String>,
     /// `INTERCOM_CREATE_ATTRIBUTES`: create custom data attributes Intercom lacks (default true), else drop them.
     pub create_attributes: bool,
     /// `INTERCOM_TIMEOUT_MS`: the most one Intercom call may take (default 5000).
@@ -111,6 +112,15 @@ impl ForwardConfig {
 
     /// Reads variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardConfig, ConfigError> {
+        let config = ForwardConfig::local_from_lookup(lookup)?;
+        if config.dlq_url.is_none() {
+            return Err(ConfigError::Missing { name: "DLQ_URL", hint: "set it to the URL of the dead-letter queue" });
+        }
+        Ok(config)
+    }
+
+    /// As [`ForwardConfig::from_lookup`], but `DLQ_URL` may be unset: the local pipeline's reading.
+    pub fn local_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardConfig, ConfigError> {
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let access_token = set("INTERCOM_ACCESS_TOKEN").map(SecretString::from).ok_or(ConfigError::Missing {
             name: "INTERCOM_ACCESS_TOKEN",
@@ -139,8 +149,7 @@ impl ForwardConfig {
                 format!("`{api_version}` is not a version Intercom lists; use one of {}", API_VERSIONS.join(", "));
             return Err(ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason });
         }
-        let dlq_url = set("DLQ_URL")
-            .ok_or(ConfigError::Missing { name: "DLQ_URL", hint: "set it to the URL of the dead-letter queue" })?;
+        let dlq_url = set("DLQ_URL");
         let create_attributes = match set("INTERCOM_CREATE_ATTRIBUTES").map(|v| v.to_ascii_lowercase()) {
             None => true,
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,

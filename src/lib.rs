@@ -9,6 +9,7 @@ pub mod event;
 pub mod forward;
 pub mod ingest;
 pub mod intercom;
+pub mod local;
 pub mod logging;
 pub mod mapping;
 pub mod queue;

@@ -19,6 +19,13 @@ pub fn init() {
     if json { subscriber.json().init() } else { subscriber.init() }
 }
 
+/// Installs the subscriber for the `intercom-relay` CLI: human-readable lines on stderr (stdout is for reports), level
+/// from `RUST_LOG`, else `default`, with the same caps as [`init`].
+pub fn init_local(default: LevelFilter) {
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr).with_env_filter(filter(&level)).init();
+}
+
 fn filter(level: &str) -> EnvFilter {
     let level = LevelFilter::from_str(level).unwrap_or(LevelFilter::INFO);
     let mut filter = EnvFilter::builder().with_default_directive(level.into()).parse_lossy("");

@@ -22,7 +22,10 @@ async fn main() -> Result<(), Error> {
     let client =
         IntercomClient::new(&config.base_url, config.access_token.clone(), &config.api_version, config.timeout)?;
     let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let dead_letter = SqsDeadLetter::new(aws_sdk_sqs::Client::new(&aws), &config.dlq_url);
+    let dead_letter = SqsDeadLetter::new(
+        aws_sdk_sqs::Client::new(&aws),
+        config.dlq_url.as_deref().expect("from_env requires DLQ_URL"),
+    );
     let forwarder =
         Forwarder::new(Executor::new(client, config.create_attributes, CACHE_SIZE), dead_letter, config.options());
     let forwarder = &forwarder;

@@ -16,6 +16,17 @@ use crate::envelope::Envelope;
 use crate::intercom::{IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_event};
 
+tokio::task_local! {
+    /// The SQS message id of the record whose calls are being made.
+    static RECORD: String;
+}
+
+/// The SQS message id of the record the calling code works for, when called from within [`Forwarder::handle`]: lets an
+/// Intercom client's observer tell which event each call served, though people are worked on concurrently.
+pub fn current_record() -> Option<String> {
+    RECORD.try_with(String::clone).ok()
+}
+
 /// How a batch is worked through.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardOptions {
@@ -166,8 +177,10 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
             groups[group].push(item);
         }
-        let mut outcomes: Vec<(usize, RecordOutcome)> = futures_util::stream::iter(groups)
-            .map(|group| self.group(group, stop))
+        // The futures are made up front (none runs until polled): a closure in the stream would make the whole future
+        // depend on a higher-ranked lifetime, which `tokio::spawn` (the local `serve`) cannot prove Send.
+        let work: Vec<_> = groups.into_iter().map(|group| self.group(group, stop)).collect();
+        let mut outcomes: Vec<(usize, RecordOutcome)> = futures_util::stream::iter(work)
             .buffer_unordered(self.options.concurrency.max(1))
             .flat_map(futures_util::stream::iter)
             .collect()
@@ -186,7 +199,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             } else if Instant::now() >= stop {
                 Outcome::Retry { reason: "the invocation's time ran out before this event".into(), calls: 0 }
             } else {
-                match tokio::time::timeout_at(stop, self.record(&item, stop)).await {
+                let record = RECORD.scope(item.record.message_id.clone(), self.record(&item, stop));
+                match tokio::time::timeout_at(stop, record).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         Outcome::Retry { reason: "the invocation's time ran out during this event".into(), calls: 0 }

@@ -7,7 +7,7 @@ mod execute;
 mod poll;
 mod sqs_event;
 
-pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, RecordOutcome};
+pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, RecordOutcome, current_record};
 pub use dead_letter::{DeadLetter, DeadLetterMessage, MemoryDeadLetter, Reason, SqsDeadLetter};
 pub use execute::{Delivery, Executor, Failed, Patience};
 pub use poll::SqsPoller;

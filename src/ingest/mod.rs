@@ -120,6 +120,15 @@ pub enum IngestError {
     QueueUnavailable(EnqueueError),
 }
 
+impl From<BodyError> for IngestError {
+    fn from(error: BodyError) -> IngestError {
+        match error {
+            BodyError::Malformed(e) => IngestError::MalformedJson(e),
+            BodyError::Invalid(e) => IngestError::InvalidBody(e),
+        }
+    }
+}
+
 const KEY_MISSING: &str =
     "a write key is required: send it as the HTTP Basic username with an empty password, or as writeKey in the body";
 const KEY_INVALID: &str = "the write key is not valid";
@@ -166,7 +175,8 @@ impl IngestError {
         }
     }
 
-    fn response(&self) -> Response<Body> {
+    /// The `error` object of the answer: `{code, message}`, with `line` and `column` or `path` where they apply.
+    pub fn to_json(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code(), "message": self.to_string()});
         match self {
             IngestError::MalformedJson(e) => {
@@ -176,7 +186,11 @@ impl IngestError {
             IngestError::InvalidBody(e) => error["path"] = e.path.clone().into(),
             _ => {}
         }
-        let mut response = json_response(self.status(), &json!({"success": false, "error": error}));
+        error
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut response = json_response(self.status(), &json!({"success": false, "error": self.to_json()}));
         let headers = response.headers_mut();
         match self {
             IngestError::Unauthorized(_) => {
@@ -301,10 +315,7 @@ impl<Q: Enqueue> Ingest<Q> {
             Route::Single(_) => parse_single(text),
             Route::Batch => parse_batch(text),
         }
-        .map_err(|error| match error {
-            BodyError::Malformed(e) => IngestError::MalformedJson(e),
-            BodyError::Invalid(e) => IngestError::InvalidBody(e),
-        })?;
+        .map_err(IngestError::from)?;
         if !key_in_header {
             match &batch.write_key {
                 Some(key) if self.options.write_keys.verify(key) => {}

@@ -1,7 +1,7 @@
 //! The Intercom client: Bearer auth, the pinned version, JSON, timeouts, error decoding, retry classes and pacing.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
@@ -74,6 +74,21 @@ pub trait IntercomApi: Send + Sync {
     ) -> impl Future<Output = Result<Value, IntercomError>> + Send;
 }
 
+/// One HTTP exchange with Intercom, as an [`Observer`] sees it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Exchange {
+    pub method: String,
+    /// The path and query, e.g. `/contacts/search`.
+    pub path: String,
+    /// The answer's status; `None` when no answer came (timeout, connection refused).
+    pub status: Option<u16>,
+    /// The request's JSON body.
+    pub body: Option<Value>,
+}
+
+/// Told of every HTTP exchange a client makes, retries and 429s included (the local pipeline's per-event call list).
+pub type Observer = Arc<dyn Fn(Exchange) + Send + Sync>;
+
 /// Intercom over HTTP.
 pub struct IntercomClient {
     http: reqwest::Client,
@@ -84,6 +99,7 @@ pub struct IntercomClient {
     rate_limit: Mutex<Option<RateLimit>>,
     /// How long a call may wait for a window to reset after a 429 before giving up (the invocation's time is finite).
     max_wait: Duration,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for IntercomClient {
@@ -113,12 +129,19 @@ impl IntercomClient {
             version: version.to_owned(),
             rate_limit: Mutex::new(None),
             max_wait: Duration::from_secs(11),
+            observer: None,
         })
     }
 
     /// Caps how long a rate-limited call may wait for the window to reset.
     pub fn with_max_wait(mut self, max_wait: Duration) -> IntercomClient {
         self.max_wait = max_wait;
+        self
+    }
+
+    /// Tells `observer` of every exchange from now on.
+    pub fn with_observer(mut self, observer: Observer) -> IntercomClient {
+        self.observer = Some(observer);
         self
     }
 
@@ -142,8 +165,17 @@ impl IntercomClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| IntercomError::Transport(without_url(e)))?;
+        let observe = |status: Option<u16>| {
+            if let Some(observer) = &self.observer {
+                observer(Exchange { method: method.to_string(), path: path.to_owned(), status, body: body.cloned() });
+            }
+        };
+        let response = request.send().await.map_err(|e| {
+            observe(None);
+            IntercomError::Transport(without_url(e))
+        })?;
         let status = response.status().as_u16();
+        observe(Some(status));
         if let Some(limit) = RateLimit::from_headers(response.headers())
             && let Ok(mut last) = self.rate_limit.lock()
         {

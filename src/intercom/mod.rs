@@ -4,7 +4,7 @@ mod client;
 mod error;
 mod rate_limit;
 
-pub use client::{IntercomApi, IntercomClient, IntercomError};
+pub use client::{Exchange, IntercomApi, IntercomClient, IntercomError, Observer};
 pub use error::{ConflictingContact, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact};
 pub use rate_limit::RateLimit;
 

@@ -1,13 +1,54 @@
-//! An in-memory queue: the local pipeline's and the tests' stand-in for SQS.
+//! An in-memory FIFO queue with SQS's delivery rules: the local pipeline's and the tests' stand-in for SQS.
+//!
+//! Like a FIFO queue, it hands a person's (ordering key's) messages out in order and holds the rest of that person's
+//! messages back while one is being worked on or waits to be visible again; a message handed back comes out again after
+//! a delay, its receive count one higher.
 
-use std::sync::Mutex;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::{Enqueue, EnqueueError, QueuedMessage};
 
-/// Holds messages in arrival order.
+/// Holds messages in arrival order until they are deleted.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
-    messages: Mutex<Vec<QueuedMessage>>,
+    inner: Mutex<Inner>,
+    /// Woken when messages arrive or become visible.
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    held: VecDeque<Held>,
+    /// Messages ever enqueued: the next one's sequence number.
+    enqueued: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    sequence: u64,
+    message: QueuedMessage,
+    receives: u32,
+    /// Received and neither deleted nor handed back yet.
+    in_flight: bool,
+    /// Handed back: invisible until then.
+    visible_at: Option<Instant>,
+}
+
+/// A message as a receive hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The queue's id of the message (what [`MemoryQueue::delete`] and [`MemoryQueue::hand_back`] take).
+    pub id: String,
+    /// Its place among all messages ever enqueued, from 0.
+    pub sequence: u64,
+    /// How many times it was received, this time included.
+    pub receive_count: u32,
+    pub message: QueuedMessage,
 }
 
 impl MemoryQueue {
@@ -15,28 +56,160 @@ impl MemoryQueue {
         MemoryQueue::default()
     }
 
-    /// A copy of what the queue holds.
+    /// A copy of what the queue holds, in arrival order.
     pub fn messages(&self) -> Vec<QueuedMessage> {
-        self.lock().clone()
+        self.lock().held.iter().map(|held| held.message.clone()).collect()
     }
 
+    /// Messages held: waiting, in flight or handed back.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().held.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().held.is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<QueuedMessage>> {
-        // A panic while holding the lock cannot leave the Vec half-written, so a poisoned lock is still usable.
-        self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Messages ever enqueued; the next message's sequence number.
+    pub fn enqueued(&self) -> u64 {
+        self.lock().enqueued
     }
+
+    /// The messages held that were enqueued at `sequence` or later, with their queue ids, in order.
+    pub fn since(&self, sequence: u64) -> Vec<(String, QueuedMessage)> {
+        let inner = self.lock();
+        let held = inner.held.iter().filter(|held| held.sequence >= sequence);
+        held.map(|held| (message_id(held.sequence), held.message.clone())).collect()
+    }
+
+    /// Up to `max` visible messages, in order, never one whose person has an earlier message in flight or handed back.
+    pub fn receive(&self, max: usize) -> Vec<ReceivedMessage> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut received = Vec::new();
+        for held in inner.held.iter_mut() {
+            if received.len() == max {
+                break;
+            }
+            if blocked.contains(&held.message.ordering_key) {
+                continue;
+            }
+            let waiting = held.visible_at.is_some_and(|at| at > now);
+            if held.in_flight || waiting {
+                blocked.insert(held.message.ordering_key.clone());
+                continue;
+            }
+            held.in_flight = true;
+            held.visible_at = None;
+            held.receives += 1;
+            received.push(ReceivedMessage {
+                id: message_id(held.sequence),
+                sequence: held.sequence,
+                receive_count: held.receives,
+                message: held.message.clone(),
+            });
+        }
+        received
+    }
+
+    /// Removes a received message for good.
+    pub fn delete(&self, id: &str) {
+        self.lock().held.retain(|held| message_id(held.sequence) != id);
+        self.changed.notify_one();
+    }
+
+    /// Makes a received message visible again after `delay`, its person's later messages waiting behind it.
+    pub fn hand_back(&self, id: &str, delay: Duration) {
+        let mut inner = self.lock();
+        if let Some(held) = inner.held.iter_mut().find(|held| message_id(held.sequence) == id) {
+            held.in_flight = false;
+            held.visible_at = Some(Instant::now() + delay);
+        }
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    /// When the next handed-back message becomes visible, if one is waiting.
+    pub fn next_visible_at(&self) -> Option<Instant> {
+        self.lock().held.iter().filter(|held| !held.in_flight).filter_map(|held| held.visible_at).min()
+    }
+
+    /// Waits until messages arrive, are deleted or are handed back (or `until`, whichever comes first).
+    pub async fn changed(&self, until: Instant) {
+        let _ = tokio::time::timeout_at(until, self.changed.notified()).await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the queue half-written, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn message_id(sequence: u64) -> String {
+    format!("local-{sequence:08}")
 }
 
 impl Enqueue for MemoryQueue {
     async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
-        self.lock().extend(messages);
+        let mut inner = self.lock();
+        for message in messages {
+            let sequence = inner.enqueued;
+            inner.enqueued += 1;
+            inner.held.push_back(Held { sequence, message, receives: 0, in_flight: false, visible_at: None });
+        }
+        drop(inner);
+        self.changed.notify_one();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventType;
+
+    fn message(person: &str, n: u32) -> QueuedMessage {
+        QueuedMessage {
+            message_id: format!("{person}-{n}"),
+            ordering_key: person.into(),
+            event_type: EventType::Track,
+            event_name: None,
+            body: String::new(),
+        }
+    }
+
+    fn ids(received: &[ReceivedMessage]) -> Vec<&str> {
+        received.iter().map(|r| r.message.message_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_person_waits_behind_a_message_in_flight_or_handed_back_and_others_do_not() {
+        let queue = MemoryQueue::new();
+        queue.enqueue(vec![message("a", 1), message("a", 2), message("b", 1)]).await.unwrap();
+        let first = queue.receive(1);
+        assert_eq!(ids(&first), ["a-1"]);
+        // a-2 waits behind a-1 in flight; b is free.
+        assert_eq!(ids(&queue.receive(10)), ["b-1"]);
+        queue.hand_back(&first[0].id, Duration::from_secs(3600));
+        assert!(queue.receive(10).is_empty(), "a-1 is invisible and a-2 must not overtake it");
+        assert!(queue.next_visible_at().is_some_and(|at| at > Instant::now() + Duration::from_secs(3500)));
+        assert_eq!((queue.len(), queue.enqueued()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_message_handed_back_comes_again_in_order_with_its_receive_count_raised() {
+        let queue = MemoryQueue::new();
+        queue.enqueue(vec![message("c", 1), message("c", 2)]).await.unwrap();
+        let first = queue.receive(10);
+        assert_eq!(ids(&first), ["c-1", "c-2"]);
+        for received in &first {
+            queue.hand_back(&received.id, Duration::ZERO);
+        }
+        let again = queue.receive(10);
+        assert_eq!(ids(&again), ["c-1", "c-2"]);
+        assert_eq!(again.iter().map(|r| r.receive_count).collect::<Vec<_>>(), [2, 2]);
+        queue.delete(&again[0].id);
+        assert_eq!(queue.since(0).iter().map(|(_, m)| m.message_id.as_str()).collect::<Vec<_>>(), ["c-2"]);
     }
 }

@@ -5,7 +5,7 @@ mod sqs;
 
 use std::future::Future;
 
-pub use memory::MemoryQueue;
+pub use memory::{MemoryQueue, ReceivedMessage};
 pub(crate) use sqs::{MAX_ATTRIBUTE_CHARS, sqs_text};
 pub use sqs::{MAX_MESSAGE_BYTES, RetryPolicy, SqsQueue, sqs_id};
 

@@ -1,0 +1,254 @@
+//! The local pipeline behind `intercom-relay replay` and `serve`: the Lambdas' own ingest and forwarder code, with an
+//! in-memory FIFO queue (or SQS) between them and Intercom played by the sandbox unless told otherwise.
+
+pub mod input;
+mod replay;
+mod report;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use replay::{ReplayOptions, replay};
+pub use report::{
+    CallCounts, CallReport, EventReport, Finished, RejectedInput, Report, RequestReport, Tally, endpoint,
+};
+pub use serve::{ServeOptions, Server, serve};
+
+use crate::config::{ConfigError, ForwardConfig};
+use crate::forward::{
+    BatchReport, DeadLetter, DeadLetterMessage, Executor, Forwarder, MemoryDeadLetter, MessageAttribute, Outcome,
+    RecordAttributes, SqsDeadLetter, SqsEvent, SqsRecord, current_record,
+};
+use crate::intercom::{IntercomClient, IntercomError};
+use crate::queue::{MemoryQueue, ReceivedMessage};
+use crate::sandbox::{SandboxOptions, SandboxServer};
+
+/// Where the forwarder's Intercom calls go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A sandbox started in this process on an ephemeral port (the default: nothing leaves the machine).
+    Sandbox,
+    /// Another server speaking Intercom's API (a standalone `intercom-relay sandbox`, a proxy), with the token in
+    /// `INTERCOM_ACCESS_TOKEN`.
+    Url(String),
+    /// The real Intercom: `INTERCOM_ACCESS_TOKEN` and `INTERCOM_REGION`.
+    Live,
+}
+
+/// Why a local run could not start or read its input: exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Input(#[from] input::InputError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Contacts and companies the local forwarder remembers, as a warm Lambda does.
+const CACHE_SIZE: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
+
+/// Records handed to the forwarder at once (Lambda's batch is at most 10; locally a bigger one keeps more people busy).
+const BATCH: usize = 100;
+
+/// How long one local invocation may take: Lambda's longest.
+const INVOCATION: Duration = Duration::from_secs(900);
+
+/// The longest a handed-back event waits before it is received again.
+const MAX_REDELIVERY: Duration = Duration::from_secs(30);
+
+/// Dead letters: in memory, or in the SQS queue named by `DLQ_URL` (`serve` with `QUEUE_URL`).
+pub enum LocalDeadLetter {
+    Memory(MemoryDeadLetter),
+    Sqs(SqsDeadLetter),
+}
+
+impl DeadLetter for LocalDeadLetter {
+    async fn send(&self, letter: &DeadLetterMessage) -> Result<(), String> {
+        match self {
+            LocalDeadLetter::Memory(memory) => memory.send(letter).await,
+            LocalDeadLetter::Sqs(sqs) => sqs.send(letter).await,
+        }
+    }
+}
+
+/// The forwarder of a local run, its Intercom and the tally of what it did.
+pub struct Local {
+    pub forwarder: Forwarder<IntercomClient, LocalDeadLetter>,
+    pub tally: Arc<Tally>,
+    /// The in-process sandbox, when Intercom is played by one.
+    pub sandbox: Option<SandboxServer>,
+    /// Where the calls go, for the user: `the sandbox at http://…`, `https://api.eu.intercom.io`.
+    pub destination: String,
+    /// How long a handed-back event first waits (SQS's visibility timeout, shortened); doubles with each receive.
+    pub redelivery: Duration,
+}
+
+impl Local {
+    /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`], and a client reading the
+    /// forward function's variables through `env` (`INTERCOM_CONCURRENCY`, `INTERCOM_TIMEOUT_MS`…).
+    pub async fn start(
+        destination: &Destination,
+        env: impl Fn(&str) -> Option<String>,
+        tally: Arc<Tally>,
+        dead_letter: LocalDeadLetter,
+    ) -> Result<Local, LocalError> {
+        let sandbox = match destination {
+            Destination::Sandbox => Some(
+                SandboxServer::start(SandboxOptions::default(), 0)
+                    .await
+                    .map_err(|e| LocalError::Io(format!("the sandbox could not start: {e}")))?,
+            ),
+            _ => None,
+        };
+        let overrides: Vec<(&str, String)> = match (destination, &sandbox) {
+            (Destination::Sandbox, Some(sandbox)) => {
+                vec![("INTERCOM_BASE_URL", sandbox.url.clone()), ("INTERCOM_ACCESS_TOKEN", sandbox.token())]
+            }
+            (Destination::Url(url), _) => {
+                if is_intercom(url) {
+                    return Err(LocalError::Usage(format!(
+                        "{url} is the real Intercom: use --live (with INTERCOM_ACCESS_TOKEN and INTERCOM_REGION) to send to it"
+                    )));
+                }
+                vec![("INTERCOM_BASE_URL", url.clone())]
+            }
+            _ => Vec::new(),
+        };
+        let config = ForwardConfig::local_from_lookup(|name| {
+            if *destination == Destination::Live && name == "INTERCOM_BASE_URL" {
+                // --live means the region's own API root, whatever else the environment says.
+                return None;
+            }
+            overrides.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).or_else(|| env(name))
+        })?;
+        let observed = tally.clone();
+        let client =
+            IntercomClient::new(&config.base_url, config.access_token.clone(), &config.api_version, config.timeout)
+                .map_err(|e: IntercomError| LocalError::Io(e.to_string()))?
+                .with_observer(Arc::new(move |exchange| observed.exchange(current_record(), exchange)));
+        let destination = match &sandbox {
+            Some(sandbox) => format!("the sandbox at {}", sandbox.url),
+            None => config.base_url.clone(),
+        };
+        let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
+        let forwarder = Forwarder::new(executor, dead_letter, config.options());
+        Ok(Local { forwarder, tally, sandbox, destination, redelivery: Duration::from_secs(1) })
+    }
+
+    /// Forwards one batch as an invocation would, telling the tally every outcome.
+    pub async fn forward(&self, event: &SqsEvent) -> BatchReport {
+        let report = self.forwarder.handle(event, Instant::now() + INVOCATION).await;
+        for record in &report.records {
+            self.tally.outcome(record);
+        }
+        report
+    }
+
+    /// Forwards `event` until every record is delivered, skipped or dead-lettered: handed-back records come again after
+    /// the redelivery delay, their receive count one higher, as SQS would hand them out.
+    pub async fn forward_until_done(&self, mut event: SqsEvent) {
+        loop {
+            let report = self.forward(&event).await;
+            let again = report.response().batch_item_failures;
+            if again.is_empty() {
+                return;
+            }
+            event.records.retain(|r| again.iter().any(|f| f.item_identifier == r.message_id));
+            let receives = event.records.iter().map(|r| r.receive_count()).max().unwrap_or(1);
+            for record in &mut event.records {
+                record.attributes.approximate_receive_count = Some((record.receive_count() + 1).to_string());
+            }
+            tokio::time::sleep(self.redelivery_delay(receives)).await;
+        }
+    }
+
+    /// Works through `queue` as Lambda's event source would: batches received, forwarded, deleted or handed back.
+    /// Returns once `closing` is set and the queue is empty.
+    pub async fn drain(&self, queue: &MemoryQueue, closing: &AtomicBool) {
+        loop {
+            let received = queue.receive(BATCH);
+            if received.is_empty() {
+                if closing.load(Ordering::Acquire) && queue.is_empty() {
+                    return;
+                }
+                let soon = Instant::now() + Duration::from_millis(250);
+                queue.changed(queue.next_visible_at().map_or(soon, |at| at.min(soon))).await;
+                continue;
+            }
+            let event = SqsEvent { records: received.iter().map(record).collect() };
+            let report = self.forward(&event).await;
+            for (message, outcome) in received.iter().zip(&report.records) {
+                match outcome.outcome {
+                    Outcome::Retry { .. } => queue.hand_back(&message.id, self.redelivery_delay(message.receive_count)),
+                    _ => queue.delete(&message.id),
+                }
+            }
+        }
+    }
+
+    fn redelivery_delay(&self, receive_count: u32) -> Duration {
+        self.redelivery.saturating_mul(1 << receive_count.saturating_sub(1).min(16)).min(MAX_REDELIVERY)
+    }
+
+    /// What the in-process sandbox holds, counted: `14 contacts (3 leads), 3 companies, 30 events`.
+    pub fn sandbox_summary(&self) -> Option<String> {
+        let state = self.sandbox.as_ref()?.state();
+        let leads = state.contacts.values().filter(|c| c.role == "lead").count();
+        Some(format!(
+            "{} contacts ({leads} leads), {} companies, {} events, {} custom attributes",
+            state.contacts.len(),
+            state.companies.len(),
+            state.events.len(),
+            state.data_attributes.values().map(BTreeMap::len).sum::<usize>()
+        ))
+    }
+}
+
+/// A queue message as Lambda's SQS event source presents it.
+fn record(received: &ReceivedMessage) -> SqsRecord {
+    let message = &received.message;
+    let text = |value: &str| MessageAttribute { string_value: Some(value.to_owned()), data_type: "String".into() };
+    let mut message_attributes = BTreeMap::from([("event_type".to_owned(), text(message.event_type.as_str()))]);
+    if let Some(name) = &message.event_name {
+        message_attributes.insert("event_name".into(), text(name));
+    }
+    SqsRecord {
+        message_id: received.id.clone(),
+        receipt_handle: None,
+        body: Some(message.body.clone()),
+        attributes: RecordAttributes {
+            approximate_receive_count: Some(received.receive_count.to_string()),
+            message_group_id: Some(message.ordering_key.clone()),
+            message_deduplication_id: Some(message.message_id.clone()),
+        },
+        message_attributes,
+        event_source_arn: None,
+    }
+}
+
+/// Whether `url` is one of Intercom's own API hosts.
+fn is_intercom(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or_default();
+    host == "intercom.io" || host.ends_with(".intercom.io")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_intercoms_own_hosts_count_as_live() {
+        assert!(is_intercom("https://api.intercom.io") && is_intercom("https://api.eu.intercom.io/"));
+        assert!(!is_intercom("http://127.0.0.1:4010") && !is_intercom("https://intercom.io.example.com"));
+    }
+}

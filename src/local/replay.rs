@@ -1,0 +1,172 @@
+//! `intercom-relay replay`: files through the ingest validation, an in-memory queue and the forwarder.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::input::{self, Input};
+use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
+use crate::event::{Rejected, parse_batch, parse_single};
+use crate::forward::MemoryDeadLetter;
+use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
+use crate::queue::{Enqueue, MemoryQueue};
+
+/// What to replay and where to.
+pub struct ReplayOptions {
+    /// Files and directories (walked recursively).
+    pub paths: Vec<PathBuf>,
+    pub destination: Destination,
+    /// Keys the function-URL requests among the files must carry.
+    pub write_keys: WriteKeys,
+}
+
+/// Reads every file (all of them first: a file that cannot be read stops the run before anything is sent), then runs
+/// their events through the pipeline until each is delivered, skipped or dead-lettered. Returns the forwarding half,
+/// whose sandbox can still be looked at; the tally holds the report.
+pub async fn replay(
+    options: ReplayOptions,
+    env: impl Fn(&str) -> Option<String>,
+    tally: Arc<Tally>,
+) -> Result<Local, LocalError> {
+    let files = input::files(&options.paths)?;
+    if files.is_empty() {
+        let paths: Vec<String> = options.paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(LocalError::Usage(format!("no .json, .ndjson or .jsonl files in {}", paths.join(", "))));
+    }
+    let inputs =
+        files.into_iter().map(|path| input::read(&path).map(|input| (path, input))).collect::<Result<Vec<_>, _>>()?;
+    let dead_letter = LocalDeadLetter::Memory(MemoryDeadLetter::new());
+    let local = Local::start(&options.destination, env, tally.clone(), dead_letter).await?;
+    let ingest = Ingest::new(
+        IngestOptions { write_keys: options.write_keys, allowed_origins: AllowedOrigins::Any },
+        MemoryQueue::new(),
+    );
+    let files = Files { ingest: &ingest, tally: &tally };
+    // Events are forwarded once every file is in the queue; an SQS event's records come after the events before them.
+    let drained = AtomicBool::new(true);
+    for (path, input) in inputs {
+        let source = path.display().to_string();
+        match input {
+            Input::Event(text) => files.raw(&source, parse_single(&text), false).await,
+            Input::Batch(text) => files.raw(&source, parse_batch(&text), true).await,
+            Input::Array(events) => {
+                for (index, text) in events.iter().enumerate() {
+                    files.raw(&format!("{source} [{index}]"), parse_single(text), false).await;
+                }
+            }
+            Input::Ndjson(lines) => {
+                for (line, text) in &lines {
+                    let parsed = if text.trim_start().starts_with("{\"batch\"") {
+                        parse_batch(text)
+                    } else {
+                        parse_single(text)
+                    };
+                    files.raw(&format!("{source}:{line}"), parsed, false).await;
+                }
+            }
+            Input::Request(request) => files.request(&source, *request).await,
+            Input::Sqs(event) => {
+                local.drain(ingest.queue(), &drained).await;
+                tally.accepted(event.records.len());
+                for record in &event.records {
+                    tally.origin(&record.message_id, &source, None);
+                }
+                local.forward_until_done(event).await;
+            }
+        }
+    }
+    local.drain(ingest.queue(), &drained).await;
+    Ok(local)
+}
+
+struct Files<'a> {
+    ingest: &'a Ingest<MemoryQueue>,
+    tally: &'a Tally,
+}
+
+impl Files<'_> {
+    /// Raw events (no HTTP around them): validated and normalised as the ingest API does, then queued.
+    async fn raw(&self, source: &str, parsed: Result<crate::event::Batch<'_>, crate::event::BodyError>, batch: bool) {
+        let refused = |error: IngestError| RejectedInput {
+            source: source.to_owned(),
+            index: None,
+            message_id: None,
+            status: None,
+            errors: error.to_json(),
+        };
+        let batch_body = match parsed {
+            Ok(body) => body,
+            Err(error) => return self.tally.rejected(refused(error.into())),
+        };
+        let total = batch_body.events.len();
+        let (messages, rejected) = match accept_events(&batch_body, None, OffsetDateTime::now_utc()) {
+            Ok(outcome) => outcome,
+            Err(error) => return self.tally.rejected(refused(error)),
+        };
+        let before = self.ingest.queue().enqueued();
+        self.tally.accepted(messages.len());
+        // The memory queue always takes what it is given.
+        let _ = self.ingest.queue().enqueue(messages).await;
+        self.record(source, before, total, batch, rejected.iter().map(|r| rejection(source, r)).collect());
+    }
+
+    /// A function-URL request, answered by the ingest API itself.
+    async fn request(&self, source: &str, request: lambda_http::Request) {
+        let batch = Route::parse(request.uri().path()) == Some(Route::Batch);
+        let before = self.ingest.queue().enqueued();
+        let response = self.ingest.handle(request).await;
+        let status = response.status().as_u16();
+        let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+        let queued = self.ingest.queue().since(before).len();
+        self.tally.accepted(queued);
+        let mut rejected: Vec<RejectedInput> = Vec::new();
+        if let Some(list) = answer["rejected"].as_array() {
+            for entry in list {
+                rejected.push(RejectedInput {
+                    source: source.to_owned(),
+                    index: entry["index"].as_u64().map(|i| i as usize),
+                    message_id: entry["messageId"].as_str().map(str::to_owned),
+                    status: Some(status),
+                    errors: entry["errors"].clone(),
+                });
+            }
+        } else if status >= 400 {
+            let errors = answer.get("error").cloned().unwrap_or_else(|| json!({"message": answer.to_string()}));
+            rejected.push(RejectedInput {
+                source: source.to_owned(),
+                index: None,
+                message_id: None,
+                status: Some(status),
+                errors,
+            });
+        }
+        let total = queued + rejected.iter().filter(|r| r.index.is_some()).count();
+        self.record(source, before, total, batch, rejected);
+    }
+
+    /// Tells the tally the refusals and where each newly queued event came from (`file [3]` for the fourth of a batch).
+    fn record(&self, source: &str, before: u64, total: usize, batch: bool, rejected: Vec<RejectedInput>) {
+        let refused: Vec<usize> = rejected.iter().filter_map(|r| r.index).collect();
+        let places = (0..total).filter(|index| !refused.contains(index));
+        for (place, (id, message)) in places.zip(self.ingest.queue().since(before)) {
+            let label = if batch { format!("{source} [{place}]") } else { source.to_owned() };
+            self.tally.origin(&id, &label, Some(&message.message_id));
+        }
+        for rejected in rejected {
+            self.tally.rejected(rejected);
+        }
+    }
+}
+
+fn rejection(source: &str, rejected: &Rejected) -> RejectedInput {
+    RejectedInput {
+        source: source.to_owned(),
+        index: Some(rejected.index),
+        message_id: rejected.message_id.clone(),
+        status: None,
+        errors: serde_json::to_value(&rejected.errors).unwrap_or(Value::Null),
+    }
+}

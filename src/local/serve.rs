@@ -1,0 +1,209 @@
+//! `intercom-relay serve`: the ingest API over HTTP on this machine, the forwarder draining the queue behind it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::{error, warn};
+
+use super::{Destination, Local, LocalDeadLetter, LocalError, Tally};
+use crate::forward::{MemoryDeadLetter, SqsDeadLetter, SqsPoller};
+use crate::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys};
+use crate::queue::{Enqueue, EnqueueError, MemoryQueue, QueuedMessage, RetryPolicy, SqsQueue};
+
+/// The most a request body may hold: what a Lambda function URL takes.
+const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+
+/// How long open connections get to finish their requests once the server stops.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
+
+/// Where and how to serve.
+pub struct ServeOptions {
+    pub host: String,
+    /// 0: any free port.
+    pub port: u16,
+    pub destination: Destination,
+    pub write_keys: WriteKeys,
+    pub allowed_origins: AllowedOrigins,
+    /// An SQS queue between ingest and the forwarder instead of the in-memory one.
+    pub queue_url: Option<String>,
+    /// With `queue_url`: where dead letters go (else they are kept in memory and listed at the end).
+    pub dlq_url: Option<String>,
+}
+
+/// The queue between the two halves.
+enum Queue {
+    Memory(MemoryQueue),
+    Sqs { queue: SqsQueue, poller: SqsPoller },
+}
+
+impl Enqueue for Queue {
+    async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
+        match self {
+            Queue::Memory(queue) => queue.enqueue(messages).await,
+            Queue::Sqs { queue, .. } => queue.enqueue(messages).await,
+        }
+    }
+}
+
+/// A bound server, not yet serving.
+pub struct Server {
+    /// Where it listens, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    listener: TcpListener,
+    ingest: Arc<Ingest<Queue>>,
+    local: Arc<Local>,
+}
+
+/// Binds `options.host:port` and starts the forwarding half (the sandbox by default).
+pub async fn serve(
+    options: ServeOptions,
+    env: impl Fn(&str) -> Option<String>,
+    tally: Arc<Tally>,
+) -> Result<Server, LocalError> {
+    let listener = TcpListener::bind((options.host.as_str(), options.port))
+        .await
+        .map_err(|e| LocalError::Io(format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
+    let address = listener.local_addr().map_err(|e| LocalError::Io(e.to_string()))?;
+    let (queue, dead_letter) = match &options.queue_url {
+        None => (Queue::Memory(MemoryQueue::new()), LocalDeadLetter::Memory(MemoryDeadLetter::new())),
+        Some(url) => {
+            let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            let client = aws_sdk_sqs::Client::new(&aws);
+            let dead_letter = match &options.dlq_url {
+                Some(dlq) => LocalDeadLetter::Sqs(SqsDeadLetter::new(client.clone(), dlq)),
+                None => LocalDeadLetter::Memory(MemoryDeadLetter::new()),
+            };
+            let queue = SqsQueue::new(client.clone(), url, RetryPolicy::default());
+            (Queue::Sqs { queue, poller: SqsPoller::new(client, url, Duration::from_secs(1)) }, dead_letter)
+        }
+    };
+    let local = Local::start(&options.destination, env, tally, dead_letter).await?;
+    let ingest =
+        Ingest::new(IngestOptions { write_keys: options.write_keys, allowed_origins: options.allowed_origins }, queue);
+    Ok(Server { url: format!("http://{address}"), listener, ingest: Arc::new(ingest), local: Arc::new(local) })
+}
+
+impl Server {
+    /// The forwarding half: its sandbox, destination and tally.
+    pub fn local(&self) -> &Arc<Local> {
+        &self.local
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, lets open requests finish, forwards what the queue
+    /// holds (the in-memory one; SQS keeps its messages for next time) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, ingest, local, .. } = self;
+        let closing = Arc::new(AtomicBool::new(false));
+        let forwarding = tokio::spawn(forward(ingest.clone(), local.clone(), closing.clone()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            warn!(error = %e, "A connection could not be accepted.");
+                            continue;
+                        }
+                    };
+                    connections.spawn(connection(stream, ingest.clone(), stopped.clone()));
+                }
+            }
+        }
+        drop(listener);
+        let _ = stop.send(true);
+        let all_closed = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(CONNECTIONS_GRACE, all_closed).await.is_err() {
+            warn!("Connections still open after the grace period were closed.");
+        }
+        closing.store(true, Ordering::Release);
+        if let Err(e) = forwarding.await {
+            error!(error = %e, "The forwarder stopped abnormally.");
+        }
+    }
+}
+
+async fn forward(ingest: Arc<Ingest<Queue>>, local: Arc<Local>, closing: Arc<AtomicBool>) {
+    match ingest.queue() {
+        Queue::Memory(queue) => local.drain(queue, &closing).await,
+        Queue::Sqs { poller, .. } => {
+            while !closing.load(Ordering::Acquire) {
+                let event = match poller.receive(10).await {
+                    Ok(event) if event.records.is_empty() => continue,
+                    Ok(event) => event,
+                    Err(problem) => {
+                        warn!(%problem, "Receiving from SQS failed; trying again in a second.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let report = local.forward(&event).await;
+                if let Err(problem) = poller.acknowledge(&event, &report.response()).await {
+                    // Not deleted: SQS hands them out again after the visibility timeout.
+                    warn!(%problem, "Deleting forwarded messages failed; they will come again.");
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP/1 connection; once `stopped` turns true it finishes the request in hand and closes.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    ingest: Arc<Ingest<Queue>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |request| answer(ingest.clone(), request));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let stop = async move {
+        // The guard wait_for returns is not Send: drop it before the next await.
+        let _ = stopped.wait_for(|stopped| *stopped).await.map(drop);
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The ingest API's own answer to a hyper request, with the body read as a function URL would hand it over.
+async fn answer(
+    ingest: Arc<Ingest<Queue>>,
+    request: http::Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let message = format!("the request body is over {MAX_REQUEST_BYTES} bytes, the most a function URL takes");
+            let body =
+                serde_json::json!({"success": false, "error": {"code": "payload_too_large", "message": message}});
+            let response = Response::builder()
+                .status(StatusCode::PAYLOAD_TOO_LARGE)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("static headers are valid");
+            return Ok(response);
+        }
+    };
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let response = ingest.handle(http::Request::from_parts(parts, body)).await;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref()))))
+}

@@ -1,0 +1,285 @@
+//! The `intercom-relay` CLI: `replay` files or `serve` the HTTP API through the whole pipeline in one process, against
+//! the built-in Intercom sandbox unless told otherwise; `sandbox` runs the sandbox alone.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use intercom_relay::ingest::{AllowedOrigins, WriteKeys};
+use intercom_relay::local::{Destination, LocalError, ReplayOptions, ServeOptions, Tally, replay, serve};
+use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use secrecy::SecretString;
+use tracing_subscriber::filter::LevelFilter;
+
+#[derive(Parser)]
+#[command(name = "intercom-relay", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run events from files through validation, an in-memory queue and the forwarder, and report every outcome.
+    ///
+    /// Each file may hold one Segment event, a batch body ({"batch": [...]}), a JSON array of events, NDJSON, a
+    /// function-URL request event or an SQS event of envelopes; directories are walked for .json, .ndjson and .jsonl
+    /// files. Exit status: 0 when the run completed, 1 with --strict if anything was rejected or dead-lettered,
+    /// 2 for usage or input errors.
+    Replay(ReplayArgs),
+    /// Serve Segment's HTTP Tracking API on this machine, forwarding what it accepts as it arrives.
+    ///
+    /// Write keys come from WRITE_KEYS (one is made and printed when it is unset), CORS origins from
+    /// CORS_ALLOWED_ORIGINS. With QUEUE_URL set, events go through that SQS queue (and dead letters to DLQ_URL when
+    /// set). SIGINT or SIGTERM stops accepting, forwards what is queued and prints the summary.
+    Serve(ServeArgs),
+    /// Run the Intercom sandbox alone (e.g. for `cargo lambda watch` with INTERCOM_BASE_URL pointing at it).
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args)]
+struct IntercomArgs {
+    /// Send Intercom calls to this server (a standalone `intercom-relay sandbox`, a proxy) with the token in
+    /// INTERCOM_ACCESS_TOKEN, instead of a sandbox started in this process.
+    #[arg(long, value_name = "URL", conflicts_with = "live")]
+    intercom_url: Option<String>,
+    /// Send to the real Intercom workspace of INTERCOM_ACCESS_TOKEN in INTERCOM_REGION (us, eu or au). Never the default.
+    #[arg(long)]
+    live: bool,
+}
+
+impl IntercomArgs {
+    fn destination(&self) -> Destination {
+        match (&self.intercom_url, self.live) {
+            (_, true) => Destination::Live,
+            (Some(url), false) => Destination::Url(url.clone()),
+            (None, false) => Destination::Sandbox,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Files and directories of events.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    intercom: IntercomArgs,
+    /// Print one JSON report instead of a line per event.
+    #[arg(long)]
+    json: bool,
+    /// Include every Intercom request (method, path, status and body) in the report.
+    #[arg(long)]
+    show_requests: bool,
+    /// Exit with status 1 if any event was rejected or dead-lettered.
+    #[arg(long)]
+    strict: bool,
+    /// Write keys the function-URL requests among the files must carry (comma-separated); the default is the key of
+    /// the samples in events/requests.
+    #[arg(long = "write-keys", env = "WRITE_KEYS", hide_env_values = true, default_value = "test-write-key")]
+    write_keys: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    #[command(flatten)]
+    intercom: IntercomArgs,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// 0 picks a free port.
+    #[arg(long, default_value_t = 4010)]
+    port: u16,
+    /// The access token it accepts as `Authorization: Bearer …`.
+    #[arg(long, default_value = "sandbox-token")]
+    token: String,
+    /// Calls allowed per 10-second window before it answers 429 (Intercom's default is 1,666).
+    #[arg(long, default_value_t = 1666)]
+    rate_limit: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&LocalError::Io(format!("cannot start the async runtime: {e}"))),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Replay(args) => run_replay(args).await,
+            Command::Serve(args) => run_serve(args).await,
+            Command::Sandbox(args) => run_sandbox(args).await,
+        }
+    });
+    result.unwrap_or_else(|error| fail(&error))
+}
+
+fn fail(error: &LocalError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "intercom-relay: {error}");
+    ExitCode::from(2)
+}
+
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn write_keys(text: &str) -> Option<WriteKeys> {
+    let keys: Vec<SecretString> =
+        text.split(',').map(str::trim).filter(|k| !k.is_empty()).map(SecretString::from).collect();
+    WriteKeys::new(&keys)
+}
+
+async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
+    intercom_relay::logging::init_local(LevelFilter::WARN);
+    let write_keys =
+        write_keys(&args.write_keys).ok_or_else(|| LocalError::Usage("--write-keys holds no write key".into()))?;
+    let options = ReplayOptions { paths: args.paths, destination: args.intercom.destination(), write_keys };
+    let tally = Arc::new(Tally::new(true, args.show_requests));
+    let progress = progress_bar(tally.clone());
+    let local = replay(options, env, tally.clone()).await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let local = local?;
+    let report = tally.report();
+    if args.json {
+        out(&format!("{}\n", serde_json::to_string_pretty(&report).expect("a report serialises")));
+    } else {
+        out(&report.text());
+        if let Some(requests) = &report.requests {
+            for request in requests {
+                let body = request.body.as_ref().map(|b| format!(" {b}")).unwrap_or_default();
+                let status = request.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+                out(&format!("{} {} -> {status}{body}\n", request.method, request.path));
+            }
+        }
+        let held = local.sandbox_summary().map(|s| format!(": it holds {s}")).unwrap_or_default();
+        out(&format!("Intercom: {}{held}.\n", local.destination));
+    }
+    let failed = !report.rejected.is_empty() || !report.dead_lettered.is_empty();
+    Ok(if args.strict && failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// A bar on stderr while events are forwarded, when stderr is a terminal.
+fn progress_bar(tally: Arc<Tally>) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events forwarded ({elapsed})")
+            .expect("a valid template"),
+    );
+    Some(tokio::spawn(async move {
+        let _clear = ClearOnDrop(bar.clone());
+        loop {
+            let (accepted, finished) = tally.progress();
+            bar.set_length(accepted as u64);
+            bar.set_position(finished as u64);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }))
+}
+
+struct ClearOnDrop(indicatif::ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
+    intercom_relay::logging::init_local(LevelFilter::INFO);
+    let (write_keys, generated) = match env("WRITE_KEYS") {
+        Some(text) => {
+            (write_keys(&text).ok_or_else(|| LocalError::Usage("WRITE_KEYS holds no write key".into()))?, None)
+        }
+        None => {
+            let key = format!("local-{}", uuid::Uuid::new_v4().simple());
+            (write_keys(&key).expect("one key"), Some(key))
+        }
+    };
+    let allowed_origins = match env("CORS_ALLOWED_ORIGINS") {
+        None => AllowedOrigins::Any,
+        Some(text) => AllowedOrigins::parse(&text)
+            .map_err(|reason| LocalError::Usage(format!("CORS_ALLOWED_ORIGINS is invalid: {reason}")))?,
+    };
+    let options = ServeOptions {
+        host: args.host,
+        port: args.port,
+        destination: args.intercom.destination(),
+        write_keys,
+        allowed_origins,
+        queue_url: env("QUEUE_URL").filter(|url| !url.trim().is_empty()),
+        dlq_url: env("DLQ_URL").filter(|url| !url.trim().is_empty()),
+    };
+    let queue = options.queue_url.clone().map_or_else(|| "in memory".to_owned(), |url| format!("SQS {url}"));
+    let tally = Arc::new(Tally::new(false, false));
+    let server = serve(options, env, tally.clone()).await?;
+    let local = server.local().clone();
+    let key = match &generated {
+        Some(key) => format!("{key} (made for this run; set WRITE_KEYS to choose)"),
+        None => "from WRITE_KEYS".to_owned(),
+    };
+    let example_key = generated.as_deref().unwrap_or("$WRITE_KEY");
+    out(&format!(
+        "Segment HTTP Tracking API on {url}\n  write key: {key}\n  queue:     {queue}\n  Intercom:  {}\n\
+         Try: curl -u '{example_key}:' -H 'content-type: application/json' -d '{{\"userId\":\"user-1\",\"event\":\"Signed Up\"}}' {url}/v1/track\n\
+         Ctrl-C stops it: what is queued is forwarded first.\n",
+        local.destination,
+        url = server.url,
+    ));
+    server.run(shutdown_signal()).await;
+    let held =
+        local.sandbox_summary().map(|s| format!("Intercom ({}) holds {s}.\n", local.destination)).unwrap_or_default();
+    out(&format!("Stopped. {}{held}", tally.report().summary()));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
+    intercom_relay::logging::init_local(LevelFilter::INFO);
+    let options = SandboxOptions { token: args.token, rate_limit: args.rate_limit, ..SandboxOptions::default() };
+    let sandbox = SandboxServer::start(options, args.port)
+        .await
+        .map_err(|e| LocalError::Io(format!("cannot listen on 127.0.0.1:{}: {e}", args.port)))?;
+    out(&format!(
+        "Intercom sandbox on {url}\n  token: {token}\n  what it holds: GET {url}/_sandbox/state\n  what it was asked: GET {url}/_sandbox/requests\n\
+         Point the forwarder at it: INTERCOM_BASE_URL={url} INTERCOM_ACCESS_TOKEN={token}\n",
+        url = sandbox.url,
+        token = sandbox.token(),
+    ));
+    shutdown_signal().await;
+    let state = sandbox.state();
+    out(&format!(
+        "Stopped after {} requests; it held {} contacts, {} companies, {} events.\n",
+        sandbox.requests().len(),
+        state.contacts.len(),
+        state.companies.len(),
+        state.events.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be listened for");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
