@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::input::{self, Input};
@@ -119,30 +119,9 @@ impl Files<'_> {
         let before = self.ingest.queue().enqueued();
         let response = self.ingest.handle(request).await;
         let status = response.status().as_u16();
-        let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
         let queued = self.ingest.queue().since(before).len();
         self.tally.accepted(queued);
-        let mut rejected: Vec<RejectedInput> = Vec::new();
-        if let Some(list) = answer["rejected"].as_array() {
-            for entry in list {
-                rejected.push(RejectedInput {
-                    source: source.to_owned(),
-                    index: entry["index"].as_u64().map(|i| i as usize),
-                    message_id: entry["messageId"].as_str().map(str::to_owned),
-                    status: Some(status),
-                    errors: entry["errors"].clone(),
-                });
-            }
-        } else if status >= 400 {
-            let errors = answer.get("error").cloned().unwrap_or_else(|| json!({"message": answer.to_string()}));
-            rejected.push(RejectedInput {
-                source: source.to_owned(),
-                index: None,
-                message_id: None,
-                status: Some(status),
-                errors,
-            });
-        }
+        let rejected = RejectedInput::from_answer(source, status, response.body().as_ref());
         let total = queued + rejected.iter().filter(|r| r.index.is_some()).count();
         self.record(source, before, total, batch, rejected);
     }

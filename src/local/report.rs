@@ -47,6 +47,35 @@ pub struct RejectedInput {
     pub errors: Value,
 }
 
+impl RejectedInput {
+    /// What an ingest API answer (`status`, `body`) says was refused: each refused event of a batch, or the request.
+    pub fn from_answer(source: &str, status: u16, body: &[u8]) -> Vec<RejectedInput> {
+        let success = (200..300).contains(&status);
+        if success && memchr::memmem::find(body, b"\"rejected\"").is_none() {
+            return Vec::new();
+        }
+        let answer: Value = serde_json::from_slice(body).unwrap_or_default();
+        let refusal = |index: Option<usize>, message_id: Option<String>, errors: Value| RejectedInput {
+            source: source.to_owned(),
+            index,
+            message_id,
+            status: Some(status),
+            errors,
+        };
+        match answer["rejected"].as_array() {
+            Some(list) => list
+                .iter()
+                .map(|entry| {
+                    let index = entry["index"].as_u64().map(|i| i as usize);
+                    refusal(index, entry["messageId"].as_str().map(str::to_owned), entry["errors"].clone())
+                })
+                .collect(),
+            None if !success => vec![refusal(None, None, answer["error"].clone())],
+            None => Vec::new(),
+        }
+    }
+}
+
 /// An event that was skipped or dead-lettered, with the reason.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Finished {

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{error, warn};
 
-use super::{Destination, Local, LocalDeadLetter, LocalError, Tally};
+use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
 use crate::forward::{MemoryDeadLetter, SqsDeadLetter, SqsPoller};
 use crate::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys};
 use crate::queue::{Enqueue, EnqueueError, MemoryQueue, QueuedMessage, RetryPolicy, SqsQueue};
@@ -40,18 +40,26 @@ pub struct ServeOptions {
     pub dlq_url: Option<String>,
 }
 
-/// The queue between the two halves.
-enum Queue {
+/// The queue between the two halves, counting what it takes.
+struct Queue {
+    kind: QueueKind,
+    tally: Arc<Tally>,
+}
+
+enum QueueKind {
     Memory(MemoryQueue),
     Sqs { queue: SqsQueue, poller: SqsPoller },
 }
 
 impl Enqueue for Queue {
     async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
-        match self {
-            Queue::Memory(queue) => queue.enqueue(messages).await,
-            Queue::Sqs { queue, .. } => queue.enqueue(messages).await,
+        let count = messages.len();
+        match &self.kind {
+            QueueKind::Memory(queue) => queue.enqueue(messages).await?,
+            QueueKind::Sqs { queue, .. } => queue.enqueue(messages).await?,
         }
+        self.tally.accepted(count);
+        Ok(())
     }
 }
 
@@ -75,7 +83,7 @@ pub async fn serve(
         .map_err(|e| LocalError::Io(format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
     let address = listener.local_addr().map_err(|e| LocalError::Io(e.to_string()))?;
     let (queue, dead_letter) = match &options.queue_url {
-        None => (Queue::Memory(MemoryQueue::new()), LocalDeadLetter::Memory(MemoryDeadLetter::new())),
+        None => (QueueKind::Memory(MemoryQueue::new()), LocalDeadLetter::Memory(MemoryDeadLetter::new())),
         Some(url) => {
             let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
             let client = aws_sdk_sqs::Client::new(&aws);
@@ -84,9 +92,10 @@ pub async fn serve(
                 None => LocalDeadLetter::Memory(MemoryDeadLetter::new()),
             };
             let queue = SqsQueue::new(client.clone(), url, RetryPolicy::default());
-            (Queue::Sqs { queue, poller: SqsPoller::new(client, url, Duration::from_secs(1)) }, dead_letter)
+            (QueueKind::Sqs { queue, poller: SqsPoller::new(client, url, Duration::from_secs(1)) }, dead_letter)
         }
     };
+    let queue = Queue { kind: queue, tally: tally.clone() };
     let local = Local::start(&options.destination, env, tally, dead_letter).await?;
     let ingest =
         Ingest::new(IngestOptions { write_keys: options.write_keys, allowed_origins: options.allowed_origins }, queue);
@@ -137,9 +146,9 @@ impl Server {
 }
 
 async fn forward(ingest: Arc<Ingest<Queue>>, local: Arc<Local>, closing: Arc<AtomicBool>) {
-    match ingest.queue() {
-        Queue::Memory(queue) => local.drain(queue, &closing).await,
-        Queue::Sqs { poller, .. } => {
+    match &ingest.queue().kind {
+        QueueKind::Memory(queue) => local.drain(queue, &closing).await,
+        QueueKind::Sqs { poller, .. } => {
             while !closing.load(Ordering::Acquire) {
                 let event = match poller.receive(10).await {
                     Ok(event) if event.records.is_empty() => continue,
@@ -203,7 +212,11 @@ async fn answer(
         }
     };
     let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let source = format!("{} {}", parts.method, parts.uri.path());
     let response = ingest.handle(http::Request::from_parts(parts, body)).await;
     let (parts, body) = response.into_parts();
+    for refused in RejectedInput::from_answer(&source, parts.status.as_u16(), body.as_ref()) {
+        ingest.queue().tally.rejected(refused);
+    }
     Ok(Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref()))))
 }

@@ -1,0 +1,414 @@
+//! The `intercom-relay` binary as a user runs it: `replay` of events/ and of hand-made files, `serve` fed over HTTP as
+//! the SDKs send, `sandbox` alone; what the sandbox ends up holding, the report's figures and the exit statuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use intercom_relay::local::{Destination, ReplayOptions, Tally, replay};
+use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
+use serde_json::{Value, json};
+
+use crate::helpers::{BASIC_AUTH, events_dir, options};
+
+fn relay() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_intercom-relay"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("WRITE_KEYS").env_remove("RUST_LOG");
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `intercom-relay ARGS` to the end (on a blocking thread, so a sandbox in this process keeps answering).
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = relay();
+    command.args(args).envs(env.iter().copied());
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.unwrap()
+}
+
+fn report(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output.stdout)))
+}
+
+/// A fresh directory under the target directory, for files a test writes.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn by_external_id(state: &SandboxState) -> BTreeMap<String, &intercom_relay::sandbox::Contact> {
+    state.contacts.values().filter_map(|c| Some((c.external_id.clone()?, c))).collect()
+}
+
+/// The company ids of `company_id`'s contacts, as external ids.
+fn members(state: &SandboxState, company_id: &str) -> BTreeSet<String> {
+    let id = &state.companies.values().find(|c| c.company_id == company_id).expect(company_id).id;
+    state.contacts.values().filter(|c| c.companies.contains(id)).filter_map(|c| c.external_id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_in_intercom() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let output = run(
+        &["replay", "events/", "--intercom-url", &sandbox.url, "--json"],
+        &[("INTERCOM_ACCESS_TOKEN", &sandbox.token())],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = report(&output);
+    let state = sandbox.state();
+
+    let users = by_external_id(&state);
+    let expected: BTreeSet<&str> = [
+        "1002",
+        "u-1",
+        "u-2",
+        "user-1001",
+        "user-1002",
+        "user-1003",
+        "user-1004",
+        "user-1005",
+        "user-1006",
+        "user-1007",
+        "user-1008",
+        "user-2001",
+        "user-3001",
+        "user-4001",
+    ]
+    .into();
+    assert_eq!(users.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
+    let leads: BTreeSet<_> =
+        state.contacts.values().filter(|c| c.role == "lead").filter_map(|c| c.email.as_deref()).collect();
+    assert_eq!(leads, ["lead@example.com", "rudder@example.com"].into());
+    let ada = users["user-1001"];
+    assert_eq!(ada.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(ada.fields["name"], "Augusta Ada King", "the later identify's name");
+    assert_eq!((&ada.custom_attributes["plan"], &ada.custom_attributes["logins"]), (&json!("pro"), &json!(42)));
+
+    assert_eq!(state.companies.len(), 6);
+    assert_eq!(members(&state, "org-77"), ["user-1001".to_owned(), "user-1007".to_owned()].into());
+    assert_eq!(members(&state, "org-88"), ["user-1008".to_owned(), "user-2001".to_owned()].into());
+    assert_eq!(members(&state, "4242"), ["user-1002".to_owned()].into());
+    let org_77 = state.companies.values().find(|c| c.company_id == "org-77").unwrap();
+    assert_eq!((&org_77.fields["plan"], &org_77.fields["size"]), (&json!("enterprise"), &json!(250)));
+
+    let event = |user: &str, name: &str| {
+        let contact = &users[user].id;
+        let found = state.events.iter().find(|e| &e.contact_id == contact && e.event_name == name);
+        found.unwrap_or_else(|| panic!("{user} {name}: {:?}", state.events)).metadata.clone()
+    };
+    assert_eq!(
+        Value::Object(event("user-1001", "order completed")),
+        json!({"price": {"amount": 4250, "currency": "eur"}, "order_id": "ord-5001", "coupon": "SPRING"})
+    );
+    assert_eq!(Value::Object(event("user-2001", "report exported")), json!({"format": "csv", "rows": 1200}));
+    assert_eq!(
+        Value::Object(event("u-2", "page_viewed")),
+        json!({"url": "https://example.com/pricing", "name": "Pricing"})
+    );
+    assert_eq!(state.events.len(), 16);
+
+    // Every accepted event ended one way, and every call the sandbox answered is in the report.
+    let (accepted, delivered) = (report["accepted"].as_u64().unwrap(), report["delivered"].as_u64().unwrap());
+    let (skipped, dead) = (report["skipped"].as_array().unwrap(), report["dead_lettered"].as_array().unwrap());
+    assert_eq!((accepted, delivered, skipped.len(), dead.len()), (46, 37, 8, 1));
+    assert_eq!(accepted, delivered + skipped.len() as u64 + dead.len() as u64);
+    assert_eq!(report["events"].as_array().unwrap().len() as u64, accepted);
+    let calls = &report["intercom_calls"];
+    assert_eq!(calls["total"].as_u64().unwrap() as usize, sandbox.requests().len());
+    assert_eq!(
+        calls["total"],
+        calls["by_endpoint"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>()
+    );
+    let per_event: usize =
+        report["events"].as_array().unwrap().iter().map(|e| e["calls"].as_array().unwrap().len()).sum();
+    assert_eq!(per_event, sandbox.requests().len());
+    assert_eq!(dead[0]["reason"]["error_code"], "malformed_envelope");
+    assert_eq!(dead[0]["source"], "events/sqs/batch.json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_rejections() {
+    let output = run(&["replay", "events/"], &[]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("46 accepted, 16 rejected; 37 delivered, 8 skipped, 1 dead-lettered; 82 Intercom calls."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Intercom: the sandbox at http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("it holds 16 contacts (2 leads), 6 companies, 16 events"), "{stdout}");
+    let track = "delivered     track    msg-track-1001  (events/requests/track.json)\n    POST /events -> 202\n";
+    assert!(stdout.contains(track), "{stdout}");
+    assert!(stdout.contains("rejected      events/requests/invalid/wrong-write-key.json: the write key is not valid"));
+
+    let strict = run(&["replay", "events/", "--strict", "--json"], &[]).await;
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
+    assert_eq!(report(&strict)["rejected"].as_array().unwrap().len(), 16);
+    let clean = run(&["replay", "events/segment", "--strict"], &[]).await;
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reads_ndjson_arrays_and_batches_and_names_each_events_place() {
+    let dir = scratch("replay-shapes");
+    let track = |id: &str, user: &str| json!({"type": "track", "userId": user, "event": "Signed In", "messageId": id});
+    let ndjson = format!("{}\n\n{}\n", track("n-1", "nd-1"), json!({"type": "track", "messageId": "n-2"}));
+    std::fs::write(dir.join("events.ndjson"), ndjson).unwrap();
+    std::fs::write(dir.join("list.json"), json!([track("a-1", "ar-1"), track("a-2", "ar-2")]).to_string()).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not walked: only .json, .ndjson and .jsonl").unwrap();
+    let batch = json!({"batch": [track("b-1", "ba-1"), {"type": "identify", "messageId": "b-2"}], "context": {"ip": "203.0.113.9"}});
+    std::fs::write(dir.join("batch.json"), batch.to_string()).unwrap();
+    let output = run(&["replay", dir.to_str().unwrap(), "--json", "--show-requests"], &[]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = report(&output);
+    let sources: Vec<(&str, &str, &str)> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["source"].as_str().unwrap(), e["message_id"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    let d = dir.display();
+    let (batch, ndjson, list) =
+        (format!("{d}/batch.json [0]"), format!("{d}/events.ndjson:1"), format!("{d}/list.json"));
+    assert_eq!(
+        sources,
+        [
+            (batch.as_str(), "b-1", "delivered"),
+            (ndjson.as_str(), "n-1", "delivered"),
+            (&format!("{list} [0]"), "a-1", "delivered"),
+            (&format!("{list} [1]"), "a-2", "delivered")
+        ]
+    );
+    let rejected: Vec<(&str, u64)> = report["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["source"].as_str().unwrap(), r["index"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(rejected, [(format!("{d}/batch.json").as_str(), 1), (format!("{d}/events.ndjson:3").as_str(), 0)]);
+    let paths: Vec<&Value> = report["rejected"][1]["errors"].as_array().unwrap().iter().map(|e| &e["path"]).collect();
+    assert_eq!(paths, [&json!("userId"), &json!("event")]);
+    // Each track of a new user: 404, create the contact, then the event; the bodies are the requests Intercom got.
+    let requests = report["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 12);
+    let of_b1: Vec<(&str, &str, u64, &Value)> = requests
+        .iter()
+        .filter(|r| r["message_id"] == "b-1")
+        .map(|r| {
+            let (method, path) = (r["method"].as_str().unwrap(), r["path"].as_str().unwrap());
+            (method, path, r["status"].as_u64().unwrap(), &r["body"])
+        })
+        .collect();
+    let statuses: Vec<(&str, &str, u64)> = of_b1.iter().map(|(m, p, s, _)| (*m, *p, *s)).collect();
+    assert_eq!(statuses, [("POST", "/events", 404), ("POST", "/contacts", 200), ("POST", "/events", 202)]);
+    assert_eq!((&of_b1[1].3["external_id"], &of_b1[2].3["event_name"]), (&json!("ba-1"), &json!("Signed In")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_replay_cannot_read_is_named_and_nothing_is_sent() {
+    let dir = scratch("replay-unknown");
+    std::fs::write(dir.join("a-good.json"), json!({"type": "track", "userId": "u", "event": "E"}).to_string()).unwrap();
+    std::fs::write(dir.join("b-unknown.json"), json!({"user": "u"}).to_string()).unwrap();
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let output = run(
+        &["replay", dir.to_str().unwrap(), "--intercom-url", &sandbox.url],
+        &[("INTERCOM_ACCESS_TOKEN", &sandbox.token())],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("b-unknown.json: is a JSON object of no shape replay knows: expected a Segment event"),
+        "{stderr}"
+    );
+    assert!(sandbox.requests().is_empty(), "nothing may be sent when an input is unreadable");
+
+    let missing = run(&["replay", "no/such/dir"], &[]).await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("no/such/dir: No such file or directory"), "{}", text(&missing.stderr));
+    let usage = run(&["replay"], &[]).await;
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(text(&usage.stderr).contains("the following required arguments were not provided"));
+    let live_by_url = run(&["replay", "events/segment", "--intercom-url", "https://api.intercom.io"], &[]).await;
+    assert_eq!(live_by_url.status.code(), Some(2));
+    assert!(text(&live_by_url.stderr).contains("is the real Intercom: use --live"), "{}", text(&live_by_url.stderr));
+    let live = run(&["replay", "events/segment", "--live"], &[("INTERCOM_ACCESS_TOKEN", "")]).await;
+    assert_eq!(live.status.code(), Some(2));
+    assert!(text(&live.stderr).contains("INTERCOM_ACCESS_TOKEN is not set"), "{}", text(&live.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_as_a_library_leaves_the_built_in_sandbox_to_look_at() {
+    let tally = Arc::new(Tally::new(true, false));
+    let options = ReplayOptions {
+        paths: vec![events_dir().join("requests/batch.json")],
+        destination: Destination::Sandbox,
+        write_keys: options().write_keys,
+    };
+    let local = replay(options, |_| None, tally.clone()).await.unwrap();
+    let state = local.sandbox.as_ref().unwrap().state();
+    assert_eq!(by_external_id(&state).keys().collect::<Vec<_>>(), ["user-2001"]);
+    assert_eq!(members(&state, "org-88"), ["user-2001".to_owned()].into());
+    let report = tally.report();
+    assert_eq!((report.accepted, report.delivered, report.skipped.len()), (4, 3, 1));
+}
+
+/// `intercom-relay serve` on a free port, sending to `sandbox`; its stdout's first line gives the URL.
+struct Served {
+    child: Child,
+    url: String,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+const KEY: &str = "test-write-key";
+
+fn start_serve(intercom_url: &str, token: &str) -> Served {
+    let mut child = relay()
+        .args(["serve", "--port", "0", "--intercom-url", intercom_url])
+        .env("INTERCOM_ACCESS_TOKEN", token)
+        .env("WRITE_KEYS", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first.trim().rsplit(' ').next().expect("a URL").to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+    Served { child, url, stdout }
+}
+
+impl Served {
+    /// SIGTERM, then everything it printed after the first line (stdout) and its log (stderr).
+    fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        let mut stdout = String::new();
+        self.stdout.read_to_string(&mut stdout).unwrap();
+        let mut stderr = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (status, stdout, stderr)
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_batches_as_the_sdks_send_them_and_forwards_what_is_queued_before_it_stops() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let served = tokio::task::spawn_blocking({
+        let url = sandbox.url.clone();
+        let token = sandbox.token();
+        move || start_serve(&url, &token)
+    });
+    let served = served.await.unwrap();
+    let http = reqwest::Client::new();
+    // As analytics-python sends: Basic auth, a JSON batch with sentAt and a batch-level context.
+    let python = json!({
+        "batch": [
+            {"type": "identify", "userId": "py-1", "messageId": "py-m-1", "traits": {"email": "py@example.com", "plan": "pro"}},
+            {"type": "track", "userId": "py-1", "event": "Report Exported", "messageId": "py-m-2", "properties": {"rows": 3}},
+        ],
+        "sentAt": "2026-11-22T10:00:00.000Z",
+        "context": {"library": {"name": "analytics-python", "version": "2.3.3"}},
+    });
+    let answer = http
+        .post(format!("{}/v1/batch", served.url))
+        .header("authorization", BASIC_AUTH)
+        .json(&python)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap(), json!({"success": true}));
+    // As analytics-node and RudderStack's SDKs send: gzip, the write key in the body.
+    let node = json!({
+        "batch": [
+            {"type": "group", "userId": "node-1", "groupId": "org-9", "messageId": "node-m-1", "traits": {"name": "Nine"}},
+            {"type": "page", "userId": "node-1", "name": "Pricing", "messageId": "node-m-2", "properties": {"path": "/pricing"}},
+        ],
+        "writeKey": KEY,
+    });
+    let answer = http
+        .post(format!("{}/v1/batch", served.url))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(node.to_string().as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let refused = http.post(format!("{}/v1/track", served.url)).basic_auth("wrong", Some("")).json(&json!({})).send();
+    assert_eq!(refused.await.unwrap().status(), 401);
+
+    // Stopped at once: what was accepted is forwarded before the process ends.
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("Stopped. 4 accepted, 1 rejected; 4 delivered, 0 skipped, 0 dead-lettered"), "{stdout}");
+    assert_eq!(stderr.matches("Delivered.").count(), 4, "one log line per delivered event: {stderr}");
+    let state = sandbox.state();
+    let users = by_external_id(&state);
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["node-1", "py-1"]);
+    assert_eq!(users["py-1"].custom_attributes["plan"], "pro");
+    assert_eq!(members(&state, "org-9"), ["node-1".to_owned()].into());
+    let names: BTreeSet<&str> = state.events.iter().map(|e| e.event_name.as_str()).collect();
+    assert_eq!(names, ["page_viewed", "report exported"].into());
+}
+
+#[test]
+fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
+    let mut child = relay()
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..4 {
+        stdout.read_line(&mut lines).unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let key = lines.lines().find_map(|l| l.trim().strip_prefix("write key: ")).expect(&lines);
+    assert!(key.starts_with("local-") && key.contains("(made for this run; set WRITE_KEYS to choose)"), "{lines}");
+    assert!(lines.contains("Intercom:  the sandbox at http://127.0.0.1:"), "{lines}");
+}
+
+#[test]
+fn sandbox_alone_prints_its_url_and_token_and_serves_its_state() {
+    let mut child = relay()
+        .args(["sandbox", "--port", "0", "--token", "local-token"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the sandbox starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..2 {
+        stdout.read_line(&mut lines).unwrap();
+    }
+    let url = lines.lines().next().and_then(|l| l.rsplit(' ').next()).unwrap().to_owned();
+    let state: Value = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(format!("{url}/_sandbox/state")).await.unwrap().json().await.unwrap() });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines.contains("token: local-token"), "{lines}");
+    assert_eq!(state["contacts"], json!({}));
+}
