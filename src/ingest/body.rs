@@ -47,8 +47,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
     let value = String::from_utf8_lossy(value.as_bytes());
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
-        // text/plain is what browsers send with sendBeacon; an empty type is what some HTTP clients send.
-        "application/json" | "text/plain" | "" => Ok(()),
+        // text/plain is what browsers send with sendBeacon; an empty type is what some HTTP clients send; RudderStack's
+        // Node SDK sends its gzipped JSON as application/x-www-form-urlencoded (axios's default for a Buffer). The body
+        // is read as JSON whatever the label, so a real form body is refused as malformed JSON.
+        "application/json" | "text/plain" | "application/x-www-form-urlencoded" | "" => Ok(()),
         _ if essence.starts_with("application/") && essence.ends_with("+json") => Ok(()),
         _ => Err(IngestError::UnsupportedMediaType(excerpt(&essence))),
     }
@@ -96,15 +98,14 @@ mod tests {
             "application/json; charset=utf-8",
             "text/plain;charset=UTF-8",
             "application/vnd.api+json",
+            "application/x-www-form-urlencoded",
         ];
         for value in ok {
             let mut map = HeaderMap::new();
             map.insert(CONTENT_TYPE, value.parse().unwrap());
             assert!(read_body(&map, b"{}", 10).is_ok(), "{value}");
         }
-        let refused = read_body(&headers(&[("content-type", "application/x-www-form-urlencoded")]), b"{}", 10);
-        assert!(
-            matches!(refused, Err(IngestError::UnsupportedMediaType(t)) if t == "application/x-www-form-urlencoded")
-        );
+        let refused = read_body(&headers(&[("content-type", "multipart/form-data; boundary=x")]), b"{}", 10);
+        assert!(matches!(refused, Err(IngestError::UnsupportedMediaType(t)) if t == "multipart/form-data"));
     }
 }

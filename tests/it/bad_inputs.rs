@@ -363,11 +363,18 @@ fn cases() -> Vec<Case> {
             "Content-Encoding br",
         ),
         case(
-            "form content type",
-            with(&[AUTH, ("content-type", "application/x-www-form-urlencoded")], "/v1/track", b"userId=u"),
+            "multipart content type",
+            with(&[AUTH, ("content-type", "multipart/form-data; boundary=x")], "/v1/track", b"--x"),
             415,
             "unsupported_media_type",
-            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ),
+        case(
+            "a real form body (the form type is taken, as RudderStack's Node SDK labels JSON with it)",
+            with(&[AUTH, ("content-type", "application/x-www-form-urlencoded")], "/v1/track", b"userId=u"),
+            400,
+            "malformed_json",
+            "the body is not valid JSON",
         ),
         case(
             "no write key",

@@ -44,12 +44,12 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn by_external_id(state: &SandboxState) -> BTreeMap<String, &intercom_relay::sandbox::Contact> {
+pub(crate) fn by_external_id(state: &SandboxState) -> BTreeMap<String, &intercom_relay::sandbox::Contact> {
     state.contacts.values().filter_map(|c| Some((c.external_id.clone()?, c))).collect()
 }
 
 /// The company ids of `company_id`'s contacts, as external ids.
-fn members(state: &SandboxState, company_id: &str) -> BTreeSet<String> {
+pub(crate) fn members(state: &SandboxState, company_id: &str) -> BTreeSet<String> {
     let id = &state.companies.values().find(|c| c.company_id == company_id).expect(company_id).id;
     state.contacts.values().filter(|c| c.companies.contains(id)).filter_map(|c| c.external_id.clone()).collect()
 }
@@ -263,15 +263,15 @@ async fn replay_as_a_library_leaves_the_built_in_sandbox_to_look_at() {
 }
 
 /// `intercom-relay serve` on a free port, sending to `sandbox`; its stdout's first line gives the URL.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     stdout: BufReader<std::process::ChildStdout>,
 }
 
-const KEY: &str = "test-write-key";
+pub(crate) const KEY: &str = "test-write-key";
 
-fn start_serve(intercom_url: &str, token: &str) -> Served {
+pub(crate) fn start_serve(intercom_url: &str, token: &str) -> Served {
     let mut child = relay()
         .args(["serve", "--port", "0", "--intercom-url", intercom_url])
         .env("INTERCOM_ACCESS_TOKEN", token)
@@ -290,7 +290,7 @@ fn start_serve(intercom_url: &str, token: &str) -> Served {
 
 impl Served {
     /// SIGTERM, then everything it printed after the first line (stdout) and its log (stderr).
-    fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String, String) {
         let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(killed.success());
         let status = self.child.wait().unwrap();

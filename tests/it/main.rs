@@ -10,5 +10,6 @@ mod helpers;
 mod ingest;
 mod intercom;
 mod mapping;
+mod sdks;
 mod sqs;
 mod startup;
