@@ -49,6 +49,10 @@ struct IntercomArgs {
     /// Send to the real Intercom workspace of INTERCOM_ACCESS_TOKEN in INTERCOM_REGION (us, eu or au). Never the default.
     #[arg(long)]
     live: bool,
+    /// Calls per 10-second window the built-in sandbox allows before answering 429, as Intercom does (its default is
+    /// 1,666: a replay of 100,000 events takes about ten minutes, as it would against Intercom).
+    #[arg(long, value_name = "CALLS", default_value_t = SandboxOptions::default().rate_limit, conflicts_with_all = ["intercom_url", "live"])]
+    rate_limit: u64,
 }
 
 impl IntercomArgs {
@@ -56,7 +60,7 @@ impl IntercomArgs {
         match (&self.intercom_url, self.live) {
             (_, true) => Destination::Live,
             (Some(url), false) => Destination::Url(url.clone()),
-            (None, false) => Destination::Sandbox,
+            (None, false) => Destination::Sandbox { rate_limit: self.rate_limit },
         }
     }
 }

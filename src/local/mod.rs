@@ -32,8 +32,9 @@ use crate::sandbox::{SandboxOptions, SandboxServer};
 /// Where the forwarder's Intercom calls go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
-    /// A sandbox started in this process on an ephemeral port (the default: nothing leaves the machine).
-    Sandbox,
+    /// A sandbox started in this process on an ephemeral port (the default: nothing leaves the machine), allowing
+    /// `rate_limit` calls per 10-second window as Intercom does (its default is 1,666).
+    Sandbox { rate_limit: u64 },
     /// Another server speaking Intercom's API (a standalone `intercom-relay sandbox`, a proxy), with the token in
     /// `INTERCOM_ACCESS_TOKEN`.
     Url(String),
@@ -103,15 +104,15 @@ impl Local {
         dead_letter: LocalDeadLetter,
     ) -> Result<Local, LocalError> {
         let sandbox = match destination {
-            Destination::Sandbox => Some(
-                SandboxServer::start(SandboxOptions::default(), 0)
+            Destination::Sandbox { rate_limit } => Some(
+                SandboxServer::start(SandboxOptions { rate_limit: *rate_limit, ..SandboxOptions::default() }, 0)
                     .await
                     .map_err(|e| LocalError::Io(format!("the sandbox could not start: {e}")))?,
             ),
             _ => None,
         };
         let overrides: Vec<(&str, String)> = match (destination, &sandbox) {
-            (Destination::Sandbox, Some(sandbox)) => {
+            (Destination::Sandbox { .. }, Some(sandbox)) => {
                 vec![("INTERCOM_BASE_URL", sandbox.url.clone()), ("INTERCOM_ACCESS_TOKEN", sandbox.token())]
             }
             (Destination::Url(url), _) => {

@@ -78,8 +78,8 @@ impl MemoryQueue {
     /// The messages held that were enqueued at `sequence` or later, with their queue ids, in order.
     pub fn since(&self, sequence: u64) -> Vec<(String, QueuedMessage)> {
         let inner = self.lock();
-        let held = inner.held.iter().filter(|held| held.sequence >= sequence);
-        held.map(|held| (message_id(held.sequence), held.message.clone())).collect()
+        let start = inner.held.partition_point(|held| held.sequence < sequence);
+        inner.held.range(start..).map(|held| (message_id(held.sequence), held.message.clone())).collect()
     }
 
     /// Up to `max` visible messages, in order, never one whose person has an earlier message in flight or handed back.
@@ -115,14 +115,19 @@ impl MemoryQueue {
 
     /// Removes a received message for good.
     pub fn delete(&self, id: &str) {
-        self.lock().held.retain(|held| message_id(held.sequence) != id);
+        let mut inner = self.lock();
+        if let Some(index) = inner.position(id) {
+            inner.held.remove(index);
+        }
+        drop(inner);
         self.changed.notify_one();
     }
 
     /// Makes a received message visible again after `delay`, its person's later messages waiting behind it.
     pub fn hand_back(&self, id: &str, delay: Duration) {
         let mut inner = self.lock();
-        if let Some(held) = inner.held.iter_mut().find(|held| message_id(held.sequence) == id) {
+        if let Some(index) = inner.position(id) {
+            let held = &mut inner.held[index];
             held.in_flight = false;
             held.visible_at = Some(Instant::now() + delay);
         }
@@ -148,6 +153,14 @@ impl MemoryQueue {
 
 fn message_id(sequence: u64) -> String {
     format!("local-{sequence:08}")
+}
+
+impl Inner {
+    /// Where the message `id` is held (messages are held in sequence order).
+    fn position(&self, id: &str) -> Option<usize> {
+        let sequence: u64 = id.strip_prefix("local-")?.parse().ok()?;
+        self.held.binary_search_by_key(&sequence, |held| held.sequence).ok()
+    }
 }
 
 impl Enqueue for MemoryQueue {

@@ -251,7 +251,7 @@ async fn replay_as_a_library_leaves_the_built_in_sandbox_to_look_at() {
     let tally = Arc::new(Tally::new(true, false));
     let options = ReplayOptions {
         paths: vec![events_dir().join("requests/batch.json")],
-        destination: Destination::Sandbox,
+        destination: Destination::Sandbox { rate_limit: 1666 },
         write_keys: options().write_keys,
     };
     let local = replay(options, |_| None, tally.clone()).await.unwrap();
