@@ -370,19 +370,20 @@ async fn serve_takes_batches_as_the_sdks_send_them_and_forwards_what_is_queued_b
     assert_eq!(names, ["page_viewed", "report exported"].into());
 }
 
-#[test]
-fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
-    let mut child = relay()
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+/// Starts `intercom-relay ARGS` and reads the first `count` lines it prints; the caller stops it.
+fn first_lines(args: &[&str], count: usize) -> (Child, String) {
+    let mut child = relay().args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("the binary starts");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut lines = String::new();
-    for _ in 0..4 {
+    for _ in 0..count {
         stdout.read_line(&mut lines).unwrap();
     }
+    (child, lines)
+}
+
+#[test]
+fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
+    let (mut child, lines) = first_lines(&["serve", "--port", "0"], 4);
     child.kill().unwrap();
     child.wait().unwrap();
     let key = lines.lines().find_map(|l| l.trim().strip_prefix("write key: ")).expect(&lines);
@@ -392,17 +393,7 @@ fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
 
 #[test]
 fn sandbox_alone_prints_its_url_and_token_and_serves_its_state() {
-    let mut child = relay()
-        .args(["sandbox", "--port", "0", "--token", "local-token"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the sandbox starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = String::new();
-    for _ in 0..2 {
-        stdout.read_line(&mut lines).unwrap();
-    }
+    let (mut child, lines) = first_lines(&["sandbox", "--port", "0", "--token", "local-token"], 2);
     let url = lines.lines().next().and_then(|l| l.rsplit(' ').next()).unwrap().to_owned();
     let state: Value = tokio::runtime::Runtime::new()
         .unwrap()
