@@ -272,8 +272,13 @@ pub(crate) struct Served {
 pub(crate) const KEY: &str = "test-write-key";
 
 pub(crate) fn start_serve(intercom_url: &str, token: &str) -> Served {
+    start_serve_with(intercom_url, token, &[])
+}
+
+fn start_serve_with(intercom_url: &str, token: &str, env: &[(&str, &str)]) -> Served {
     let mut child = relay()
         .args(["serve", "--port", "0", "--intercom-url", intercom_url])
+        .envs(env.iter().copied())
         .env("INTERCOM_ACCESS_TOKEN", token)
         .env("WRITE_KEYS", KEY)
         .stdout(Stdio::piped())
@@ -368,6 +373,58 @@ async fn serve_takes_batches_as_the_sdks_send_them_and_forwards_what_is_queued_b
     assert_eq!(members(&state, "org-9"), ["node-1".to_owned()].into());
     let names: BTreeSet<&str> = state.events.iter().map(|e| e.event_name.as_str()).collect();
     assert_eq!(names, ["page_viewed", "report exported"].into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_queue_url_goes_through_sqs_and_deletes_what_it_forwarded() {
+    let endpoint = crate::sqs::endpoint();
+    let sqs = crate::sqs::client(&endpoint);
+    let (queue_url, dlq_url) =
+        (crate::forward_batch::fifo_queue(&sqs, 30).await, crate::forward_batch::fifo_queue(&sqs, 30).await);
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let (url, token) = (sandbox.url.clone(), sandbox.token());
+    let env: Vec<(String, String)> = vec![
+        ("QUEUE_URL".into(), queue_url.clone()),
+        ("DLQ_URL".into(), dlq_url.clone()),
+        ("AWS_ENDPOINT_URL_SQS".into(), endpoint.clone()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ];
+    let served = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        start_serve_with(&url, &token, &env)
+    })
+    .await
+    .unwrap();
+    let batch = json!({"batch": [
+        {"type": "identify", "userId": "sqs-1", "messageId": "sqs-m-1", "traits": {"email": "sqs@example.com"}},
+        {"type": "track", "userId": "sqs-1", "event": "Queued", "messageId": "sqs-m-2"},
+        {"type": "track", "userId": "sqs-2", "event": "Queued", "messageId": "sqs-m-3"},
+    ]});
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/batch", served.url))
+        .header("authorization", BASIC_AUTH)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // SQS keeps what is not forwarded when serve stops, so wait for the sandbox to hold all three.
+    for _ in 0..200 {
+        if sandbox.state().events.len() == 2 && sandbox.state().contacts.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("queue:     SQS http://"), "{stdout}");
+    assert!(stdout.contains("3 accepted, 0 rejected; 3 delivered"), "{stdout}\n{stderr}");
+    let state = sandbox.state();
+    assert_eq!(by_external_id(&state).keys().collect::<Vec<_>>(), ["sqs-1", "sqs-2"]);
+    assert!(crate::sqs::drain(&sqs, &queue_url).await.is_empty(), "forwarded messages are deleted");
+    assert!(crate::sqs::drain(&sqs, &dlq_url).await.is_empty());
 }
 
 /// Starts `intercom-relay ARGS` and reads the first `count` lines it prints; the caller stops it.

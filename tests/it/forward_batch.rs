@@ -22,7 +22,7 @@ use crate::helpers::{Captured, forwarder, memory_app, options, post, sandbox_cli
 use crate::sqs::{Received, client, drain, endpoint, fast_retry};
 
 /// A FIFO queue on moto whose messages come back `visibility` seconds after a receive that did not delete them.
-async fn fifo_queue(sqs: &Client, visibility: u32) -> String {
+pub(crate) async fn fifo_queue(sqs: &Client, visibility: u32) -> String {
     let name = format!("fwd-{}.fifo", uuid::Uuid::new_v4().simple());
     let created = sqs
         .create_queue()
