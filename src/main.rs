@@ -190,10 +190,12 @@ fn progress_bar(tally: Arc<Tally>) -> Option<tokio::task::JoinHandle<()>> {
     Some(tokio::spawn(async move {
         let _clear = ClearOnDrop(bar.clone());
         loop {
-            let (accepted, finished) = tally.progress();
-            bar.set_length(accepted as u64);
-            bar.set_position(finished as u64);
             tokio::time::sleep(Duration::from_millis(100)).await;
+            let (accepted, finished) = tally.progress();
+            if accepted > 0 {
+                bar.set_length(accepted as u64);
+                bar.set_position(finished as u64);
+            }
         }
     }))
 }
