@@ -203,7 +203,8 @@ fn number(
     })
 }
 
-fn write_keys(value: Option<String>) -> Result<WriteKeys, ConfigError> {
+/// `WRITE_KEYS`' value (comma-separated keys, at least one) as the ingest API checks it.
+pub fn write_keys(value: Option<String>) -> Result<WriteKeys, ConfigError> {
     let hint = "set it to one or more write keys, comma-separated";
     let value = value.map(SecretString::from).ok_or(ConfigError::Missing { name: "WRITE_KEYS", hint })?;
     let keys: Vec<SecretString> = secrecy::ExposeSecret::expose_secret(&value)

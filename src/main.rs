@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use intercom_relay::ingest::{AllowedOrigins, WriteKeys};
+use intercom_relay::config;
+use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{Destination, LocalError, ReplayOptions, ServeOptions, Tally, replay, serve};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use secrecy::SecretString;
 use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser)]
@@ -140,16 +140,9 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn write_keys(text: &str) -> Option<WriteKeys> {
-    let keys: Vec<SecretString> =
-        text.split(',').map(str::trim).filter(|k| !k.is_empty()).map(SecretString::from).collect();
-    WriteKeys::new(&keys)
-}
-
 async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     intercom_relay::logging::init_local(LevelFilter::WARN);
-    let write_keys =
-        write_keys(&args.write_keys).ok_or_else(|| LocalError::Usage("--write-keys holds no write key".into()))?;
+    let write_keys = config::write_keys(Some(args.write_keys))?;
     let options = ReplayOptions { paths: args.paths, destination: args.intercom.destination(), write_keys };
     let tally = Arc::new(Tally::new(true, args.show_requests));
     let progress = progress_bar(tally.clone());
@@ -211,12 +204,10 @@ impl Drop for ClearOnDrop {
 async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
     intercom_relay::logging::init_local(LevelFilter::INFO);
     let (write_keys, generated) = match env("WRITE_KEYS") {
-        Some(text) => {
-            (write_keys(&text).ok_or_else(|| LocalError::Usage("WRITE_KEYS holds no write key".into()))?, None)
-        }
+        Some(text) => (config::write_keys(Some(text))?, None),
         None => {
             let key = format!("local-{}", uuid::Uuid::new_v4().simple());
-            (write_keys(&key).expect("one key"), Some(key))
+            (config::write_keys(Some(key.clone()))?, Some(key))
         }
     };
     let allowed_origins = match env("CORS_ALLOWED_ORIGINS") {
@@ -224,14 +215,20 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
         Some(text) => AllowedOrigins::parse(&text)
             .map_err(|reason| LocalError::Usage(format!("CORS_ALLOWED_ORIGINS is invalid: {reason}")))?,
     };
+    let queue_url = env("QUEUE_URL").filter(|url| !url.trim().is_empty());
+    let dlq_url = env("DLQ_URL").filter(|url| !url.trim().is_empty());
+    if queue_url.is_some() && dlq_url.is_none() {
+        // Dead letters kept in memory would be deleted from SQS and gone when the process ends.
+        return Err(LocalError::Usage("with QUEUE_URL set, DLQ_URL must name the dead-letter queue too".into()));
+    }
     let options = ServeOptions {
         host: args.host,
         port: args.port,
         destination: args.intercom.destination(),
         write_keys,
         allowed_origins,
-        queue_url: env("QUEUE_URL").filter(|url| !url.trim().is_empty()),
-        dlq_url: env("DLQ_URL").filter(|url| !url.trim().is_empty()),
+        queue_url,
+        dlq_url,
     };
     let queue = options.queue_url.clone().map_or_else(|| "in memory".to_owned(), |url| format!("SQS {url}"));
     let tally = Arc::new(Tally::new(false, false));
@@ -249,10 +246,24 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
         local.destination,
         url = server.url,
     ));
-    server.run(shutdown_signal()).await;
+    server
+        .run(async {
+            shutdown_signal().await;
+            out("Stopping: no new requests; forwarding what is queued (a second Ctrl-C quits at once).\n");
+            tokio::spawn(async {
+                shutdown_signal().await;
+                std::process::exit(130);
+            });
+        })
+        .await;
+    let report = tally.report();
+    for letter in &report.dead_lettered {
+        let id = letter.message_id.as_deref().unwrap_or("-");
+        out(&format!("dead-lettered {id} ({}): {}\n", letter.source, letter.reason));
+    }
     let held =
         local.sandbox_summary().map(|s| format!("Intercom ({}) holds {s}.\n", local.destination)).unwrap_or_default();
-    out(&format!("Stopped. {}{held}", tally.report().summary()));
+    out(&format!("Stopped. {}{held}", report.summary()));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use std::collections::{BTreeMap, HashSet};
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::forward::SqsEvent;
 
@@ -16,8 +19,8 @@ pub enum Input {
     Batch(String),
     /// A JSON array of Segment events.
     Array(Vec<String>),
-    /// Newline-delimited JSON: one event or batch body per line, with its line number.
-    Ndjson(Vec<(usize, String)>),
+    /// Newline-delimited JSON: one event or batch body per line.
+    Ndjson(Vec<Line>),
     /// A function-URL (API Gateway payload 2.0) request, as Lambda hands it to the ingest function.
     Request(Box<lambda_http::Request>),
     /// An SQS event of envelopes, as Lambda hands it to the forward function.
@@ -36,6 +39,16 @@ impl Input {
             Input::Sqs(event) => format!("an SQS event of {} records", event.records.len()),
         }
     }
+}
+
+/// One line of an NDJSON file.
+#[derive(Debug)]
+pub struct Line {
+    /// From 1.
+    pub number: usize,
+    pub text: String,
+    /// A batch body rather than one event.
+    pub batch: bool,
 }
 
 /// Why a path could not be read as input; the message names the file and what was expected.
@@ -85,7 +98,9 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
         .map_err(error)?;
     entries.sort();
     for path in entries {
-        if path.is_dir() {
+        // A symlinked directory is not followed (a link back up the tree would never end); name it to replay it.
+        let is_dir = std::fs::symlink_metadata(&path).map_err(error)?.is_dir();
+        if is_dir {
             walk(&path, files)?;
         } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e)) {
             files.push(path);
@@ -104,35 +119,59 @@ pub fn read(path: &Path) -> Result<Input, InputError> {
     recognise(text).map_err(error)
 }
 
-/// Recognises what `text` holds.
+/// Recognises what `text` holds. Only the top level is read here (as raw JSON, so an event's own numbers and duplicate
+/// keys reach the ingest validation intact, and one bad event is refused alone rather than stopping the run).
 pub fn recognise(text: String) -> Result<Input, String> {
     if text.trim().is_empty() {
         return Err(format!("is empty: {SHAPES}"));
     }
-    let whole = match serde_json::from_str::<Value>(&text) {
-        Ok(value) => value,
-        Err(whole) => return ndjson(&text).map_err(|line| format!("is neither JSON ({whole}) nor NDJSON ({line})")),
+    let first = text.trim_start_matches('\u{feff}').trim_start().as_bytes().first().copied();
+    let whole_error = match first {
+        Some(b'[') => match serde_json::from_str::<Vec<Box<RawValue>>>(&text) {
+            Ok(events) if events.is_empty() => return Err(format!("is an empty array: {SHAPES}")),
+            Ok(events) => return Ok(Input::Array(events.into_iter().map(|e| e.get().to_owned()).collect())),
+            Err(e) => e,
+        },
+        Some(b'{') => match serde_json::from_str::<TopLevel>(&text) {
+            Ok(object) => return object_shape(text, &object),
+            Err(e) => e,
+        },
+        _ => match serde_json::from_str::<Value>(&text) {
+            Ok(other) => return Err(format!("holds a JSON {}, not an object or array: {SHAPES}", kind(&other))),
+            Err(e) => e,
+        },
     };
-    match &whole {
-        Value::Array(events) => {
-            if events.is_empty() {
-                return Err(format!("is an empty array: {SHAPES}"));
-            }
-            Ok(Input::Array(events.iter().map(Value::to_string).collect()))
+    ndjson(&text).map_err(|line| format!("is neither JSON ({whole_error}) nor NDJSON ({line})"))
+}
+
+/// An object's top-level members, unparsed.
+type TopLevel = BTreeMap<String, Box<RawValue>>;
+
+fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
+    if object.contains_key("Records") {
+        let event: SqsEvent = serde_json::from_str(&text)
+            .map_err(|e| format!("looks like an SQS event (it has \"Records\") but is not one: {e}"))?;
+        let mut seen = HashSet::new();
+        if let Some(twice) = event.records.iter().find(|r| !seen.insert(r.message_id.as_str())) {
+            return Err(format!(
+                "holds the SQS messageId {} twice: each record of an SQS event is one message",
+                twice.message_id
+            ));
         }
-        Value::Object(object) if object.contains_key("Records") => {
-            let event: SqsEvent = serde_json::from_value(whole.clone())
-                .map_err(|e| format!("looks like an SQS event (it has \"Records\") but is not one: {e}"))?;
-            Ok(Input::Sqs(event))
-        }
-        Value::Object(object) if object.contains_key("requestContext") => lambda_http::request::from_str(&text)
-            .map(|request| Input::Request(Box::new(request)))
-            .map_err(|e| format!("looks like a function-URL request (it has \"requestContext\") but is not one: {e}")),
-        Value::Object(object) if object.contains_key("batch") => Ok(Input::Batch(text)),
-        Value::Object(object) if object.get("type").is_some_and(Value::is_string) => Ok(Input::Event(text)),
-        Value::Object(_) => Err(format!("is a JSON object of no shape replay knows: {SHAPES}")),
-        _ => Err(format!("holds a JSON {}, not an object or array: {SHAPES}", kind(&whole))),
+        return Ok(Input::Sqs(event));
     }
+    if object.contains_key("requestContext") {
+        return lambda_http::request::from_str(&text)
+            .map(|request| Input::Request(Box::new(request)))
+            .map_err(|e| format!("looks like a function-URL request (it has \"requestContext\") but is not one: {e}"));
+    }
+    if object.contains_key("batch") {
+        return Ok(Input::Batch(text));
+    }
+    if object.get("type").is_some_and(|t| t.get().starts_with('"')) {
+        return Ok(Input::Event(text));
+    }
+    Err(format!("is a JSON object of no shape replay knows: {SHAPES}"))
 }
 
 fn ndjson(text: &str) -> Result<Input, String> {
@@ -141,10 +180,14 @@ fn ndjson(text: &str) -> Result<Input, String> {
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(_)) => lines.push((number, line.to_owned())),
-            Ok(other) => return Err(format!("line {number} holds a JSON {}, not an event", kind(&other))),
-            Err(e) => return Err(format!("line {number}: {e}")),
+        match serde_json::from_str::<TopLevel>(line) {
+            Ok(object) => lines.push(Line { number, text: line.to_owned(), batch: object.contains_key("batch") }),
+            Err(e) => {
+                return Err(match serde_json::from_str::<Value>(line) {
+                    Ok(other) => format!("line {number} holds a JSON {}, not an event", kind(&other)),
+                    Err(_) => format!("line {number}: {e}"),
+                });
+            }
         }
     }
     if lines.len() < 2 {
@@ -179,12 +222,23 @@ mod tests {
             (r#"{"batch": [{"type": "track"}], "sentAt": "2026-01-01T00:00:00Z"}"#, "a batch body"),
             (r#"[{"type": "track"}, {"type": "page"}]"#, "a JSON array of 2 events"),
             ("{\"type\": \"track\"}\n\n{\"type\": \"page\"}\n", "NDJSON, 2 lines"),
+            // Numbers beyond f64 and duplicate keys are the ingest validation's to refuse, event by event.
+            (r#"[{"type": "track", "n": 1e400}, {"type": "page", "a": 1, "a": 2}]"#, "a JSON array of 2 events"),
             (include_str!("../../events/requests/track.json"), "a function-URL request"),
             (r#"{"Records": [{"messageId": "m", "body": "{}"}]}"#, "an SQS event of 1 records"),
         ];
         for (text, expected) in cases {
             assert_eq!(shape(text).as_deref(), Ok(expected), "{text}");
         }
+    }
+
+    #[test]
+    fn events_are_passed_on_as_written_and_batch_lines_are_known() {
+        let Ok(Input::Array(events)) = recognise(r#"[{"type": "track", "n": 1e400}]"#.into()) else { panic!() };
+        assert_eq!(events, [r#"{"type": "track", "n": 1e400}"#]);
+        let text = "{\"type\": \"page\"}\n{ \"sentAt\": \"2026-01-01T00:00:00Z\", \"batch\": [] }\n";
+        let Ok(Input::Ndjson(lines)) = recognise(text.into()) else { panic!() };
+        assert_eq!(lines.iter().map(|l| (l.number, l.batch)).collect::<Vec<_>>(), [(1, false), (2, true)]);
     }
 
     #[test]

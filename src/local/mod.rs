@@ -148,7 +148,12 @@ impl Local {
 
     /// Forwards one batch as an invocation would, telling the tally every outcome.
     pub async fn forward(&self, event: &SqsEvent) -> BatchReport {
-        let report = self.forwarder.handle(event, Instant::now() + INVOCATION).await;
+        self.forward_until(event, Instant::now() + INVOCATION).await
+    }
+
+    /// As [`Local::forward`], finishing before `deadline` (what is not done by then is handed back).
+    pub async fn forward_until(&self, event: &SqsEvent, deadline: Instant) -> BatchReport {
+        let report = self.forwarder.handle(event, deadline).await;
         for record in &report.records {
             self.tally.outcome(record);
         }

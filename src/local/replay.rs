@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::input::{self, Input};
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
+use crate::envelope::Envelope;
 use crate::event::{Rejected, parse_batch, parse_single};
 use crate::forward::MemoryDeadLetter;
 use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
@@ -49,6 +50,7 @@ pub async fn replay(
     let drained = AtomicBool::new(true);
     for (path, input) in inputs {
         let source = path.display().to_string();
+        tracing::info!(file = %source, shape = %input.describe(), "Replaying.");
         match input {
             Input::Event(text) => files.raw(&source, parse_single(&text), false).await,
             Input::Batch(text) => files.raw(&source, parse_batch(&text), true).await,
@@ -58,13 +60,9 @@ pub async fn replay(
                 }
             }
             Input::Ndjson(lines) => {
-                for (line, text) in &lines {
-                    let parsed = if text.trim_start().starts_with("{\"batch\"") {
-                        parse_batch(text)
-                    } else {
-                        parse_single(text)
-                    };
-                    files.raw(&format!("{source}:{line}"), parsed, false).await;
+                for line in &lines {
+                    let parsed = if line.batch { parse_batch(&line.text) } else { parse_single(&line.text) };
+                    files.raw(&format!("{source}:{}", line.number), parsed, line.batch).await;
                 }
             }
             Input::Request(request) => files.request(&source, *request).await,
@@ -72,7 +70,8 @@ pub async fn replay(
                 local.drain(ingest.queue(), &drained).await;
                 tally.accepted(event.records.len());
                 for record in &event.records {
-                    tally.origin(&record.message_id, &source, None);
+                    let envelope = record.body.as_deref().and_then(|body| Envelope::from_body(body).ok());
+                    tally.origin(&record.message_id, &source, envelope.as_ref().map(|e| e.event.message_id.as_str()));
                 }
                 local.forward_until_done(event).await;
             }

@@ -7,17 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::QueueAttributeName;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
 use crate::forward::{MemoryDeadLetter, SqsDeadLetter, SqsPoller};
-use crate::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys};
+use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, WriteKeys};
 use crate::queue::{Enqueue, EnqueueError, MemoryQueue, QueuedMessage, RetryPolicy, SqsQueue};
 
 /// The most a request body may hold: what a Lambda function URL takes.
@@ -48,7 +51,12 @@ struct Queue {
 
 enum QueueKind {
     Memory(MemoryQueue),
-    Sqs { queue: SqsQueue, poller: SqsPoller },
+    Sqs {
+        queue: SqsQueue,
+        poller: SqsPoller,
+        /// The queue's visibility timeout: how long a received batch is ours.
+        visibility: Duration,
+    },
 }
 
 impl Enqueue for Queue {
@@ -91,8 +99,18 @@ pub async fn serve(
                 Some(dlq) => LocalDeadLetter::Sqs(SqsDeadLetter::new(client.clone(), dlq)),
                 None => LocalDeadLetter::Memory(MemoryDeadLetter::new()),
             };
+            let attributes = client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::VisibilityTimeout)
+                .send()
+                .await
+                .map_err(|e| LocalError::Io(format!("cannot read {url}: {}", DisplayErrorContext(e))))?;
+            let seconds = attributes.attributes().and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout));
+            let visibility = Duration::from_secs(seconds.and_then(|s| s.parse().ok()).unwrap_or(30));
             let queue = SqsQueue::new(client.clone(), url, RetryPolicy::default());
-            (QueueKind::Sqs { queue, poller: SqsPoller::new(client, url, Duration::from_secs(1)) }, dead_letter)
+            let poller = SqsPoller::new(client, url, Duration::from_secs(1));
+            (QueueKind::Sqs { queue, poller, visibility }, dead_letter)
         }
     };
     let queue = Queue { kind: queue, tally: tally.clone() };
@@ -137,6 +155,8 @@ impl Server {
         let all_closed = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(CONNECTIONS_GRACE, all_closed).await.is_err() {
             warn!("Connections still open after the grace period were closed.");
+            // Aborted and awaited before the queue is drained, so no request can still be enqueueing behind it.
+            connections.shutdown().await;
         }
         closing.store(true, Ordering::Release);
         if let Err(e) = forwarding.await {
@@ -148,8 +168,9 @@ impl Server {
 async fn forward(ingest: Arc<Ingest<Queue>>, local: Arc<Local>, closing: Arc<AtomicBool>) {
     match &ingest.queue().kind {
         QueueKind::Memory(queue) => local.drain(queue, &closing).await,
-        QueueKind::Sqs { poller, .. } => {
+        QueueKind::Sqs { poller, visibility, .. } => {
             while !closing.load(Ordering::Acquire) {
+                let received = Instant::now();
                 let event = match poller.receive(10).await {
                     Ok(event) if event.records.is_empty() => continue,
                     Ok(event) => event,
@@ -159,7 +180,9 @@ async fn forward(ingest: Arc<Ingest<Queue>>, local: Arc<Local>, closing: Arc<Ato
                         continue;
                     }
                 };
-                let report = local.forward(&event).await;
+                // Done within the visibility timeout, as a Lambda's timeout is shorter than it: a receipt handle used
+                // after it would not delete, and the queue would hand the person's events to someone else meanwhile.
+                let report = local.forward_until(&event, received + *visibility).await;
                 if let Err(problem) = poller.acknowledge(&event, &report.response()).await {
                     // Not deleted: SQS hands them out again after the visibility timeout.
                     warn!(%problem, "Deleting forwarded messages failed; they will come again.");
@@ -200,9 +223,8 @@ async fn answer(
     let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            let message = format!("the request body is over {MAX_REQUEST_BYTES} bytes, the most a function URL takes");
-            let body =
-                serde_json::json!({"success": false, "error": {"code": "payload_too_large", "message": message}});
+            let error = IngestError::PayloadTooLarge { limit: MAX_REQUEST_BYTES }.to_json();
+            let body = serde_json::json!({"success": false, "error": error});
             let response = Response::builder()
                 .status(StatusCode::PAYLOAD_TOO_LARGE)
                 .header(http::header::CONTENT_TYPE, "application/json")

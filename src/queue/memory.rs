@@ -135,9 +135,13 @@ impl MemoryQueue {
         self.changed.notify_one();
     }
 
-    /// When the next handed-back message becomes visible, if one is waiting.
+    /// When the next handed-back message becomes visible, if one is still invisible. (One already visible but held back
+    /// behind an invisible message of the same person does not count: waking for it would only spin.)
     pub fn next_visible_at(&self) -> Option<Instant> {
-        self.lock().held.iter().filter(|held| !held.in_flight).filter_map(|held| held.visible_at).min()
+        let now = Instant::now();
+        let inner = self.lock();
+        let waiting = inner.held.iter().filter(|held| !held.in_flight).filter_map(|held| held.visible_at);
+        waiting.filter(|at| *at > now).min()
     }
 
     /// Waits until messages arrive, are deleted or are handed back (or `until`, whichever comes first).
@@ -208,6 +212,10 @@ mod tests {
         assert!(queue.receive(10).is_empty(), "a-1 is invisible and a-2 must not overtake it");
         assert!(queue.next_visible_at().is_some_and(|at| at > Instant::now() + Duration::from_secs(3500)));
         assert_eq!((queue.len(), queue.enqueued()), (3, 3));
+        // b-1 handed back with no delay is visible at once: the next wake-up is still a-1's, not a moment already past.
+        queue.hand_back(&message_id(2), Duration::ZERO);
+        assert!(queue.next_visible_at().is_some_and(|at| at > Instant::now() + Duration::from_secs(3500)));
+        assert_eq!(ids(&queue.receive(10)), ["b-1"]);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use intercom_relay::local::{Destination, ReplayOptions, Tally, replay};
-use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
+use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer, SandboxState};
 use serde_json::{Value, json};
 
 use crate::helpers::{BASIC_AUTH, events_dir, options};
@@ -161,7 +161,9 @@ async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_r
 async fn replay_reads_ndjson_arrays_and_batches_and_names_each_events_place() {
     let dir = scratch("replay-shapes");
     let track = |id: &str, user: &str| json!({"type": "track", "userId": user, "event": "Signed In", "messageId": id});
-    let ndjson = format!("{}\n\n{}\n", track("n-1", "nd-1"), json!({"type": "track", "messageId": "n-2"}));
+    let batch_line = json!({"sentAt": "2026-11-22T10:00:00Z", "batch": [track("n-3", "nd-2")]});
+    let ndjson =
+        format!("{}\n\n{}\n{batch_line}\n", track("n-1", "nd-1"), json!({"type": "track", "messageId": "n-2"}));
     std::fs::write(dir.join("events.ndjson"), ndjson).unwrap();
     std::fs::write(dir.join("list.json"), json!([track("a-1", "ar-1"), track("a-2", "ar-2")]).to_string()).unwrap();
     std::fs::write(dir.join("notes.txt"), "not walked: only .json, .ndjson and .jsonl").unwrap();
@@ -184,6 +186,7 @@ async fn replay_reads_ndjson_arrays_and_batches_and_names_each_events_place() {
         [
             (batch.as_str(), "b-1", "delivered"),
             (ndjson.as_str(), "n-1", "delivered"),
+            (&format!("{d}/events.ndjson:4 [0]"), "n-3", "delivered"),
             (&format!("{list} [0]"), "a-1", "delivered"),
             (&format!("{list} [1]"), "a-2", "delivered")
         ]
@@ -199,7 +202,7 @@ async fn replay_reads_ndjson_arrays_and_batches_and_names_each_events_place() {
     assert_eq!(paths, [&json!("userId"), &json!("event")]);
     // Each track of a new user: 404, create the contact, then the event; the bodies are the requests Intercom got.
     let requests = report["requests"].as_array().unwrap();
-    assert_eq!(requests.len(), 12);
+    assert_eq!(requests.len(), 15);
     let of_b1: Vec<(&str, &str, u64, &Value)> = requests
         .iter()
         .filter(|r| r["message_id"] == "b-1")
@@ -241,6 +244,9 @@ async fn input_replay_cannot_read_is_named_and_nothing_is_sent() {
     let live_by_url = run(&["replay", "events/segment", "--intercom-url", "https://api.intercom.io"], &[]).await;
     assert_eq!(live_by_url.status.code(), Some(2));
     assert!(text(&live_by_url.stderr).contains("is the real Intercom: use --live"), "{}", text(&live_by_url.stderr));
+    let no_dlq = run(&["serve", "--port", "0"], &[("QUEUE_URL", "http://127.0.0.1:9/000000000000/events.fifo")]).await;
+    assert_eq!(no_dlq.status.code(), Some(2));
+    assert!(text(&no_dlq.stderr).contains("with QUEUE_URL set, DLQ_URL must name the dead-letter queue too"));
     let live = run(&["replay", "events/segment", "--live"], &[("INTERCOM_ACCESS_TOKEN", "")]).await;
     assert_eq!(live.status.code(), Some(2));
     assert!(text(&live.stderr).contains("INTERCOM_ACCESS_TOKEN is not set"), "{}", text(&live.stderr));
@@ -260,6 +266,40 @@ async fn replay_as_a_library_leaves_the_built_in_sandbox_to_look_at() {
     assert_eq!(members(&state, "org-88"), ["user-2001".to_owned()].into());
     let report = tally.report();
     assert_eq!((report.accepted, report.delivered, report.skipped.len()), (4, 3, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_hands_back_what_fails_keeps_each_persons_order_and_dead_letters_at_the_last_receive() {
+    // Every call about u-bad fails with 500/503; u-ok's succeed.
+    let faults = Faults { seed: 7, server_errors: 1.0, only_matching: Some("u-bad".into()), ..Faults::default() };
+    let sandbox = SandboxServer::start(SandboxOptions { faults, ..SandboxOptions::default() }, 0).await.unwrap();
+    let dir = scratch("replay-faults");
+    let track = |id: &str, user: &str| json!({"type": "track", "userId": user, "event": "Tried", "messageId": id});
+    let lines = [track("bad-1", "u-bad"), track("ok-1", "u-ok"), track("bad-2", "u-bad"), track("ok-2", "u-ok")];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("events.ndjson"), text).unwrap();
+    let token = sandbox.token();
+    let env = move |name: &str| match name {
+        "INTERCOM_ACCESS_TOKEN" => Some(token.clone()),
+        "INTERCOM_RETRY_ATTEMPTS" => Some("1".to_owned()),
+        "MAX_RECEIVES" => Some("2".to_owned()),
+        _ => None,
+    };
+    let tally = Arc::new(Tally::new(true, false));
+    let options = ReplayOptions {
+        paths: vec![dir],
+        destination: Destination::Url(sandbox.url.clone()),
+        write_keys: options().write_keys,
+    };
+    replay(options, env, tally.clone()).await.unwrap();
+    let report = tally.report();
+    assert_eq!((report.accepted, report.delivered, report.dead_lettered.len(), report.handed_back), (4, 2, 2, 2));
+    assert_eq!(report.accepted, report.finished());
+    let dead: Vec<(&str, &Value)> =
+        report.dead_lettered.iter().map(|d| (d.message_id.as_deref().unwrap(), &d.reason["error_code"])).collect();
+    assert_eq!(dead, [("bad-1", &json!("retries_exhausted")), ("bad-2", &json!("retries_exhausted"))]);
+    let users = by_external_id(&sandbox.state()).into_keys().collect::<Vec<_>>();
+    assert_eq!(users, ["u-ok"]);
 }
 
 /// `intercom-relay serve` on a free port, sending to `sandbox`; its stdout's first line gives the URL.
@@ -315,7 +355,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_takes_batches_as_the_sdks_send_them_and_forwards_what_is_queued_before_it_stops() {
-    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    // Every answer 300 ms late: forwarding is still under way when serve is told to stop.
+    let faults = Faults { slow: 1.0, slow_by: std::time::Duration::from_millis(300), ..Faults::default() };
+    let sandbox = SandboxServer::start(SandboxOptions { faults, ..SandboxOptions::default() }, 0).await.unwrap();
     let served = tokio::task::spawn_blocking({
         let url = sandbox.url.clone();
         let token = sandbox.token();
@@ -362,7 +404,9 @@ async fn serve_takes_batches_as_the_sdks_send_them_and_forwards_what_is_queued_b
     assert_eq!(refused.await.unwrap().status(), 401);
 
     // Stopped at once: what was accepted is forwarded before the process ends.
+    let forwarded_before_stop = sandbox.state().events.len();
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
+    assert!(forwarded_before_stop < 2, "the stop must come while forwarding is under way");
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("Stopped. 4 accepted, 1 rejected; 4 delivered, 0 skipped, 0 dead-lettered"), "{stdout}");
     assert_eq!(stderr.matches("Delivered.").count(), 4, "one log line per delivered event: {stderr}");
@@ -452,11 +496,32 @@ fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
 fn sandbox_alone_prints_its_url_and_token_and_serves_its_state() {
     let (mut child, lines) = first_lines(&["sandbox", "--port", "0", "--token", "local-token"], 2);
     let url = lines.lines().next().and_then(|l| l.rsplit(' ').next()).unwrap().to_owned();
-    let state: Value = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async { reqwest::get(format!("{url}/_sandbox/state")).await.unwrap().json().await.unwrap() });
+    let (created, state, requests) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        let created = http
+            .post(format!("{url}/contacts"))
+            .bearer_auth("local-token")
+            .header("Intercom-Version", "2.16")
+            .json(&json!({"role": "user", "external_id": "alone-1"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let get = |path: &'static str| {
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(format!("{url}{path}")).send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        (created, get("/_sandbox/state").await, get("/_sandbox/requests").await)
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(lines.contains("token: local-token"), "{lines}");
-    assert_eq!(state["contacts"], json!({}));
+    assert_eq!(created, 200);
+    let contacts: Vec<&Value> = state["contacts"].as_object().unwrap().values().collect();
+    assert_eq!((contacts.len(), &contacts[0]["external_id"]), (1, &json!("alone-1")));
+    assert_eq!(
+        requests,
+        json!([{"method": "POST", "path": "/contacts", "status": 200, "body": {"role": "user", "external_id": "alone-1"}}])
+    );
 }
