@@ -156,13 +156,6 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
         out(&format!("{}\n", serde_json::to_string_pretty(&report).expect("a report serialises")));
     } else {
         out(&report.text());
-        if let Some(requests) = &report.requests {
-            for request in requests {
-                let body = request.body.as_ref().map(|b| format!(" {b}")).unwrap_or_default();
-                let status = request.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
-                out(&format!("{} {} -> {status}{body}\n", request.method, request.path));
-            }
-        }
         let held = local.sandbox_summary().map(|s| format!(": it holds {s}")).unwrap_or_default();
         out(&format!("Intercom: {}{held}.\n", local.destination));
     }
@@ -280,14 +273,7 @@ async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
         token = sandbox.token(),
     ));
     shutdown_signal().await;
-    let state = sandbox.state();
-    out(&format!(
-        "Stopped after {} requests; it held {} contacts, {} companies, {} events.\n",
-        sandbox.requests().len(),
-        state.contacts.len(),
-        state.companies.len(),
-        state.events.len()
-    ));
+    out(&format!("Stopped after {} requests; it held {}.\n", sandbox.requests().len(), sandbox.state().summary()));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -208,15 +208,7 @@ impl Local {
 
     /// What the in-process sandbox holds, counted: `14 contacts (3 leads), 3 companies, 30 events`.
     pub fn sandbox_summary(&self) -> Option<String> {
-        let state = self.sandbox.as_ref()?.state();
-        let leads = state.contacts.values().filter(|c| c.role == "lead").count();
-        Some(format!(
-            "{} contacts ({leads} leads), {} companies, {} events, {} custom attributes",
-            state.contacts.len(),
-            state.companies.len(),
-            state.events.len(),
-            state.data_attributes.values().map(BTreeMap::len).sum::<usize>()
-        ))
+        Some(self.sandbox.as_ref()?.state().summary())
     }
 }
 

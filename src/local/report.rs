@@ -298,14 +298,17 @@ impl Report {
                 event.source,
             );
             for call in &event.calls {
-                let status = call.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
-                let _ = writeln!(out, "    {} {} -> {status}", call.method, call.path);
+                let _ = writeln!(out, "    {} {} -> {}", call.method, call.path, status_text(call.status));
             }
         }
         for rejected in &self.rejected {
             let place = rejected.index.map(|i| format!(" event {i}")).unwrap_or_default();
             let _ =
                 writeln!(out, "{:<13} {}{place}: {}", "rejected", rejected.source, describe_errors(&rejected.errors));
+        }
+        for request in self.requests.iter().flatten() {
+            let body = request.body.as_ref().map(|b| format!(" {b}")).unwrap_or_default();
+            let _ = writeln!(out, "{} {} -> {}{body}", request.method, request.path, status_text(request.status));
         }
         out.push_str(&self.summary());
         out
@@ -331,6 +334,10 @@ impl Report {
         let _ = writeln!(out, "; {} Intercom calls.", self.intercom_calls.total);
         out
     }
+}
+
+fn status_text(status: Option<u16>) -> String {
+    status.map_or_else(|| "no answer".to_owned(), |s| s.to_string())
 }
 
 fn describe_errors(errors: &Value) -> String {
@@ -386,6 +393,17 @@ mod tests {
         assert_eq!(report.events[1].message_id.as_deref(), Some("m-2"));
         assert_eq!(report.requests.as_ref().map(Vec::len), Some(3));
         assert_eq!(report.intercom_calls.by_endpoint["POST /events"], 2);
+        let text = report.text();
+        assert!(
+            text.contains(
+                "delivered     track    m-2  (b.json)\n    POST /events -> no answer\n    POST /events -> 202\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("POST /contacts -> 200\nPOST /events -> no answer\nPOST /events -> 202\n3 accepted"),
+            "{text}"
+        );
         assert!(report.summary().contains("3 accepted, 0 rejected; 1 delivered, 1 skipped, 0 dead-lettered (1 hand-backs retried); 1 not finished; 3 Intercom calls."), "{}", report.summary());
     }
 }

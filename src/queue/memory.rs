@@ -44,8 +44,6 @@ struct Held {
 pub struct ReceivedMessage {
     /// The queue's id of the message (what [`MemoryQueue::delete`] and [`MemoryQueue::hand_back`] take).
     pub id: String,
-    /// Its place among all messages ever enqueued, from 0.
-    pub sequence: u64,
     /// How many times it was received, this time included.
     pub receive_count: u32,
     pub message: QueuedMessage,
@@ -105,7 +103,6 @@ impl MemoryQueue {
             held.receives += 1;
             received.push(ReceivedMessage {
                 id: message_id(held.sequence),
-                sequence: held.sequence,
                 receive_count: held.receives,
                 message: held.message.clone(),
             });
