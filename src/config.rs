@@ -1,5 +1,6 @@
 //! Every environment variable, typed and read once at start; secrets as `SecretString`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -8,6 +9,7 @@ use crate::forward::ForwardOptions;
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
 use crate::intercom::{API_VERSIONS, DEFAULT_API_VERSION, Region};
 use crate::queue::RetryPolicy;
+use crate::settings::Settings;
 
 /// Why the function cannot start; the message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +93,12 @@ pub struct ForwardConfig {
     /// `DLQ_URL`: the queue permanent failures go to, with their reason (required by the forward Lambda; local runs
     /// keep dead letters in memory when it is unset).
     pub dlq_url: Option<String>,
-    /// `INTERCOM_CREATE_ATTRIBUTES`: create custom data attributes Intercom lacks (default true), else drop them.
+    /// `INTERCOM_CREATE_ATTRIBUTES`: create custom data attributes Intercom lacks (default true), else drop them;
+    /// the settings' `attributes.create_missing` overrides it.
     pub create_attributes: bool,
+    /// `RELAY_SETTINGS` (a JSON document) or `RELAY_SETTINGS_FILE` (a path to one): the destination settings;
+    /// unset means the defaults.
+    pub settings: Arc<Settings>,
     /// `INTERCOM_TIMEOUT_MS`: the most one Intercom call may take (default 5000).
     pub timeout: Duration,
     /// `INTERCOM_CONCURRENCY`: message groups worked on at once (default 8).
@@ -159,6 +165,8 @@ impl ForwardConfig {
                 return Err(ConfigError::Invalid { name: "INTERCOM_CREATE_ATTRIBUTES", reason });
             }
         };
+        let settings = settings(&set)?;
+        let create_attributes = settings.create_missing().unwrap_or(create_attributes);
         let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", 5000, 100..=60_000)?);
         let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
         let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
@@ -170,6 +178,7 @@ impl ForwardConfig {
             api_version,
             dlq_url,
             create_attributes,
+            settings: Arc::new(settings),
             timeout,
             concurrency,
             attempts,
@@ -185,6 +194,27 @@ impl ForwardConfig {
             call_timeout: self.timeout,
             max_receives: self.max_receives,
             ..ForwardOptions::default()
+        }
+    }
+}
+
+/// The destination settings from `RELAY_SETTINGS` or the file `RELAY_SETTINGS_FILE` names (not both); every problem of
+/// a bad document is listed by its path.
+fn settings(set: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let invalid = |name, reason| ConfigError::Invalid { name, reason };
+    match (set("RELAY_SETTINGS"), set("RELAY_SETTINGS_FILE")) {
+        (None, None) => Ok(Settings::default()),
+        (Some(_), Some(_)) => Err(invalid(
+            "RELAY_SETTINGS",
+            "and RELAY_SETTINGS_FILE are both set: give the document one way, not two".into(),
+        )),
+        (Some(text), None) => {
+            Settings::parse(&text).map_err(|problems| invalid("RELAY_SETTINGS", problems.to_string()))
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("RELAY_SETTINGS_FILE", format!("cannot read {path}: {e}")))?;
+            Settings::parse(&text).map_err(|problems| invalid("RELAY_SETTINGS_FILE", format!("{path}: {problems}")))
         }
     }
 }

@@ -14,3 +14,4 @@ pub mod logging;
 pub mod mapping;
 pub mod queue;
 pub mod sandbox;
+pub mod settings;

@@ -12,6 +12,7 @@ use intercom_relay::config;
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{Destination, LocalError, ReplayOptions, ServeOptions, Tally, replay, serve};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay::settings::{self, Settings};
 use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser)]
@@ -38,6 +39,21 @@ enum Command {
     Serve(ServeArgs),
     /// Run the Intercom sandbox alone (e.g. for `cargo lambda watch` with INTERCOM_BASE_URL pointing at it).
     Sandbox(SandboxArgs),
+    /// Destination settings: check a document offline, or print their JSON Schema.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Check a settings document (as RELAY_SETTINGS or RELAY_SETTINGS_FILE would be read) and list every problem by
+    /// its path. Exit status: 0 when valid, 1 when not, 2 when the file cannot be read.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the settings document's JSON Schema (as committed in src/settings/settings.schema.json).
+    Schema,
 }
 
 #[derive(Args)]
@@ -81,6 +97,8 @@ struct ReplayArgs {
     /// Exit with status 1 if any event was rejected or dead-lettered.
     #[arg(long)]
     strict: bool,
+    #[command(flatten)]
+    settings: SettingsArg,
     /// Write keys the function-URL requests among the files must carry (comma-separated); the default is the key of
     /// the samples in events/requests.
     #[arg(long = "write-keys", env = "WRITE_KEYS", hide_env_values = true, default_value = "test-write-key")]
@@ -95,6 +113,28 @@ struct ServeArgs {
     port: u16,
     #[command(flatten)]
     intercom: IntercomArgs,
+    #[command(flatten)]
+    settings: SettingsArg,
+}
+
+#[derive(Args)]
+struct SettingsArg {
+    /// Destination settings to forward under (a JSON document; see `intercom-relay settings`), instead of
+    /// RELAY_SETTINGS or RELAY_SETTINGS_FILE.
+    #[arg(long = "settings", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl SettingsArg {
+    /// The environment as the forwarder reads it, with `--settings` in place of RELAY_SETTINGS(_FILE).
+    fn env(&self) -> impl Fn(&str) -> Option<String> + Clone + Send + Sync + 'static {
+        let file = self.file.as_ref().map(|path| path.display().to_string());
+        move |name: &str| match (name, &file) {
+            ("RELAY_SETTINGS", Some(_)) => None,
+            ("RELAY_SETTINGS_FILE", Some(path)) => Some(path.clone()),
+            _ => env(name),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -121,6 +161,7 @@ fn main() -> ExitCode {
             Command::Replay(args) => run_replay(args).await,
             Command::Serve(args) => run_serve(args).await,
             Command::Sandbox(args) => run_sandbox(args).await,
+            Command::Settings(command) => run_settings(command),
         }
     });
     result.unwrap_or_else(|error| fail(&error))
@@ -146,7 +187,7 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     let options = ReplayOptions { paths: args.paths, destination: args.intercom.destination(), write_keys };
     let tally = Arc::new(Tally::new(true, args.show_requests));
     let progress = progress_bar(tally.clone());
-    let local = replay(options, env, tally.clone()).await;
+    let local = replay(options, args.settings.env(), tally.clone()).await;
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -224,8 +265,14 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
         dlq_url,
     };
     let queue = options.queue_url.clone().map_or_else(|| "in memory".to_owned(), |url| format!("SQS {url}"));
+    let settings = match (&args.settings.file, env("RELAY_SETTINGS"), env("RELAY_SETTINGS_FILE")) {
+        (Some(file), _, _) => file.display().to_string(),
+        (None, Some(_), _) => "from RELAY_SETTINGS".to_owned(),
+        (None, None, Some(file)) => file,
+        (None, None, None) => "the defaults (everything forwarded)".to_owned(),
+    };
     let tally = Arc::new(Tally::new(false, false));
-    let server = serve(options, env, tally.clone()).await?;
+    let server = serve(options, args.settings.env(), tally.clone()).await?;
     let local = server.local().clone();
     let key = match &generated {
         Some(key) => format!("{key} (made for this run; set WRITE_KEYS to choose)"),
@@ -233,7 +280,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
     };
     let example_key = generated.as_deref().unwrap_or("$WRITE_KEY");
     out(&format!(
-        "Segment HTTP Tracking API on {url}\n  write key: {key}\n  queue:     {queue}\n  Intercom:  {}\n\
+        "Segment HTTP Tracking API on {url}\n  write key: {key}\n  queue:     {queue}\n  Intercom:  {}\n  settings:  {settings}\n\
          Try: curl -u '{example_key}:' -H 'content-type: application/json' -d '{{\"userId\":\"user-1\",\"event\":\"Signed Up\"}}' {url}/v1/track\n\
          Ctrl-C stops it: what is queued is forwarded first.\n",
         local.destination,
@@ -275,6 +322,29 @@ async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
     shutdown_signal().await;
     out(&format!("Stopped after {} requests; it held {}.\n", sandbox.requests().len(), sandbox.state().summary()));
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_settings(command: SettingsCommand) -> Result<ExitCode, LocalError> {
+    match command {
+        SettingsCommand::Schema => {
+            out(&format!("{}\n", serde_json::to_string_pretty(&settings::schema()).expect("a schema serialises")));
+            Ok(ExitCode::SUCCESS)
+        }
+        SettingsCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| LocalError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            match Settings::parse(&text) {
+                Ok(settings) => {
+                    out(&format!("{}: valid settings.\n{}", file.display(), settings.describe()));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    let _ = writeln!(std::io::stderr(), "{}: {problems}", file.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -26,8 +26,8 @@ async fn main() -> Result<(), Error> {
         aws_sdk_sqs::Client::new(&aws),
         config.dlq_url.as_deref().expect("from_env requires DLQ_URL"),
     );
-    let forwarder =
-        Forwarder::new(Executor::new(client, config.create_attributes, CACHE_SIZE), dead_letter, config.options());
+    let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
+    let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
     let forwarder = &forwarder;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline);

@@ -2,6 +2,7 @@
 //! delivered, skipped, handed back to SQS, or in the dead-letter queue with the reason.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,7 +15,8 @@ use super::execute::{Executor, Failed, Patience};
 use super::sqs_event::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsRecord};
 use crate::envelope::Envelope;
 use crate::intercom::{IntercomApi, IntercomError};
-use crate::mapping::{Unmapped, map_event};
+use crate::mapping::{Unmapped, map_with};
+use crate::settings::Settings;
 
 tokio::task_local! {
     /// The SQS message id of the record whose calls are being made.
@@ -65,8 +67,14 @@ impl Default for ForwardOptions {
 pub enum Outcome {
     /// Intercom holds it.
     Delivered { calls: usize },
-    /// Nothing Intercom can hold (no contact identifier, an alias for unknown contacts…), acknowledged.
-    Skipped { reason: String, calls: usize },
+    /// Nothing Intercom can hold (no contact identifier, an alias for unknown contacts…), or the destination settings
+    /// said no (`skipped_by` names the rule: `events.deny[2]`); acknowledged.
+    Skipped {
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped_by: Option<String>,
+        calls: usize,
+    },
     /// Handed back to SQS, which delivers it again after the visibility timeout.
     Retry { reason: String, calls: usize },
     /// In the dead-letter queue with the reason, acknowledged.
@@ -125,6 +133,7 @@ pub struct Forwarder<A, D> {
     executor: Executor<A>,
     dead_letter: D,
     options: ForwardOptions,
+    settings: Arc<Settings>,
 }
 
 /// A record with its body read.
@@ -139,7 +148,16 @@ struct Item<'a> {
 
 impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     pub fn new(executor: Executor<A>, dead_letter: D, options: ForwardOptions) -> Forwarder<A, D> {
-        Forwarder { executor, dead_letter, options }
+        Forwarder { executor, dead_letter, options, settings: Arc::new(Settings::default()) }
+    }
+
+    /// The destination settings every record is evaluated against (the defaults unless given).
+    pub fn with_settings(self, settings: Arc<Settings>) -> Forwarder<A, D> {
+        Forwarder { settings, ..self }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn executor(&self) -> &Executor<A> {
@@ -228,9 +246,14 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 return self.send_to_dead_letter(item, Reason::ours("malformed_envelope", message.clone()), 0).await;
             }
         };
-        let plan = match map_event(&envelope.event) {
+        let plan = match map_with(&envelope.event, &self.settings) {
             Ok(plan) => plan,
-            Err(Unmapped::Skipped(reason)) => return Outcome::Skipped { reason: reason.into(), calls: 0 },
+            Err(Unmapped::Skipped(reason)) => {
+                return Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: 0 };
+            }
+            Err(Unmapped::SkippedBy(skip)) => {
+                return Outcome::Skipped { reason: skip.reason, skipped_by: Some(skip.rule), calls: 0 };
+            }
             Err(Unmapped::Unreadable(message)) => {
                 return self.send_to_dead_letter(item, Reason::ours("unreadable_event", message), 0).await;
             }
@@ -248,7 +271,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                     info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
                 }
                 match delivery.skipped {
-                    Some(reason) => Outcome::Skipped { reason: reason.into(), calls: delivery.calls },
+                    Some(reason) => Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: delivery.calls },
                     None => Outcome::Delivered { calls: delivery.calls },
                 }
             }
@@ -316,7 +339,10 @@ fn log(record: &RecordOutcome) {
     );
     match &record.outcome {
         Outcome::Delivered { calls } => info!(sqs_message_id, message_id, event_type, calls, "Delivered."),
-        Outcome::Skipped { reason, calls } => info!(sqs_message_id, message_id, event_type, calls, reason, "Skipped."),
+        Outcome::Skipped { reason, skipped_by, calls } => {
+            let skipped_by = skipped_by.as_deref();
+            info!(sqs_message_id, message_id, event_type, calls, reason, skipped_by, "Skipped.")
+        }
         Outcome::Retry { reason, calls } => {
             warn!(sqs_message_id, message_id, event_type, calls, reason, "Handed back to SQS.")
         }

@@ -25,6 +25,8 @@ pub enum Input {
     Request(Box<lambda_http::Request>),
     /// An SQS event of envelopes, as Lambda hands it to the forward function.
     Sqs(SqsEvent),
+    /// A destination-settings document (`events/settings/`): not events; `--settings` takes it.
+    Settings,
 }
 
 impl Input {
@@ -37,6 +39,7 @@ impl Input {
             Input::Ndjson(lines) => format!("NDJSON, {} lines", lines.len()),
             Input::Request(_) => "a function-URL request".into(),
             Input::Sqs(event) => format!("an SQS event of {} records", event.records.len()),
+            Input::Settings => "a settings document".into(),
         }
     }
 }
@@ -171,6 +174,11 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
     if object.get("type").is_some_and(|t| t.get().starts_with('"')) {
         return Ok(Input::Event(text));
     }
+    let schema = crate::settings::schema();
+    let settings_keys = schema["properties"].as_object();
+    if !object.is_empty() && object.keys().all(|key| settings_keys.is_some_and(|keys| keys.contains_key(key))) {
+        return Ok(Input::Settings);
+    }
     Err(format!("is a JSON object of no shape replay knows: {SHAPES}"))
 }
 
@@ -226,6 +234,7 @@ mod tests {
             (r#"[{"type": "track", "n": 1e400}, {"type": "page", "a": 1, "a": 2}]"#, "a JSON array of 2 events"),
             (include_str!("../../events/requests/track.json"), "a function-URL request"),
             (r#"{"Records": [{"messageId": "m", "body": "{}"}]}"#, "an SQS event of 1 records"),
+            (r#"{"events": {"deny": ["Debug *"]}, "page": null}"#, "a settings document"),
         ];
         for (text, expected) in cases {
             assert_eq!(shape(text).as_deref(), Ok(expected), "{text}");

@@ -142,7 +142,7 @@ impl Local {
             None => config.base_url.clone(),
         };
         let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
-        let forwarder = Forwarder::new(executor, dead_letter, config.options());
+        let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
         Ok(Local { forwarder, tally, sandbox, destination, redelivery: Duration::from_secs(1) })
     }
 

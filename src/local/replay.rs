@@ -37,8 +37,21 @@ pub async fn replay(
         let paths: Vec<String> = options.paths.iter().map(|p| p.display().to_string()).collect();
         return Err(LocalError::Usage(format!("no .json, .ndjson or .jsonl files in {}", paths.join(", "))));
     }
-    let inputs =
+    let mut inputs =
         files.into_iter().map(|path| input::read(&path).map(|input| (path, input))).collect::<Result<Vec<_>, _>>()?;
+    // Settings documents met in a directory (events/settings/) are not events; one named on its own is a mistake.
+    if let Some((path, _)) =
+        inputs.iter().find(|(path, input)| matches!(input, Input::Settings) && options.paths.contains(path))
+    {
+        return Err(LocalError::Usage(format!(
+            "{} is a settings document, not events: pass it with --settings",
+            path.display()
+        )));
+    }
+    inputs.retain(|(_, input)| !matches!(input, Input::Settings));
+    if inputs.is_empty() {
+        return Err(LocalError::Usage("the files hold settings documents only, no events".into()));
+    }
     let dead_letter = LocalDeadLetter::Memory(MemoryDeadLetter::new());
     let local = Local::start(&options.destination, env, tally.clone(), dead_letter).await?;
     let ingest = Ingest::new(
@@ -66,6 +79,7 @@ pub async fn replay(
                 }
             }
             Input::Request(request) => files.request(&source, *request).await,
+            Input::Settings => {}
             Input::Sqs(event) => {
                 local.drain(ingest.queue(), &drained).await;
                 tally.accepted(event.records.len());

@@ -84,6 +84,9 @@ pub struct Finished {
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub reason: Value,
+    /// The destination-settings rule that skipped it (`events.deny[2]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -104,6 +107,9 @@ pub struct EventReport {
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Value>,
+    /// The destination-settings rule that skipped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_by: Option<String>,
     pub calls: Vec<CallReport>,
 }
 
@@ -217,32 +223,33 @@ impl Tally {
         let source = origin.as_ref().map_or_else(|| "queue".to_owned(), |o| o.source.clone());
         let message_id = record.message_id.clone().or_else(|| origin.and_then(|o| o.message_id));
         let event_type = record.event_type.clone();
-        let finished_as = |reason: Value| Finished {
+        let finished_as = |reason: Value, skipped_by: Option<String>| Finished {
             source: source.clone(),
             message_id: message_id.clone(),
             event_type: event_type.clone(),
             reason,
+            skipped_by,
         };
-        let (outcome, reason) = match &record.outcome {
+        let (outcome, reason, skipped_by) = match &record.outcome {
             Outcome::Delivered { .. } => {
                 report.delivered += 1;
-                ("delivered", None)
+                ("delivered", None, None)
             }
-            Outcome::Skipped { reason, .. } => {
+            Outcome::Skipped { reason, skipped_by, .. } => {
                 let reason = Value::String(reason.clone());
-                report.skipped.push(finished_as(reason.clone()));
-                ("skipped", Some(reason))
+                report.skipped.push(finished_as(reason.clone(), skipped_by.clone()));
+                ("skipped", Some(reason), skipped_by.clone())
             }
             Outcome::DeadLettered { reason, .. } => {
                 let reason = reason_json(reason);
-                report.dead_lettered.push(finished_as(reason.clone()));
-                ("dead_lettered", Some(reason))
+                report.dead_lettered.push(finished_as(reason.clone(), None));
+                ("dead_lettered", Some(reason), None)
             }
             Outcome::Retry { .. } => unreachable!("returned above"),
         };
         let calls = calls.remove(&record.sqs_message_id).unwrap_or_default();
         if *keep_events {
-            events.insert(place, EventReport { source, message_id, event_type, outcome, reason, calls });
+            events.insert(place, EventReport { source, message_id, event_type, outcome, reason, skipped_by, calls });
         }
     }
 
@@ -284,10 +291,11 @@ impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
         for event in &self.events {
-            let reason = match &event.reason {
-                Some(Value::String(reason)) => format!(": {reason}"),
-                Some(reason) => format!(": {}", reason["error_code"].as_str().unwrap_or_default()),
-                None => String::new(),
+            let reason = match (&event.reason, &event.skipped_by) {
+                (Some(Value::String(reason)), Some(rule)) => format!(": {rule}: {reason}"),
+                (Some(Value::String(reason)), None) => format!(": {reason}"),
+                (Some(reason), _) => format!(": {}", reason["error_code"].as_str().unwrap_or_default()),
+                (None, _) => String::new(),
             };
             let _ = writeln!(
                 out,
@@ -384,7 +392,7 @@ mod tests {
         tally.outcome(&record("q-2", Outcome::Retry { reason: "timeout".into(), calls: 1 }));
         tally.exchange(Some("q-2".into()), exchange("/events", Some(202)));
         tally.outcome(&record("q-2", Outcome::Delivered { calls: 1 }));
-        tally.outcome(&record("q-1", Outcome::Skipped { reason: "no identifier".into(), calls: 1 }));
+        tally.outcome(&record("q-1", Outcome::Skipped { reason: "no identifier".into(), skipped_by: None, calls: 1 }));
         let report = tally.report();
         assert_eq!((report.accepted, report.delivered, report.skipped.len(), report.handed_back), (3, 1, 1, 1));
         assert_eq!(report.finished(), 2);

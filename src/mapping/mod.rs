@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use serde_json::value::RawValue;
 
 use crate::event::{Event, EventType, RawObject, TopLevel};
+use crate::settings::{Settings, Skip, Verdict};
 pub use values::Dropped;
 use values::{Location, NAME_TAKEN, cents, flatten_attribute, integer, unix_seconds};
 
@@ -96,6 +97,8 @@ pub struct Plan {
 pub enum Unmapped {
     /// Nothing Intercom can hold: acknowledged and logged with the reason, never dead-lettered.
     Skipped(&'static str),
+    /// The destination settings say no: acknowledged and logged with the rule, never dead-lettered.
+    SkippedBy(Skip),
     /// The event cannot be read (it did not come through ingest): a permanent failure.
     Unreadable(String),
 }
@@ -103,40 +106,48 @@ pub enum Unmapped {
 /// The reason an event that names no contact is skipped.
 pub const NO_CONTACT_IDENTIFIER: &str = "no_contact_identifier";
 
-/// Plans the Intercom operations for `event`.
+/// Plans the Intercom operations for `event` under the default settings.
+pub fn map_event(event: &Event) -> Result<Plan, Unmapped> {
+    map_with(event, Settings::defaults())
+}
+
+/// Plans the Intercom operations for `event` under `settings`: nothing when they skip it, else the operations with the
+/// names and identity they choose.
 ///
 /// Free-form objects are parsed only as far as the event's type needs: `context` is large and rarely matters, so only the
 /// member asked for is read.
-pub fn map_event(event: &Event) -> Result<Plan, Unmapped> {
+pub fn map_with(event: &Event, settings: &Settings) -> Result<Plan, Unmapped> {
+    let event_name = match settings.evaluate(event) {
+        Verdict::Skip(skip) => return Err(Unmapped::SkippedBy(skip)),
+        Verdict::Forward { event_name } => event_name.unwrap_or_default(),
+    };
     let mut plan = Plan::default();
     match event.kind {
         EventType::Identify => {
             let traits = object(&event.traits)?;
-            let inactive = context_member(event, "active")? == Some(Value::Bool(false));
-            identify(event, &traits, inactive, &mut plan)?
+            identify(event, &traits, settings, &mut plan)?
         }
         EventType::Track => {
             let properties = event.properties.as_ref().map(RawObject::members).unwrap_or_default();
-            let contact = contact_key(event, || {
+            let contact = contact_key(event, settings, || {
                 let email = properties.get("email").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
                 Ok(email.filter(|e| e.contains('@')).map(|e| e.trim().to_owned()).or(context_email(event)?))
             })?;
-            let name = event.event.as_deref().unwrap_or_default();
             let metadata = metadata(&properties, &mut plan.dropped)?;
-            plan.operations.push(submit(contact, name, event, metadata));
+            plan.operations.push(submit(contact, event_name, event, metadata));
         }
         EventType::Page | EventType::Screen => {
-            let contact = contact_key(event, || context_email(event))?;
+            let contact = contact_key(event, settings, || context_email(event))?;
             let properties = object(&event.properties)?;
             let page = match context_member(event, "page")? {
                 Some(Value::Object(page)) => page,
                 _ => Map::new(),
             };
-            let (name, metadata) = view_metadata(event, &properties, &page);
-            plan.operations.push(submit(contact, name, event, metadata));
+            let metadata = view_metadata(event, &properties, &page);
+            plan.operations.push(submit(contact, event_name, event, metadata));
         }
         EventType::Group => {
-            let contact = contact_key(event, || context_email(event))?;
+            let contact = contact_key(event, settings, || context_email(event))?;
             let traits = object(&event.traits)?;
             let company_id = event.group_id.clone().unwrap_or_default();
             plan.operations.push(Operation::UpsertCompany(company(
@@ -177,15 +188,35 @@ fn context_email(event: &Event) -> Result<Option<String>, Unmapped> {
     Ok(context_member(event, "traits")?.as_ref().and_then(Value::as_object).and_then(email))
 }
 
-/// Who the event is about: its userId, else the email `fallback` finds.
+/// Who the event is about: its userId; else its anonymousId when the settings send it; else a lead by the email
+/// `fallback` finds, when the settings allow leads.
 fn contact_key(
     event: &Event,
+    settings: &Settings,
     fallback: impl FnOnce() -> Result<Option<String>, Unmapped>,
 ) -> Result<ContactKey, Unmapped> {
-    if let Some(user_id) = &event.user_id {
-        return Ok(ContactKey::ExternalId(user_id.clone()));
+    if let Some(id) = user_id(event, settings) {
+        return Ok(ContactKey::ExternalId(id.to_owned()));
     }
-    fallback()?.map(ContactKey::Email).ok_or(Unmapped::Skipped(NO_CONTACT_IDENTIFIER))
+    let email = fallback()?.ok_or(Unmapped::Skipped(NO_CONTACT_IDENTIFIER))?;
+    lead_allowed(settings)?;
+    Ok(ContactKey::Email(email))
+}
+
+/// The contact's external_id: the userId, else the anonymousId when `identity.send_anonymous_id` is set.
+fn user_id<'e>(event: &'e Event, settings: &Settings) -> Option<&'e str> {
+    let anonymous = event.anonymous_id.as_deref().filter(|_| settings.identity().send_anonymous_id);
+    event.user_id.as_deref().or(anonymous)
+}
+
+fn lead_allowed(settings: &Settings) -> Result<(), Unmapped> {
+    if settings.identity().lead_from_email {
+        return Ok(());
+    }
+    Err(Unmapped::SkippedBy(Skip {
+        rule: "identity.lead_from_email".into(),
+        reason: "the event has no userId and leads are not made from email".into(),
+    }))
 }
 
 fn email(source: &Map<String, Value>) -> Option<String> {
@@ -210,12 +241,17 @@ const CONTACT_FIELDS: [&str; 14] = [
     "companies",
 ];
 
-fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &mut Plan) -> Result<(), Unmapped> {
-    let (key, role) = match (&event.user_id, email(traits)) {
-        (Some(user_id), _) => (ContactKey::ExternalId(user_id.clone()), Role::User),
-        (None, Some(email)) => (ContactKey::Email(email), Role::Lead),
+fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, plan: &mut Plan) -> Result<(), Unmapped> {
+    let (key, role) = match (user_id(event, settings), email(traits)) {
+        (Some(user_id), _) => (ContactKey::ExternalId(user_id.to_owned()), Role::User),
+        (None, Some(email)) => {
+            lead_allowed(settings)?;
+            (ContactKey::Email(email), Role::Lead)
+        }
         (None, None) => return Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER)),
     };
+    // An event sent with `context.active: false` (a server acting for the user) says nothing about when they were seen.
+    let seen = settings.identify().update_last_seen && context_member(event, "active")? != Some(Value::Bool(false));
     let dropped = &mut plan.dropped;
     let mut attributes = Map::new();
     let text = |name: &str| traits.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty());
@@ -237,8 +273,7 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
             None => dropped.push(Dropped { path: "traits.createdAt".into(), reason: "not a time Intercom can read" }),
         }
     }
-    // An event sent with `context.active: false` (a server acting for the user) says nothing about when they were seen.
-    if !inactive {
+    if seen {
         attributes.insert("last_seen_at".into(), Value::from(event.timestamp.unix_timestamp()));
     }
     let unsubscribed = traits.get("unsubscribedFromEmails").or_else(|| traits.get("unsubscribed_from_emails"));
@@ -250,7 +285,14 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
     }
     let mut custom_attributes = Map::new();
     for (name, value) in traits.iter().filter(|(name, _)| !CONTACT_FIELDS.contains(&name.as_str())) {
-        flatten_attribute(name, value, "traits", &mut custom_attributes, dropped);
+        if settings.forwards_attribute(name) {
+            flatten_attribute(name, value, "traits", &mut custom_attributes, dropped);
+        } else {
+            dropped.push(Dropped { path: format!("traits.{name}"), reason: "attributes.allow does not list it" });
+        }
+    }
+    if settings.identify().include_context {
+        context_attributes(event, &mut custom_attributes, dropped)?;
     }
     plan.operations.push(Operation::UpsertContact(ContactUpsert {
         key: key.clone(),
@@ -295,6 +337,47 @@ fn identify(event: &Event, traits: &Map<String, Value>, inactive: bool, plan: &m
     }
     if traits.get("companies").is_some_and(|companies| !companies.is_array()) {
         plan.dropped.push(Dropped { path: "traits.companies".into(), reason: "companies must be a list of companies" });
+    }
+    Ok(())
+}
+
+/// The members of `context` that `identify.include_context` sends, as `context_<member>[_<field>]`.
+const CONTEXT_ATTRIBUTES: [(&str, &[&str]); 5] = [
+    ("device", &["type", "manufacturer", "model", "name"]),
+    ("os", &["name", "version"]),
+    ("app", &["name", "version", "build", "namespace"]),
+    ("locale", &[]),
+    ("timezone", &[]),
+];
+
+/// The device, OS, app, locale and timezone as custom attributes; a trait of the same name wins.
+fn context_attributes(event: &Event, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) -> Result<(), Unmapped> {
+    for (member, fields) in CONTEXT_ATTRIBUTES {
+        let Some(value) = context_member(event, member)? else { continue };
+        let values: Vec<(String, String, &Value)> = if fields.is_empty() {
+            vec![(format!("context_{member}"), format!("context.{member}"), &value)]
+        } else {
+            fields
+                .iter()
+                .filter_map(|field| {
+                    Some((format!("context_{member}_{field}"), format!("context.{member}.{field}"), value.get(field)?))
+                })
+                .collect()
+        };
+        for (name, path, value) in values {
+            match value {
+                Value::String(text) if text.chars().count() > 255 => {
+                    dropped.push(Dropped { path, reason: "Intercom attribute strings hold at most 255 characters" })
+                }
+                Value::String(text) if text.trim().is_empty() => {}
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                    if let Entry::Vacant(slot) = out.entry(name) {
+                        slot.insert(value.clone());
+                    }
+                }
+                _ => dropped.push(Dropped { path, reason: "context attributes must be strings, numbers or booleans" }),
+            }
+        }
     }
     Ok(())
 }
@@ -471,18 +554,14 @@ fn keep(key: &str, value: Value, at: Location<'_>, out: &mut Map<String, Value>,
     dropped.push(Dropped { path: at.to_string(), reason });
 }
 
-/// Page and screen views: the event name, and what the view says about itself.
-fn view_metadata(
-    event: &Event,
-    properties: &Map<String, Value>,
-    page: &Map<String, Value>,
-) -> (&'static str, Map<String, Value>) {
+/// Page and screen views: what the view says about itself.
+fn view_metadata(event: &Event, properties: &Map<String, Value>, page: &Map<String, Value>) -> Map<String, Value> {
     let mut metadata = Map::new();
     let from =
         |key: &str| properties.get(key).or_else(|| page.get(key)).and_then(Value::as_str).filter(|v| !v.is_empty());
-    let (name, keys): (&str, &[&str]) = match event.kind {
-        EventType::Page => ("page_viewed", &["url", "path", "title", "referrer"]),
-        _ => ("screen_viewed", &[]),
+    let keys: &[&str] = match event.kind {
+        EventType::Page => &["url", "path", "title", "referrer"],
+        _ => &[],
     };
     for key in keys {
         if let Some(value) = from(key) {
@@ -495,7 +574,7 @@ fn view_metadata(
     if let Some(category) = event.category.as_deref().filter(|c| !c.is_empty() && event.kind == EventType::Page) {
         metadata.insert("category".into(), category.into());
     }
-    (name, metadata)
+    metadata
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ async fn every_type_reaches_intercom_through_the_queue_in_the_fewest_calls() {
         ("group", delivered(2)), // upsert the company, attach the cached contact
         ("alias", delivered(3)), // search the previous id, read the cached user, merge
         ("lead", delivered(2)),  // search the lead's email, create the lead
-        ("anonymous", Outcome::Skipped { reason: "no_contact_identifier".into(), calls: 0 }),
+        ("anonymous", Outcome::Skipped { reason: "no_contact_identifier".into(), skipped_by: None, calls: 0 }),
     ];
     assert_eq!(calls, expected.map(|(id, outcome)| (id.to_owned(), outcome)));
     let state = pipeline.sandbox.state();
