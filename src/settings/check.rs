@@ -183,10 +183,13 @@ fn validate(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Proble
                 }
             }
         }
-        Value::String(text) => {
-            if schema.get("minLength").and_then(Value::as_u64).is_some_and(|min| (text.chars().count() as u64) < min) {
-                problems.push(problem(path, "must not be empty"));
-            }
+        Value::String(text)
+            if schema
+                .get("minLength")
+                .and_then(Value::as_u64)
+                .is_some_and(|min| (text.chars().count() as u64) < min) =>
+        {
+            problems.push(problem(path, "must not be empty"));
         }
         _ => {}
     }
