@@ -82,7 +82,7 @@ pub(super) fn compile(document: Document) -> Result<Settings, Problems> {
     let deny = globs(&events.deny, "events.deny", |i| format!("[{i}]"), &mut problems);
     for (from, to) in &events.rename {
         if to.trim().is_empty() {
-            problems.push(problem(&format!("events.rename{}", key_path(from)), "must name an event"));
+            problems.push(problem(&member_path("events.rename", from), "must name an event"));
         }
     }
     let rules = document.trigger_paths.rules();
@@ -203,7 +203,7 @@ fn object(schema: &Value, members: &Map<String, Value>, path: &str, problems: &m
         }
     }
     for (name, member) in members {
-        let at = format!("{path}{}", key_path(name));
+        let at = member_path(path, name);
         match (properties.and_then(|p| p.get(name)), schema.get("additionalProperties")) {
             (Some(member_schema), _) => validate(member_schema, member, &at, problems),
             (None, Some(Value::Bool(false))) => {
@@ -211,7 +211,7 @@ fn object(schema: &Value, members: &Map<String, Value>, path: &str, problems: &m
                 let near = known
                     .iter()
                     .copied()
-                    .filter(|k| strsim::jaro_winkler(k, name) > 0.85)
+                    .filter(|k| strsim::jaro_winkler(k, name) >= 0.8)
                     .max_by(|a, b| strsim::jaro_winkler(a, name).total_cmp(&strsim::jaro_winkler(b, name)));
                 let hint = match near {
                     Some(near) => format!("did you mean `{near}`?"),
@@ -324,12 +324,14 @@ fn describe(value: &Value) -> String {
     }
 }
 
-/// `.name`, or `["a name"]` for a key that is not a plain word.
-fn key_path(key: &str) -> String {
-    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
-        format!(".{key}")
-    } else {
-        format!("[{}]", Value::from(key))
+/// The path of member `key` of the object at `path`: `path.key`, or `path["a key"]` for a key that is not a plain word.
+fn member_path(path: &str, key: &str) -> String {
+    match () {
+        _ if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') => {
+            format!("{path}[{}]", Value::from(key))
+        }
+        _ if path.is_empty() => key.to_owned(),
+        _ => format!("{path}.{key}"),
     }
 }
 
@@ -406,7 +408,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let path = format!("{}{}", self.path, key_path(&key));
+            let path = member_path(&self.path, &key);
             let value = map.next_value_seed(Seed { path: path.clone(), duplicates: &mut *self.duplicates })?;
             if members.insert(key, value).is_some() {
                 self.duplicates.push(path);
