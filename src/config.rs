@@ -332,6 +332,41 @@ mod tests {
     }
 
     #[test]
+    fn settings_come_from_the_variable_or_a_file_and_override_create_attributes() {
+        assert!(forward(&[TOKEN, DLQ]).unwrap().settings.is_default());
+        let inline =
+            forward(&[TOKEN, DLQ, ("RELAY_SETTINGS", r#"{"attributes": {"create_missing": false}}"#)]).unwrap();
+        assert!(!inline.create_attributes && !inline.settings.is_default());
+        let env_says_no = forward(&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "false")]).unwrap();
+        assert!(!env_says_no.create_attributes);
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/events/settings/shop.json");
+        let from_file = forward(&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "false"), ("RELAY_SETTINGS_FILE", file)]);
+        let from_file = from_file.unwrap();
+        assert!(from_file.create_attributes, "the document's create_missing: true wins");
+        assert_eq!(from_file.settings.document().page.as_deref(), Some("Page Viewed"));
+        let blank = forward(&[TOKEN, DLQ, ("RELAY_SETTINGS", "  ")]).unwrap();
+        assert!(blank.settings.is_default(), "an empty variable (the template's default) means no settings");
+
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("RELAY_SETTINGS", "{}"), ("RELAY_SETTINGS_FILE", file)],
+                "RELAY_SETTINGS is invalid: and RELAY_SETTINGS_FILE are both set",
+            ),
+            (&[("RELAY_SETTINGS", "{\"page\": 1}")], "RELAY_SETTINGS is invalid: page: must be a string or null"),
+            (&[("RELAY_SETTINGS", "nope")], "RELAY_SETTINGS is invalid: is not JSON"),
+            (
+                &[("RELAY_SETTINGS_FILE", "/nonexistent.json")],
+                "RELAY_SETTINGS_FILE is invalid: cannot read /nonexistent.json",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let all: Vec<(&str, &str)> = [TOKEN, DLQ].into_iter().chain(vars.iter().copied()).collect();
+            let error = forward(&all).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
     fn keys_are_split_trimmed_and_never_printed() {
         let config = config(&[QUEUE, ("WRITE_KEYS", " first ,second")]).unwrap();
         assert!(config.write_keys.verify("first") && config.write_keys.verify("second"));

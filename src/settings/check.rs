@@ -10,7 +10,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{Document, Settings, TriggerPaths};
+use super::{Document, Settings};
 
 /// One problem in a settings document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,72 +61,109 @@ pub(super) fn parse(text: &str) -> Result<Settings, Problems> {
         Err(error) => return Err(Problems(vec![problem("", format!("is not JSON: {error}"))])),
     };
     validate(&SCHEMA, &value, "", &mut problems);
+    beyond_the_schema(&value, &mut problems);
     if !problems.is_empty() {
+        problems.sort_by_key(|p| position(&value, &p.path));
         return Err(Problems(problems));
     }
     let document: Document = serde_json::from_value(value)
         .map_err(|e| Problems(vec![problem("", format!("does not fit the settings' types: {e}"))]))?;
-    compile(document)
+    Ok(build(document))
 }
 
-/// Compiles the patterns and checks what the schema cannot.
+/// Checks a document made in code as a written one is checked.
 pub(super) fn compile(document: Document) -> Result<Settings, Problems> {
     let mut problems = Vec::new();
-    for (index, kind) in document.types.iter().enumerate() {
-        if document.types[..index].contains(kind) {
-            problems.push(problem(&format!("types[{index}]"), format!("lists {} again", kind.event_type())));
-        }
-    }
-    let events = &document.events;
-    let allow = events.allow.as_ref().map(|list| globs(list, "events.allow", |i| format!("[{i}]"), &mut problems));
-    let deny = globs(&events.deny, "events.deny", |i| format!("[{i}]"), &mut problems);
-    for (from, to) in &events.rename {
-        if to.trim().is_empty() {
-            problems.push(problem(&member_path("events.rename", from), "must name an event"));
-        }
-    }
-    let rules = document.trigger_paths.rules();
-    let prefix = match document.trigger_paths {
-        TriggerPaths::Rules(_) => "trigger_paths",
-        TriggerPaths::WithDefault(_) => "trigger_paths.rules",
-    };
-    let patterns: Vec<String> = rules.iter().map(|rule| rule.pattern.clone()).collect();
-    let trigger = globs(&patterns, prefix, |i| format!("[{i}].match"), &mut problems);
-    let attributes = document
-        .attributes
-        .allow
-        .as_ref()
-        .map(|list| globs(list, "attributes.allow", |i| format!("[{i}]"), &mut problems));
-    for (name, value) in [("page", &document.page), ("screen", &document.screen)] {
-        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            problems.push(problem(name, "must name an event, or be null to skip these calls"));
-        }
-    }
-    if document.consent.as_ref().is_some_and(|c| c.category.trim().is_empty()) {
-        problems.push(problem("consent.category", "must name a consent category"));
-    }
+    let value = serde_json::to_value(&document).expect("a document serialises");
+    beyond_the_schema(&value, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    Ok(Settings { document, allow, deny, trigger, attributes })
+    Ok(build(document))
 }
 
-/// The patterns of `list` as one set (a match says which), each bad one a problem at `list_path` + `item(i)`.
-fn globs(list: &[String], list_path: &str, item: impl Fn(usize) -> String, problems: &mut Vec<Problem>) -> GlobSet {
-    let mut set = GlobSetBuilder::new();
-    for (index, pattern) in list.iter().enumerate() {
-        match GlobBuilder::new(pattern).literal_separator(false).build() {
-            Ok(glob) => _ = set.add(glob),
-            Err(error) => {
-                let reason = error.kind().to_string();
+/// What a JSON Schema cannot say: patterns that compile, names that are not blank, types listed once. Read from the
+/// value, so these problems are found alongside the schema's.
+fn beyond_the_schema(value: &Value, problems: &mut Vec<Problem>) {
+    let at = |pointer: &str| value.pointer(pointer);
+    if let Some(Value::Array(types)) = at("/types") {
+        for (index, kind) in types.iter().enumerate().filter(|(_, kind)| kind.is_string()) {
+            if types[..index].contains(kind) {
                 problems.push(problem(
-                    &format!("{list_path}{}", item(index)),
-                    format!("`{pattern}` is not a glob pattern: {reason}"),
+                    &format!("types[{index}]"),
+                    format!("lists {} again", kind.as_str().unwrap_or_default()),
                 ));
             }
         }
     }
-    set.build().unwrap_or_else(|_| GlobSet::empty())
+    let mut patterns: Vec<(String, &Value)> = Vec::new();
+    for (pointer, path) in
+        [("/events/allow", "events.allow"), ("/events/deny", "events.deny"), ("/attributes/allow", "attributes.allow")]
+    {
+        if let Some(Value::Array(list)) = at(pointer) {
+            patterns.extend(list.iter().enumerate().map(|(i, p)| (format!("{path}[{i}]"), p)));
+        }
+    }
+    let (rules, prefix) = match at("/trigger_paths") {
+        Some(Value::Array(rules)) => (Some(rules), "trigger_paths"),
+        Some(object) => (object.get("rules").and_then(Value::as_array), "trigger_paths.rules"),
+        None => (None, ""),
+    };
+    for (index, rule) in rules.into_iter().flatten().enumerate() {
+        if let Some(pattern) = rule.get("match") {
+            patterns.push((format!("{prefix}[{index}].match"), pattern));
+        }
+    }
+    for (path, pattern) in patterns {
+        if let Some(Err(error)) = pattern.as_str().map(glob) {
+            let pattern = pattern.as_str().unwrap_or_default();
+            problems.push(problem(&path, format!("`{pattern}` is not a glob pattern: {}", error.kind())));
+        }
+    }
+    let blank = |value: &Value| value.as_str().is_some_and(|text| !text.is_empty() && text.trim().is_empty());
+    if let Some(Value::Object(renames)) = at("/events/rename") {
+        for (from, _) in renames.iter().filter(|(_, to)| blank(to)) {
+            problems.push(problem(&member_path("events.rename", from), "must name an event"));
+        }
+    }
+    for name in ["page", "screen"] {
+        if value.get(name).is_some_and(blank) {
+            problems.push(problem(name, "must name an event, or be null to skip these calls"));
+        }
+    }
+    if at("/consent/category").is_some_and(blank) {
+        problems.push(problem("consent.category", "must name a consent category"));
+    }
+}
+
+/// The place among the document's members of the one `path` is in, for listing problems in document order.
+fn position(value: &Value, path: &str) -> usize {
+    let top = path.split(['.', '[']).next().unwrap_or_default();
+    value.as_object().and_then(|members| members.keys().position(|key| key == top)).unwrap_or(0)
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(pattern).literal_separator(false).build()
+}
+
+/// The settings with their patterns compiled (every one already checked).
+fn build(document: Document) -> Settings {
+    let set = |list: &[String]| {
+        let mut set = GlobSetBuilder::new();
+        for glob in list.iter().filter_map(|pattern| glob(pattern).ok()) {
+            set.add(glob);
+        }
+        set.build().unwrap_or_else(|_| GlobSet::empty())
+    };
+    let events = &document.events;
+    let trigger: Vec<String> = document.trigger_paths.rules().iter().map(|rule| rule.pattern.clone()).collect();
+    Settings {
+        allow: events.allow.as_deref().map(set),
+        deny: set(&events.deny),
+        trigger: set(&trigger),
+        attributes: document.attributes.allow.as_deref().map(set),
+        document,
+    }
 }
 
 /// The generated schema, read once.

@@ -48,3 +48,27 @@ fn the_forward_function_refuses_to_start_without_a_token_and_never_prints_one() 
     assert!(output.contains("INTERCOM_REGION is invalid: must be us, eu or au, not `mars`"), "{output}");
     assert!(!output.contains("tok-very-secret"), "{output}");
 }
+
+#[test]
+fn the_forward_function_refuses_to_start_on_bad_settings_and_lists_every_problem() {
+    let base = [
+        ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo"),
+        ("INTERCOM_ACCESS_TOKEN", "tok-very-secret"),
+    ];
+    let settings = r#"{"types": ["purchase"], "events": {"deny": ["[oops"]}, "page": 7}"#;
+    let (code, output) = start_forward(&[base[0], base[1], ("RELAY_SETTINGS", settings)]);
+    assert_eq!(code, 1, "{output}");
+    for expected in [
+        "RELAY_SETTINGS is invalid: 3 problems:",
+        r#"types[0]: must be one of "identify""#,
+        "events.deny[0]: `[oops` is not a glob pattern",
+        "page: must be a string or null, not the number 7",
+    ] {
+        assert!(output.contains(expected), "{expected} in {output}");
+    }
+    assert!(!output.contains("tok-very-secret"), "{output}");
+
+    let (code, output) = start_forward(&[base[0], base[1], ("RELAY_SETTINGS_FILE", "/nonexistent/settings.json")]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("RELAY_SETTINGS_FILE is invalid: cannot read /nonexistent/settings.json"), "{output}");
+}
