@@ -54,7 +54,16 @@ enum SettingsCommand {
     },
     /// Print the settings document's JSON Schema (as committed in src/settings/settings.schema.json).
     Schema,
+    /// Check a settings document and print it as the template's Settings parameter, quoted for
+    /// `sam deploy --parameter-overrides "$(intercom-relay settings parameter FILE)"`.
+    Parameter {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
+
+/// The most the template's `Settings` parameter takes (its MaxLength; Lambda keeps at most 4 KB of environment).
+const SETTINGS_PARAMETER_MAX: usize = 3072;
 
 #[derive(Args)]
 struct IntercomArgs {
@@ -343,6 +352,30 @@ fn run_settings(command: SettingsCommand) -> Result<ExitCode, LocalError> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        SettingsCommand::Parameter { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| LocalError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            if let Err(problems) = Settings::parse(&text) {
+                let _ = writeln!(std::io::stderr(), "{}: {problems}", file.display());
+                return Ok(ExitCode::from(1));
+            }
+            let mut document: serde_json::Value = serde_json::from_str(&text).expect("checked above");
+            // Only editors read `$schema`; the deployed function does not need the bytes.
+            document.as_object_mut().map(|members| members.shift_remove("$schema"));
+            let compact = serde_json::to_string(&document).expect("JSON serialises");
+            if compact.len() > SETTINGS_PARAMETER_MAX {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}: is {} bytes as one line; the Settings parameter takes at most {SETTINGS_PARAMETER_MAX}",
+                    file.display(),
+                    compact.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            // SAM CLI reads `Key="value"` with backslash escapes: a JSON string literal of the document is exactly that.
+            out(&format!("Settings={}\n", serde_json::Value::String(compact)));
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -13,3 +13,4 @@ mod mapping;
 mod sdks;
 mod sqs;
 mod startup;
+mod template;
