@@ -68,7 +68,8 @@ fn each_rule_skips_by_its_place_in_the_settings_or_forwards_under_its_name() {
     let alias = json!({"type": "alias", "userId": "u-1", "previousId": "a-1"});
     let page = json!({"type": "page", "userId": "u-1", "name": "Home"});
     let screen = json!({"type": "screen", "userId": "u-1", "name": "Home"});
-    let cases: Vec<(&str, Value, Result<Option<&str>, &str>)> = vec![
+    type Expected = Result<Option<&'static str>, &'static str>;
+    let cases: Vec<(&str, Value, Expected)> = vec![
         ("a plain track", track("Signed Up"), Ok(Some("Signed Up"))),
         (
             "integrations: Intercom off",

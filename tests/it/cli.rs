@@ -15,29 +15,29 @@ use serde_json::{Value, json};
 
 use crate::helpers::{BASIC_AUTH, events_dir, options};
 
-fn relay() -> Command {
+pub(crate) fn relay() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_intercom-relay"));
     command.current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("WRITE_KEYS").env_remove("RUST_LOG");
     command
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs `intercom-relay ARGS` to the end (on a blocking thread, so a sandbox in this process keeps answering).
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = relay();
     command.args(args).envs(env.iter().copied());
     tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.unwrap()
 }
 
-fn report(output: &Output) -> Value {
+pub(crate) fn report(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output.stdout)))
 }
 
 /// A fresh directory under the target directory, for files a test writes.
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -82,6 +82,8 @@ async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_
         "user-2001",
         "user-3001",
         "user-4001",
+        "user-5001",
+        "user-5002",
     ]
     .into();
     assert_eq!(users.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
@@ -114,12 +116,19 @@ async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_
         Value::Object(event("u-2", "page_viewed")),
         json!({"url": "https://example.com/pricing", "name": "Pricing"})
     );
-    assert_eq!(state.events.len(), 16);
+    assert_eq!(state.events.len(), 23);
 
     // Every accepted event ended one way, and every call the sandbox answered is in the report.
     let (accepted, delivered) = (report["accepted"].as_u64().unwrap(), report["delivered"].as_u64().unwrap());
     let (skipped, dead) = (report["skipped"].as_array().unwrap(), report["dead_lettered"].as_array().unwrap());
-    assert_eq!((accepted, delivered, skipped.len(), dead.len()), (46, 37, 8, 1));
+    assert_eq!((accepted, delivered, skipped.len(), dead.len()), (58, 47, 10, 1));
+    // Without settings, only the events' own integrations objects skip anything.
+    let by_rule: BTreeMap<&str, &str> =
+        skipped.iter().filter_map(|s| Some((s["message_id"].as_str()?, s.get("skipped_by")?.as_str()?))).collect();
+    assert_eq!(
+        by_rule,
+        [("rules-all-off", "integrations.All"), ("rules-intercom-off", "integrations.Intercom")].into()
+    );
     assert_eq!(accepted, delivered + skipped.len() as u64 + dead.len() as u64);
     assert_eq!(report["events"].as_array().unwrap().len() as u64, accepted);
     let calls = &report["intercom_calls"];
@@ -141,11 +150,11 @@ async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_r
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains("46 accepted, 16 rejected; 37 delivered, 8 skipped, 1 dead-lettered; 82 Intercom calls."),
+        stdout.contains("58 accepted, 16 rejected; 47 delivered, 10 skipped, 1 dead-lettered; 98 Intercom calls."),
         "{stdout}"
     );
     assert!(stdout.contains("Intercom: the sandbox at http://127.0.0.1:"), "{stdout}");
-    assert!(stdout.contains("it holds 16 contacts (2 leads), 6 companies, 16 events"), "{stdout}");
+    assert!(stdout.contains("it holds 18 contacts (2 leads), 6 companies, 23 events"), "{stdout}");
     let track = "delivered     track    msg-track-1001  (events/requests/track.json)\n    POST /events -> 202\n";
     assert!(stdout.contains(track), "{stdout}");
     assert!(stdout.contains("rejected      events/requests/invalid/wrong-write-key.json: the write key is not valid"));
@@ -315,7 +324,7 @@ pub(crate) fn start_serve(intercom_url: &str, token: &str) -> Served {
     start_serve_with(intercom_url, token, &[])
 }
 
-fn start_serve_with(intercom_url: &str, token: &str, env: &[(&str, &str)]) -> Served {
+pub(crate) fn start_serve_with(intercom_url: &str, token: &str, env: &[(&str, &str)]) -> Served {
     let mut child = relay()
         .args(["serve", "--port", "0", "--intercom-url", intercom_url])
         .envs(env.iter().copied())

@@ -11,6 +11,7 @@ mod ingest;
 mod intercom;
 mod mapping;
 mod sdks;
+mod settings;
 mod sqs;
 mod startup;
 mod template;

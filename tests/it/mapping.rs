@@ -344,9 +344,11 @@ fn outcome(name: &str) -> Outcome {
 
 #[test]
 fn every_segment_file_is_in_the_table() {
+    // One event per .json file; the NDJSON of destination-rules events is replayed under settings in tests/it/settings.rs.
     let mut files: Vec<String> = std::fs::read_dir(segment_dir())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
         .collect();
     files.sort();
     let listed: Vec<&str> = cases().iter().map(|(name, _)| *name).collect();
