@@ -5,11 +5,15 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use intercom_relay::event::{BatchDefaults, EventType, RawEvent, parse_event};
-use intercom_relay::mapping::map_event;
+use intercom_relay::mapping::{map_event, map_with};
+use intercom_relay::settings::Settings;
 use time::OffsetDateTime;
 
 const TRACK: &str = include_str!("data/track.json");
 const IDENTIFY: &str = include_str!("data/identify.json");
+/// Settings that use every rule: the track is forwarded after the integrations object, consent, a trigger path, the
+/// deny and allow lists and a rename were all evaluated.
+const SHOP_SETTINGS: &str = include_str!("../events/settings/shop.json");
 
 fn mapping(c: &mut Criterion) {
     let mut group = c.benchmark_group("mapping/one event");
@@ -20,6 +24,10 @@ fn mapping(c: &mut Criterion) {
         let raw = RawEvent::parse(body).expect("a valid event");
         let event = parse_event(&raw, Some(kind), &BatchDefaults::default(), OffsetDateTime::now_utc()).expect("valid");
         group.bench_function(name, |b| b.iter(|| black_box(map_event(black_box(&event)).expect("planned"))));
+        let shop = Settings::parse(SHOP_SETTINGS).expect("valid settings");
+        group.bench_function(format!("{name} under events/settings/shop.json"), |b| {
+            b.iter(|| black_box(map_with(black_box(&event), &shop).expect("planned")))
+        });
     }
     group.finish();
 }

@@ -19,8 +19,9 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 /// Most bytes one batch request may take after decompression, as Segment's API allows (500 KB).
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 
-/// The six Segment event types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A Segment event type, as `type` spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum EventType {
     Identify,
     Track,

@@ -5,7 +5,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Action, Settings, WhenMissing};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, RawObject};
 
 /// What the settings say about one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +35,18 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
     if let Some(skipped) = integrations(event) {
         return skipped;
     }
-    if !document.types.iter().any(|kind| kind.event_type() == event.kind) {
+    if !document.types.contains(&event.kind) {
         return skip("types", format!("{} is not one of the types forwarded", event.kind));
     }
+    // `context` is large: its top level is read once, and only when a rule needs it.
+    let trigger = &document.trigger_paths;
+    let context = (document.consent.is_some() || !trigger.rules().is_empty())
+        .then(|| event.context.as_ref().map(RawObject::members))
+        .flatten()
+        .unwrap_or_default();
+    let member = |key: &str| context.get(key).and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
     if let Some(consent) = &document.consent {
-        let preferences =
-            context_member(event, "consent").and_then(|mut c| c.get_mut("categoryPreferences").map(Value::take));
+        let preferences = member("consent").and_then(|mut c| c.get_mut("categoryPreferences").map(Value::take));
         match preferences {
             Some(Value::Object(preferences)) => {
                 let granted = preferences
@@ -59,9 +65,8 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
             _ => {}
         }
     }
-    let trigger = &document.trigger_paths;
     if !trigger.rules().is_empty()
-        && let Some((url, path)) = page_location(event)
+        && let Some((url, path)) = page_location(event, member("page"))
     {
         let first = [url.as_deref(), path.as_deref()]
             .into_iter()
@@ -82,7 +87,9 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
     let event_name = match event.kind {
         EventType::Track => {
             let name = event.event.as_deref().unwrap_or_default();
-            if let Some(&index) = settings.deny.matches(name).first() {
+            // A glob set makes a candidate (allocating) even when empty: the default settings skip it.
+            let denied = if settings.deny.is_empty() { None } else { settings.deny.matches(name).first().copied() };
+            if let Some(index) = denied {
                 let pattern = &document.events.deny[index];
                 return skip(format!("events.deny[{index}]"), format!("the event name matches `{pattern}`"));
             }
@@ -136,19 +143,13 @@ fn switch(raw: &RawValue) -> Option<bool> {
     }
 }
 
-/// One member of `context`, parsed; absent when `context` lacks it (ingest made sure it is valid JSON).
-fn context_member(event: &Event, key: &str) -> Option<Value> {
-    let raw = event.context.as_ref()?.members().get(key)?;
-    serde_json::from_str(raw.get()).ok()
-}
-
 /// The page an event was sent from: `context.page`'s url and path (a page call's own `properties` when it has no
 /// page context); the path is taken from the URL when not sent.
-fn page_location(event: &Event) -> Option<(Option<String>, Option<String>)> {
+fn page_location(event: &Event, page: Option<Value>) -> Option<(Option<String>, Option<String>)> {
     let text = |object: &Value, key: &str| {
         object.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
     };
-    let mut found = context_member(event, "page").map(|page| (text(&page, "url"), text(&page, "path")));
+    let mut found = page.map(|page| (text(&page, "url"), text(&page, "path")));
     if !matches!(found, Some((Some(_), _)) | Some((_, Some(_)))) && event.kind == EventType::Page {
         let properties = event.properties.as_ref().and_then(|p| p.to_map().ok()).map(Value::Object);
         found = properties.map(|p| (text(&p, "url"), text(&p, "path")));

@@ -31,7 +31,7 @@ pub struct Document {
     #[serde(rename = "$schema", skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// The event types forwarded; events of the others are skipped. Default: all six.
-    pub types: Vec<TypeName>,
+    pub types: Vec<EventType>,
     /// Which track events are forwarded, and under what names.
     pub events: EventRules,
     /// URL rules for every event that carries page context (`context.page.url` or `.path`).
@@ -66,7 +66,7 @@ impl Default for Document {
     fn default() -> Document {
         Document {
             schema: None,
-            types: TypeName::ALL.to_vec(),
+            types: EventType::ALL.to_vec(),
             events: EventRules::default(),
             trigger_paths: TriggerPaths::default(),
             consent: None,
@@ -75,34 +75,6 @@ impl Default for Document {
             page: page_viewed(),
             screen: screen_viewed(),
             attributes: Attributes::default(),
-        }
-    }
-}
-
-/// A Segment event type, as `type` spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TypeName {
-    Identify,
-    Track,
-    Page,
-    Screen,
-    Group,
-    Alias,
-}
-
-impl TypeName {
-    const ALL: [TypeName; 6] =
-        [TypeName::Identify, TypeName::Track, TypeName::Page, TypeName::Screen, TypeName::Group, TypeName::Alias];
-
-    fn event_type(self) -> EventType {
-        match self {
-            TypeName::Identify => EventType::Identify,
-            TypeName::Track => EventType::Track,
-            TypeName::Page => EventType::Page,
-            TypeName::Screen => EventType::Screen,
-            TypeName::Group => EventType::Group,
-            TypeName::Alias => EventType::Alias,
         }
     }
 }
@@ -340,8 +312,8 @@ impl Settings {
     /// What the settings do, a line each, for `intercom-relay settings check`.
     pub fn describe(&self) -> String {
         let d = &self.document;
-        let names = |list: &[TypeName]| list.iter().map(|t| t.event_type().as_str()).collect::<Vec<_>>().join(", ");
-        let left_out: Vec<TypeName> = TypeName::ALL.into_iter().filter(|t| !d.types.contains(t)).collect();
+        let names = |list: &[EventType]| list.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+        let left_out: Vec<EventType> = EventType::ALL.into_iter().filter(|t| !d.types.contains(t)).collect();
         let mut lines = vec![match left_out.as_slice() {
             [] => "types: all six forwarded".to_owned(),
             _ => format!("types: {} forwarded; {} skipped", names(&d.types), names(&left_out)),

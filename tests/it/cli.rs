@@ -356,6 +356,13 @@ impl Served {
     }
 }
 
+/// Posts `batch` to `/v1/batch` of `url` with the test write key as Basic auth, as analytics-python does.
+pub(crate) async fn post_batch(url: &str, batch: &Value) -> reqwest::StatusCode {
+    let request =
+        reqwest::Client::new().post(format!("{url}/v1/batch")).header("authorization", BASIC_AUTH).json(batch);
+    request.send().await.unwrap().status()
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(bytes).unwrap();
@@ -455,14 +462,7 @@ async fn serve_with_queue_url_goes_through_sqs_and_deletes_what_it_forwarded() {
         {"type": "track", "userId": "sqs-1", "event": "Queued", "messageId": "sqs-m-2"},
         {"type": "track", "userId": "sqs-2", "event": "Queued", "messageId": "sqs-m-3"},
     ]});
-    let answer = reqwest::Client::new()
-        .post(format!("{}/v1/batch", served.url))
-        .header("authorization", BASIC_AUTH)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(post_batch(&served.url, &batch).await, 200);
     // SQS keeps what is not forwarded when serve stops, so wait for the sandbox to hold all three.
     for _ in 0..200 {
         if sandbox.state().events.len() == 2 && sandbox.state().contacts.len() == 2 {

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
 use serde_json::{Value, json};
 
-use crate::cli::{by_external_id, relay, report, run, scratch, start_serve_with, text};
-use crate::helpers::BASIC_AUTH;
+use crate::cli::{by_external_id, post_batch, relay, report, run, scratch, start_serve_with, text};
 
 /// Event names each contact (by external id) holds, in the sandbox.
 fn events_of(state: &SandboxState) -> BTreeMap<String, BTreeSet<String>> {
@@ -183,14 +182,7 @@ async fn serve_applies_settings_from_relay_settings_to_what_it_forwards() {
         {"type": "track", "userId": "s-1", "event": "Internal Audit", "messageId": "s-m-1"},
         {"type": "track", "userId": "s-1", "event": "Order Completed", "messageId": "s-m-2", "properties": {"total": 5}},
     ]});
-    let answer = reqwest::Client::new()
-        .post(format!("{}/v1/batch", served.url))
-        .header("authorization", BASIC_AUTH)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(post_batch(&served.url, &batch).await, 200);
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("2 accepted, 0 rejected; 1 delivered, 1 skipped"), "{stdout}");
