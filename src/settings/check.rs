@@ -158,6 +158,7 @@ fn build(document: Document) -> Settings {
     let events = &document.events;
     let trigger: Vec<String> = document.trigger_paths.rules().iter().map(|rule| rule.pattern.clone()).collect();
     Settings {
+        plain: Document { schema: None, ..document.clone() } == Document::default(),
         allow: events.allow.as_deref().map(set),
         deny: set(&events.deny),
         trigger: set(&trigger),

@@ -35,6 +35,17 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
     if let Some(skipped) = integrations(event) {
         return skipped;
     }
+    if settings.plain {
+        // The defaults: the rest would find nothing to skip; the names are the event's own, or the view's.
+        let event_name = match event.kind {
+            EventType::Track => event.event.as_deref(),
+            EventType::Page | EventType::Screen => {
+                (if event.kind == EventType::Page { &document.page } else { &document.screen }).as_deref()
+            }
+            _ => None,
+        };
+        return Verdict::Forward { event_name };
+    }
     if !document.types.contains(&event.kind) {
         return skip("types", format!("{} is not one of the types forwarded", event.kind));
     }
@@ -116,7 +127,10 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
 /// Segment's semantics: `"Intercom": false` skips; `"All": false` skips unless `"Intercom"` is on; names match
 /// case-insensitively (RudderStack sends `INTERCOM`); an object (destination options) counts as on.
 fn integrations(event: &Event) -> Option<Verdict<'static>> {
-    let members = event.integrations.as_ref()?.members();
+    let integrations = event.integrations.as_ref()?;
+    // Nothing can be off without a `false`: most events (`{}`, `{"All": true}`) are settled without parsing.
+    memchr::memmem::find(integrations.get().as_bytes(), b"false")?;
+    let members = integrations.members();
     let flag = |name: &str| {
         let (key, raw) = members.0.iter().find(|(key, _)| key.eq_ignore_ascii_case(name))?;
         Some((key.to_string(), switch(raw)?))

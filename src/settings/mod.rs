@@ -245,6 +245,8 @@ pub struct Attributes {
 #[derive(Clone, Debug)]
 pub struct Settings {
     document: Document,
+    /// The document is the defaults: only the event's `integrations` can skip anything.
+    plain: bool,
     allow: Option<GlobSet>,
     deny: GlobSet,
     trigger: GlobSet,
@@ -288,7 +290,7 @@ impl Settings {
 
     /// Whether the settings change anything from the defaults.
     pub fn is_default(&self) -> bool {
-        Document { schema: None, ..self.document.clone() } == Document::default()
+        self.plain
     }
 
     pub fn identity(&self) -> &Identity {
