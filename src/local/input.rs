@@ -174,7 +174,7 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
     if object.get("type").is_some_and(|t| t.get().starts_with('"')) {
         return Ok(Input::Event(text));
     }
-    let schema = crate::settings::schema();
+    let schema = crate::settings::committed_schema();
     let settings_keys = schema["properties"].as_object();
     if !object.is_empty() && object.keys().all(|key| settings_keys.is_some_and(|keys| keys.contains_key(key))) {
         return Ok(Input::Settings);

@@ -367,7 +367,12 @@ impl Settings {
     }
 }
 
-/// The JSON Schema of the settings document, as committed in `src/settings/settings.schema.json`.
+/// The JSON Schema of the settings document, generated from the types.
 pub fn schema() -> serde_json::Value {
     schemars::schema_for!(Document).to_value()
+}
+
+/// The schema as committed in `src/settings/settings.schema.json` (equal to [`schema`]; a test sees to it).
+pub fn committed_schema() -> serde_json::Value {
+    serde_json::from_str(include_str!("settings.schema.json")).expect("the committed schema is JSON")
 }
