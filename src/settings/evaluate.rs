@@ -51,7 +51,9 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
     }
     // `context` is large: its top level is read once, and only when a rule needs it.
     let trigger = &document.trigger_paths;
-    let context = (document.consent.is_some() || !trigger.rules().is_empty())
+    // With no rules, only a `dont_fire` default has anything to say.
+    let paths_apply = !trigger.rules().is_empty() || trigger.default_action() == Action::DontFire;
+    let context = (document.consent.is_some() || paths_apply)
         .then(|| event.context.as_ref().map(RawObject::members))
         .flatten()
         .unwrap_or_default();
@@ -76,9 +78,7 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
             _ => {}
         }
     }
-    if !trigger.rules().is_empty()
-        && let Some((url, path)) = page_location(event, member("page"))
-    {
+    if paths_apply && let Some((url, path)) = page_location(event, member("page")) {
         let first = [url.as_deref(), path.as_deref()]
             .into_iter()
             .flatten()

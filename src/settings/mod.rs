@@ -331,7 +331,11 @@ impl Settings {
             Action::Fire => "fire",
             Action::DontFire => "dont_fire",
         };
-        lines.push(format!("trigger_paths: {} rules, default {default}", d.trigger_paths.rules().len()));
+        let rules = match d.trigger_paths.rules().len() {
+            1 => "1 rule".to_owned(),
+            n => format!("{n} rules"),
+        };
+        lines.push(format!("trigger_paths: {rules}, default {default}"));
         lines.push(match &d.consent {
             None => "consent: not checked".to_owned(),
             Some(c) => {

@@ -206,6 +206,9 @@ fn trigger_paths_with_a_default_apply_only_to_events_with_page_context() {
     let by_path = with(track("A"), "context", json!({"page": {"path": "/blog/2024"}}));
     assert_eq!(verdict(&only_pricing, &by_path), Err("trigger_paths.default".into()));
     assert_eq!(verdict(&only_pricing, &track("A")), Ok(Some("A".into())), "a server-side event has no page");
+    let nothing_fires = settings(json!({"trigger_paths": {"rules": [], "default": "dont_fire"}}));
+    assert_eq!(verdict(&nothing_fires, &pricing), Err("trigger_paths.default".into()));
+    assert_eq!(verdict(&nothing_fires, &track("A")), Ok(Some("A".into())));
     let listed = settings(json!({"trigger_paths": [{"match": "/pricing*", "action": "dont_fire"}]}));
     let Verdict::Skip(skip) = listed.evaluate(&event(&pricing)) else { panic!("skipped") };
     assert_eq!(
