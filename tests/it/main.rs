@@ -10,6 +10,7 @@ mod helpers;
 mod ingest;
 mod intercom;
 mod mapping;
+mod properties;
 mod sdks;
 mod settings;
 mod sqs;
