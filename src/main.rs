@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use intercom_relay::config;
 use intercom_relay::ingest::AllowedOrigins;
-use intercom_relay::local::{Destination, LocalError, ReplayOptions, ServeOptions, Tally, replay, serve};
+use intercom_relay::local::{
+    Destination, GenerateOptions, LocalError, ReplayOptions, ServeOptions, Tally, generate, replay, serve,
+};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
 use intercom_relay::settings::{self, Settings};
 use tracing_subscriber::filter::LevelFilter;
@@ -39,6 +41,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run the Intercom sandbox alone (e.g. for `cargo lambda watch` with INTERCOM_BASE_URL pointing at it).
     Sandbox(SandboxArgs),
+    /// Print a seeded, realistic day of events as NDJSON (identifies of new and returning users, tracks, pages,
+    /// screens, groups, aliases), the same for the same options: `generate --events 10000 --users 1000 > day.ndjson`.
+    Generate(GenerateArgs),
     /// Destination settings: check a document offline, or print their JSON Schema.
     #[command(subcommand)]
     Settings(SettingsCommand),
@@ -147,6 +152,19 @@ impl SettingsArg {
 }
 
 #[derive(Args)]
+struct GenerateArgs {
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The day's start (RFC 3339); the events spread over the 24 hours after it.
+    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+    start: String,
+}
+
+#[derive(Args)]
 struct SandboxArgs {
     /// 0 picks a free port.
     #[arg(long, default_value_t = 4010)]
@@ -171,6 +189,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => run_serve(args).await,
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Settings(command) => run_settings(command),
+            Command::Generate(args) => run_generate(args),
         }
     });
     result.unwrap_or_else(|error| fail(&error))
@@ -330,6 +349,19 @@ async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
     ));
     shutdown_signal().await;
     out(&format!("Stopped after {} requests; it held {}.\n", sandbox.requests().len(), sandbox.state().summary()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_generate(args: GenerateArgs) -> Result<ExitCode, LocalError> {
+    let start =
+        time::OffsetDateTime::parse(&args.start, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            LocalError::Usage(format!("--start must be an RFC 3339 time such as 2026-01-01T00:00:00Z: {e}"))
+        })?;
+    let options = GenerateOptions { events: args.events, users: args.users, seed: args.seed, start };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    generate(&options, &mut stdout)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| LocalError::Io(format!("cannot write the events: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 

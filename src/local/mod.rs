@@ -1,6 +1,7 @@
 //! The local pipeline behind `intercom-relay replay` and `serve`: the Lambdas' own ingest and forwarder code, with an
 //! in-memory FIFO queue (or SQS) between them and Intercom played by the sandbox unless told otherwise.
 
+mod generate;
 pub mod input;
 mod replay;
 mod report;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use generate::{GenerateOptions, generate};
 pub use replay::{ReplayOptions, replay};
 pub use report::{
     CallCounts, CallReport, EventReport, Finished, RejectedInput, Report, RequestReport, Tally, endpoint,
