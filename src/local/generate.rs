@@ -96,7 +96,7 @@ fn identify(rng: &mut fastrand::Rng, user_id: &str, user: usize, new: bool) -> V
     if new {
         traits["name"] = json!(format!("User {user}"));
         traits["createdAt"] = json!("2025-06-01T00:00:00Z");
-        if user % 4 == 0 {
+        if user.is_multiple_of(4) {
             traits["company"] = json!({"id": company(user), "name": format!("Company {}", user % 97)});
         }
     }
