@@ -13,6 +13,7 @@ mod mapping;
 mod properties;
 mod sdks;
 mod settings;
+mod soak;
 mod sqs;
 mod startup;
 mod template;
