@@ -136,7 +136,7 @@ struct Planned {
 /// naming their messageId, and a seeded few tracks changed: renamed to a name Intercom will refuse, or turned off for
 /// Intercom in their `integrations`.
 fn day(events: usize, seed: u64) -> (Vec<Value>, Vec<Planned>) {
-    let users = (events / 10).clamp(20, 2_000);
+    let users = users(events);
     let start = OffsetDateTime::from_unix_timestamp(START).unwrap();
     let mut ndjson = Vec::new();
     generate(&GenerateOptions { events, users, seed, start }, &mut ndjson).unwrap();
@@ -184,6 +184,11 @@ fn day(events: usize, seed: u64) -> (Vec<Value>, Vec<Planned>) {
         planned.push(Planned { message_id, kind, user_id, at, company, expect });
     }
     (generated, planned)
+}
+
+/// People in a day of `events`: about ten events each, as in production, within what the sandbox searches quickly.
+fn users(events: usize) -> usize {
+    (events / 10).clamp(20, 2_000)
 }
 
 /// The Intercom event name a delivered track, page or screen gets (as Intercom keeps it: lower case).
@@ -444,7 +449,7 @@ async fn soak(events: usize, seed: u64) -> Figures {
         account(&run.sandbox.state(), &run.sandbox.requests(), &reports, &dead_letters, &planned, &accepted);
     figures.events = events;
     figures.seed = seed;
-    figures.users = (events / 10).clamp(20, 2_000);
+    figures.users = users(events);
     figures.ingest_retries = ingest_retries;
     figures.entries_failed = entries_failed;
     figures.invocations = run.invocations.load(Ordering::Relaxed);
