@@ -1,5 +1,6 @@
-//! A fault-injecting proxy in front of moto: SendMessageBatch entries it is told to fail never reach moto and come back
-//! as `Failed` (as SQS reports a partial failure); everything else passes through untouched.
+//! A fault-injecting proxy in front of moto: SendMessageBatch entries it is told to fail (those of some calls, or a
+//! seeded share of all) never reach moto and come back as `Failed` (as SQS reports a partial failure); everything else
+//! passes through untouched.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +15,11 @@ pub struct Faults {
     pub failing_calls: usize,
     /// The message group whose entries fail (as when SQS throttles one group); `None`: every entry fails.
     pub group: Option<String>,
+    /// A share (0.0 to 1.0) of every call's entries that fail, drawn from `seed`, besides the `failing_calls`.
+    pub share: f64,
+    pub seed: u64,
+    /// Made from `seed` at the first call.
+    pub rng: Option<fastrand::Rng>,
     pub batch_calls: usize,
     pub failed_entries: usize,
 }
@@ -70,11 +76,24 @@ async fn serve(stream: TcpStream, client: reqwest::Client, upstream: String, fau
             faults.batch_calls += 1;
             let mut request: Value = serde_json::from_slice(&body).expect("a JSON request");
             let entries = request["Entries"].as_array().cloned().unwrap_or_default();
-            let (failed, kept): (Vec<Value>, Vec<Value>) = entries
-                .into_iter()
-                .partition(|e| faults.group.as_ref().is_none_or(|group| e["MessageGroupId"] == group.as_str()));
-            if faults.failing_calls > 0 && !failed.is_empty() {
+            let (mut failed, mut kept): (Vec<Value>, Vec<Value>) = (Vec::new(), entries);
+            let group = faults.group.clone();
+            let in_group = |e: &Value| group.as_ref().is_none_or(|group| e["MessageGroupId"] == group.as_str());
+            if faults.failing_calls > 0 && kept.iter().any(in_group) {
                 faults.failing_calls -= 1;
+                (failed, kept) = kept.into_iter().partition(in_group);
+            }
+            let (share, seed) = (faults.share, faults.seed);
+            if share > 0.0 {
+                let rng = faults.rng.get_or_insert_with(|| fastrand::Rng::with_seed(seed));
+                let unlucky: Vec<bool> = kept.iter().map(|_| rng.f64() < share).collect();
+                let mut draws = unlucky.into_iter();
+                let (more, lucky): (Vec<Value>, Vec<Value>) =
+                    kept.into_iter().partition(|_| draws.next() == Some(true));
+                failed.extend(more);
+                kept = lucky;
+            }
+            if !failed.is_empty() {
                 dropped = failed.iter().map(|e| e["Id"].clone()).collect();
                 faults.failed_entries += dropped.len();
                 nothing_left = kept.is_empty();
