@@ -121,6 +121,18 @@ mod tests {
     }
 
     #[test]
+    fn an_event_with_sent_at_and_no_timestamp_reads_back_at_the_same_time() {
+        // Found by the property tests: the forwarder read the stored timestamp as the client's and corrected it again,
+        // by the whole gap to sentAt, and refused the event outright when that gap was centuries.
+        for sent_at in ["2024-05-01T13:00:00Z", "4052-10-13T10:00:00Z"] {
+            let original = event(&format!(r#"{{"type":"identify","userId":"u","sentAt":"{sent_at}"}}"#));
+            assert_eq!(original.timestamp, original.received_at);
+            let read = Envelope::from_body(&Envelope { event: original.clone() }.to_body()).unwrap();
+            assert_eq!(read.event.timestamp, original.timestamp, "{sent_at}");
+        }
+    }
+
+    #[test]
     fn an_event_that_grew_past_32_kb_in_normalisation_is_still_read() {
         let padding = "x".repeat(crate::event::MAX_EVENT_BYTES - 80);
         let original =

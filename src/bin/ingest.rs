@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use intercom_relay::config::IngestConfig;
-use intercom_relay::ingest::Ingest;
+use intercom_relay::ingest::{Base64Guard, Ingest};
 use intercom_relay::queue::SqsQueue;
 use lambda_http::{Error, Request, service_fn};
 
@@ -26,8 +26,7 @@ async fn main() -> Result<(), Error> {
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url, config.enqueue_retry);
     let ingest = Ingest::new(config.options(), queue);
     let ingest = &ingest;
-    lambda_http::run(service_fn(
-        move |request: Request| async move { Ok::<_, Infallible>(ingest.handle(request).await) },
-    ))
-    .await
+    let handler = service_fn(move |request: Request| async move { Ok::<_, Infallible>(ingest.handle(request).await) });
+    // lambda_http::run, with bodies marked base64 checked before lambda_http decodes them.
+    lambda_http::lambda_runtime::run(Base64Guard(lambda_http::Adapter::from(handler))).await
 }

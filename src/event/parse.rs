@@ -541,7 +541,10 @@ fn normalise(
             (corrected, Some(client))
         }
         (Some(client), None) => (fields.timestamp.unwrap_or(client), fields.original_timestamp),
-        (None, _) => (received_at, None),
+        // No timestamp: the event happened when it was sent. Keeping sentAt as the client's own time makes the gap zero,
+        // so the forwarder, reading the stored timestamp back beside sentAt, lands on receivedAt again.
+        (None, Some(sent)) => (received_at, Some(sent)),
+        (None, None) => (received_at, None),
     };
     fields.context = merge_defaults(fields.context, defaults.context.as_ref());
     fields.integrations = merge_defaults(fields.integrations, defaults.integrations.as_ref());

@@ -3,6 +3,7 @@
 mod auth;
 mod body;
 mod cors;
+mod lambda;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,7 @@ use tracing::{debug, info};
 
 pub use auth::{BasicError, WriteKeys, basic_username};
 pub use cors::AllowedOrigins;
+pub use lambda::{Base64Guard, guard_base64};
 
 use crate::envelope::Envelope;
 use crate::event::{
@@ -108,6 +110,8 @@ pub enum IngestError {
     TooMuchToQueue,
     #[error("the body is not valid gzip: {0}")]
     BadGzip(String),
+    #[error("the body is marked base64-encoded (isBase64Encoded) but is not valid base64")]
+    BadBase64,
     #[error("the body is empty: send a JSON event")]
     EmptyBody,
     #[error("the body is not valid UTF-8 (the first bad byte is at offset {0})")]
@@ -148,6 +152,7 @@ impl IngestError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             IngestError::BadGzip(_)
+            | IngestError::BadBase64
             | IngestError::EmptyBody
             | IngestError::InvalidUtf8(_)
             | IngestError::MalformedJson(_)
@@ -167,6 +172,7 @@ impl IngestError {
             IngestError::PayloadTooLarge { .. } | IngestError::TooMuchToQueue => "payload_too_large",
             IngestError::TooManyEvents(_) => "too_many_events",
             IngestError::BadGzip(_) => "bad_gzip",
+            IngestError::BadBase64 => "bad_base64",
             IngestError::EmptyBody => "empty_body",
             IngestError::InvalidUtf8(_) => "invalid_utf8",
             IngestError::MalformedJson(_) => "malformed_json",
@@ -305,6 +311,9 @@ impl<Q: Enqueue> Ingest<Q> {
                 Err(_) => return Err(IngestError::Unauthorized(KEY_NOT_BASIC)),
             },
         };
+        if headers.contains_key(lambda::BAD_BASE64) {
+            return Err(IngestError::BadBase64);
+        }
         let bytes = read_body(headers, body, route.body_limit())?;
         if !key_in_header && memchr::memmem::find(&bytes, b"\"writeKey\"").is_none() {
             // No key anywhere: say so before reading the body, so an unauthenticated caller learns nothing about it.

@@ -1,4 +1,4 @@
-//! Bad input, one request at a time (a catalogue of 85): each answer names what was wrong, nothing reaches the queue, and
+//! Bad input, one request at a time (a catalogue of over 110): each answer names what was wrong, nothing reaches the queue, and
 //! no secret or personal value planted in a request reaches a log line.
 
 use std::io::Write;
@@ -7,7 +7,9 @@ use flate2::{Compression, write::GzEncoder};
 use lambda_http::Request;
 use serde_json::Value;
 
-use crate::helpers::{ALLOWED_ORIGIN, BASIC_AUTH, Captured, WRITE_KEY, memory_app, post, request, send};
+use crate::helpers::{
+    ALLOWED_ORIGIN, BASIC_AUTH, Captured, WRITE_KEY, encoded_request, envelope_events, memory_app, post, request, send,
+};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 const AUTH: (&str, &str) = ("authorization", BASIC_AUTH);
@@ -66,6 +68,11 @@ fn cases() -> Vec<Case> {
         r#"{"a":"#.repeat(70),
         "}".repeat(70)
     );
+    let utf16: Vec<u8> = "\u{feff}{\"userId\":\"u\"}".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let two_members = [gzip(&vec![b' '; 300 * 1024]), gzip(&vec![b' '; 300 * 1024])].concat();
+    let gzip_then_garbage = [gzip(br#"{"batch":[{"type":"page","userId":"u"}]}"#), b"garbage".to_vec()].concat();
+    let just_over = format!(r#"{{"batch":[{}]}}"#, vec![r#"{"type":"page","userId":"u"}"#; 1001].join(","));
+    let all_invalid = format!(r#"{{"batch":[{}]}}"#, vec![r#"{"type":"page"}"#; 1000].join(","));
     let deep = format!(r#"{{"userId":"u","event":"e","properties":{}1{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
     vec![
         case(
@@ -538,6 +545,158 @@ fn cases() -> Vec<Case> {
             "unsupported_encoding",
             "send gzip or no encoding",
         ),
+        // Encodings and bytes.
+        case(
+            "a body marked base64 that is not",
+            encoded_request("POST", "/v1/track", &[AUTH, JSON], Value::from("eyJ1c2VySWQiOiJjYW5hcnkifQ==!!"), true),
+            400,
+            "bad_base64",
+            "isBase64Encoded",
+        ),
+        case(
+            "base64 of invalid UTF-8",
+            encoded_request("POST", "/v1/track", &[AUTH, JSON], Value::from("eyJ1c2VySWQiOiLAryJ9"), true),
+            400,
+            "invalid_utf8",
+            "offset 11",
+        ),
+        case(
+            "UTF-16 with its byte-order mark",
+            with(&[AUTH, JSON], "/v1/track", &utf16),
+            400,
+            "invalid_utf8",
+            "offset 0",
+        ),
+        case(
+            "overlong UTF-8 slash",
+            with(&[AUTH, JSON], "/v1/page", b"{\"userId\":\"\xc0\xaf\"}"),
+            400,
+            "invalid_utf8",
+            "offset 11",
+        ),
+        case("NUL bytes only", with(&[AUTH, JSON], "/v1/track", b"\0\0\0\0"), 400, "malformed_json", "not valid JSON"),
+        case(
+            "a raw NUL inside a string",
+            with(&[AUTH, JSON], "/v1/track", b"{\"userId\":\"canary\0\",\"event\":\"e\"}"),
+            400,
+            "malformed_json",
+            "control character",
+        ),
+        invalid_event(
+            "a lone surrogate escape in userId",
+            "/v1/identify",
+            r#"{"userId":"\ud800canary"}"#,
+            "userId",
+            "a lone surrogate",
+        ),
+        case("a byte-order mark alone", post("/v1/track", "\u{feff}"), 400, "malformed_json", "not valid JSON"),
+        case(
+            "stacked encodings",
+            with(&[AUTH, JSON, ("content-encoding", "gzip, gzip")], "/v1/track", &gzip(&gzip(b"{}"))),
+            415,
+            "unsupported_encoding",
+            "gzip, gzip",
+        ),
+        case(
+            "deflate",
+            with(&[AUTH, JSON, ("content-encoding", "deflate")], "/v1/track", b"x"),
+            415,
+            "unsupported_encoding",
+            "deflate",
+        ),
+        case(
+            "gzip bomb at a single-event route",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/identify", &gzip(&vec![b' '; 4 * 1024 * 1024])),
+            413,
+            "payload_too_large",
+            "limit of 32768 bytes",
+        ),
+        case(
+            "two gzip members that together pass the limit",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", &two_members),
+            413,
+            "payload_too_large",
+            "measured after decompression",
+        ),
+        case(
+            "gzip of nothing",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", &gzip(b"")),
+            400,
+            "empty_body",
+            "the body is empty",
+        ),
+        case(
+            "gzip of invalid UTF-8",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/track", &gzip(b"{\"userId\":\"\xff\"}")),
+            400,
+            "invalid_utf8",
+            "offset 11",
+        ),
+        case(
+            "gzip followed by garbage",
+            with(&[AUTH, JSON, ("content-encoding", "gzip")], "/v1/batch", &gzip_then_garbage),
+            400,
+            "bad_gzip",
+            "not valid gzip",
+        ),
+        case(
+            "text/html",
+            with(&[AUTH, ("content-type", "text/html")], "/v1/track", b"<p>"),
+            415,
+            "unsupported_media_type",
+            "text/html",
+        ),
+        case(
+            "application/xml",
+            with(&[AUTH, ("content-type", "application/xml")], "/v1/track", b"<a/>"),
+            415,
+            "unsupported_media_type",
+            "application/xml",
+        ),
+        // Numbers, keys and sizes.
+        invalid_event(
+            "the same key spelled with an escape",
+            "/v1/identify",
+            r#"{"userId":"canary-user","user\u0049d":"v"}"#,
+            "userId",
+            "appears more than once",
+        ),
+        case("1,001 events", post("/v1/batch", &just_over), 413, "too_many_events", "holds 1001 events"),
+        case("1,000 invalid events", post("/v1/batch", &all_invalid), 400, "invalid_batch", "none of the 1000 events"),
+        // Auth, methods and paths.
+        case(
+            "Basic with nothing after it",
+            with(&[("authorization", "Basic "), JSON], "/v1/track", b"{}"),
+            401,
+            "unauthorized",
+            "must be HTTP Basic",
+        ),
+        case(
+            "Basic of invalid UTF-8",
+            with(&[("authorization", "Basic //79Og=="), JSON], "/v1/track", b"{}"),
+            401,
+            "unauthorized",
+            "must be HTTP Basic",
+        ),
+        case(
+            "the write key as the password",
+            with(&[("authorization", "Basic OnRlc3Qtd3JpdGUta2V5"), JSON], "/v1/track", b"{}"),
+            401,
+            "unauthorized",
+            "a write key is required",
+        ),
+        case(
+            "an empty writeKey in the body",
+            with(&[JSON], "/v1/track", br#"{"writeKey":"","userId":"canary-user","event":"e"}"#),
+            401,
+            "unauthorized",
+            "not valid",
+        ),
+        case("HEAD", request("HEAD", "/v1/track", &[AUTH], None), 405, "method_not_allowed", "HEAD is not allowed"),
+        case("PATCH", request("PATCH", "/v1/batch", &[AUTH, JSON], Some(b"{}")), 405, "method_not_allowed", "PATCH"),
+        case("an encoded CRLF in the path", post("/v1/track%0d%0aX:1", "{}"), 404, "not_found", "/v1/track%0d%0aX:1"),
+        case("upper-case path", post("/V1/TRACK", "{}"), 404, "not_found", "/V1/TRACK"),
+        case("a path under an endpoint", post("/v1/batch/extra", "{}"), 404, "not_found", "/v1/batch/extra"),
         case(
             "CRLF in a batch event's messageId",
             post(
@@ -627,4 +786,24 @@ async fn wrong_methods_are_told_what_is_allowed() {
     assert_eq!(answer.headers["allow"], "POST, OPTIONS");
     let answer = send(&app, request("GET", "/v1/batch", &[("origin", ALLOWED_ORIGIN)], None)).await;
     assert_eq!(answer.headers["access-control-allow-origin"], ALLOWED_ORIGIN, "browsers can read the error");
+}
+
+#[tokio::test]
+async fn a_caller_cannot_forge_the_bad_base64_marker() {
+    let app = memory_app();
+    let headers = [AUTH, JSON, ("x-intercom-relay-bad-base64", "1")];
+    let answer = send(&app, request("POST", "/v1/track", &headers, Some(br#"{"userId":"u","event":"e"}"#))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.queue().len(), 1);
+}
+
+#[tokio::test]
+async fn ids_past_2_to_the_64_are_queued_digit_for_digit() {
+    let app = memory_app();
+    let body = r#"{"userId":18446744073709551617,"anonymousId":-99999999999999999999,"event":"e"}"#;
+    let answer = send(&app, post("/v1/track", body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let events = envelope_events(app.queue().messages().into_iter().map(|m| m.body));
+    assert_eq!(events[0]["userId"], "18446744073709551617");
+    assert_eq!(events[0]["anonymousId"], "-99999999999999999999");
 }

@@ -22,6 +22,7 @@ const REQUESTS: &[(&str, u16, usize)] = &[
     ("track-beacon.json", 200, 1),
     ("track.json", 200, 1),
     ("invalid/all-events-invalid.json", 400, 0),
+    ("invalid/bad-base64.json", 400, 0),
     ("invalid/bad-gzip.json", 400, 0),
     ("invalid/bad-timestamp.json", 400, 0),
     ("invalid/malformed-json.json", 400, 0),

@@ -8,12 +8,13 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use intercom_relay::forward::{DeadLetter, Executor, ForwardOptions, Forwarder};
-use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys};
+use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, guard_base64};
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::queue::{Enqueue, MemoryQueue};
 use intercom_relay::sandbox::SandboxServer;
 use lambda_http::Request;
 use lambda_http::http::{HeaderMap, StatusCode};
+use lambda_http::request::LambdaRequest;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -42,7 +43,8 @@ pub fn events_dir() -> PathBuf {
 pub fn fixture(name: &str) -> Request {
     let path = events_dir().join("requests").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    let event: LambdaRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    guard_base64(event).into()
 }
 
 /// A function-URL request (payload format 2.0), read by lambda_http as the Lambda would read it.
@@ -54,6 +56,12 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<
             Err(_) => (Value::String(STANDARD.encode(bytes)), true),
         },
     };
+    encoded_request(method, path, headers, body, base64)
+}
+
+/// A function-URL request whose `body` text Lambda marked (`isBase64Encoded`) as base64 or not, read as the ingest
+/// function reads it: through [`guard_base64`], then lambda_http.
+pub fn encoded_request(method: &str, path: &str, headers: &[(&str, &str)], body: Value, base64: bool) -> Request {
     let headers: serde_json::Map<String, Value> =
         headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String((*v).to_owned()))).collect();
     let event = json!({
@@ -74,7 +82,8 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<
         "body": body,
         "isBase64Encoded": base64
     });
-    lambda_http::request::from_str(&event.to_string()).expect("a valid function URL event")
+    let event: LambdaRequest = serde_json::from_value(event).expect("a valid function URL event");
+    guard_base64(event).into()
 }
 
 /// A POST with the write key as Basic auth and a JSON content type.

@@ -2,6 +2,7 @@
 
 mod bad_inputs;
 mod cli;
+mod contract;
 mod events;
 mod fault_proxy;
 mod forward;

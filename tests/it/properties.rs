@@ -2,14 +2,16 @@
 //! error and nothing queued; arbitrary valid events through the mapping (under the defaults and under random settings)
 //! never panic and never plan a request Intercom's contract forbids.
 
+use intercom_relay::envelope::Envelope;
 use intercom_relay::event::{BatchDefaults, EventType, RawEvent, parse_event};
-use intercom_relay::mapping::{Plan, map_with};
+use intercom_relay::mapping::{Operation, map_with};
 use intercom_relay::settings::Settings;
 use lambda_http::Request;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
 
+use crate::contract::plan_keeps_the_contract;
 use crate::helpers::{BASIC_AUTH, memory_app, request, send};
 
 const ROUTES: [&str; 8] =
@@ -89,10 +91,20 @@ fn segment_event() -> impl Strategy<Value = Value> {
         object.clone(),
         object,
         prop::option::of(id),
+        prop_oneof![
+            Just(Vec::new()),
+            prop::collection::vec(
+                (prop::sample::select(vec!["timestamp", "sentAt", "originalTimestamp"]), moment()),
+                1..3
+            ),
+        ],
     )
-        .prop_map(|(kind, user, anonymous, name, traits, properties, context, group)| {
+        .prop_map(|(kind, user, anonymous, name, traits, properties, context, group, times)| {
             let mut event = json!({"type": kind, "traits": traits, "properties": properties, "context": context});
             let members = event.as_object_mut().expect("an object");
+            for (field, at) in times {
+                members.insert(field.into(), at);
+            }
             for (field, value) in
                 [("userId", user), ("anonymousId", anonymous), ("groupId", group.clone()), ("previousId", group)]
             {
@@ -108,12 +120,50 @@ fn segment_event() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A point in time as a client might send it: ordinary, at the calendar's edges, in odd offsets, or not a time at all.
+fn moment() -> impl Strategy<Value = Value> {
+    // Mostly times, so the events that carry them are still accepted often enough to reach the queue and the mapping.
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            "2024-05-01T12:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+            "1969-12-31T23:59:59Z",
+            "2024-05-01T00:00:00+14:00",
+            "2024-05-01T23:59:59.123456789-12:00",
+            "2024-02-29T00:00:00Z",
+        ])
+        .prop_map(Value::from),
+        4 => (1i32..=9999, 1u8..=12, 1u8..=28, 0u8..24, -23i8..=23).prop_map(|(y, mo, d, h, off)| {
+            Value::from(format!(
+                "{y:04}-{mo:02}-{d:02}T{h:02}:00:00{}{:02}:00",
+                if off < 0 { '-' } else { '+' },
+                off.abs()
+            ))
+        }),
+        1 => any_json(),
+    ]
+}
+
+/// How many events `body` holds on the route `path`, when it is plain JSON the test can read.
+fn events_in(path: &str, body: &[u8]) -> Option<usize> {
+    if !path.ends_with("batch") && !path.ends_with("import") {
+        return Some(1);
+    }
+    let body: Value = serde_json::from_slice(body).ok()?;
+    body["batch"].as_array().map(Vec::len)
+}
+
 fn post_bytes(path: &str, content_type: &str, body: &[u8]) -> Request {
     request("POST", path, &[("authorization", BASIC_AUTH), ("content-type", content_type)], Some(body))
 }
 
 /// Sends `request` to a fresh handler and checks the answer's contract; `Err` says what broke it.
-fn answer_keeps_the_contract(runtime: &tokio::runtime::Runtime, request: Request) -> Result<bool, TestCaseError> {
+fn answer_keeps_the_contract(
+    runtime: &tokio::runtime::Runtime,
+    request: Request,
+    events: Option<usize>,
+) -> Result<bool, TestCaseError> {
     let app = memory_app();
     // `send` fails the case if a non-empty body is not JSON.
     let answer = runtime.block_on(send(&app, request));
@@ -126,10 +176,19 @@ fn answer_keeps_the_contract(runtime: &tokio::runtime::Runtime, request: Request
         prop_assert_eq!(app.queue().len(), 0, "a refused request queued events");
     } else {
         prop_assert!(!app.queue().is_empty(), "a 2xx queued nothing: {}", answer.body);
+        // The queue holds exactly what the answer says it accepted: all the events, or `accepted` of them.
+        let accepted = match answer.body["accepted"].as_u64() {
+            Some(accepted) => Some(accepted as usize),
+            None => events,
+        };
+        if let Some(accepted) = accepted {
+            prop_assert_eq!(app.queue().len(), accepted, "{}", answer.body);
+        }
         for message in app.queue().messages() {
-            let envelope: Value =
-                serde_json::from_str(&message.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert!(envelope["event"]["messageId"].as_str().is_some_and(|id| !id.is_empty()), "{envelope}");
+            // What the forwarder will do with it: an accepted event must read back.
+            let envelope = Envelope::from_body(&message.body)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {}", message.body)))?;
+            prop_assert!(!envelope.event.message_id.is_empty(), "{}", message.body);
         }
     }
     Ok(status < 300)
@@ -149,7 +208,7 @@ fn arbitrary_bytes_at_any_route_get_a_2xx_or_a_4xx_with_a_json_error() {
     );
     runner(512)
         .run(&strategy, |(path, content_type, body)| {
-            answer_keeps_the_contract(&runtime, post_bytes(path, content_type, &body)).map(drop)
+            answer_keeps_the_contract(&runtime, post_bytes(path, content_type, &body), events_in(path, &body)).map(drop)
         })
         .unwrap();
 }
@@ -166,14 +225,15 @@ fn arbitrary_json_and_segment_shaped_events_get_a_2xx_or_a_4xx_with_a_json_error
     let accepted = std::cell::Cell::new(0);
     runner(512)
         .run(&strategy, |(path, body)| {
-            let ok =
-                answer_keeps_the_contract(&runtime, post_bytes(path, "application/json", body.to_string().as_bytes()))?;
+            let text = body.to_string();
+            let request = post_bytes(path, "application/json", text.as_bytes());
+            let ok = answer_keeps_the_contract(&runtime, request, events_in(path, text.as_bytes()))?;
             accepted.set(accepted.get() + usize::from(ok));
             Ok(())
         })
         .unwrap();
     // Both sides of the contract must be reached.
-    assert!(accepted.get() > 25, "only {} requests were accepted", accepted.get());
+    assert!(accepted.get() >= 10, "only {} requests were accepted", accepted.get());
 }
 
 /// Random destination settings: some rules on, some off.
@@ -205,76 +265,6 @@ fn settings() -> impl Strategy<Value = Settings> {
     )
 }
 
-/// What Intercom's contract allows in one planned request; `Err` names the first thing it forbids.
-fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
-    let plan = serde_json::to_value(plan).map_err(|e| e.to_string())?;
-    for op in plan["operations"].as_array().into_iter().flatten() {
-        let key_ok = |key: &Value| {
-            key.as_object().is_some_and(|k| k.values().all(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())))
-        };
-        match op["op"].as_str() {
-            Some("submit_event") => {
-                let name = op["event_name"].as_str().unwrap_or_default();
-                if name.trim().is_empty() || name.contains(['.', '$']) {
-                    return Err(format!("event name {name:?}"));
-                }
-                let metadata = op["metadata"].as_object().ok_or("metadata is not an object")?;
-                if metadata.len() > 10 {
-                    return Err(format!("{} metadata keys", metadata.len()));
-                }
-                for (name, value) in metadata {
-                    let allowed = match value {
-                        Value::Object(o) if name == "price" => {
-                            o["amount"].is_i64()
-                                && o["currency"]
-                                    .as_str()
-                                    .is_some_and(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_lowercase()))
-                        }
-                        Value::Object(o) => o.len() == 2 && o["url"].is_string() && o.contains_key("value"),
-                        Value::Array(_) | Value::Null => false,
-                        _ => true,
-                    };
-                    if !allowed {
-                        return Err(format!("metadata {name}: {value}"));
-                    }
-                }
-                if !key_ok(&op["contact"]) {
-                    return Err(format!("contact {}", op["contact"]));
-                }
-            }
-            Some("upsert_contact") | Some("upsert_company") => {
-                for (name, value) in op["custom_attributes"].as_object().ok_or("no custom attributes")? {
-                    if name.is_empty() || name.contains(['.', '$', '[', ']']) || name.trim() != name {
-                        return Err(format!("attribute name {name:?}"));
-                    }
-                    if value.is_object() || value.is_array() || value.as_str().is_some_and(|s| s.chars().count() > 255)
-                    {
-                        return Err(format!("attribute {name}: {value}"));
-                    }
-                }
-                if op["op"] == "upsert_contact" && !key_ok(&op["key"]) {
-                    return Err(format!("key {}", op["key"]));
-                }
-                if op["op"] == "upsert_company" && op["company_id"].as_str().is_none_or(|id| id.trim().is_empty()) {
-                    return Err(format!("company id {}", op["company_id"]));
-                }
-            }
-            Some("attach_company") | Some("detach_company") => {
-                if !key_ok(&op["contact"]) || op["company_id"].as_str().is_none_or(|id| id.trim().is_empty()) {
-                    return Err(format!("{op}"));
-                }
-            }
-            Some("merge") => {
-                if !key_ok(&op["from"]) || !key_ok(&op["into"]) {
-                    return Err(format!("{op}"));
-                }
-            }
-            other => return Err(format!("unknown operation {other:?}")),
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn arbitrary_valid_events_plan_only_requests_the_contract_allows() {
     let received = time::OffsetDateTime::now_utc();
@@ -291,6 +281,12 @@ fn arbitrary_valid_events_plan_only_requests_the_contract_allows() {
                     mapped.set(mapped.get() + 1);
                     plan_keeps_the_contract(&plan)
                         .map_err(|problem| TestCaseError::fail(format!("{problem} in {text}")))?;
+                    // An event is submitted as happening when the (skew-corrected) event says it did.
+                    for op in &plan.operations {
+                        if let Operation::SubmitEvent(submission) = op {
+                            prop_assert_eq!(submission.created_at, event.timestamp.unix_timestamp(), "{}", text);
+                        }
+                    }
                 }
             }
             Ok(())
