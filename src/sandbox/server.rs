@@ -21,6 +21,9 @@ pub struct RecordedRequest {
     pub path: String,
     pub status: u16,
     pub body: Option<Value>,
+    /// When it was answered, in Unix milliseconds (for rate-limit figures; not shown over HTTP).
+    #[serde(skip)]
+    pub at_ms: u64,
 }
 
 struct Shared {
@@ -116,10 +119,11 @@ async fn answer(shared: Arc<Mutex<Shared>>, request: Request<Incoming>) -> Resul
             body: body.clone(),
             malformed,
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let Shared { options, state, requests } = &mut *shared;
-        let response = state.handle(options, &request, now);
-        requests.push(RecordedRequest { method: request.method, path, status: response.status, body });
+        let response = state.handle(options, &request, now.as_secs());
+        let at_ms = now.as_millis() as u64;
+        requests.push(RecordedRequest { method: request.method, path, status: response.status, body, at_ms });
         response
     };
     if !response.delay.is_zero() {

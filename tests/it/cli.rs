@@ -534,3 +534,27 @@ fn sandbox_alone_prints_its_url_and_token_and_serves_its_state() {
         json!([{"method": "POST", "path": "/contacts", "status": 200, "body": {"role": "user", "external_id": "alone-1"}}])
     );
 }
+
+#[tokio::test]
+async fn generate_prints_the_same_day_for_the_same_seed_and_replay_accounts_for_every_event() {
+    let args = |seed: &'static str| ["generate", "--events", "300", "--users", "40", "--seed", seed];
+    let (first, again, other) = (run(&args("9"), &[]).await, run(&args("9"), &[]).await, run(&args("10"), &[]).await);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(first.stdout, again.stdout, "the same seed gives the same bytes");
+    assert_ne!(first.stdout, other.stdout, "another seed gives another day");
+    let events: Vec<Value> = text(&first.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(events.len(), 300);
+    let users: BTreeSet<&str> = events.iter().filter_map(|e| e["userId"].as_str()).collect();
+    assert!(users.len() <= 40 && users.len() > 20, "{} people", users.len());
+
+    let file = scratch("generate").join("day.ndjson");
+    std::fs::write(&file, &first.stdout).unwrap();
+    let output = run(&["replay", "--json", "--rate-limit", "100000000", file.to_str().unwrap()], &[]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = report(&output);
+    assert_eq!(report["rejected"], json!([]), "every generated event is valid");
+    assert_eq!(report["accepted"], 300);
+    assert_eq!(report["dead_lettered"], json!([]));
+    let skipped = report["skipped"].as_array().unwrap().len() as u64;
+    assert_eq!(report["delivered"].as_u64().unwrap() + skipped, 300, "each event delivered or skipped");
+}

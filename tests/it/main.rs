@@ -11,7 +11,12 @@ mod helpers;
 mod ingest;
 mod intercom;
 mod mapping;
+#[path = "../../benches/support/payloads.rs"]
+mod payloads;
 mod properties;
+#[path = "../../benches/support/runtime_api.rs"]
+mod runtime_api;
+mod runtime_loop;
 mod sdks;
 mod settings;
 mod soak;

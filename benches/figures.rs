@@ -1,0 +1,521 @@
+//! The relay's figures for BENCHMARKS.md, printed: Intercom calls per event on a generated day, throughput under a
+//! rate limit, the Lambda binaries' start-up, memory, invocation times and sizes against a local Runtime API, the
+//! criterion results next to RudderStack's transformer, and the AWS cost per million events they imply.
+//! `scripts/bench` runs it (after the criterion benches, whose results it reads) with moto for the ingest function.
+
+// A bench's whole job is to print its figures.
+#![allow(clippy::print_stdout)]
+
+#[path = "support/payloads.rs"]
+mod payloads;
+#[path = "support/runtime_api.rs"]
+mod runtime_api;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer};
+use serde_json::Value;
+
+use payloads::{batch_request, generated, sqs_event};
+use runtime_api::{Running, RuntimeApi};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_intercom-relay");
+const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
+const FORWARD: &str = env!("CARGO_BIN_EXE_forward");
+const WAIT: Duration = Duration::from_secs(60);
+/// The generated day every figure is measured on.
+const DAY: [&str; 6] = ["--events", "10000", "--users", "1000", "--seed", "42"];
+/// Calls per event of the peers' Intercom destinations (Segment's, RudderStack's); pages, screens and aliases they drop.
+const PEERS: [(&str, &str); 6] = [
+    ("identify", "2"),
+    ("track", "1"),
+    ("group", "3"),
+    ("page", "not delivered"),
+    ("screen", "not delivered"),
+    ("alias", "not delivered"),
+];
+/// RudderStack's transformer, events per second per core.
+const RUDDERSTACK: [(&str, f64); 2] = [("track", 23_000.0), ("identify", 9_400.0)];
+/// Start-up runs per binary.
+const STARTS: usize = 20;
+/// Warm invocations timed per case.
+const WARM: usize = 40;
+/// What a call to Intercom takes in the "with latency" cases (injected by the sandbox).
+const INTERCOM_LATENCY: Duration = Duration::from_millis(100);
+
+#[tokio::main]
+async fn main() {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    std::fs::create_dir_all(&work).expect("a work directory");
+    println!("# intercom-relay figures\n");
+    println!("binaries: {RELAY}, {INGEST}, {FORWARD}\n");
+    let day = work.join("day.ndjson");
+    let ndjson = command(RELAY, &[&["generate"], &DAY[..]].concat(), &[]);
+    std::fs::write(&day, ndjson).expect("the day written");
+
+    let calls = calls_per_event(&day);
+    throughput(&day, calls.total).await;
+    startup().await;
+    let forward = forward_invocations().await;
+    let ingest = ingest_invocations().await;
+    sizes();
+    criterion();
+    cost(&calls, &forward, &ingest);
+}
+
+/// Runs `binary args` with `env` added, to the end; its stdout (a failure stops the bench).
+fn command(binary: &str, args: &[&str], env: &[(&str, String)]) -> Vec<u8> {
+    let output = Command::new(binary)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{binary} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
+struct Calls {
+    total: u64,
+    per_event: f64,
+}
+
+/// Intercom calls per event, overall and per type, on the generated day with no rate limit.
+fn calls_per_event(day: &Path) -> Calls {
+    let started = Instant::now();
+    let args = ["replay", day.to_str().expect("UTF-8"), "--rate-limit", "100000000", "--json"];
+    let report: Value = serde_json::from_slice(&command(RELAY, &args, &[])).expect("a JSON report");
+    let took = started.elapsed();
+    println!("## Intercom calls per event\n");
+    println!("`intercom-relay generate {}` (a day of 10,000 events from 1,000 people), then", DAY.join(" "));
+    println!("`intercom-relay replay day.ndjson --rate-limit 100000000 --json` (release build, {took:.1?}):\n");
+    #[derive(Default)]
+    struct Row {
+        events: u64,
+        delivered: u64,
+        skipped: u64,
+        calls: u64,
+    }
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for event in report["events"].as_array().expect("events[]") {
+        let row = rows.entry(event["type"].as_str().unwrap_or("unknown").to_owned()).or_default();
+        row.events += 1;
+        match event["outcome"].as_str() {
+            Some("delivered") => row.delivered += 1,
+            Some("skipped") => row.skipped += 1,
+            _ => {}
+        }
+        row.calls += event["calls"].as_array().map_or(0, |calls| calls.len() as u64);
+    }
+    println!("| type | events | delivered | skipped | calls | calls per event | per delivered event | peers |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    let mut all = Row::default();
+    for (kind, row) in &rows {
+        let peers = PEERS.iter().find(|(k, _)| k == kind).map_or("", |(_, p)| p);
+        println!(
+            "| {kind} | {} | {} | {} | {} | {:.2} | {:.2} | {peers} |",
+            row.events,
+            row.delivered,
+            row.skipped,
+            row.calls,
+            ratio(row.calls, row.events),
+            ratio(row.calls, row.delivered)
+        );
+        all.events += row.events;
+        all.delivered += row.delivered;
+        all.skipped += row.skipped;
+        all.calls += row.calls;
+    }
+    println!(
+        "| **all** | {} | {} | {} | {} | **{:.2}** | {:.2} | |\n",
+        all.events,
+        all.delivered,
+        all.skipped,
+        all.calls,
+        ratio(all.calls, all.events),
+        ratio(all.calls, all.delivered)
+    );
+    let by_endpoint = &report["intercom_calls"]["by_endpoint"];
+    println!("By endpoint: {by_endpoint}\n");
+    let reasons = report["skipped"].as_array().into_iter().flatten().fold(BTreeMap::new(), |mut counts, skip| {
+        *counts.entry(format!("{} {}", skip["type"], skip["reason"])).or_insert(0) += 1;
+        counts
+    });
+    println!(
+        "Skips by type and reason: {reasons:?}; dead letters: {}\n",
+        report["dead_lettered"].as_array().map_or(0, Vec::len)
+    );
+    Calls { total: all.calls, per_event: ratio(all.calls, all.events) }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// The generated day replayed against a sandbox whose limit per 10-second window makes the run last about a minute.
+async fn throughput(day: &Path, calls: u64) {
+    let limit = calls.div_ceil(6);
+    let sandbox = SandboxServer::start(SandboxOptions { rate_limit: limit, ..SandboxOptions::default() }, 0)
+        .await
+        .expect("a sandbox");
+    let args = [
+        "replay".to_owned(),
+        day.to_str().expect("UTF-8").to_owned(),
+        "--intercom-url".to_owned(),
+        sandbox.url.clone(),
+        "--json".to_owned(),
+    ];
+    let env = [("INTERCOM_ACCESS_TOKEN", sandbox.token())];
+    let started = Instant::now();
+    let stdout = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        command(RELAY, &args, &env)
+    })
+    .await
+    .expect("the replay ran");
+    let took = started.elapsed();
+    let report: Value = serde_json::from_slice(&stdout).expect("a JSON report");
+    let requests = sandbox.requests();
+    let mut windows: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for request in &requests {
+        let window = windows.entry(request.at_ms / 10_000).or_default();
+        if request.status == 429 { window.1 += 1 } else { window.0 += 1 }
+    }
+    let limited: u64 = windows.values().map(|w| w.1).sum();
+    let answered: u64 = windows.values().map(|w| w.0).sum();
+    // The first and last windows are partly outside the run: the share is taken over the full ones between.
+    let full: Vec<u64> = windows.values().skip(1).take(windows.len().saturating_sub(2)).map(|w| w.0).collect();
+    let share = full.iter().sum::<u64>() as f64 / (full.len().max(1) as u64 * limit) as f64;
+    let accepted = report["accepted"].as_u64().unwrap_or(0);
+    let delivered = report["delivered"].as_u64().unwrap_or(0);
+    let skipped = report["skipped"].as_array().map_or(0, Vec::len) as u64;
+    let dead = report["dead_lettered"].as_array().map_or(0, Vec::len) as u64;
+    println!("## Throughput under Intercom's rate limit\n");
+    println!(
+        "The same day replayed with `--intercom-url` at an in-process sandbox allowing {limit} calls per 10-s window"
+    );
+    println!(
+        "(a sixth of the calls the day needs, so the run spans about six windows); the whole day is queued at once.\n"
+    );
+    println!(
+        "- run: {took:.1?}; {answered} calls answered, {limited} answered 429; handed back {}",
+        report["handed_back"]
+    );
+    println!("- calls answered per window (limit {limit}): {:?}", windows.values().map(|w| w.0).collect::<Vec<_>>());
+    println!("- share of the limit used over the {} full windows: **{:.1}%**", full.len(), share * 100.0);
+    println!(
+        "- accepted {accepted} = delivered {delivered} + skipped {skipped} + dead-lettered {dead}: {}\n",
+        if accepted == delivered + skipped + dead { "nothing lost" } else { "MISMATCH" }
+    );
+}
+
+/// The variables each binary needs besides Lambda's; `None` for the baseline.
+fn function_env(binary: &str) -> Vec<(&'static str, String)> {
+    if binary == INGEST {
+        vec![
+            ("WRITE_KEYS", "bench-write-key".into()),
+            ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo".into()),
+        ]
+    } else if binary == FORWARD {
+        vec![
+            ("INTERCOM_ACCESS_TOKEN", "sandbox-token".into()),
+            ("INTERCOM_BASE_URL", "http://127.0.0.1:9".into()),
+            ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into()),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
+fn hello_runtime() -> Option<String> {
+    std::env::var("HELLO_RUNTIME").ok().filter(|path| Path::new(path).exists())
+}
+
+/// Time from spawning each binary to its first poll of the Runtime API.
+async fn startup() {
+    println!("## Start-up: process start to the first `GET /2018-06-01/runtime/invocation/next`\n");
+    println!("{STARTS} starts each against a local Runtime API (benches/support/runtime_api.rs), release build:\n");
+    println!("| binary | median | min | max |");
+    println!("|---|---:|---:|---:|");
+    let mut binaries = vec![("ingest", INGEST.to_owned()), ("forward", FORWARD.to_owned())];
+    match hello_runtime() {
+        Some(path) => binaries.push(("hello-world lambda_runtime (examples/hello_runtime.rs)", path)),
+        None => println!("| hello_runtime | not measured: set HELLO_RUNTIME (scripts/bench does) | | |"),
+    }
+    for (name, binary) in binaries {
+        let mut times = Vec::new();
+        for _ in 0..STARTS {
+            let api = RuntimeApi::start().await.expect("a Runtime API");
+            let mut env = api.env();
+            env.extend(function_env(&binary));
+            let running = Running::spawn(&binary, env).expect("the binary starts");
+            let polled = api.first_poll(WAIT).await.expect("the binary polls");
+            times.push(polled - running.started);
+        }
+        times.sort();
+        println!("| {name} | {:.2?} | {:.2?} | {:.2?} |", times[STARTS / 2], times[0], times[STARTS - 1]);
+    }
+    println!();
+}
+
+/// Invocation durations (the first, then warm ones) and the peak RSS after them.
+struct Invocations {
+    cases: Vec<(String, Duration)>,
+}
+
+impl Invocations {
+    fn median(&self, name: &str) -> Option<Duration> {
+        self.cases.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+    }
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn percentile(mut times: Vec<Duration>, p: usize) -> Duration {
+    times.sort();
+    times[(times.len() * p / 100).min(times.len() - 1)]
+}
+
+/// Runs `payloads` through one process of `binary`, one invocation after another: the first's duration and RSS,
+/// the warm ones' median and p90, the peak RSS at the end.
+async fn invocations(
+    binary: &str,
+    env: Vec<(&'static str, String)>,
+    payloads: Vec<Value>,
+) -> (Duration, u64, Vec<Duration>, u64) {
+    let api = RuntimeApi::start().await.expect("a Runtime API");
+    let mut all = api.env();
+    all.extend(env);
+    let running = Running::spawn(binary, all).expect("the binary starts");
+    let mut times = Vec::new();
+    let mut first_rss = 0;
+    for (index, payload) in payloads.iter().enumerate() {
+        let id = api.invoke(payload);
+        let answer = api.answer_to(&id, WAIT).await.expect("an answer");
+        assert_eq!(answer.kind, "response", "{binary}: {:?}", answer.body);
+        check_answer(binary, &answer.body);
+        times.push(answer.took);
+        if index == 0 {
+            first_rss = running.peak_rss_kib().unwrap_or(0);
+        }
+    }
+    let peak = running.peak_rss_kib().unwrap_or(0);
+    let first = times.remove(0);
+    (first, first_rss, times, peak)
+}
+
+/// The answer says every event was taken: nothing handed back, no 5xx.
+fn check_answer(binary: &str, body: &Value) {
+    if binary == FORWARD {
+        assert_eq!(body["batchItemFailures"], serde_json::json!([]), "forward handed back records");
+    } else {
+        assert_eq!(body["statusCode"], 200, "ingest answered {body}");
+    }
+}
+
+fn print_invocations(name: &str, (first, first_rss, warm, peak): &(Duration, u64, Vec<Duration>, u64)) {
+    println!(
+        "| {name} | {first:.2?} | {:.2?} | {:.2?} | {:.1} MiB | {:.1} MiB |",
+        median(warm.clone()),
+        percentile(warm.clone(), 90),
+        *first_rss as f64 / 1024.0,
+        *peak as f64 / 1024.0
+    );
+}
+
+/// The forward function fed SQS batches of 10 from the generated mix, against the sandbox answering at once and with
+/// [`INTERCOM_LATENCY`] per call.
+async fn forward_invocations() -> Invocations {
+    println!("## Forward function: one SQS batch of 10 per invocation\n");
+    println!(
+        "The release `forward` binary under a local Runtime API, {WARM} warm batches after the first, each 10 events"
+    );
+    println!(
+        "of the generated mix (from 300 people), against an in-process sandbox (`DLQ_URL` unused: no dead letters).\n"
+    );
+    println!("| Intercom answers | first batch | warm median | warm p90 | VmHWM after the first | VmHWM after all |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let lines = generated(10 * (WARM + 1), 300, 43);
+    let batches: Vec<Value> = lines
+        .chunks(10)
+        .enumerate()
+        .map(|(index, chunk)| serde_json::to_value(sqs_event(chunk, &index.to_string())).expect("JSON"))
+        .collect();
+    let mut cases = Vec::new();
+    for (name, faults) in [
+        ("at once", Faults::default()),
+        ("after 100 ms", Faults { slow: 1.0, slow_by: INTERCOM_LATENCY, ..Faults::default() }),
+    ] {
+        let options = SandboxOptions { rate_limit: 100_000_000, faults, ..SandboxOptions::default() };
+        let sandbox = SandboxServer::start(options, 0).await.expect("a sandbox");
+        let env = vec![
+            ("INTERCOM_ACCESS_TOKEN", sandbox.token()),
+            ("INTERCOM_BASE_URL", sandbox.url.clone()),
+            ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into()),
+        ];
+        let figures = invocations(FORWARD, env, batches.clone()).await;
+        print_invocations(name, &figures);
+        cases.push((name.to_owned(), median(figures.2)));
+    }
+    println!();
+    Invocations { cases }
+}
+
+/// The ingest function fed `/v1/batch` requests of 1 and 20 events, queuing into moto's SQS.
+async fn ingest_invocations() -> Invocations {
+    println!("## Ingest function: one function-URL request per invocation\n");
+    let Ok(endpoint) = std::env::var("SQS_ENDPOINT_URL") else {
+        println!("Not measured: SQS_ENDPOINT_URL is not set (scripts/bench starts moto and sets it).\n");
+        return Invocations { cases: Vec::new() };
+    };
+    println!(
+        "The release `ingest` binary under a local Runtime API, queuing into a FIFO queue on moto's SQS server at"
+    );
+    println!(
+        "{endpoint} (moto answers in a few ms; SQS itself takes ~5–20 ms), {WARM} warm requests after the first:\n"
+    );
+    println!("| request | first | warm median | warm p90 | VmHWM after the first | VmHWM after all |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "bench"))
+            .build(),
+    );
+    let mut cases = Vec::new();
+    for size in [1, 20] {
+        let queue = sqs
+            .create_queue()
+            .queue_name(format!("bench-{}.fifo", uuid::Uuid::new_v4().simple()))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .expect("a queue on moto");
+        let lines = generated(size * (WARM + 1), 300, 44 + size as u64);
+        let requests: Vec<Value> = lines.chunks(size).map(|chunk| batch_request(chunk, "bench-write-key")).collect();
+        let env = vec![
+            ("WRITE_KEYS", "bench-write-key".into()),
+            ("QUEUE_URL", queue.queue_url().expect("a URL").to_owned()),
+            ("AWS_ENDPOINT_URL_SQS", endpoint.clone()),
+        ];
+        let figures = invocations(INGEST, env, requests).await;
+        let name = format!("batch of {size}");
+        print_invocations(&name, &figures);
+        cases.push((name, median(figures.2)));
+    }
+    println!();
+    Invocations { cases }
+}
+
+fn sizes() {
+    println!("## Binary sizes (release profile: lto, codegen-units = 1, strip)\n");
+    let mut binaries =
+        vec![("intercom-relay", RELAY.to_owned()), ("ingest", INGEST.to_owned()), ("forward", FORWARD.to_owned())];
+    binaries.extend(hello_runtime().map(|path| ("hello_runtime", path)));
+    for (name, path) in binaries {
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        println!("- {name}: {:.1} MiB ({bytes} bytes)", bytes as f64 / 1_048_576.0);
+    }
+    println!();
+}
+
+/// The criterion results `scripts/bench` produced before this ran, per event, next to RudderStack's transformer.
+fn criterion() {
+    println!("## CPU per event (criterion, one core) next to RudderStack's transformer\n");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory").join("criterion");
+    let mut results = Vec::new();
+    for group in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        for bench in std::fs::read_dir(group.path()).into_iter().flatten().flatten() {
+            let new = bench.path().join("new");
+            let read = |name: &str| -> Option<Value> {
+                serde_json::from_str(&std::fs::read_to_string(new.join(name)).ok()?).ok()
+            };
+            let (Some(info), Some(estimates)) = (read("benchmark.json"), read("estimates.json")) else { continue };
+            let elements = info["throughput"]["Elements"].as_f64().unwrap_or(1.0);
+            let nanos = estimates["mean"]["point_estimate"].as_f64().unwrap_or(0.0) / elements;
+            results.push((info["full_id"].as_str().unwrap_or_default().to_owned(), nanos));
+        }
+    }
+    if results.is_empty() {
+        println!(
+            "No criterion results in {}: run `cargo bench --bench ingest_events --bench mapping --bench forward_batch` first.\n",
+            dir.display()
+        );
+        return;
+    }
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    println!("| benchmark | per event | events/s/core | vs RudderStack |");
+    println!("|---|---:|---:|---|");
+    for (id, nanos) in results {
+        let per_second = 1e9 / nanos;
+        let compared = RUDDERSTACK
+            .iter()
+            .filter(|(kind, _)| id.contains(kind) || id.starts_with("forward"))
+            .map(|(kind, theirs)| format!("{:.0}× its {kind} ({theirs:.0}/s)", per_second / theirs))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("| {id} | {:.2} µs | {per_second:.0} | {compared} |", nanos / 1000.0);
+    }
+    println!();
+}
+
+/// AWS prices (us-east-1).
+const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+const GB_SECOND_X86: f64 = 0.000_016_666_7;
+const GB_SECOND_ARM: f64 = 0.000_013_333_4;
+const SQS_FIFO_REQUEST: f64 = 0.50 / 1e6;
+const MEMORY_GB: f64 = 128.0 / 1024.0;
+
+/// The cost of a million events from the measured durations, for a few request sizes and Intercom latencies.
+fn cost(calls: &Calls, forward: &Invocations, ingest: &Invocations) {
+    println!("## Cost per million events on AWS\n");
+    println!(
+        "128 MB functions billed per ms; Lambda $0.20 per 1M requests, $0.0000166667 (x86) / $0.0000133334 (arm64)"
+    );
+    println!("per GB-s; SQS FIFO $0.50 per 1M requests (each 64 KB chunk; an event is well under 6 KB, so a batch of");
+    println!("10 is one). SQS per event: SendMessageBatch (ingest, ⌈events per request / 10⌉ per request),");
+    println!("ReceiveMessage and DeleteMessageBatch (Lambda's event source, one each per batch of 10). Free tiers and");
+    println!(
+        "the event source's idle long polls (a fixed ~$0.3/month) are left out. {:.2} Intercom calls per event.\n",
+        calls.per_event
+    );
+    println!(
+        "| ingest request | Intercom answers | ingest ms | forward ms per 10 | Lambda requests | GB-s | SQS requests | $ arm64 | $ x86 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let events = 1e6;
+    for request in ["batch of 20", "batch of 1"] {
+        let Some(ingest_time) = ingest.median(request) else { continue };
+        let size: f64 = request.trim_start_matches("batch of ").parse().expect("a size");
+        for answers in ["at once", "after 100 ms"] {
+            let Some(forward_time) = forward.median(answers) else { continue };
+            let ingest_ms = ingest_time.as_secs_f64() * 1000.0;
+            let forward_ms = forward_time.as_secs_f64() * 1000.0;
+            let ingest_requests = events / size;
+            let batches = events / 10.0;
+            let gb_seconds =
+                (ingest_requests * ingest_ms.ceil() / 1000.0 + batches * forward_ms.ceil() / 1000.0) * MEMORY_GB;
+            let lambda_requests = ingest_requests + batches;
+            let sqs_requests = ingest_requests * (size / 10.0).ceil() + 2.0 * batches;
+            let dollars = |gb_second: f64| {
+                lambda_requests * LAMBDA_REQUEST + gb_seconds * gb_second + sqs_requests * SQS_FIFO_REQUEST
+            };
+            println!(
+                "| {request} | {answers} | {ingest_ms:.1} | {forward_ms:.1} | {lambda_requests:.0} | {gb_seconds:.0} | {sqs_requests:.0} | **${:.2}** | ${:.2} |",
+                dollars(GB_SECOND_ARM),
+                dollars(GB_SECOND_X86)
+            );
+        }
+    }
+    println!();
+}

@@ -1,0 +1,259 @@
+//! A stand-in for Lambda's Runtime API on 127.0.0.1: it hands a Lambda binary the events it is given, one per
+//! `GET /2018-06-01/runtime/invocation/next`, and keeps what the binary answered and when, so the benches can time
+//! start-up and invocations and the tests can run the real binaries under the real `lambda_runtime` loop.
+
+// Each user (the figures bench, the integration tests) uses part of it.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+const PREFIX: &str = "/2018-06-01";
+
+/// What a binary said of one invocation.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub request_id: String,
+    /// `response`, or `error` when the handler failed.
+    pub kind: String,
+    pub body: Value,
+    /// From the moment the event was handed out to the moment the answer arrived.
+    pub took: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<(String, Bytes)>,
+    /// Request ids handed out and when.
+    handed: Vec<(String, Instant)>,
+    first_poll: Option<Instant>,
+    polls: usize,
+    answers: Vec<Answer>,
+    init_error: Option<Value>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when an event is queued (for a waiting poll) or anything is recorded (for a waiting caller).
+    queued: Notify,
+    recorded: Notify,
+}
+
+/// A running Runtime API; it stops when dropped.
+pub struct RuntimeApi {
+    /// `127.0.0.1:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RuntimeApi {
+    /// Serves on a free port of 127.0.0.1.
+    pub async fn start() -> std::io::Result<RuntimeApi> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let address = listener.local_addr()?.to_string();
+        let shared = Arc::new(Shared::default());
+        let serving = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| answer(shared.clone(), request));
+                    // A binary killed mid-poll hangs up: nothing to report.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(RuntimeApi { address, shared, task })
+    }
+
+    /// The variables Lambda sets for a function of 128 MB, pointing it at this Runtime API.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.address.clone()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "bench".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "bench".into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// Queues `payload` for the next poll; its request id.
+    pub fn invoke(&self, payload: &Value) -> String {
+        let id = {
+            let mut state = self.lock();
+            state.next_id += 1;
+            let id = format!("req-{:06}", state.next_id);
+            state.pending.push_back((id.clone(), Bytes::from(payload.to_string())));
+            id
+        };
+        self.shared.queued.notify_one();
+        id
+    }
+
+    /// When the first poll came, waiting up to `timeout` for it.
+    pub async fn first_poll(&self, timeout: Duration) -> Option<Instant> {
+        self.wait(timeout, |state| state.first_poll).await
+    }
+
+    /// The answer to `request_id`, waiting up to `timeout` for it.
+    pub async fn answer_to(&self, request_id: &str, timeout: Duration) -> Option<Answer> {
+        self.wait(timeout, |state| state.answers.iter().find(|a| a.request_id == request_id).cloned()).await
+    }
+
+    /// What the binary reported through `/runtime/init/error`, if it did.
+    pub fn init_error(&self) -> Option<Value> {
+        self.lock().init_error.clone()
+    }
+
+    /// How many polls came.
+    pub fn polls(&self) -> usize {
+        self.lock().polls
+    }
+
+    async fn wait<T>(&self, timeout: Duration, mut found: impl FnMut(&State) -> Option<T>) -> Option<T> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let recorded = self.shared.recorded.notified();
+            if let Some(value) = found(&self.lock()) {
+                return Some(value);
+            }
+            if tokio::time::timeout_at(until, recorded).await.is_err() {
+                return found(&self.lock());
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared)
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn answer(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default().to_owned();
+    if parts.method == hyper::Method::GET && path == "/runtime/invocation/next" {
+        {
+            let mut state = lock(&shared);
+            state.polls += 1;
+            state.first_poll.get_or_insert(arrived);
+        }
+        shared.recorded.notify_waiters();
+        return Ok(next(&shared).await);
+    }
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let status = match (parts.method.as_str(), segments.as_slice()) {
+        ("POST", ["runtime", "invocation", id, kind @ ("response" | "error")]) => {
+            let mut state = lock(&shared);
+            let handed = state.handed.iter().find(|(handed, _)| handed == id).map(|(_, at)| *at);
+            match handed {
+                Some(at) => {
+                    let answer =
+                        Answer { request_id: (*id).to_owned(), kind: (*kind).to_owned(), body, took: at.elapsed() };
+                    state.answers.push(answer);
+                    202
+                }
+                None => 404,
+            }
+        }
+        ("POST", ["runtime", "init", "error"]) => {
+            lock(&shared).init_error = Some(body);
+            202
+        }
+        _ => 404,
+    };
+    shared.recorded.notify_waiters();
+    Ok(Response::builder().status(status).body(Full::new(Bytes::from_static(b"{}"))).expect("a valid response"))
+}
+
+/// The next queued event, waiting (as Lambda's long poll does) until there is one.
+async fn next(shared: &Shared) -> Response<Full<Bytes>> {
+    loop {
+        let queued = shared.queued.notified();
+        if let Some((id, payload)) = {
+            let mut state = lock(shared);
+            let next = state.pending.pop_front();
+            if let Some((id, _)) = &next {
+                state.handed.push((id.clone(), Instant::now()));
+            }
+            next
+        } {
+            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + Duration::from_secs(60);
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .header("lambda-runtime-aws-request-id", id)
+                .header("lambda-runtime-deadline-ms", deadline.as_millis().to_string())
+                .header("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:bench")
+                .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000;Sampled=0")
+                .body(Full::new(payload))
+                .expect("a valid response");
+        }
+        queued.await;
+    }
+}
+
+/// A Lambda binary started against a [`RuntimeApi`]; killed when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    /// Just before the process was spawned.
+    pub started: Instant,
+}
+
+impl Running {
+    /// Starts `binary` with only `env` set (as Lambda does), its output discarded unless `RUNTIME_API_LOGS` is set.
+    pub fn spawn<'a>(binary: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Running> {
+        use std::process::{Command, Stdio};
+        let output = || if std::env::var_os("RUNTIME_API_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let mut command = Command::new(binary);
+        command.env_clear().envs(env).stdin(Stdio::null()).stdout(output()).stderr(output());
+        let started = Instant::now();
+        Ok(Running { child: command.spawn()?, started })
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
