@@ -176,6 +176,10 @@ fn page_location(event: &Event, page: Option<Value>) -> Option<(Option<String>, 
 /// The path of an absolute URL, without query or fragment: `https://a.example/b/c?d` → `/b/c`.
 fn url_path(url: &str) -> Option<String> {
     let after_scheme = url.split_once("://")?.1;
-    let path = after_scheme.find('/').map_or("/", |at| &after_scheme[at..]);
+    // The host ends at the first '/', '?' or '#': a '/' inside the query or fragment is not the path.
+    let path = match after_scheme.find(['/', '?', '#']) {
+        Some(at) if after_scheme[at..].starts_with('/') => &after_scheme[at..],
+        _ => "/",
+    };
     Some(path.split(['?', '#']).next().unwrap_or(path).to_owned())
 }

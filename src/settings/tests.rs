@@ -209,6 +209,15 @@ fn trigger_paths_with_a_default_apply_only_to_events_with_page_context() {
     let nothing_fires = settings(json!({"trigger_paths": {"rules": [], "default": "dont_fire"}}));
     assert_eq!(verdict(&nothing_fires, &pricing), Err("trigger_paths.default".into()));
     assert_eq!(verdict(&nothing_fires, &track("A")), Ok(Some("A".into())));
+    // A '/' in the query or the fragment is not the path.
+    let no_admin = settings(json!({"trigger_paths": [{"match": "/admin/*", "action": "dont_fire"}]}));
+    for url in ["https://shop.example.com?next=/admin/users", "https://shop.example.com#/admin/users"] {
+        assert_eq!(verdict(&no_admin, &on_page(track("A"), url)), Ok(Some("A".into())), "{url}");
+    }
+    assert_eq!(
+        verdict(&no_admin, &on_page(track("A"), "https://shop.example.com/admin/users?x=1")),
+        Err("trigger_paths[0]".into())
+    );
     let listed = settings(json!({"trigger_paths": [{"match": "/pricing*", "action": "dont_fire"}]}));
     let Verdict::Skip(skip) = listed.evaluate(&event(&pricing)) else { panic!("skipped") };
     assert_eq!(
