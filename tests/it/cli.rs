@@ -150,7 +150,7 @@ async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_r
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains("58 accepted, 16 rejected; 47 delivered, 10 skipped, 1 dead-lettered; 98 Intercom calls."),
+        stdout.contains("58 accepted, 17 rejected; 47 delivered, 10 skipped, 1 dead-lettered; 98 Intercom calls."),
         "{stdout}"
     );
     assert!(stdout.contains("Intercom: the sandbox at http://127.0.0.1:"), "{stdout}");
@@ -161,7 +161,7 @@ async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_r
 
     let strict = run(&["replay", "events/", "--strict", "--json"], &[]).await;
     assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
-    assert_eq!(report(&strict)["rejected"].as_array().unwrap().len(), 16);
+    assert_eq!(report(&strict)["rejected"].as_array().unwrap().len(), 17);
     let clean = run(&["replay", "events/segment", "--strict"], &[]).await;
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stdout));
 }
