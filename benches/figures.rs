@@ -263,14 +263,18 @@ async fn startup() {
     println!();
 }
 
-/// Invocation durations (the first, then warm ones) and the peak RSS after them.
+/// Per case: the warm invocations' median duration and the log bytes per event.
 struct Invocations {
-    cases: Vec<(String, Duration)>,
+    cases: Vec<(String, Duration, f64)>,
 }
 
 impl Invocations {
     fn median(&self, name: &str) -> Option<Duration> {
-        self.cases.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+        self.cases.iter().find(|(n, ..)| n == name).map(|(_, d, _)| *d)
+    }
+
+    fn log_bytes(&self, name: &str) -> f64 {
+        self.cases.iter().find(|(n, ..)| n == name).map_or(0.0, |(.., bytes)| *bytes)
     }
 }
 
@@ -293,7 +297,7 @@ async fn invocations(
     env: Vec<(&'static str, String)>,
     payloads: Vec<Value>,
     drain: Option<(&aws_sdk_sqs::Client, &str)>,
-) -> (Duration, u64, Vec<Duration>, u64) {
+) -> Measured {
     let api = RuntimeApi::start().await.expect("a Runtime API");
     let mut all = api.env();
     all.extend(env);
@@ -315,7 +319,18 @@ async fn invocations(
     }
     let peak = running.peak_rss_kib().unwrap_or(0);
     let first = times.remove(0);
-    (first, first_rss, times, peak)
+    let log_bytes = running.output().len() as u64;
+    Measured { first, first_rss, warm: times, peak, log_bytes }
+}
+
+/// One process's invocations: the first's duration and peak RSS, the warm ones' durations, the peak RSS at the end
+/// and the bytes it logged (stdout and stderr, which Lambda sends to CloudWatch Logs).
+struct Measured {
+    first: Duration,
+    first_rss: u64,
+    warm: Vec<Duration>,
+    peak: u64,
+    log_bytes: u64,
 }
 
 /// Receives and deletes every message in `queue`.
@@ -349,13 +364,16 @@ fn check_answer(binary: &str, body: &Value) {
     }
 }
 
-fn print_invocations(name: &str, (first, first_rss, warm, peak): &(Duration, u64, Vec<Duration>, u64)) {
+/// A table row; `events` is how many events all the invocations carried, for the log bytes per event.
+fn print_invocations(name: &str, measured: &Measured, events: usize) {
     println!(
-        "| {name} | {first:.2?} | {:.2?} | {:.2?} | {:.1} MiB | {:.1} MiB |",
-        median(warm.clone()),
-        percentile(warm.clone(), 90),
-        *first_rss as f64 / 1024.0,
-        *peak as f64 / 1024.0
+        "| {name} | {:.2?} | {:.2?} | {:.2?} | {:.1} MiB | {:.1} MiB | {:.0} |",
+        measured.first,
+        median(measured.warm.clone()),
+        percentile(measured.warm.clone(), 90),
+        measured.first_rss as f64 / 1024.0,
+        measured.peak as f64 / 1024.0,
+        measured.log_bytes as f64 / events as f64
     );
 }
 
@@ -369,8 +387,10 @@ async fn forward_invocations() -> Invocations {
     println!(
         "of the generated mix (from 300 people), against an in-process sandbox (`DLQ_URL` unused: no dead letters).\n"
     );
-    println!("| Intercom answers | first batch | warm median | warm p90 | VmHWM after the first | VmHWM after all |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| Intercom answers | first batch | warm median | warm p90 | VmHWM after the first | VmHWM after all | log bytes per event |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let lines = generated(10 * (WARM + 1), 300, 43);
     let batches: Vec<Value> = lines
         .chunks(10)
@@ -390,8 +410,8 @@ async fn forward_invocations() -> Invocations {
             ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into()),
         ];
         let figures = invocations(FORWARD, env, batches.clone(), None).await;
-        print_invocations(name, &figures);
-        cases.push((name.to_owned(), median(figures.2)));
+        print_invocations(name, &figures, lines.len());
+        cases.push((name.to_owned(), median(figures.warm), figures.log_bytes as f64 / lines.len() as f64));
     }
     println!();
     Invocations { cases }
@@ -410,8 +430,10 @@ async fn ingest_invocations() -> Invocations {
     println!(
         "{endpoint} (moto answers in a few ms; SQS itself takes ~5–20 ms), {WARM} warm requests after the first:\n"
     );
-    println!("| request | first | warm median | warm p90 | VmHWM after the first | VmHWM after all |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| request | first | warm median | warm p90 | VmHWM after the first | VmHWM after all | log bytes per event |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::Config::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
@@ -439,8 +461,8 @@ async fn ingest_invocations() -> Invocations {
         let queue_url = queue.queue_url().expect("a URL");
         let figures = invocations(INGEST, env, requests, Some((&sqs, queue_url))).await;
         let name = format!("batch of {size}");
-        print_invocations(&name, &figures);
-        cases.push((name, median(figures.2)));
+        print_invocations(&name, &figures, lines.len());
+        cases.push((name, median(figures.warm), figures.log_bytes as f64 / lines.len() as f64));
     }
     println!();
     Invocations { cases }
@@ -504,6 +526,8 @@ const GB_SECOND_X86: f64 = 0.000_016_666_7;
 const GB_SECOND_ARM: f64 = 0.000_013_333_4;
 const SQS_FIFO_REQUEST: f64 = 0.50 / 1e6;
 const MEMORY_GB: f64 = 128.0 / 1024.0;
+/// CloudWatch Logs, standard class, per GB ingested.
+const LOGS_GB: f64 = 0.50;
 
 /// The cost of a million events from the measured durations, for a few request sizes and Intercom latencies.
 fn cost(calls: &Calls, forward: &Invocations, ingest: &Invocations) {
@@ -513,15 +537,19 @@ fn cost(calls: &Calls, forward: &Invocations, ingest: &Invocations) {
     );
     println!("per GB-s; SQS FIFO $0.50 per 1M requests (each 64 KB chunk; an event is well under 6 KB, so a batch of");
     println!("10 is one). SQS per event: SendMessageBatch (ingest, ⌈events per request / 10⌉ per request),");
-    println!("ReceiveMessage and DeleteMessageBatch (Lambda's event source, one each per batch of 10). Free tiers and");
     println!(
-        "the event source's idle long polls (a fixed ~$0.3/month) are left out. {:.2} Intercom calls per event.\n",
-        calls.per_event
+        "ReceiveMessage and DeleteMessageBatch (Lambda's event source, one each per batch of 10). CloudWatch Logs"
     );
+    println!("$0.50 per GB: the bytes both functions logged above (JSON at INFO, as template.yaml sets them; its");
     println!(
-        "| ingest request | Intercom answers | ingest ms | forward ms per 10 | Lambda requests | GB-s | SQS requests | $ arm64 | $ x86 |"
+        "SystemLogLevel WARN keeps Lambda's own START and REPORT lines out). Free tiers and the event source's idle"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("long polls (a fixed ~$0.3/month) are left out.");
+    println!("{:.2} Intercom calls per event.\n", calls.per_event);
+    println!(
+        "| ingest request | Intercom answers | ingest ms | forward ms per 10 | Lambda requests | GB-s | SQS requests | log MB | $ arm64 | $ x86 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let events = 1e6;
     for request in ["batch of 20", "batch of 1"] {
         let Some(ingest_time) = ingest.median(request) else { continue };
@@ -536,11 +564,17 @@ fn cost(calls: &Calls, forward: &Invocations, ingest: &Invocations) {
                 (ingest_requests * ingest_ms.ceil() / 1000.0 + batches * forward_ms.ceil() / 1000.0) * MEMORY_GB;
             let lambda_requests = ingest_requests + batches;
             let sqs_requests = ingest_requests * (size / 10.0).ceil() + 2.0 * batches;
+            let log_bytes = events * (ingest.log_bytes(request) + forward.log_bytes(answers));
+            let log_gb = log_bytes / 1e9;
             let dollars = |gb_second: f64| {
-                lambda_requests * LAMBDA_REQUEST + gb_seconds * gb_second + sqs_requests * SQS_FIFO_REQUEST
+                lambda_requests * LAMBDA_REQUEST
+                    + gb_seconds * gb_second
+                    + sqs_requests * SQS_FIFO_REQUEST
+                    + log_gb * LOGS_GB
             };
             println!(
-                "| {request} | {answers} | {ingest_ms:.1} | {forward_ms:.1} | {lambda_requests:.0} | {gb_seconds:.0} | {sqs_requests:.0} | **${:.2}** | ${:.2} |",
+                "| {request} | {answers} | {ingest_ms:.1} | {forward_ms:.1} | {lambda_requests:.0} | {gb_seconds:.0} | {sqs_requests:.0} | {:.0} | **${:.2}** | ${:.2} |",
+                log_bytes / 1e6,
                 dollars(GB_SECOND_ARM),
                 dollars(GB_SECOND_X86)
             );

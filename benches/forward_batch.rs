@@ -3,22 +3,21 @@
 //! that answers at once, so the figure is the forwarder's own CPU cost. The executor stays warm across iterations, as a
 //! warm Lambda's does.
 
+#[path = "support/payloads.rs"]
+mod payloads;
+
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use intercom_relay::event::parse_single;
-use intercom_relay::forward::{
-    Executor, ForwardOptions, Forwarder, MemoryDeadLetter, RecordAttributes, SqsEvent, SqsRecord,
-};
-use intercom_relay::ingest::accept_events;
+use intercom_relay::forward::{Executor, ForwardOptions, Forwarder, MemoryDeadLetter};
 use intercom_relay::intercom::{IntercomApi, IntercomError};
-use intercom_relay::local::{GenerateOptions, generate};
 use reqwest::Method;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
+
+use payloads::{generated, sqs_event};
 
 /// Answers every call as Intercom would succeed, with ids the executor reads.
 #[derive(Default)]
@@ -42,38 +41,11 @@ impl IntercomApi for Instant {
     }
 }
 
-fn batch() -> SqsEvent {
-    let options = GenerateOptions { events: 10, users: 5, seed: 7, start: OffsetDateTime::now_utc() };
-    let mut ndjson = Vec::new();
-    generate(&options, &mut ndjson).expect("generated");
-    let records = std::str::from_utf8(&ndjson)
-        .expect("UTF-8")
-        .lines()
-        .enumerate()
-        .map(|(index, line)| {
-            let (mut messages, _) =
-                accept_events(&parse_single(line).expect("a body"), None, OffsetDateTime::now_utc()).expect("valid");
-            let message = messages.pop().expect("one event");
-            SqsRecord {
-                message_id: format!("sqs-{index}"),
-                body: Some(message.body),
-                attributes: RecordAttributes {
-                    approximate_receive_count: Some("1".into()),
-                    message_group_id: Some(message.ordering_key),
-                    message_deduplication_id: Some(message.message_id),
-                },
-                ..SqsRecord::default()
-            }
-        })
-        .collect();
-    SqsEvent { records }
-}
-
 fn forward(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let executor = Executor::new(Instant::default(), true, NonZeroUsize::new(10_000).expect("not zero"));
     let forwarder = Forwarder::new(executor, MemoryDeadLetter::new(), ForwardOptions::default());
-    let event = batch();
+    let event = sqs_event(&generated(10, 5, 7), "bench");
     let mut group = c.benchmark_group("forward");
     group.throughput(Throughput::Elements(event.records.len() as u64));
     group.bench_function("batch of 10, 5 people", |b| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use intercom_relay::sandbox::serve_http;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -72,18 +72,7 @@ impl RuntimeApi {
         let address = listener.local_addr()?.to_string();
         let shared = Arc::new(Shared::default());
         let serving = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = serving.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| answer(shared.clone(), request));
-                    // A binary killed mid-poll hangs up: nothing to report.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let task = serve_http(listener, move |request| answer(serving.clone(), request));
         Ok(RuntimeApi { address, shared, task })
     }
 
@@ -96,6 +85,9 @@ impl RuntimeApi {
             ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
             ("AWS_LAMBDA_LOG_STREAM_NAME", "bench".into()),
             ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench".into()),
+            // What template.yaml's LoggingConfig (JSON, the LogLevel parameter's default) makes Lambda set.
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO".into()),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
@@ -230,17 +222,22 @@ pub struct Running {
     pub child: std::process::Child,
     /// Just before the process was spawned.
     pub started: Instant,
+    /// Where its stdout and stderr go (both, as Lambda sends both to CloudWatch Logs); removed when dropped.
+    pub log: std::path::PathBuf,
 }
 
 impl Running {
-    /// Starts `binary` with only `env` set (as Lambda does), its output discarded unless `RUNTIME_API_LOGS` is set.
+    /// Starts `binary` with only `env` set (as Lambda does), its output written to [`Running::log`].
     pub fn spawn<'a>(binary: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Running> {
         use std::process::{Command, Stdio};
-        let output = || if std::env::var_os("RUNTIME_API_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!("runtime-api-{}-{n}.log", std::process::id()));
+        let file = std::fs::File::create(&log)?;
         let mut command = Command::new(binary);
-        command.env_clear().envs(env).stdin(Stdio::null()).stdout(output()).stderr(output());
+        command.env_clear().envs(env).stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
         let started = Instant::now();
-        Ok(Running { child: command.spawn()?, started })
+        Ok(Running { child: command.spawn()?, started, log })
     }
 
     /// The process's peak resident memory so far (`VmHWM`), in KiB.
@@ -249,11 +246,17 @@ impl Running {
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
+
+    /// What the process has written so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

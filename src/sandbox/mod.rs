@@ -3,7 +3,7 @@
 mod server;
 mod state;
 
-pub use server::{RecordedRequest, SandboxServer};
+pub use server::{RecordedRequest, SandboxServer, serve_http};
 pub use state::{
     Company, Contact, DataEvent, Faults, MAX_EVENT_NAMES, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState,
 };

@@ -53,18 +53,7 @@ impl SandboxServer {
         let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Mutex::new(Shared { options, state: SandboxState::default(), requests: Vec::new() }));
         let serving = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = serving.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| answer(shared.clone(), request));
-                    // A client that hangs up mid-request is its own problem, not the sandbox's.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let task = serve_http(listener, move |request| answer(serving.clone(), request));
         Ok(SandboxServer { url, shared, task })
     }
 
@@ -94,6 +83,26 @@ impl SandboxServer {
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panicked handler poisons the lock but the state is still the best account of what happened: keep serving it.
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves HTTP/1 on `listener`, each request answered by `answer`, until the task is aborted. Also the loop of the
+/// benches' local Lambda Runtime API.
+pub fn serve_http<F, A>(listener: TcpListener, answer: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> A + Clone + Send + Sync + 'static,
+    A: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                // A client that hangs up mid-request (or a binary killed mid-poll) is its own problem.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+                    .await;
+            });
+        }
+    })
 }
 
 async fn answer(shared: Arc<Mutex<Shared>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

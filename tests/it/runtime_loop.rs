@@ -38,6 +38,27 @@ async fn the_forward_binary_carries_out_an_sqs_batch_the_runtime_api_hands_it() 
     assert_eq!(answer.kind, "response", "{answer:?}");
     assert_eq!(answer.body, json!({"batchItemFailures": []}), "every record delivered or skipped");
     assert!(running.peak_rss_kib().is_some_and(|kib| kib > 0), "its peak memory can be read while it runs");
+    // Lambda's LoggingConfig (JSON) as the template sets it: one JSON line per record, carrying the invocation's
+    // request id once, and never the token.
+    let output = running.output();
+    let logged: Vec<Value> = output
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}")))
+        .filter(|line| ["Delivered.", "Skipped."].contains(&line["fields"]["message"].as_str().unwrap_or_default()))
+        .collect();
+    assert!(
+        logged.iter().all(|line| line["span"]["requestId"] == id.as_str() && line.get("spans").is_none()),
+        "{output}"
+    );
+    let delivered: BTreeSet<String> =
+        logged.iter().map(|line| line["fields"]["message_id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(logged.len(), lines.len(), "{output}");
+    let sent: BTreeSet<String> = lines
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(delivered, sent, "one `Delivered.` line per record:\n{output}");
+    assert!(!output.contains(&sandbox.token()), "the token is never logged");
     let held: BTreeSet<String> = sandbox.state().contacts.values().filter_map(|c| c.external_id.clone()).collect();
     assert_eq!(held, user_ids(&lines), "Intercom holds a contact for every identified person");
     assert!(api.init_error().is_none());
