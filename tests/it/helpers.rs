@@ -146,6 +146,14 @@ pub struct Captured(Arc<Mutex<Vec<u8>>>);
 impl Captured {
     /// Captures at `level`, as JSON lines (what CloudWatch receives) or plain text.
     pub fn start(level: tracing::Level, json: bool) -> (Captured, tracing::subscriber::DefaultGuard) {
+        // tracing caches each callsite's interest for the whole process, computed when the callsite is first hit, by
+        // whichever thread hits it first. A sibling test's thread with no subscriber would cache `never`, and this
+        // capture would silently miss the line. A global subscriber that takes everything (and writes nothing) keeps
+        // every callsite's interest open; installing it rebuilds the interest of callsites already cached.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        });
         let captured = Captured::default();
         let writer = captured.clone();
         let builder = tracing_subscriber::fmt().with_max_level(level).with_ansi(false);
