@@ -12,7 +12,7 @@ pub use json::{RawObject, TopLevel};
 pub use parse::{
     Batch, BatchDefaults, BodyError, FieldError, MAX_DEPTH, RawEvent, Rejected, parse_batch, parse_event, parse_single,
 };
-pub use timestamp::{Millis, format_timestamp, parse_timestamp};
+pub use timestamp::{Millis, TimestampError, format_timestamp, parse_timestamp, read_timestamp};
 
 /// Most bytes one event may take, as Segment's API allows (32 KB).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;

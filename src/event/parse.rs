@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::json::{RawObject, TopLevel, read_members};
-use super::timestamp::parse_timestamp;
+use super::timestamp::{TimestampError, read_timestamp};
 use super::{Event, EventType, MAX_EVENT_BYTES};
 
 /// A problem with one field of an event or of the body; `path` is a JSON path relative to the event (or body).
@@ -672,8 +672,13 @@ fn timestamp(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option
 fn timestamp_field(raw: &RawValue) -> Result<Option<OffsetDateTime>, String> {
     match serde_json::from_str::<Option<String>>(raw.get()) {
         Ok(None) => Ok(None),
-        Ok(Some(text)) => parse_timestamp(&text).map(Some).ok_or_else(|| {
-            format!("must be an RFC 3339 timestamp such as 2024-05-01T12:00:00.000Z; got \"{}\"", excerpt(&text))
+        Ok(Some(text)) => read_timestamp(&text).map(Some).map_err(|error| match error {
+            TimestampError::Format => {
+                format!("must be an RFC 3339 timestamp such as 2024-05-01T12:00:00.000Z; got \"{}\"", excerpt(&text))
+            }
+            TimestampError::Range => {
+                format!("must fall within the years 0001–9999 in UTC; got \"{}\"", excerpt(&text))
+            }
         }),
         Err(_) => Err(format!("must be an RFC 3339 timestamp string, not {}", json_kind(raw))),
     }
@@ -700,7 +705,7 @@ fn excerpt(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::format_timestamp;
+    use crate::event::{format_timestamp, parse_timestamp};
 
     fn received() -> OffsetDateTime {
         parse_timestamp("2024-05-01T12:00:00.000Z").unwrap()

@@ -3,12 +3,28 @@
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-/// Parses an RFC 3339 timestamp such as `2024-05-01T12:00:00.000Z` or `2024-05-01T14:00:00+02:00`.
+/// Parses an RFC 3339 timestamp such as `2024-05-01T12:00:00.000Z` or `2024-05-01T14:00:00+02:00`, in UTC.
 pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok()
+    read_timestamp(text).ok()
 }
 
-/// Writes `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; years are kept within 0000–9999 by the parser and skew correction.
+/// Why a timestamp was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampError {
+    /// Not RFC 3339.
+    Format,
+    /// RFC 3339, but in UTC outside the years 0001–9999 (`0000-…`, or `9999-12-31T23:00:00-05:00`, which is in the
+    /// year 10000): Intercom shows its Unix times as dates, and the envelope writes UTC years in four digits.
+    Range,
+}
+
+/// [`parse_timestamp`], saying why not.
+pub fn read_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
+    let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| TimestampError::Format)?;
+    at.checked_to_offset(UtcOffset::UTC).filter(|utc| (1..=9999).contains(&utc.year())).ok_or(TimestampError::Range)
+}
+
+/// Writes `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; years are kept within 0001–9999 (UTC) by the parser and skew correction.
 pub fn format_timestamp(at: OffsetDateTime) -> String {
     Millis(at).as_str_with(str::to_owned)
 }
@@ -31,7 +47,11 @@ impl Millis {
 }
 
 fn digits(at: OffsetDateTime) -> [u8; 24] {
-    let at = at.to_offset(UtcOffset::UTC);
+    // Never panics: a time whose UTC year is beyond 9999 (which the parser refuses) is written as the latest one.
+    let at = at.checked_to_offset(UtcOffset::UTC).unwrap_or(OffsetDateTime::new_utc(
+        time::Date::from_calendar_date(9999, time::Month::December, 31).expect("a date"),
+        time::Time::from_hms_milli(23, 59, 59, 999).expect("a time"),
+    ));
     let mut out = [0u8; 24];
     let fields: [(usize, u32, usize); 7] = [
         (0, at.year().clamp(0, 9999) as u32, 4),
@@ -64,6 +84,27 @@ mod tests {
         assert_eq!(format_timestamp(at), "2024-05-01T12:03:09.500Z");
         let at = parse_timestamp("0999-01-02T03:04:05.006789Z").unwrap();
         assert_eq!(format_timestamp(at), "0999-01-02T03:04:05.006Z");
+    }
+
+    #[test]
+    fn refuses_times_outside_the_years_0001_to_9999_in_utc() {
+        for text in ["0000-05-01T12:00:00Z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:00:00-05:00"] {
+            assert_eq!(read_timestamp(text), Err(TimestampError::Range), "{text}");
+        }
+        let earliest = read_timestamp("0001-01-01T00:00:00Z").unwrap();
+        assert_eq!(earliest.unix_timestamp(), -62_135_596_800);
+        let latest = read_timestamp("9999-12-31T23:59:59.999+00:00").unwrap();
+        assert_eq!(format_timestamp(latest), "9999-12-31T23:59:59.999Z");
+        // Read in UTC: a local time late on 9999-12-31 west of Greenwich is the next year in UTC, refused above;
+        // east of it, fine.
+        assert_eq!(format_timestamp(read_timestamp("9999-12-31T23:00:00+05:00").unwrap()), "9999-12-31T18:00:00.000Z");
+        assert_eq!(read_timestamp("2024-05-01"), Err(TimestampError::Format));
+    }
+
+    #[test]
+    fn writing_a_time_beyond_9999_in_utc_never_panics() {
+        let local = OffsetDateTime::parse("9999-12-31T23:00:00-05:00", &Rfc3339).unwrap();
+        assert_eq!(format_timestamp(local), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

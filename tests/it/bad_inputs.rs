@@ -217,6 +217,27 @@ fn cases() -> Vec<Case> {
             "must be an RFC 3339",
         ),
         invalid_event(
+            "timestamp in the year 0000 (RFC 3339 allows it; Intercom's dates start at 0001)",
+            "/v1/identify",
+            r#"{"userId":"u","timestamp":"0000-05-01T12:00:00Z"}"#,
+            "timestamp",
+            "must fall within the years 0001–9999 in UTC",
+        ),
+        invalid_event(
+            "timestamp late on 9999-12-31 west of UTC: the year 10000 in UTC (made ingest panic: a 502)",
+            "/v1/track",
+            r#"{"userId":"u","event":"e","timestamp":"9999-12-31T23:00:00-05:00"}"#,
+            "timestamp",
+            "must fall within the years 0001–9999 in UTC",
+        ),
+        invalid_event(
+            "sentAt in the year 10000 in UTC",
+            "/v1/page",
+            r#"{"userId":"u","sentAt":"9999-12-31T23:59:00-00:01"}"#,
+            "sentAt",
+            "must fall within the years 0001–9999 in UTC",
+        ),
+        invalid_event(
             "clock skew beyond the calendar",
             "/v1/page",
             r#"{"userId":"u","timestamp":"0001-01-01T00:00:00Z","sentAt":"9999-12-31T00:00:00Z"}"#,
