@@ -1,10 +1,10 @@
 //! The SQS message both Lambdas agree on: a version, when the event was received, its message id and the normalised event.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use crate::event::{BatchDefaults, Event, Millis, RawEvent, TopLevel, parse_event, parse_timestamp};
+use crate::event::{BatchDefaults, Event, JsonObject, RawEvent, TopLevel, parse_event, parse_timestamp};
 
 /// The envelope format this build writes; readers refuse versions they do not know.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -13,14 +13,6 @@ pub const ENVELOPE_VERSION: u32 = 1;
 #[derive(Clone, Debug)]
 pub struct Envelope {
     pub event: Event,
-}
-
-#[derive(Serialize)]
-struct Out<'a> {
-    version: u32,
-    message_id: &'a str,
-    received_at: Millis,
-    event: &'a Event,
 }
 
 #[derive(Deserialize)]
@@ -44,19 +36,18 @@ pub enum EnvelopeError {
 impl Envelope {
     /// The SQS message body: compact JSON whose characters SQS accepts.
     pub fn to_body(&self) -> String {
-        let out = Out {
-            version: ENVELOPE_VERSION,
-            message_id: &self.event.message_id,
-            received_at: Millis(self.event.received_at),
-            event: &self.event,
-        };
         // Sized once: the free-form parts are most of the body, and growing a 1 KB String by doubling costs more.
         let raw_parts = [&self.event.context, &self.event.traits, &self.event.properties, &self.event.integrations];
         let estimate =
             512 + raw_parts.iter().filter_map(|part| part.as_ref()).map(|part| part.get().len()).sum::<usize>();
-        let mut json = Vec::with_capacity(estimate);
-        serde_json::to_writer(&mut json, &out).expect("an envelope always serialises");
-        escape_for_sqs(String::from_utf8(json).expect("serde_json writes UTF-8"))
+        let mut json = String::with_capacity(estimate);
+        let mut object = JsonObject::start(&mut json);
+        object.number("version", ENVELOPE_VERSION.into());
+        object.string("message_id", &self.event.message_id);
+        object.time("received_at", self.event.received_at);
+        self.event.write_json(object.member("event"));
+        object.end();
+        escape_for_sqs(json)
     }
 
     /// Reads a body written by [`Envelope::to_body`].
@@ -149,6 +140,28 @@ mod tests {
                 .to_body();
         assert!(!body.contains('\u{ffff}'));
         assert!(body.contains("a\\uffffb"));
+    }
+
+    #[test]
+    fn the_body_is_json_that_keeps_every_string_and_raw_part_exactly() {
+        let user_id = "u \"quoted\" \\ back\nline\t\u{1} é 😀 \u{7f}";
+        let json = format!(
+            r#"{{"type":"track","userId":{},"event":"e","messageId":"m-2","properties":{{"n":1.50,"big":123456789012345678901234567890}},"odd \"key\"\n":[1, 2]}}"#,
+            serde_json::to_string(user_id).unwrap()
+        );
+        let original = event(&json);
+        let body = Envelope { event: original.clone() }.to_body();
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["message_id"], "m-2");
+        assert_eq!(value["event"]["userId"], user_id);
+        assert_eq!(value["event"]["odd \"key\"\n"], serde_json::json!([1, 2]));
+        assert!(body.contains(r#""properties":{"n":1.50,"big":123456789012345678901234567890}"#), "{body}");
+        assert!(body.contains(r#""odd \"key\"\n":[1, 2]"#), "{body}");
+        // Event's Serialize writes the same text.
+        let event_json = serde_json::to_string(&original).unwrap();
+        assert!(body.ends_with(&format!(",\"event\":{event_json}}}")), "{body}");
+        assert_eq!(Envelope::from_body(&body).unwrap().event.user_id.as_deref(), Some(user_id));
     }
 
     #[test]

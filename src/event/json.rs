@@ -31,7 +31,7 @@ impl RawObject {
             if text.len() > 1 {
                 text.push(',');
             }
-            text.push_str(&serde_json::to_string(key).expect("a string always serialises"));
+            push_json_string(&mut text, key);
             text.push(':');
             text.push_str(value.get());
         }
@@ -54,6 +54,62 @@ impl RawObject {
 impl Serialize for RawObject {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
+    }
+}
+
+/// Appends `value` as a JSON string, escaped as serde_json escapes it.
+pub(crate) fn push_json_string(out: &mut String, value: &str) {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).expect("a string always serialises"));
+    }
+}
+
+/// Writes a JSON object member by member into a `String`.
+pub(crate) struct JsonObject<'a> {
+    out: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    pub(crate) fn start(out: &'a mut String) -> JsonObject<'a> {
+        out.push('{');
+        JsonObject { out, empty: true }
+    }
+
+    /// Starts a member: the value is to be written to what this returns.
+    pub(crate) fn member(&mut self, key: &str) -> &mut String {
+        if !std::mem::take(&mut self.empty) {
+            self.out.push(',');
+        }
+        push_json_string(self.out, key);
+        self.out.push(':');
+        self.out
+    }
+
+    pub(crate) fn string(&mut self, key: &str, value: &str) {
+        push_json_string(self.member(key), value);
+    }
+
+    pub(crate) fn number(&mut self, key: &str, value: u64) {
+        use std::fmt::Write;
+        write!(self.member(key), "{value}").expect("writing to a String cannot fail");
+    }
+
+    /// A member whose value is JSON text already.
+    pub(crate) fn raw(&mut self, key: &str, json: &str) {
+        self.member(key).push_str(json);
+    }
+
+    pub(crate) fn time(&mut self, key: &str, at: time::OffsetDateTime) {
+        super::Millis(at).push_json(self.member(key));
+    }
+
+    pub(crate) fn end(self) {
+        self.out.push('}');
     }
 }
 

@@ -4,10 +4,11 @@ mod json;
 mod parse;
 mod timestamp;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+pub(crate) use json::JsonObject;
 pub use json::{RawObject, TopLevel};
 pub use parse::{
     Batch, BatchDefaults, BodyError, FieldError, MAX_DEPTH, RawEvent, Rejected, parse_batch, parse_event, parse_single,
@@ -101,11 +102,13 @@ impl Event {
     }
 }
 
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("type", self.kind.as_str())?;
-        map.serialize_entry("messageId", &self.message_id)?;
+impl Event {
+    /// Appends the event as compact JSON: Segment's field names, free-form parts as their original text, times as
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Written directly rather than through serde, as ingest does this for every event.
+    pub fn write_json(&self, out: &mut String) {
+        let mut object = JsonObject::start(out);
+        object.string("type", self.kind.as_str());
+        object.string("messageId", &self.message_id);
         let strings = [
             ("userId", &self.user_id),
             ("anonymousId", &self.anonymous_id),
@@ -117,7 +120,7 @@ impl Serialize for Event {
         ];
         for (key, value) in strings {
             if let Some(value) = value {
-                map.serialize_entry(key, value)?;
+                object.string(key, value);
             }
         }
         let objects = [
@@ -128,20 +131,30 @@ impl Serialize for Event {
         ];
         for (key, value) in objects {
             if let Some(value) = value {
-                map.serialize_entry(key, value)?;
+                object.raw(key, value.get());
             }
         }
-        map.serialize_entry("timestamp", &Millis(self.timestamp))?;
+        object.time("timestamp", self.timestamp);
         if let Some(original) = self.original_timestamp {
-            map.serialize_entry("originalTimestamp", &Millis(original))?;
+            object.time("originalTimestamp", original);
         }
         if let Some(sent_at) = self.sent_at {
-            map.serialize_entry("sentAt", &Millis(sent_at))?;
+            object.time("sentAt", sent_at);
         }
-        map.serialize_entry("receivedAt", &Millis(self.received_at))?;
+        object.time("receivedAt", self.received_at);
         for (key, value) in &self.extra {
-            map.serialize_entry(key, value)?;
+            object.raw(key, value.get());
         }
-        map.end()
+        object.end();
+    }
+}
+
+/// The same JSON as [`Event::write_json`].
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut json = String::new();
+        self.write_json(&mut json);
+        let raw = RawValue::from_string(json).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
     }
 }

@@ -40,6 +40,13 @@ impl serde::Serialize for Millis {
 }
 
 impl Millis {
+    /// Appends the time as a JSON string.
+    pub(crate) fn push_json(self, out: &mut String) {
+        out.push('"');
+        self.as_str_with(|text| out.push_str(text));
+        out.push('"');
+    }
+
     fn as_str_with<T>(self, f: impl FnOnce(&str) -> T) -> T {
         let out = digits(self.0);
         f(std::str::from_utf8(&out).expect("ASCII digits and separators"))

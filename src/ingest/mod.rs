@@ -370,7 +370,7 @@ pub fn accept_events(
     for (index, raw) in batch.events.iter().enumerate() {
         match parse_event(raw, expected, &batch.defaults, received_at) {
             Ok(event) => {
-                let message = QueuedMessage::new(&Envelope { event });
+                let message = QueuedMessage::new(Envelope { event });
                 queued_bytes += message.body.len();
                 if queued_bytes > MAX_QUEUED_BYTES {
                     return Err(IngestError::TooMuchToQueue);

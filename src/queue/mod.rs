@@ -27,14 +27,16 @@ pub struct QueuedMessage {
 
 impl QueuedMessage {
     /// The message for `envelope`.
-    pub fn new(envelope: &Envelope) -> QueuedMessage {
-        let event = &envelope.event;
+    pub fn new(envelope: Envelope) -> QueuedMessage {
+        let body = envelope.to_body();
+        let ordering_key = envelope.event.ordering_key().to_owned();
+        let event = envelope.event;
         QueuedMessage {
-            message_id: event.message_id.clone(),
-            ordering_key: event.ordering_key().to_owned(),
+            message_id: event.message_id,
+            ordering_key,
             event_type: event.kind,
-            event_name: event.event.clone(),
-            body: envelope.to_body(),
+            event_name: event.event,
+            body,
         }
     }
 }
