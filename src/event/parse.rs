@@ -311,7 +311,7 @@ fn may_hold_unreadable_values(text: &[u8]) -> bool {
         }
         at += SCAN_BLOCK;
     }
-    exact_hits(text, at, text.len())
+    exact_hits(text, at.min(text.len()), text.len())
 }
 
 const SCAN_BLOCK: usize = 32;
@@ -337,7 +337,7 @@ fn is_digit(byte: u8) -> bool {
 /// Whether `text[from..to]` holds an exponent of three or more digits, or a `\u` escape of a surrogate (`\uD800` to
 /// `\uDFFF`).
 fn exact_hits(text: &[u8], from: usize, to: usize) -> bool {
-    (from..to).any(|i| match text[i] {
+    memchr::memchr3_iter(b'\\', b'e', b'E', &text[from..to]).map(|i| from + i).any(|i| match text[i] {
         b'\\' => {
             text.get(i + 1) == Some(&b'u')
                 && matches!(text.get(i + 2), Some(b'd' | b'D'))

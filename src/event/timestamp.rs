@@ -60,14 +60,16 @@ fn digits(at: OffsetDateTime) -> [u8; 24] {
         time::Time::from_hms_milli(23, 59, 59, 999).expect("a time"),
     ));
     let mut out = [0u8; 24];
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second, millisecond) = at.to_hms_milli();
     let fields: [(usize, u32, usize); 7] = [
-        (0, at.year().clamp(0, 9999) as u32, 4),
-        (5, u8::from(at.month()).into(), 2),
-        (8, at.day().into(), 2),
-        (11, at.hour().into(), 2),
-        (14, at.minute().into(), 2),
-        (17, at.second().into(), 2),
-        (20, at.millisecond().into(), 3),
+        (0, year.clamp(0, 9999) as u32, 4),
+        (5, u8::from(month).into(), 2),
+        (8, day.into(), 2),
+        (11, hour.into(), 2),
+        (14, minute.into(), 2),
+        (17, second.into(), 2),
+        (20, millisecond.into(), 3),
     ];
     for (start, mut value, width) in fields {
         for i in (0..width).rev() {
