@@ -465,7 +465,8 @@ const OVER_CAP: &str = "Intercom keeps at most 10 metadata keys";
 /// Read from the raw members: a list is dropped without being parsed, and values are moved, not copied.
 fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map<String, Value>, Unmapped> {
     let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(unreadable);
-    let mut flat = Map::with_capacity(MAX_METADATA_KEYS);
+    // Sized by what was sent: most events send fewer properties than the cap, and a smaller block is cheaper to get.
+    let mut flat = Map::with_capacity(properties.0.len().min(MAX_METADATA_KEYS));
     let mut money = None;
     for key in MONEY_KEYS {
         if let Some(amount) = properties.get(key).map(parse).transpose()?.as_ref().and_then(cents) {
