@@ -68,18 +68,19 @@ pub(super) fn parse(text: &str) -> Result<Settings, Problems> {
     }
     let document: Document = serde_json::from_value(value)
         .map_err(|e| Problems(vec![problem("", format!("does not fit the settings' types: {e}"))]))?;
-    Ok(build(document))
+    build(document)
 }
 
 /// Checks a document made in code as a written one is checked.
 pub(super) fn compile(document: Document) -> Result<Settings, Problems> {
     let mut problems = Vec::new();
     let value = serde_json::to_value(&document).expect("a document serialises");
+    validate(&SCHEMA, &value, "", &mut problems);
     beyond_the_schema(&value, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    Ok(build(document))
+    build(document)
 }
 
 /// What a JSON Schema cannot say: patterns that compile, names that are not blank, types listed once. Read from the
@@ -95,6 +96,16 @@ fn beyond_the_schema(value: &Value, problems: &mut Vec<Problem>) {
                 ));
             }
         }
+    }
+    // Both are valid JSON, but would skip every event (or every named one) without a word: almost always a slip.
+    if at("/types").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        problems.push(problem(
+            "types",
+            "is empty, which would skip every event: list the types to forward, or leave it out to forward all six",
+        ));
+    }
+    if at("/events/allow").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        problems.push(problem("events.allow", "is empty, which would skip every named event: list the names to forward, or leave it out to allow every name"));
     }
     let mut patterns: Vec<(String, &Value)> = Vec::new();
     for (pointer, path) in
@@ -146,25 +157,31 @@ fn glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
     GlobBuilder::new(pattern).literal_separator(false).build()
 }
 
-/// The settings with their patterns compiled (every one already checked).
-fn build(document: Document) -> Settings {
-    let set = |list: &[String]| {
+/// The settings with their patterns compiled (every one already checked). A list whose patterns compile one by one
+/// may still be too large to compile together: that is a problem at the list, never a list silently emptied.
+fn build(document: Document) -> Result<Settings, Problems> {
+    let mut problems = Vec::new();
+    let mut set = |path: &str, list: &[String]| {
         let mut set = GlobSetBuilder::new();
         for glob in list.iter().filter_map(|pattern| glob(pattern).ok()) {
             set.add(glob);
         }
-        set.build().unwrap_or_else(|_| GlobSet::empty())
+        set.build().unwrap_or_else(|error| {
+            problems.push(problem(path, format!("its {} patterns cannot be compiled together: {error}", list.len())));
+            GlobSet::empty()
+        })
     };
     let events = &document.events;
     let trigger: Vec<String> = document.trigger_paths.rules().iter().map(|rule| rule.pattern.clone()).collect();
-    Settings {
+    let settings = Settings {
         plain: Document { schema: None, ..document.clone() } == Document::default(),
-        allow: events.allow.as_deref().map(set),
-        deny: set(&events.deny),
-        trigger: set(&trigger),
-        attributes: document.attributes.allow.as_deref().map(set),
+        allow: events.allow.as_deref().map(|list| set("events.allow", list)),
+        deny: set("events.deny", &events.deny),
+        trigger: set("trigger_paths", &trigger),
+        attributes: document.attributes.allow.as_deref().map(|list| set("attributes.allow", list)),
         document,
-    }
+    };
+    if problems.is_empty() { Ok(settings) } else { Err(Problems(problems)) }
 }
 
 /// The schema, read once (the committed copy, which a test keeps equal to the generated one: the functions need not

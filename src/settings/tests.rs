@@ -432,3 +432,35 @@ fn the_committed_schema_is_the_generated_one_and_the_samples_follow_it() {
     }
     assert!(checked >= 2);
 }
+
+#[test]
+fn a_list_too_large_to_compile_together_is_a_problem_not_an_empty_list() {
+    // Each pattern compiles alone; 7,000 of them overflow the matcher's size limit together. The deny list used to be
+    // left empty then, so every event it named was forwarded.
+    let patterns: Vec<String> = (0..7000).map(|i| format!("[a-z]*{{x,y}}?[!0-9]*{i}*[A-Z]?**/?*e{i}")).collect();
+    let problems = Settings::parse(&json!({"events": {"deny": patterns}}).to_string()).unwrap_err();
+    assert_eq!(problems.0.len(), 1, "{problems}");
+    assert_eq!(problems.0[0].path, "events.deny");
+    assert!(problems.0[0].message.starts_with("its 7000 patterns cannot be compiled together: "), "{problems}");
+}
+
+#[test]
+fn empty_type_and_name_lists_are_refused_as_they_would_skip_everything() {
+    let problems = Settings::parse(r#"{"types": [], "events": {"allow": []}}"#).unwrap_err();
+    let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["types", "events.allow"], "{problems}");
+    assert!(problems.0[0].message.contains("would skip every event"), "{problems}");
+    assert!(problems.0[1].message.contains("leave it out to allow every name"), "{problems}");
+    // An empty attribute list is a choice (only Intercom's own fields), not a slip.
+    assert!(Settings::parse(r#"{"attributes": {"allow": []}}"#).is_ok());
+}
+
+#[test]
+fn a_document_made_in_code_is_checked_against_the_schema_too() {
+    // An empty name is what only the schema's minLength refuses.
+    let document = Document { page: Some(String::new()), ..Document::default() };
+    let problems = Settings::from_document(document).unwrap_err();
+    assert_eq!(problems.0.len(), 1, "{problems}");
+    assert_eq!(problems.0[0].path, "page", "{problems}");
+    assert!(Settings::from_document(Document::default()).is_ok());
+}
