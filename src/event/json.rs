@@ -107,7 +107,10 @@ impl<'a> JsonObject<'a> {
     }
 
     pub(crate) fn time(&mut self, key: &str, at: time::OffsetDateTime) {
-        super::Millis(at).push_json(self.member(key));
+        let out = self.member(key);
+        out.push('"');
+        super::timestamp::push_timestamp(out, at);
+        out.push('"');
     }
 
     pub(crate) fn end(self) {

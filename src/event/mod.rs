@@ -13,7 +13,7 @@ pub use json::{RawObject, TopLevel};
 pub use parse::{
     Batch, BatchDefaults, BodyError, FieldError, MAX_DEPTH, RawEvent, Rejected, parse_batch, parse_event, parse_single,
 };
-pub use timestamp::{Millis, TimestampError, format_timestamp, parse_timestamp, read_timestamp};
+pub use timestamp::{TimestampError, format_timestamp, parse_timestamp, read_timestamp};
 
 /// Most bytes one event may take, as Segment's API allows (32 KB).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -100,9 +100,7 @@ impl Event {
         };
         self.user_id.as_deref().or(fallback).or(self.anonymous_id.as_deref()).unwrap_or(&self.message_id)
     }
-}
 
-impl Event {
     /// Appends the event as compact JSON: Segment's field names, free-form parts as their original text, times as
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Written directly rather than through serde, as ingest does this for every event.
     pub fn write_json(&self, out: &mut String) {

@@ -295,6 +295,7 @@ impl<'de> Visitor<'de> for BatchVisitor<'_, 'de> {
 /// filter keeps the full read off the common path: it tests 32 bytes at a time with element-wise operations the compiler
 /// turns into vector instructions, and looks byte by byte only at blocks holding a digit then `e`, or a backslash.
 fn may_hold_unreadable_values(text: &[u8]) -> bool {
+    // A block is read with the byte before it (an exponent's digit may end the block before), so blocks start at 1.
     if exact_hits(text, 0, text.len().min(1)) {
         return true;
     }

@@ -26,31 +26,14 @@ pub fn read_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
 
 /// Writes `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; years are kept within 0001–9999 (UTC) by the parser and skew correction.
 pub fn format_timestamp(at: OffsetDateTime) -> String {
-    Millis(at).as_str_with(str::to_owned)
+    let mut out = String::with_capacity(24);
+    push_timestamp(&mut out, at);
+    out
 }
 
-/// A timestamp that serialises as `YYYY-MM-DDTHH:MM:SS.mmmZ` without allocating.
-#[derive(Clone, Copy, Debug)]
-pub struct Millis(pub OffsetDateTime);
-
-impl serde::Serialize for Millis {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_str_with(|text| serializer.serialize_str(text))
-    }
-}
-
-impl Millis {
-    /// Appends the time as a JSON string.
-    pub(crate) fn push_json(self, out: &mut String) {
-        out.push('"');
-        self.as_str_with(|text| out.push_str(text));
-        out.push('"');
-    }
-
-    fn as_str_with<T>(self, f: impl FnOnce(&str) -> T) -> T {
-        let out = digits(self.0);
-        f(std::str::from_utf8(&out).expect("ASCII digits and separators"))
-    }
+/// Appends `at` as [`format_timestamp`] writes it, without allocating.
+pub(crate) fn push_timestamp(out: &mut String, at: OffsetDateTime) {
+    out.push_str(std::str::from_utf8(&digits(at)).expect("ASCII digits and separators"));
 }
 
 fn digits(at: OffsetDateTime) -> [u8; 24] {

@@ -97,16 +97,6 @@ fn beyond_the_schema(value: &Value, problems: &mut Vec<Problem>) {
             }
         }
     }
-    // Both are valid JSON, but would skip every event (or every named one) without a word: almost always a slip.
-    if at("/types").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-        problems.push(problem(
-            "types",
-            "is empty, which would skip every event: list the types to forward, or leave it out to forward all six",
-        ));
-    }
-    if at("/events/allow").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-        problems.push(problem("events.allow", "is empty, which would skip every named event: list the names to forward, or leave it out to allow every name"));
-    }
     let mut patterns: Vec<(String, &Value)> = Vec::new();
     for (pointer, path) in
         [("/events/allow", "events.allow"), ("/events/deny", "events.deny"), ("/attributes/allow", "attributes.allow")]
@@ -200,7 +190,8 @@ impl std::ops::Deref for Schema {
 }
 
 /// Validates `value` (at `path`) against `schema`, the subset of JSON Schema schemars generates: `$ref` into `$defs`,
-/// `type`, `enum`, `const`, `anyOf`/`oneOf`, `properties`, `additionalProperties`, `required`, `items`, `minLength`.
+/// `type`, `enum`, `const`, `anyOf`/`oneOf`, `properties`, `additionalProperties`, `required`, `items`, `minItems`,
+/// `minLength`.
 fn validate(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
     let schema = resolve(schema);
     if schema == &Value::Bool(true) {
@@ -233,6 +224,13 @@ fn validate(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Proble
     match value {
         Value::Object(members) => object(schema, members, path, problems),
         Value::Array(items) => {
+            // `types` and `events.allow`: an empty list would skip everything without a word, almost always a slip.
+            if schema.get("minItems").and_then(Value::as_u64).is_some_and(|min| (items.len() as u64) < min) {
+                problems.push(problem(
+                    path,
+                    "is empty, which would skip every event it covers: list what to forward, or leave it out for the default",
+                ));
+            }
             if let Some(item_schema) = schema.get("items") {
                 for (index, item) in items.iter().enumerate() {
                     validate(item_schema, item, &format!("{path}[{index}]"), problems);

@@ -31,6 +31,7 @@ pub struct Document {
     #[serde(rename = "$schema", skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// The event types forwarded; events of the others are skipped. Default: all six.
+    #[schemars(length(min = 1))]
     pub types: Vec<EventType>,
     /// Which track events are forwarded, and under what names.
     pub events: EventRules,
@@ -85,6 +86,7 @@ impl Default for Document {
 #[serde(deny_unknown_fields, default)]
 pub struct EventRules {
     /// Only track events whose name matches one of these are forwarded. Default (absent): every name.
+    #[schemars(length(min = 1))]
     pub allow: Option<Vec<String>>,
     /// Track events whose name matches one of these are skipped, even when `allow` lists them.
     pub deny: Vec<String>,

@@ -449,8 +449,13 @@ fn empty_type_and_name_lists_are_refused_as_they_would_skip_everything() {
     let problems = Settings::parse(r#"{"types": [], "events": {"allow": []}}"#).unwrap_err();
     let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["types", "events.allow"], "{problems}");
-    assert!(problems.0[0].message.contains("would skip every event"), "{problems}");
-    assert!(problems.0[1].message.contains("leave it out to allow every name"), "{problems}");
+    for problem in &problems.0 {
+        assert!(problem.message.starts_with("is empty, which would skip every event it covers"), "{problems}");
+        assert!(problem.message.ends_with("or leave it out for the default"), "{problems}");
+    }
+    // The published schema says so too, for editors.
+    let schema = schema();
+    assert_eq!(schema["properties"]["types"]["minItems"], 1, "{schema:#}");
     // An empty attribute list is a choice (only Intercom's own fields), not a slip.
     assert!(Settings::parse(r#"{"attributes": {"allow": []}}"#).is_ok());
 }
