@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterMessage, Reason};
-use super::execute::{Executor, Failed, Patience};
+use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Executor, Failed, Patience};
 use super::sqs_event::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsRecord};
 use crate::envelope::Envelope;
 use crate::intercom::{IntercomApi, IntercomError};
@@ -265,18 +265,23 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             until: stop,
             call_timeout: self.options.call_timeout,
         };
+        let last_chance = item.record.receive_count() >= self.options.max_receives;
         match self.executor.execute(&plan, patience).await {
             Ok(delivery) => {
                 for dropped in &delivery.dropped {
                     info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
                 }
                 match delivery.skipped {
+                    // The previous contact may still be on its way in another FIFO group: skipped only at the last try.
+                    Some(ALIAS_PREVIOUS_UNKNOWN) if !last_chance => Outcome::Retry {
+                        reason: "alias: Intercom does not hold the previous contact yet".into(),
+                        calls: delivery.calls,
+                    },
                     Some(reason) => Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: delivery.calls },
                     None => Outcome::Delivered { calls: delivery.calls },
                 }
             }
             Err(Failed { error, attempts, calls }) => {
-                let last_chance = item.record.receive_count() >= self.options.max_receives;
                 if error.is_retryable() && !last_chance {
                     return Outcome::Retry { reason: error.to_string(), calls };
                 }

@@ -1,5 +1,5 @@
-//! Carrying out one event's plan: contacts resolved through a warm cache, 409s turned into updates, custom attributes
-//! created before use, a track for an unknown contact creating it and trying again.
+//! Carrying out one event's plan: contacts resolved through a warm cache and lag-free lookups, custom attributes checked
+//! against what the workspace holds, merged contacts followed, and a value Intercom cannot take left out, not the event.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -8,20 +8,34 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
-use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::intercom::requests::{
+    self, AttributeRefusal, ContactFields, DataAttribute, Dialect, EventContact, FoundContact, Request,
+};
 use crate::intercom::{IntercomApi, IntercomError, conflicting_contact};
-use crate::mapping::{CompanyUpsert, ContactKey, ContactUpsert, Dropped, EventSubmission, Operation, Plan, Role};
+use crate::mapping::{
+    ANONYMOUS_ID_ATTRIBUTE, CompanyUpsert, ContactKey, ContactUpsert, Dropped, EventSubmission, Operation, Plan,
+};
+
+/// The skip of an alias whose previous contact Intercom does not hold (yet: it may travel in another FIFO group, so the
+/// forwarder hands the alias back until its last receive).
+pub const ALIAS_PREVIOUS_UNKNOWN: &str = "alias_previous_contact_unknown";
+
+/// Intercom keeps at most this many custom data attributes per workspace (Intercom help, article 179).
+const MAX_CUSTOM_ATTRIBUTES: usize = 250;
+
+/// A write that Intercom refuses for one named value is sent again without it, at most this many times.
+const MAX_REFUSALS: usize = 3;
 
 /// What carrying out a plan took.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// Intercom calls made, the failed ones included.
     pub calls: usize,
-    /// Values left out, the plan's own and those dropped here (attributes Intercom lacks and may not be created).
+    /// Values left out, the plan's own and those dropped here (values the workspace cannot hold).
     pub dropped: Vec<Dropped>,
     /// Set when the plan turned out to have nothing Intercom can act on (e.g. an alias for contacts that do not exist).
     pub skipped: Option<&'static str>,
@@ -30,11 +44,15 @@ pub struct Delivery {
 /// Carries out plans against one Intercom workspace; one per cold start, shared by every invocation.
 pub struct Executor<A> {
     api: A,
+    dialect: Dialect,
     create_attributes: bool,
     contacts: Mutex<LruCache<ContactKey, String>>,
+    /// Visitors' leads by anonymousId: leads carry no external_id, so this (and the lead's `anonymous_id` attribute,
+    /// behind the search index's lag) is how an alias or an identify finds them.
+    visitors: Mutex<LruCache<String, String>>,
     companies: Mutex<LruCache<String, String>>,
-    /// Custom data attribute names per model, read once per cold start.
-    attributes: tokio::sync::Mutex<HashMap<&'static str, HashSet<String>>>,
+    /// What the workspace holds, learned once per cold start.
+    workspace: tokio::sync::Mutex<Workspace>,
 }
 
 /// How a failed call is tried again within one invocation.
@@ -80,15 +98,161 @@ struct Calls {
     patience: Patience,
 }
 
+/// The workspace's data attributes and admins.
+#[derive(Default)]
+struct Workspace {
+    models: HashMap<&'static str, Model>,
+    /// `None` until asked; `Some(None)` when the token may not list them (the write's refusal is the check then).
+    admins: Option<Option<HashSet<String>>>,
+}
+
+/// One model's data attributes.
+#[derive(Default)]
+struct Model {
+    /// Custom attributes by name, archived ones included.
+    custom: HashMap<String, DataAttribute>,
+    /// Standard attributes' names, lower-cased: Intercom refuses them as custom names ("'Name' is one of our standard
+    /// attributes").
+    standard: HashSet<String>,
+    /// Names Intercom refused to create during this cold start.
+    refused: HashSet<String>,
+}
+
+impl Model {
+    fn from_list(list: HashMap<String, DataAttribute>) -> Model {
+        let mut model = Model::default();
+        for (name, attribute) in list {
+            if attribute.custom {
+                model.custom.insert(name, attribute);
+            } else {
+                model.standard.insert(name.to_lowercase());
+            }
+        }
+        model
+    }
+
+    fn live_custom(&self) -> usize {
+        self.custom.values().filter(|a| !a.archived).count()
+    }
+}
+
+/// What becomes of one custom attribute's value.
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    /// Send it, in the type the attribute holds.
+    Send(Value),
+    /// The workspace has no such attribute: create it with this data type first.
+    Create(&'static str),
+    /// Leave it out, for this reason.
+    Drop(&'static str),
+}
+
+/// Judges `value` for the custom attribute `name` of a model that holds `model`; `is_date` when the mapping found a time.
+fn judge(name: &str, value: &Value, is_date: bool, model: &Model, create: bool) -> Verdict {
+    if model.standard.contains(&name.to_lowercase()) {
+        return Verdict::Drop("the name of one of Intercom's standard attributes");
+    }
+    if let Some(attribute) = model.custom.get(name) {
+        if attribute.archived {
+            return Verdict::Drop("the attribute is archived in Intercom (unarchive it to receive values)");
+        }
+        return match fit(attribute, value) {
+            Ok(value) => Verdict::Send(value),
+            Err(reason) => Verdict::Drop(reason),
+        };
+    }
+    if model.refused.contains(name) {
+        return Verdict::Drop("Intercom refused to create this attribute");
+    }
+    if value.is_null() {
+        return Verdict::Drop("a null creates no attribute");
+    }
+    if !create {
+        return Verdict::Drop("Intercom has no such custom attribute (INTERCOM_CREATE_ATTRIBUTES=false)");
+    }
+    if model.live_custom() >= MAX_CUSTOM_ATTRIBUTES {
+        return Verdict::Drop("the workspace holds Intercom's maximum of 250 custom attributes");
+    }
+    Verdict::Create(new_type(name, value, is_date))
+}
+
+/// The data type of a new attribute, from the value that creates it: a time is a `date` in Unix seconds.
+fn new_type(name: &str, value: &Value, is_date: bool) -> &'static str {
+    match value {
+        Value::Number(n) if is_date || ((name.ends_with("_at") || name.ends_with("_date")) && n.is_i64()) => "date",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "float",
+        _ => "string",
+    }
+}
+
+/// `value` in the type `attribute` holds, or why it cannot be: a write carrying a value of the wrong type, or one
+/// outside a list attribute's options, is refused whole (intercom/Intercom-OpenAPI PR #457).
+fn fit(attribute: &DataAttribute, value: &Value) -> Result<Value, &'static str> {
+    if value.is_null() {
+        return Ok(Value::Null);
+    }
+    let fitted = match (attribute.data_type.as_str(), value) {
+        ("string", Value::String(_)) => value.clone(),
+        ("string", Value::Number(_) | Value::Bool(_)) => Value::from(value.to_string()),
+        ("integer" | "date", Value::Number(n)) if n.is_i64() || n.is_u64() => value.clone(),
+        ("integer" | "date", Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => return Err("Intercom's attribute holds whole numbers"),
+        },
+        ("integer", Value::String(text)) => {
+            text.trim().parse::<i64>().map(Value::from).map_err(|_| "Intercom's attribute holds whole numbers")?
+        }
+        ("float", Value::Number(_)) => value.clone(),
+        ("float", Value::String(text)) => match text.trim().parse::<f64>().ok().filter(|f| f.is_finite()) {
+            Some(f) => Value::from(f),
+            None => return Err("Intercom's attribute holds numbers"),
+        },
+        ("boolean", Value::Bool(_)) => value.clone(),
+        ("boolean", Value::String(text)) => match text.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return Err("Intercom's attribute holds true or false"),
+        },
+        ("date", Value::String(text)) => match crate::event::parse_timestamp(text) {
+            Some(at) => Value::from(at.unix_timestamp()),
+            None => return Err("Intercom's attribute holds dates"),
+        },
+        ("integer" | "float" | "boolean" | "date" | "string", _) => {
+            return Err("the value's type is not the one Intercom's attribute holds");
+        }
+        _ => value.clone(),
+    };
+    if !attribute.options.is_empty() {
+        let text = fitted.as_str().map(str::to_owned).unwrap_or_else(|| fitted.to_string());
+        if !attribute.options.contains(&text) {
+            return Err("not one of the list attribute's options in Intercom");
+        }
+    }
+    Ok(fitted)
+}
+
+fn other_model(model: &'static str) -> &'static str {
+    if model == "company" { "contact" } else { "company" }
+}
+
+/// A call about a contact id that no longer works: deleted, archived, or merged into another.
+fn gone(error: &IntercomError) -> bool {
+    matches!(error.status(), Some(404 | 410))
+}
+
 impl<A: IntercomApi> Executor<A> {
     /// An executor remembering up to `cache_size` contacts and companies.
     pub fn new(api: A, create_attributes: bool, cache_size: NonZeroUsize) -> Executor<A> {
         Executor {
+            dialect: Dialect::of(api.version()),
             api,
             create_attributes,
             contacts: Mutex::new(LruCache::new(cache_size)),
+            visitors: Mutex::new(LruCache::new(cache_size)),
             companies: Mutex::new(LruCache::new(cache_size)),
-            attributes: tokio::sync::Mutex::new(HashMap::new()),
+            workspace: tokio::sync::Mutex::new(Workspace::default()),
         }
     }
 
@@ -109,53 +273,37 @@ impl<A: IntercomApi> Executor<A> {
     }
 
     async fn run(&self, plan: &Plan, calls: &mut Calls, delivery: &mut Delivery) -> Result<(), IntercomError> {
+        // Whether this plan created its user: only a new user can have a visitor's lead still to take in.
+        let mut created = false;
         for operation in &plan.operations {
             match operation {
                 Operation::UpsertContact(upsert) => {
-                    let mut upsert = upsert.clone();
-                    self.known_attributes("contact", &mut upsert.custom_attributes, calls, &mut delivery.dropped)
-                        .await?;
-                    self.upsert_contact(&upsert, calls).await?;
+                    created = self.upsert_contact(upsert, calls, &mut delivery.dropped).await?.1;
                 }
                 Operation::SubmitEvent(event) => self.submit_event(event, calls).await?,
                 Operation::UpsertCompany(company) => {
-                    let mut company = company.clone();
-                    self.known_attributes("company", &mut company.custom_attributes, calls, &mut delivery.dropped)
-                        .await?;
-                    self.upsert_company(&company, calls).await?;
+                    self.upsert_company(company, calls, &mut delivery.dropped).await?;
                 }
                 Operation::AttachCompany { contact, company_id } => {
-                    let contact_id = self.contact_id_or_create(contact, calls).await?;
-                    let company = self.company_id(company_id, calls).await?;
-                    let path = format!("/contacts/{contact_id}/companies");
-                    self.call(Method::POST, &path, Some(&json!({"id": company})), calls).await?;
+                    self.attach(contact, company_id, calls).await?;
                 }
                 Operation::DetachCompany { contact, company_id } => {
-                    let contact_id = self.contact_id_or_create(contact, calls).await?;
-                    let company = self.company_id(company_id, calls).await?;
-                    let path = format!("/contacts/{contact_id}/companies/{company}");
-                    match self.call(Method::DELETE, &path, None, calls).await {
-                        Err(e) if e.status() == Some(404) => info!("Detach: the contact was not attached."),
-                        other => _ = other?,
-                    }
+                    self.detach(contact, company_id, calls).await?;
                 }
                 Operation::Merge { from, into } => {
-                    if let Some(reason) = self.merge(from, into, calls).await? {
+                    if let Some(reason) = self.alias(from, into, calls).await? {
                         delivery.skipped = Some(reason);
                     }
+                }
+                Operation::MergeVisitor { anonymous_id, into } => {
+                    self.merge_visitor(anonymous_id, into, created, calls).await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        calls: &mut Calls,
-    ) -> Result<Value, IntercomError> {
+    async fn call(&self, request: Request, calls: &mut Calls) -> Result<Value, IntercomError> {
         let patience = calls.patience;
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(patience.min_delay)
@@ -164,10 +312,11 @@ impl<A: IntercomApi> Executor<A> {
             .with_jitter()
             .build();
         calls.attempts = 0;
+        let Request { method, path, body } = request;
         loop {
             calls.made += 1;
             calls.attempts += 1;
-            let error = match self.api.call(method.clone(), path, body).await {
+            let error = match self.api.call(method.clone(), &path, body.as_ref()).await {
                 Err(error) if error.is_retryable() => error,
                 outcome => return outcome,
             };
@@ -196,246 +345,624 @@ impl<A: IntercomApi> Executor<A> {
         }
     }
 
-    /// Create, or on a 409 update the contact Intercom names; a cached id is updated straight away.
-    async fn upsert_contact(&self, upsert: &ContactUpsert, calls: &mut Calls) -> Result<String, IntercomError> {
-        let mut body = Map::new();
-        body.insert(
-            "role".into(),
-            json!(match upsert.role {
-                Role::User => "user",
-                Role::Lead => "lead",
-            }),
-        );
-        match &upsert.key {
-            ContactKey::ExternalId(id) => _ = body.insert("external_id".into(), json!(id)),
-            ContactKey::Email(email) => _ = body.insert("email".into(), json!(email)),
+    fn visitor(&self, anonymous_id: &str) -> Option<String> {
+        self.visitors.lock().ok()?.get(anonymous_id).cloned()
+    }
+
+    fn remember_visitor(&self, anonymous_id: &str, id: &str) {
+        if let Ok(mut cache) = self.visitors.lock() {
+            cache.put(anonymous_id.to_owned(), id.to_owned());
         }
-        body.extend(upsert.attributes.clone());
-        if !upsert.custom_attributes.is_empty() {
-            body.insert("custom_attributes".into(), Value::Object(upsert.custom_attributes.clone()));
+    }
+
+    fn forget_visitor(&self, anonymous_id: &str) {
+        if let Ok(mut cache) = self.visitors.lock() {
+            cache.pop(anonymous_id);
         }
-        let body = Value::Object(body);
-        if let Some(id) = self.cached_contact(&upsert.key) {
-            match self.call(Method::PUT, &format!("/contacts/{id}"), Some(&body), calls).await {
-                Err(e) if e.status() == Some(404) => self.forget_contact(&upsert.key),
-                other => return other.map(|_| id),
+    }
+
+    /// The contact an id that stopped working became: the merge target a 410 names, or `None` when it is gone (or
+    /// archived: creating it again then meets the 409 that unarchives it). A write to a merged id may answer 404 or
+    /// 410 (the spec documents 410 for reads only), so a 404 asks the read, which says.
+    async fn moved(&self, id: &str, error: &IntercomError, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
+        if let Some(target) = error.merged_into() {
+            return Ok(Some(target));
+        }
+        match self.call(requests::get_contact(id), calls).await {
+            Ok(_) => Ok(None),
+            Err(e) if e.status() == Some(410) => Ok(e.merged_into()),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a write built by `build` from the fields left; when Intercom refuses one named value (an owner who is no
+    /// admin, an attribute it will not hold), it is left out with the reason and the write sent again, a few times.
+    async fn write(
+        &self,
+        build: impl Fn(&ContactFields<'_>) -> Request,
+        attributes: &mut Map<String, Value>,
+        custom: &mut Map<String, Value>,
+        calls: &mut Calls,
+        dropped: &mut Vec<Dropped>,
+    ) -> Result<Value, IntercomError> {
+        let mut refusals = 0;
+        loop {
+            let fields = ContactFields { attributes: Some(attributes), custom_attributes: Some(custom) };
+            let error = match self.call(build(&fields), calls).await {
+                Err(error) if error.status() == Some(400) && refusals < MAX_REFUSALS => error,
+                outcome => return outcome,
+            };
+            let message = error.message().unwrap_or_default();
+            let (path, reason) = if let Some(name) = requests::refused_attribute(message, custom.keys()) {
+                custom.remove(&name);
+                (format!("custom_attributes.{name}"), "Intercom refused this value")
+            } else if requests::refused_owner(message) && attributes.remove("owner_id").is_some() {
+                ("traits.owner_id".to_owned(), "Intercom refused this owner")
+            } else {
+                return Err(error);
+            };
+            warn!(path, intercom_message = message, "Intercom refused one value; sending the rest again without it.");
+            dropped.push(Dropped { path, reason });
+            refusals += 1;
+        }
+    }
+
+    /// Creates or updates the contact; `(id, created)`.
+    async fn upsert_contact(
+        &self,
+        upsert: &ContactUpsert,
+        calls: &mut Calls,
+        dropped: &mut Vec<Dropped>,
+    ) -> Result<(String, bool), IntercomError> {
+        let mut attributes = upsert.attributes.clone();
+        let mut custom = upsert.custom_attributes.clone();
+        self.known_attributes("contact", &mut custom, &upsert.dates, calls, dropped).await?;
+        self.known_owner(&mut attributes, calls, dropped).await?;
+        let key = &upsert.key;
+        let dialect = self.dialect;
+        let (id, created) = 'resolved: {
+            if let Some(id) = self.cached_contact(key) {
+                let update = |f: &ContactFields<'_>| dialect.update_contact(&id, f);
+                match self.write(update, &mut attributes, &mut custom, calls, dropped).await {
+                    Ok(_) => break 'resolved (id, false),
+                    Err(error) if gone(&error) => {
+                        self.forget_contact(key);
+                        if let Some(target) = self.moved(&id, &error, calls).await? {
+                            let update = |f: &ContactFields<'_>| dialect.update_contact(&target, f);
+                            self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
+                            break 'resolved (target, false);
+                        }
+                    }
+                    Err(error) => return Err(error),
+                }
             }
-        }
-        if let ContactKey::Email(email) = &upsert.key {
-            // Several leads may share an address, so creating blindly could add one more: find the existing one first.
-            if let Some(id) = self.find_by_email(email, calls).await? {
-                let mut update = body.clone();
-                // Found by email, it may be a user: an update never demotes it.
-                update.as_object_mut().expect("an object").remove("role");
-                self.call(Method::PUT, &format!("/contacts/{id}"), Some(&update), calls).await?;
-                self.remember_contact(&upsert.key, &id);
-                return Ok(id);
+            if let ContactKey::Email(email) = key {
+                // Several leads may share an address, so creating blindly could add one more: find the existing one
+                // first (behind the index's lag: see the README on duplicate leads).
+                if let Some(found) = self.find_by_email(email, calls).await? {
+                    let update = |f: &ContactFields<'_>| dialect.update_contact(&found.id, f);
+                    self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
+                    break 'resolved (found.id, false);
+                }
             }
+            let create = |f: &ContactFields<'_>| match key {
+                ContactKey::ExternalId(external_id) => dialect.create_user(external_id, f),
+                ContactKey::Email(email) => dialect.create_lead(email, f),
+            };
+            match self.write(create, &mut attributes, &mut custom, calls, dropped).await {
+                Ok(created) => (requests::read_id(&created)?, true),
+                Err(error) if error.status() == Some(409) => {
+                    let existing = error.message().and_then(conflicting_contact).ok_or(error)?;
+                    if existing.archived {
+                        self.call(requests::unarchive(&existing.id), calls).await?;
+                    }
+                    let update = |f: &ContactFields<'_>| dialect.update_contact(&existing.id, f);
+                    self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
+                    (existing.id, false)
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        self.remember_contact(key, &id);
+        if let (ContactKey::Email(_), Some(Value::String(anonymous_id))) = (key, custom.get(ANONYMOUS_ID_ATTRIBUTE)) {
+            self.remember_visitor(anonymous_id, &id);
         }
-        let id = match self.call(Method::POST, "/contacts", Some(&body), calls).await {
-            Ok(created) => contact_id(&created)?,
+        Ok((id, created))
+    }
+
+    /// Leaves out an owner who is not an admin of the workspace (Intercom refuses the whole write for one).
+    async fn known_owner(
+        &self,
+        attributes: &mut Map<String, Value>,
+        calls: &mut Calls,
+        dropped: &mut Vec<Dropped>,
+    ) -> Result<(), IntercomError> {
+        let Some(owner) = attributes.get("owner_id").map(|o| o.as_str().map(str::to_owned)) else { return Ok(()) };
+        let mut workspace = self.workspace.lock().await;
+        if workspace.admins.is_none() {
+            workspace.admins = Some(match self.call(requests::list_admins(), calls).await {
+                Ok(answer) => Some(requests::read_admins(&answer).into_iter().collect()),
+                Err(error) if error.is_retryable() => return Err(error),
+                Err(error) => {
+                    warn!(%error, "The workspace's admins cannot be listed; an owner is checked by Intercom's answer.");
+                    None
+                }
+            });
+        }
+        let unknown = match (&owner, workspace.admins.as_ref().and_then(Option::as_ref)) {
+            (None, _) => true,
+            (Some(owner), Some(admins)) => !admins.contains(owner),
+            (Some(_), None) => false,
+        };
+        if unknown {
+            attributes.remove("owner_id");
+            warn!("An owner_id that is not an admin of the workspace was left out.");
+            dropped.push(Dropped { path: "traits.owner_id".into(), reason: "not an admin of the Intercom workspace" });
+        }
+        Ok(())
+    }
+
+    /// The most recently updated contact holding `email`; several matches are logged, and none is created.
+    async fn find_by_email(&self, email: &str, calls: &mut Calls) -> Result<Option<FoundContact>, IntercomError> {
+        let found = self.call(requests::search_email(email), calls).await?;
+        let (total, mut contacts) = requests::read_search(&found);
+        if total > 1
+            && let Some(first) = contacts.first()
+        {
+            warn!(matches = total, chosen = %first.id, "Several contacts hold this email; using the most recently updated.");
+        }
+        Ok((!contacts.is_empty()).then(|| contacts.swap_remove(0)))
+    }
+
+    /// The user with `external_id`, read without the search index; a merged one gives the contact it became.
+    async fn find_user(&self, external_id: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
+        match self.call(requests::find_by_external_id(external_id), calls).await {
+            Ok(contact) => Ok(Some(requests::read_id(&contact)?)),
+            Err(error) if error.status() == Some(410) => Ok(error.merged_into()),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates the contact `key` names with nothing but its key; a 409 names the one that exists.
+    async fn create_contact(&self, key: &ContactKey, calls: &mut Calls) -> Result<String, IntercomError> {
+        let fields = ContactFields::default();
+        let request = match key {
+            ContactKey::ExternalId(external_id) => self.dialect.create_user(external_id, &fields),
+            ContactKey::Email(email) => self.dialect.create_lead(email, &fields),
+        };
+        let id = match self.call(request, calls).await {
+            Ok(created) => requests::read_id(&created)?,
             Err(error) if error.status() == Some(409) => {
                 let existing = error.message().and_then(conflicting_contact).ok_or(error)?;
                 if existing.archived {
-                    self.call(Method::POST, &format!("/contacts/{}/unarchive", existing.id), None, calls).await?;
+                    self.call(requests::unarchive(&existing.id), calls).await?;
                 }
-                self.call(Method::PUT, &format!("/contacts/{}", existing.id), Some(&body), calls).await?;
                 existing.id
             }
             Err(error) => return Err(error),
         };
-        self.remember_contact(&upsert.key, &id);
+        self.remember_contact(key, &id);
         Ok(id)
     }
 
-    /// The most recently updated contact holding `email`; several matches are logged, and none is created.
-    async fn find_by_email(&self, email: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
-        let query = json!({
-            "query": {"field": "email", "operator": "=", "value": email},
-            "sort": {"field": "updated_at", "order": "descending"},
-            "pagination": {"per_page": 5},
-        });
-        let found = self.call(Method::POST, "/contacts/search", Some(&query), calls).await?;
-        let total = found["total_count"].as_u64().unwrap_or_default();
-        let first = found["data"].as_array().and_then(|data| data.first()).and_then(|c| c["id"].as_str());
-        if total > 1
-            && let Some(id) = first
-        {
-            warn!(
-                matches = total,
-                chosen = id,
-                "Several contacts hold this email; updating the most recently updated."
-            );
-        }
-        Ok(first.map(str::to_owned))
-    }
-
-    /// The contact's id: from the cache, else created (a 409 names an existing one).
-    async fn contact_id_or_create(&self, key: &ContactKey, calls: &mut Calls) -> Result<String, IntercomError> {
+    /// The contact's id: cached, else found (a user by external id, a lead by email), else created when `create`.
+    async fn contact_id(
+        &self,
+        key: &ContactKey,
+        create: bool,
+        calls: &mut Calls,
+    ) -> Result<Option<String>, IntercomError> {
         if let Some(id) = self.cached_contact(key) {
-            return Ok(id);
+            return Ok(Some(id));
         }
-        let role = match key {
-            ContactKey::ExternalId(_) => Role::User,
-            ContactKey::Email(_) => Role::Lead,
+        let found = match key {
+            ContactKey::ExternalId(external_id) => self.find_user(external_id, calls).await?,
+            ContactKey::Email(email) => self.find_by_email(email, calls).await?.map(|c| c.id),
         };
-        let upsert = ContactUpsert { key: key.clone(), role, attributes: Map::new(), custom_attributes: Map::new() };
-        self.upsert_contact(&upsert, calls).await
+        match found {
+            Some(id) => {
+                self.remember_contact(key, &id);
+                Ok(Some(id))
+            }
+            None if create => self.create_contact(key, calls).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn submit_event(&self, event: &EventSubmission, calls: &mut Calls) -> Result<(), IntercomError> {
-        let mut body = json!({"event_name": event.event_name, "created_at": event.created_at});
-        if !event.metadata.is_empty() {
-            body["metadata"] = Value::Object(event.metadata.clone());
-        }
-        match &event.contact {
-            ContactKey::ExternalId(user_id) => body["user_id"] = json!(user_id),
-            // Events for leads must name them by Intercom's id.
-            lead @ ContactKey::Email(_) => body["id"] = json!(self.contact_id_or_create(lead, calls).await?),
-        }
-        match self.call(Method::POST, "/events", Some(&body), calls).await {
-            // A track that arrives before its identify: create the contact from what the event knows, then send again.
-            Err(error) if error.status() == Some(404) => {
-                self.forget_contact(&event.contact);
-                let id = self.contact_id_or_create(&event.contact, calls).await?;
-                if matches!(event.contact, ContactKey::Email(_)) {
-                    body["id"] = json!(id);
+        let send = |contact: EventContact<'_>| {
+            requests::submit_event(contact, &event.event_name, event.created_at, &event.metadata)
+        };
+        let id = match &event.contact {
+            ContactKey::ExternalId(user_id) => match self.call(send(EventContact::UserId(user_id)), calls).await {
+                // A track that arrives before its identify: create the user, then send again.
+                Err(error) if error.status() == Some(404) => {
+                    self.forget_contact(&event.contact);
+                    self.create_contact(&event.contact, calls).await?
                 }
-                self.call(Method::POST, "/events", Some(&body), calls).await.map(drop)
+                other => return other.map(drop),
+            },
+            lead @ ContactKey::Email(_) => {
+                let id = self.contact_id(lead, true, calls).await?.expect("created when missing");
+                match self.call(send(EventContact::Id(&id)), calls).await {
+                    Err(error) if gone(&error) => {
+                        self.forget_contact(lead);
+                        match self.moved(&id, &error, calls).await? {
+                            Some(target) => target,
+                            None => self.create_contact(lead, calls).await?,
+                        }
+                    }
+                    other => return other.map(drop),
+                }
             }
-            other => other.map(drop),
-        }
+        };
+        self.remember_contact(&event.contact, &id);
+        self.call(send(EventContact::Id(&id)), calls).await.map(drop)
     }
 
-    async fn upsert_company(&self, company: &CompanyUpsert, calls: &mut Calls) -> Result<String, IntercomError> {
-        let mut body = Map::new();
-        body.insert("company_id".into(), json!(company.company_id));
-        body.extend(company.attributes.clone());
-        if !company.custom_attributes.is_empty() {
-            body.insert("custom_attributes".into(), Value::Object(company.custom_attributes.clone()));
-        }
-        let answer = self.call(Method::POST, "/companies", Some(&Value::Object(body)), calls).await?;
-        let id = answer["id"].as_str().ok_or_else(|| IntercomError::Unexpected("a company without an id".into()))?;
-        if let Ok(mut cache) = self.companies.lock() {
-            cache.put(company.company_id.clone(), id.to_owned());
-        }
-        Ok(id.to_owned())
-    }
-
-    /// Intercom's id of the company with `company_id`: cached, looked up, or (when Intercom has none) created.
-    async fn company_id(&self, company_id: &str, calls: &mut Calls) -> Result<String, IntercomError> {
-        if let Some(id) = self.companies.lock().ok().and_then(|mut cache| cache.get(company_id).cloned()) {
-            return Ok(id);
-        }
-        let empty =
-            CompanyUpsert { company_id: company_id.to_owned(), attributes: Map::new(), custom_attributes: Map::new() };
-        self.upsert_company(&empty, calls).await
-    }
-
-    /// A contact found by its external id, with its role: by the cached id (search lags behind new contacts), else by
-    /// search; `None` when Intercom has none.
-    async fn find_by_external_id(
+    async fn upsert_company(
         &self,
-        key: &ContactKey,
+        company: &CompanyUpsert,
         calls: &mut Calls,
-    ) -> Result<Option<(String, String)>, IntercomError> {
-        let ContactKey::ExternalId(external_id) = key else { return Ok(None) };
-        if let Some(id) = self.cached_contact(key) {
-            match self.call(Method::GET, &format!("/contacts/{id}"), None, calls).await {
-                Ok(contact) => return Ok(contact["role"].as_str().map(|role| (id, role.to_owned()))),
-                Err(e) if e.status() == Some(404) => self.forget_contact(key),
-                Err(e) => return Err(e),
-            }
+        dropped: &mut Vec<Dropped>,
+    ) -> Result<String, IntercomError> {
+        let mut attributes = company.attributes.clone();
+        let mut custom = company.custom_attributes.clone();
+        self.known_attributes("company", &mut custom, &company.dates, calls, dropped).await?;
+        let build = |f: &ContactFields<'_>| {
+            requests::upsert_company(
+                &company.company_id,
+                f.attributes.expect("given"),
+                f.custom_attributes.expect("given"),
+            )
+        };
+        let answer = self.write(build, &mut attributes, &mut custom, calls, dropped).await?;
+        let id = requests::read_id(&answer)?;
+        if let Ok(mut cache) = self.companies.lock() {
+            cache.put(company.company_id.clone(), id.clone());
         }
-        let query = json!({"query": {"field": "external_id", "operator": "=", "value": external_id}});
-        let found = self.call(Method::POST, "/contacts/search", Some(&query), calls).await?;
-        let first = found["data"].as_array().and_then(|data| data.first());
-        Ok(first.and_then(|c| Some((c["id"].as_str()?.to_owned(), c["role"].as_str()?.to_owned()))))
+        Ok(id)
     }
 
-    /// Alias: merge the previous contact (a lead) into the user, or give it the new id; `Some(reason)` when neither exists.
-    async fn merge(
+    /// Intercom's id of the company with `company_id`: cached, looked up, or (when Intercom has none and `create`) created.
+    async fn company_id(
+        &self,
+        company_id: &str,
+        create: bool,
+        calls: &mut Calls,
+    ) -> Result<Option<String>, IntercomError> {
+        if let Some(id) = self.companies.lock().ok().and_then(|mut cache| cache.get(company_id).cloned()) {
+            return Ok(Some(id));
+        }
+        let empty = Map::new();
+        let request = match create {
+            true => requests::upsert_company(company_id, &empty, &empty),
+            false => requests::find_company(company_id),
+        };
+        let id = match self.call(request, calls).await {
+            Ok(answer) => requests::read_id(&answer)?,
+            Err(error) if !create && error.status() == Some(404) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        if let Ok(mut cache) = self.companies.lock() {
+            cache.put(company_id.to_owned(), id.clone());
+        }
+        Ok(Some(id))
+    }
+
+    async fn attach(&self, contact: &ContactKey, company_id: &str, calls: &mut Calls) -> Result<(), IntercomError> {
+        let mut id = self.contact_id(contact, true, calls).await?.expect("created when missing");
+        let company = self.company_id(company_id, true, calls).await?.expect("created when missing");
+        for retry in [false, true] {
+            match self.call(requests::attach_company(&id, &company), calls).await {
+                Err(error) if gone(&error) && !retry && error.code() != Some("company_not_found") => {
+                    self.forget_contact(contact);
+                    id = match self.moved(&id, &error, calls).await? {
+                        Some(target) => target,
+                        None => self.create_contact(contact, calls).await?,
+                    };
+                    self.remember_contact(contact, &id);
+                }
+                other => return other.map(drop),
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaching what Intercom does not hold (an unknown contact or company, or one not attached) changes nothing and
+    /// creates nothing.
+    async fn detach(&self, contact: &ContactKey, company_id: &str, calls: &mut Calls) -> Result<(), IntercomError> {
+        let Some(id) = self.contact_id(contact, false, calls).await? else {
+            info!("Detach: Intercom holds no such contact.");
+            return Ok(());
+        };
+        let Some(company) = self.company_id(company_id, false, calls).await? else {
+            info!("Detach: Intercom holds no such company.");
+            return Ok(());
+        };
+        match self.call(requests::detach_company(&id, &company), calls).await {
+            Err(e) if gone(&e) => info!("Detach: the contact was not attached."),
+            other => _ = other?,
+        }
+        Ok(())
+    }
+
+    /// The contact an alias's previous id names: a visitor's lead (by its anonymousId) or a user (by external id).
+    async fn previous_contact(&self, previous: &str, calls: &mut Calls) -> Result<Option<FoundContact>, IntercomError> {
+        if let Some(id) = self.visitor(previous) {
+            return Ok(Some(FoundContact { id, is_lead: true }));
+        }
+        let key = ContactKey::ExternalId(previous.to_owned());
+        if let Some(id) = self.cached_contact(&key) {
+            return Ok(Some(FoundContact { id, is_lead: false }));
+        }
+        if let Some(id) = self.find_user(previous, calls).await? {
+            return Ok(Some(FoundContact { id, is_lead: false }));
+        }
+        self.find_visitor(previous, calls).await.map(|id| id.map(|id| FoundContact { id, is_lead: true }))
+    }
+
+    /// A visitor's lead by the `anonymous_id` the relay gave it, through search (it lags behind new leads); asked only
+    /// when the workspace has that attribute at all.
+    async fn find_visitor(&self, anonymous_id: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
+        if !self.has_attribute("contact", ANONYMOUS_ID_ATTRIBUTE, calls).await? {
+            return Ok(None);
+        }
+        let found = self.call(requests::search_leads_by(ANONYMOUS_ID_ATTRIBUTE, anonymous_id), calls).await?;
+        let (_, leads) = requests::read_search(&found);
+        Ok(leads.into_iter().find(|c| c.is_lead).map(|c| c.id))
+    }
+
+    /// Alias: the previous contact (a visitor's lead) merged into the user, or (when the user does not exist yet) made
+    /// that user; `Some(reason)` when there is nothing to do.
+    async fn alias(
         &self,
         from: &ContactKey,
         into: &ContactKey,
         calls: &mut Calls,
     ) -> Result<Option<&'static str>, IntercomError> {
-        let previous = self.find_by_external_id(from, calls).await?;
-        let user = self.find_by_external_id(into, calls).await?;
-        match (previous, user) {
-            (Some((lead, role)), Some((user, _))) if role == "lead" => {
-                self.call(Method::POST, "/contacts/merge", Some(&json!({"from": lead, "into": user})), calls).await?;
-                self.forget_contact(from);
+        let (ContactKey::ExternalId(previous), ContactKey::ExternalId(user_id)) = (from, into) else {
+            return Ok(Some("alias_without_user_id"));
+        };
+        let Some(previous_contact) = self.previous_contact(previous, calls).await? else {
+            return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
+        };
+        let user = match self.cached_contact(into) {
+            Some(id) => Some(id),
+            None => self.find_user(user_id, calls).await?,
+        };
+        match (previous_contact, user) {
+            (previous, Some(user)) if previous.id == user => {
                 self.remember_contact(into, &user);
                 Ok(None)
             }
-            (Some(_), Some(_)) => Ok(Some("alias_both_users")),
-            (Some((id, _)), None) => {
-                let ContactKey::ExternalId(new_id) = into else { return Ok(Some("alias_without_user_id")) };
-                let body = json!({"external_id": new_id, "role": "user"});
-                self.call(Method::PUT, &format!("/contacts/{id}"), Some(&body), calls).await?;
-                self.forget_contact(from);
+            (FoundContact { id: lead, is_lead: true }, Some(user)) => {
+                self.merge(&lead, &user, calls).await?;
+                self.forget_visitor(previous);
+                self.remember_contact(into, &user);
+                Ok(None)
+            }
+            (FoundContact { is_lead: false, .. }, Some(_)) => Ok(Some("alias_both_users")),
+            (FoundContact { id, is_lead }, None) => {
+                match self.call(self.dialect.convert_to_user(&id, user_id), calls).await {
+                    Ok(_) => {}
+                    // Another contact took the external id meanwhile: merge the lead into it.
+                    Err(error) if error.status() == Some(409) && is_lead => {
+                        let user = error.message().and_then(conflicting_contact).ok_or(error)?;
+                        self.merge(&id, &user.id, calls).await?;
+                        self.forget_visitor(previous);
+                        self.remember_contact(into, &user.id);
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error),
+                }
+                if is_lead {
+                    self.forget_visitor(previous);
+                } else {
+                    self.forget_contact(from);
+                }
                 self.remember_contact(into, &id);
                 Ok(None)
             }
-            (None, _) => Ok(Some("alias_previous_contact_unknown")),
         }
     }
 
-    /// Keeps only custom attributes Intercom knows, creating the missing ones when allowed.
+    /// Merges the lead into the user; a lead already merged (a retry, another forwarder) is done.
+    async fn merge(&self, lead: &str, user: &str, calls: &mut Calls) -> Result<(), IntercomError> {
+        match self.call(self.dialect.merge(lead, user), calls).await {
+            Err(error) if gone(&error) => {
+                info!("Merge: the lead was merged already.");
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// An identify naming the user and the visitor they were: the visitor's lead, when the relay knows one, is merged
+    /// into the user. A user met before is asked about only from the warm cache: searching on every identify would
+    /// double their cost.
+    async fn merge_visitor(
+        &self,
+        anonymous_id: &str,
+        into: &ContactKey,
+        created: bool,
+        calls: &mut Calls,
+    ) -> Result<(), IntercomError> {
+        let lead = match self.visitor(anonymous_id) {
+            Some(lead) => lead,
+            None if created => match self.find_visitor(anonymous_id, calls).await? {
+                Some(lead) => lead,
+                None => return Ok(()),
+            },
+            None => return Ok(()),
+        };
+        let Some(user) = self.cached_contact(into) else { return Ok(()) };
+        self.merge(&lead, &user, calls).await?;
+        self.forget_visitor(anonymous_id);
+        Ok(())
+    }
+
+    /// Learns a model's data attributes, once per cold start.
+    async fn load_model<'w>(
+        &self,
+        workspace: &'w mut Workspace,
+        model: &'static str,
+        calls: &mut Calls,
+    ) -> Result<&'w mut Model, IntercomError> {
+        if !workspace.models.contains_key(model) {
+            let list = self.call(requests::list_data_attributes(model), calls).await?;
+            workspace.models.insert(model, Model::from_list(requests::read_data_attributes(&list)));
+        }
+        Ok(workspace.models.get_mut(model).expect("inserted above"))
+    }
+
+    async fn has_attribute(&self, model: &'static str, name: &str, calls: &mut Calls) -> Result<bool, IntercomError> {
+        let mut workspace = self.workspace.lock().await;
+        let model = self.load_model(&mut workspace, model, calls).await?;
+        Ok(model.custom.get(name).is_some_and(|a| !a.archived))
+    }
+
+    /// Keeps only the custom attributes the workspace can hold, in the types it holds them, creating missing ones when
+    /// allowed; each value left out is in `dropped` with its reason.
     async fn known_attributes(
         &self,
         model: &'static str,
         attributes: &mut Map<String, Value>,
+        dates: &[String],
         calls: &mut Calls,
         dropped: &mut Vec<Dropped>,
     ) -> Result<(), IntercomError> {
         if attributes.is_empty() {
             return Ok(());
         }
-        let mut known = self.attributes.lock().await;
-        if !known.contains_key(model) {
-            let list = self.call(Method::GET, &format!("/data_attributes?model={model}"), None, calls).await?;
-            let names =
-                list["data"].as_array().into_iter().flatten().filter_map(|a| a["name"].as_str()).map(str::to_owned);
-            known.insert(model, names.collect());
-        }
-        let names = known.get_mut(model).expect("inserted above");
-        let missing: Vec<String> = attributes.keys().filter(|name| !names.contains(*name)).cloned().collect();
-        for name in missing {
-            if !self.create_attributes {
-                warn!(model, attribute = %name, "Intercom has no such custom attribute and creating them is off; dropped.");
-                attributes.remove(&name);
-                dropped.push(Dropped {
-                    path: name,
-                    reason: "Intercom has no such custom attribute (INTERCOM_CREATE_ATTRIBUTES=false)",
-                });
-                continue;
+        let mut workspace = self.workspace.lock().await;
+        self.load_model(&mut workspace, model, calls).await?;
+        let names: Vec<String> = attributes.keys().cloned().collect();
+        for name in names {
+            let is_date = dates.contains(&name);
+            let this = workspace.models.get(model).expect("loaded above");
+            let mut verdict = judge(&name, &attributes[&name], is_date, this, self.create_attributes);
+            if let Verdict::Create(_) = verdict {
+                // A name the other model uses is refused ("You already have 'X' in your company data").
+                let other = self.load_model(&mut workspace, other_model(model), calls).await?;
+                if other.custom.contains_key(&name) {
+                    verdict = Verdict::Drop("Intercom holds this name as an attribute of the other model");
+                }
             }
-            let body = json!({"name": name, "model": model, "data_type": data_type(&name, &attributes[&name])});
-            match self.call(Method::POST, "/data_attributes", Some(&body), calls).await {
-                Ok(_) => {}
-                // Another forwarder created it first.
-                Err(e) if e.status() == Some(400) && e.message().is_some_and(|m| m.contains("already")) => {}
-                Err(e) => return Err(e),
+            match verdict {
+                Verdict::Send(value) => _ = attributes.insert(name, value),
+                Verdict::Drop(reason) => {
+                    attributes.remove(&name);
+                    dropped.push(Dropped { path: format!("custom_attributes.{name}"), reason });
+                }
+                Verdict::Create(data_type) => {
+                    let created = self.call(requests::create_data_attribute(&name, model, data_type), calls).await;
+                    let this = workspace.models.get_mut(model).expect("loaded above");
+                    let refused = match created {
+                        Ok(_) => false,
+                        Err(e) if e.status() == Some(400) => {
+                            let message = e.message().unwrap_or_default();
+                            let refused = requests::attribute_refusal(message, model) == AttributeRefusal::Refused;
+                            if refused {
+                                warn!(model, attribute = %name, intercom_message = message, "Intercom refused to create the attribute; its values are left out.");
+                            }
+                            refused
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if refused {
+                        this.refused.insert(name.clone());
+                        attributes.remove(&name);
+                        dropped.push(Dropped {
+                            path: format!("custom_attributes.{name}"),
+                            reason: "Intercom refused to create this attribute",
+                        });
+                    } else {
+                        let attribute = DataAttribute {
+                            name: name.clone(),
+                            data_type: data_type.to_owned(),
+                            custom: true,
+                            archived: false,
+                            options: Vec::new(),
+                        };
+                        this.custom.insert(name, attribute);
+                    }
+                }
             }
-            names.insert(name);
         }
         Ok(())
     }
 }
 
-/// The data type Intercom should give a new attribute, from its first value.
-fn data_type(name: &str, value: &Value) -> &'static str {
-    match value {
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if (name.ends_with("_at") || name.ends_with("_date")) && n.is_i64() => "date",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "float",
-        _ => "string",
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
-fn contact_id(answer: &Value) -> Result<String, IntercomError> {
-    answer["id"].as_str().map(str::to_owned).ok_or_else(|| IntercomError::Unexpected("a contact without an id".into()))
+    fn model(attributes: Value) -> Model {
+        Model::from_list(requests::read_data_attributes(&json!({"data": attributes})))
+    }
+
+    #[test]
+    fn a_standard_attributes_name_or_an_archived_attribute_is_left_out() {
+        let model = model(json!([
+            {"name": "Name", "data_type": "string", "custom": false},
+            {"name": "old", "data_type": "string", "custom": true, "archived": true},
+        ]));
+        assert!(matches!(judge("name", &json!("x"), false, &model, true), Verdict::Drop(_)));
+        assert!(matches!(judge("old", &json!("x"), false, &model, true), Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn a_value_outside_a_list_attributes_options_is_left_out_and_one_inside_is_sent() {
+        let model = model(json!([
+            {"name": "tier", "data_type": "string", "custom": true, "options": [{"value": "gold"}]},
+        ]));
+        assert_eq!(judge("tier", &json!("gold"), false, &model, true), Verdict::Send(json!("gold")));
+        assert!(matches!(judge("tier", &json!("bronze"), false, &model, true), Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn values_are_sent_in_the_type_the_attribute_holds_or_left_out() {
+        let model = model(json!([
+            {"name": "seats", "data_type": "integer", "custom": true},
+            {"name": "label", "data_type": "string", "custom": true},
+            {"name": "trial_at", "data_type": "date", "custom": true},
+            {"name": "vip", "data_type": "boolean", "custom": true},
+        ]));
+        assert_eq!(judge("seats", &json!("12"), false, &model, true), Verdict::Send(json!(12)));
+        assert_eq!(judge("seats", &json!(12.0), false, &model, true), Verdict::Send(json!(12)));
+        assert!(matches!(judge("seats", &json!("many"), false, &model, true), Verdict::Drop(_)));
+        assert_eq!(judge("label", &json!(7), false, &model, true), Verdict::Send(json!("7")));
+        assert_eq!(
+            judge("trial_at", &json!("2024-05-01T12:00:00Z"), false, &model, true),
+            Verdict::Send(json!(1714564800))
+        );
+        assert_eq!(judge("vip", &json!("true"), false, &model, true), Verdict::Send(json!(true)));
+        assert_eq!(judge("vip", &Value::Null, false, &model, true), Verdict::Send(Value::Null), "null clears");
+    }
+
+    #[test]
+    fn new_attributes_take_their_type_from_the_value_and_nulls_create_nothing() {
+        let empty = Model::default();
+        assert_eq!(judge("trial_ends", &json!(1714564800), true, &empty, true), Verdict::Create("date"));
+        assert_eq!(judge("renewed_at", &json!(1714564800), false, &empty, true), Verdict::Create("date"));
+        assert_eq!(judge("seats", &json!(3), false, &empty, true), Verdict::Create("integer"));
+        assert_eq!(judge("ratio", &json!(0.5), false, &empty, true), Verdict::Create("float"));
+        assert_eq!(judge("vip", &json!(true), false, &empty, true), Verdict::Create("boolean"));
+        assert_eq!(judge("plan", &json!("pro"), false, &empty, true), Verdict::Create("string"));
+        assert!(matches!(judge("plan", &Value::Null, false, &empty, true), Verdict::Drop(_)));
+        assert!(matches!(judge("plan", &json!("pro"), false, &empty, false), Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn the_workspaces_250th_custom_attribute_is_its_last() {
+        let attributes: Vec<Value> =
+            (0..250).map(|i| json!({"name": format!("a{i}"), "data_type": "string", "custom": true})).collect();
+        let full = model(Value::Array(attributes));
+        assert!(matches!(judge("one_more", &json!("x"), false, &full, true), Verdict::Drop(_)));
+        assert_eq!(judge("a7", &json!("x"), false, &full, true), Verdict::Send(json!("x")));
+    }
 }

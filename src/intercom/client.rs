@@ -19,7 +19,15 @@ const USER_AGENT: &str =
 pub enum IntercomError {
     /// Intercom answered with an error status.
     #[error("Intercom answered {status} {code}: {message}")]
-    Api { status: u16, code: String, message: String, request_id: Option<String>, retryable: bool },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+        retryable: bool,
+        /// The `Link` header: a merged contact's 410 names the contact it became.
+        link: Option<String>,
+    },
     /// No answer: a timeout or a connection error.
     #[error("Intercom did not answer: {0}")]
     Transport(String),
@@ -61,6 +69,14 @@ impl IntercomError {
             _ => None,
         }
     }
+
+    /// The contact a merged contact became: a 410 `contact_merged` names it in its `Link` header.
+    pub fn merged_into(&self) -> Option<String> {
+        match self {
+            IntercomError::Api { status: 410, link: Some(link), .. } => super::requests::canonical_contact(link),
+            _ => None,
+        }
+    }
 }
 
 /// The calls the forwarder makes; [`IntercomClient`] makes them over HTTP, tests may pass another.
@@ -72,6 +88,11 @@ pub trait IntercomApi: Send + Sync {
         path: &str,
         body: Option<&Value>,
     ) -> impl Future<Output = Result<Value, IntercomError>> + Send;
+
+    /// The `Intercom-Version` the calls are made under: it decides request shapes that differ between versions.
+    fn version(&self) -> &str {
+        super::DEFAULT_API_VERSION
+    }
 }
 
 /// One HTTP exchange with Intercom, as an [`Observer`] sees it.
@@ -181,6 +202,7 @@ impl IntercomClient {
         {
             *last = Some(limit);
         }
+        let link = response.headers().get(http::header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = response.bytes().await.map_err(|e| IntercomError::Transport(without_url(e)))?;
         match classify(status) {
             RetryAction::Successful if bytes.is_empty() => Ok((status, Value::Null)),
@@ -195,6 +217,7 @@ impl IntercomClient {
                     message: list.message().unwrap_or_default().to_owned(),
                     request_id: list.request_id.clone(),
                     retryable: matches!(action, RetryAction::Retry(_)),
+                    link,
                 })
             }
         }
@@ -214,6 +237,10 @@ fn without_url(error: reqwest::Error) -> String {
 }
 
 impl IntercomApi for IntercomClient {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, IntercomError> {
         let started = Instant::now();
         loop {
@@ -226,6 +253,7 @@ impl IntercomApi for IntercomClient {
                         message: format!("the rate-limit window resets in {pause:?}, later than this call may wait"),
                         request_id: None,
                         retryable: true,
+                        link: None,
                     });
                 }
                 debug!(pause_ms = pause.as_millis() as u64, "Rate-limit window spent; pausing.");

@@ -3,6 +3,7 @@
 mod client;
 mod error;
 mod rate_limit;
+pub mod requests;
 
 pub use client::{Exchange, IntercomApi, IntercomClient, IntercomError, Observer};
 pub use error::{ConflictingContact, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact};

@@ -1,0 +1,427 @@
+//! Intercom's request shapes and answer readers, pure: what each endpoint takes under the pinned version, and what its
+//! answers say. The executor only orchestrates; a new API version touches this file.
+
+use std::collections::HashMap;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::IntercomError;
+
+/// One call: method, path (with its query) and JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+impl Request {
+    fn new(method: Method, path: String, body: Option<Value>) -> Request {
+        Request { method, path, body }
+    }
+}
+
+/// What differs between the API versions the request builders are written for (2.15 and 2.16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialect {
+    /// `owner_id` is a string in 2.16 (contact schema, spec line 28087) and an integer in 2.15.
+    owner_id_is_string: bool,
+    /// 2.16 refuses to merge contacts that share no email or phone unless told to (spec lines 8650-8663, 32430).
+    merge_needs_skip_validation: bool,
+}
+
+impl Dialect {
+    /// The dialect of `version` (`2.15`, `2.16`); later versions are read as 2.16.
+    pub fn of(version: &str) -> Dialect {
+        let minor = version.strip_prefix("2.").and_then(|m| m.parse::<u32>().ok()).unwrap_or(16);
+        Dialect { owner_id_is_string: minor >= 16, merge_needs_skip_validation: minor >= 16 }
+    }
+
+    /// `owner_id` in this version's type; `None` for an id that is not a whole number (Intercom's admin ids are).
+    pub fn owner_id(self, owner: &str) -> Option<Value> {
+        let owner = owner.trim();
+        let digits = !owner.is_empty() && owner.bytes().all(|b| b.is_ascii_digit());
+        match (digits, self.owner_id_is_string) {
+            (false, _) => None,
+            (true, true) => Some(Value::from(owner)),
+            (true, false) => owner.parse::<u64>().ok().map(Value::from),
+        }
+    }
+}
+
+/// Path segments are percent-encoded: an external id may hold `/`, `?`, `#` or spaces.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn segment(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// The fields of a contact write, as the mapping planned them.
+#[derive(Clone, Debug, Default)]
+pub struct ContactFields<'a> {
+    /// Intercom's own fields (`email`, `name`, `owner_id` as text…).
+    pub attributes: Option<&'a Map<String, Value>>,
+    pub custom_attributes: Option<&'a Map<String, Value>>,
+}
+
+impl Dialect {
+    fn contact_body(self, mut body: Map<String, Value>, fields: &ContactFields<'_>) -> Map<String, Value> {
+        for (name, value) in fields.attributes.into_iter().flatten() {
+            if name == "owner_id" {
+                // The mapping keeps the id as text; the version decides its type.
+                if let Some(owner) = value.as_str().and_then(|owner| self.owner_id(owner)) {
+                    body.insert(name.clone(), owner);
+                }
+                continue;
+            }
+            body.insert(name.clone(), value.clone());
+        }
+        if let Some(custom) = fields.custom_attributes.filter(|c| !c.is_empty()) {
+            body.insert("custom_attributes".into(), Value::Object(custom.clone()));
+        }
+        body
+    }
+
+    /// `POST /contacts` for a user with `external_id`.
+    pub fn create_user(self, external_id: &str, fields: &ContactFields<'_>) -> Request {
+        let mut body = Map::new();
+        body.insert("role".into(), json!("user"));
+        body.insert("external_id".into(), json!(external_id));
+        Request::new(Method::POST, "/contacts".into(), Some(Value::Object(self.contact_body(body, fields))))
+    }
+
+    /// `POST /contacts` for a lead: by email, never with an external_id (leads carry none: spec line 9127; Segment's
+    /// Intercom destination: "When creating a lead, Intercom doesn't accept an external_id").
+    pub fn create_lead(self, email: &str, fields: &ContactFields<'_>) -> Request {
+        let mut body = Map::new();
+        body.insert("role".into(), json!("lead"));
+        body.insert("email".into(), json!(email));
+        Request::new(Method::POST, "/contacts".into(), Some(Value::Object(self.contact_body(body, fields))))
+    }
+
+    /// `PUT /contacts/{id}`: never a role, so an update cannot demote a user ("Contact with user role can't be
+    /// converted to a lead"); converting a lead to a user is [`Dialect::convert_to_user`].
+    pub fn update_contact(self, id: &str, fields: &ContactFields<'_>) -> Request {
+        let body = self.contact_body(Map::new(), fields);
+        Request::new(Method::PUT, format!("/contacts/{}", segment(id)), Some(Value::Object(body)))
+    }
+
+    /// `PUT /contacts/{id}` making a lead the user `external_id`, or giving a user a new external_id (an alias).
+    pub fn convert_to_user(self, id: &str, external_id: &str) -> Request {
+        let body = json!({"role": "user", "external_id": external_id});
+        Request::new(Method::PUT, format!("/contacts/{}", segment(id)), Some(body))
+    }
+
+    /// `POST /contacts/merge`: the lead `from` into the user `into`. Under 2.16 the two need not share an email or phone:
+    /// an anonymous visitor and the user it becomes rarely do.
+    pub fn merge(self, from: &str, into: &str) -> Request {
+        let mut body = json!({"from": from, "into": into});
+        if self.merge_needs_skip_validation {
+            body["skip_duplicate_validation"] = json!(true);
+        }
+        Request::new(Method::POST, "/contacts/merge".into(), Some(body))
+    }
+}
+
+/// `GET /contacts/{id}`.
+pub fn get_contact(id: &str) -> Request {
+    Request::new(Method::GET, format!("/contacts/{}", segment(id)), None)
+}
+
+/// `GET /contacts/find_by_external_id/{external_id}`: users only, and no search index (no lag behind new contacts).
+pub fn find_by_external_id(external_id: &str) -> Request {
+    Request::new(Method::GET, format!("/contacts/find_by_external_id/{}", segment(external_id)), None)
+}
+
+/// `POST /contacts/unarchive` for an archived contact a 409 named.
+pub fn unarchive(id: &str) -> Request {
+    Request::new(Method::POST, format!("/contacts/{}/unarchive", segment(id)), None)
+}
+
+/// `POST /contacts/search` for contacts holding `email`, the most recently updated first. The index lags minutes behind
+/// new contacts (spec line 8734): a miss proves nothing about the last few minutes.
+pub fn search_email(email: &str) -> Request {
+    let query = json!({
+        "query": {"field": "email", "operator": "=", "value": email},
+        "sort": {"field": "updated_at", "order": "descending"},
+        "pagination": {"per_page": 5},
+    });
+    Request::new(Method::POST, "/contacts/search".into(), Some(query))
+}
+
+/// `POST /contacts/search` for leads whose custom attribute `name` is `value` (the relay's `anonymous_id`).
+pub fn search_leads_by(name: &str, value: &str) -> Request {
+    let query = json!({
+        "query": {"operator": "AND", "value": [
+            {"field": "role", "operator": "=", "value": "lead"},
+            {"field": format!("custom_attributes.{name}"), "operator": "=", "value": value},
+        ]},
+        "sort": {"field": "updated_at", "order": "descending"},
+        "pagination": {"per_page": 5},
+    });
+    Request::new(Method::POST, "/contacts/search".into(), Some(query))
+}
+
+/// `POST /events`, naming the contact by Intercom's id or by the user's external id.
+pub fn submit_event(
+    contact: EventContact<'_>,
+    event_name: &str,
+    created_at: i64,
+    metadata: &Map<String, Value>,
+) -> Request {
+    let mut body = json!({"event_name": event_name, "created_at": created_at});
+    match contact {
+        EventContact::UserId(user_id) => body["user_id"] = json!(user_id),
+        // Events for leads must name them by Intercom's id (SOURCE.txt).
+        EventContact::Id(id) => body["id"] = json!(id),
+    }
+    if !metadata.is_empty() {
+        body["metadata"] = Value::Object(metadata.clone());
+    }
+    Request::new(Method::POST, "/events".into(), Some(body))
+}
+
+/// Who an event is about, as `POST /events` takes it.
+#[derive(Clone, Copy, Debug)]
+pub enum EventContact<'a> {
+    UserId(&'a str),
+    Id(&'a str),
+}
+
+/// `POST /companies`: creates or updates by `company_id`.
+pub fn upsert_company(company_id: &str, attributes: &Map<String, Value>, custom: &Map<String, Value>) -> Request {
+    let mut body = Map::new();
+    body.insert("company_id".into(), json!(company_id));
+    body.extend(attributes.clone());
+    if !custom.is_empty() {
+        body.insert("custom_attributes".into(), Value::Object(custom.clone()));
+    }
+    Request::new(Method::POST, "/companies".into(), Some(Value::Object(body)))
+}
+
+/// `GET /companies?company_id=…`: a company by the id the app gave it; 404 when Intercom has none.
+pub fn find_company(company_id: &str) -> Request {
+    Request::new(Method::GET, format!("/companies?company_id={}", segment(company_id)), None)
+}
+
+/// `POST /contacts/{id}/companies` with Intercom's id of the company (not its company_id).
+pub fn attach_company(contact_id: &str, company: &str) -> Request {
+    Request::new(Method::POST, format!("/contacts/{}/companies", segment(contact_id)), Some(json!({"id": company})))
+}
+
+/// `DELETE /contacts/{id}/companies/{company}`.
+pub fn detach_company(contact_id: &str, company: &str) -> Request {
+    Request::new(Method::DELETE, format!("/contacts/{}/companies/{}", segment(contact_id), segment(company)), None)
+}
+
+/// `GET /data_attributes` of one model, archived ones included (they are listed only when asked for, and a name that is
+/// archived cannot be created again).
+pub fn list_data_attributes(model: &str) -> Request {
+    Request::new(Method::GET, format!("/data_attributes?model={model}&include_archived=true"), None)
+}
+
+/// `POST /data_attributes`.
+pub fn create_data_attribute(name: &str, model: &str, data_type: &str) -> Request {
+    let body = json!({"name": name, "model": model, "data_type": data_type});
+    Request::new(Method::POST, "/data_attributes".into(), Some(body))
+}
+
+/// `GET /admins`: the workspace's admins, who alone may own contacts.
+pub fn list_admins() -> Request {
+    Request::new(Method::GET, "/admins".into(), None)
+}
+
+// Readers.
+
+/// The `id` of a contact or company answer.
+pub fn read_id(answer: &Value) -> Result<String, IntercomError> {
+    answer["id"].as_str().map(str::to_owned).ok_or_else(|| IntercomError::Unexpected("an answer without an id".into()))
+}
+
+/// A contact as a lookup or search found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundContact {
+    pub id: String,
+    pub is_lead: bool,
+}
+
+/// A contact answer's id and role.
+pub fn read_contact(answer: &Value) -> Result<FoundContact, IntercomError> {
+    Ok(FoundContact { id: read_id(answer)?, is_lead: answer["role"].as_str() == Some("lead") })
+}
+
+/// A search's total and its first page.
+pub fn read_search(answer: &Value) -> (u64, Vec<FoundContact>) {
+    let found: Vec<FoundContact> =
+        answer["data"].as_array().into_iter().flatten().filter_map(|c| read_contact(c).ok()).collect();
+    (answer["total_count"].as_u64().unwrap_or(found.len() as u64), found)
+}
+
+/// A data attribute as `GET /data_attributes` lists it (spec schema `data_attribute`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataAttribute {
+    pub name: String,
+    pub data_type: String,
+    /// `false` for Intercom's standard attributes: they are not custom attributes, and their names cannot be created.
+    pub custom: bool,
+    pub archived: bool,
+    /// The values a list attribute takes; empty for any other.
+    pub options: Vec<String>,
+}
+
+/// The data attributes of a list answer, by name.
+pub fn read_data_attributes(answer: &Value) -> HashMap<String, DataAttribute> {
+    let items = answer["data"].as_array().into_iter().flatten();
+    items
+        .filter_map(|item| {
+            let name = item["name"].as_str()?.to_owned();
+            let options = item["options"].as_array().into_iter().flatten();
+            let options = options.filter_map(|o| o.as_str().or_else(|| o["value"].as_str()).map(str::to_owned));
+            let attribute = DataAttribute {
+                name: name.clone(),
+                data_type: item["data_type"].as_str().unwrap_or("string").to_owned(),
+                custom: item["custom"].as_bool().unwrap_or(true),
+                archived: item["archived"].as_bool().unwrap_or(false),
+                options: options.collect(),
+            };
+            Some((name, attribute))
+        })
+        .collect()
+}
+
+/// The admins' ids of a `GET /admins` answer.
+pub fn read_admins(answer: &Value) -> Vec<String> {
+    let admins = answer["admins"].as_array().or_else(|| answer["data"].as_array()).into_iter().flatten();
+    admins
+        .filter_map(|admin| match &admin["id"] {
+            Value::String(id) => Some(id.clone()),
+            Value::Number(id) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The contact a merged contact's 410 points to: `Link: </contacts/{id}>; rel="canonical"` (spec lines 8322-8336).
+pub fn canonical_contact(link: &str) -> Option<String> {
+    let target = link.split(',').find(|part| part.contains("canonical")).unwrap_or(link);
+    let (_, rest) = target.split_once("/contacts/")?;
+    let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
+    (!id.is_empty()).then_some(id)
+}
+
+/// What a refused `POST /data_attributes` means for the attribute the relay wanted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeRefusal {
+    /// It exists in this model (another forwarder created it first): use it.
+    Exists,
+    /// Intercom will not hold it under this name (the other model has it, a standard attribute, bad characters, the
+    /// workspace's limit): leave it out.
+    Refused,
+}
+
+/// Reads a 400 of `POST /data_attributes` for `model`. "You already have 'X' in your company data. To save this as new
+/// people data, use a different name." holds the word "already" both when the name exists in this model and when the
+/// other model has it (spec lines 14985-15010): only the model it names tells them apart.
+pub fn attribute_refusal(message: &str, model: &str) -> AttributeRefusal {
+    let ours = if model == "company" { "company data" } else { "people data" };
+    let lower = message.to_ascii_lowercase();
+    match lower.split_once("in your ") {
+        Some((_, rest)) if lower.contains("already have") && rest.starts_with(ours) => AttributeRefusal::Exists,
+        _ => AttributeRefusal::Refused,
+    }
+}
+
+/// The custom attribute a refused write names in single quotes ("Custom attribute 'plan' does not exist"), when it is
+/// one of `sent`.
+pub fn refused_attribute<'a>(message: &str, sent: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    let quoted: Vec<&str> = message.split('\'').skip(1).step_by(2).collect();
+    sent.into_iter().find(|name| quoted.contains(&name.as_str())).cloned()
+}
+
+/// Whether a refused contact write was about its owner ("The owner specified is not a member of the workspace").
+pub fn refused_owner(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("owner")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(request: &Request) -> &Value {
+        request.body.as_ref().expect("a body")
+    }
+
+    #[test]
+    fn owner_ids_are_strings_in_2_16_and_integers_in_2_15() {
+        let attributes: Map<String, Value> = json!({"owner_id": "991266252", "name": "Ada"}).as_object().unwrap().clone();
+        let fields = ContactFields { attributes: Some(&attributes), custom_attributes: None };
+        assert_eq!(body(&Dialect::of("2.16").update_contact("c1", &fields))["owner_id"], json!("991266252"));
+        assert_eq!(body(&Dialect::of("2.15").update_contact("c1", &fields))["owner_id"], json!(991266252));
+        assert_eq!(Dialect::of("2.16").owner_id("admin-7"), None);
+    }
+
+    #[test]
+    fn an_update_never_carries_a_role_and_a_lead_never_an_external_id() {
+        let fields = ContactFields::default();
+        let update = Dialect::of("2.16").update_contact("c1", &fields);
+        assert_eq!((update.method.clone(), update.path.as_str()), (Method::PUT, "/contacts/c1"));
+        assert_eq!(body(&update), &json!({}));
+        let lead = Dialect::of("2.16").create_lead("a@example.com", &fields);
+        assert_eq!(body(&lead), &json!({"role": "lead", "email": "a@example.com"}));
+        let user = Dialect::of("2.16").create_user("u-1", &fields);
+        assert_eq!(body(&user), &json!({"role": "user", "external_id": "u-1"}));
+    }
+
+    #[test]
+    fn merges_skip_the_duplicate_check_only_where_2_16_makes_one() {
+        assert_eq!(body(&Dialect::of("2.16").merge("l", "u"))["skip_duplicate_validation"], json!(true));
+        assert_eq!(body(&Dialect::of("2.15").merge("l", "u")), &json!({"from": "l", "into": "u"}));
+    }
+
+    #[test]
+    fn external_ids_are_percent_encoded_in_paths() {
+        assert_eq!(find_by_external_id("a/b c?#é").path, "/contacts/find_by_external_id/a%2Fb%20c%3F%23%C3%A9");
+        assert_eq!(find_by_external_id("user-1_a.b~").path, "/contacts/find_by_external_id/user-1_a.b~");
+    }
+
+    #[test]
+    fn a_merged_contacts_link_names_the_canonical_contact() {
+        let link = r#"</contacts/6762f0df1bb69f9f2193bb84>; rel="canonical""#;
+        assert_eq!(canonical_contact(link).as_deref(), Some("6762f0df1bb69f9f2193bb84"));
+        assert_eq!(canonical_contact("<https://example.com/x>; rel=\"next\""), None);
+    }
+
+    #[test]
+    fn an_attribute_the_other_model_holds_is_a_refusal_not_an_existing_one() {
+        let other = "You already have 'plan' in your company data. To save this as new people data, use a different name.";
+        assert_eq!(attribute_refusal(other, "contact"), AttributeRefusal::Refused);
+        assert_eq!(attribute_refusal(other, "company"), AttributeRefusal::Exists);
+        let same = "You already have 'plan' in your people data. To save this as new people data, use a different name.";
+        assert_eq!(attribute_refusal(same, "contact"), AttributeRefusal::Exists);
+        let invalid = "Your name for this attribute must only contain alphanumeric characters, currency symbols, and hyphens";
+        assert_eq!(attribute_refusal(invalid, "contact"), AttributeRefusal::Refused);
+    }
+
+    #[test]
+    fn a_refused_write_names_the_attribute_it_refused_when_it_was_sent() {
+        let sent = ["plan".to_owned(), "tier".to_owned()];
+        assert_eq!(refused_attribute("'tier' is not one of the options of 'Tier'", &sent).as_deref(), Some("tier"));
+        assert_eq!(refused_attribute("Custom attribute 'nope' does not exist", &sent), None);
+    }
+
+    #[test]
+    fn data_attributes_are_read_with_their_kind_state_and_options() {
+        let answer = json!({"type": "list", "data": [
+            {"name": "name", "data_type": "string", "custom": false, "archived": false},
+            {"name": "tier", "data_type": "string", "custom": true, "archived": false, "options": [{"value": "gold"}, {"value": "silver"}]},
+            {"name": "old", "data_type": "integer", "custom": true, "archived": true},
+        ]});
+        let read = read_data_attributes(&answer);
+        assert!(!read["name"].custom);
+        assert_eq!(read["tier"].options, ["gold", "silver"]);
+        assert!(read["old"].archived);
+        assert_eq!(read_admins(&json!({"type": "admin.list", "admins": [{"id": "7"}, {"id": 8}]})), ["7", "8"]);
+    }
+}
