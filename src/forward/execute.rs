@@ -279,7 +279,13 @@ impl<A: IntercomApi> Executor<A> {
             ContactKey::ExternalId(_) => Role::User,
             ContactKey::Email(_) => Role::Lead,
         };
-        let upsert = ContactUpsert { key: key.clone(), role, attributes: Map::new(), custom_attributes: Map::new() };
+        let upsert = ContactUpsert {
+            key: key.clone(),
+            role,
+            attributes: Map::new(),
+            custom_attributes: Map::new(),
+            dates: Vec::new(),
+        };
         self.upsert_contact(&upsert, calls).await
     }
 
@@ -327,8 +333,12 @@ impl<A: IntercomApi> Executor<A> {
         if let Some(id) = self.companies.lock().ok().and_then(|mut cache| cache.get(company_id).cloned()) {
             return Ok(id);
         }
-        let empty =
-            CompanyUpsert { company_id: company_id.to_owned(), attributes: Map::new(), custom_attributes: Map::new() };
+        let empty = CompanyUpsert {
+            company_id: company_id.to_owned(),
+            attributes: Map::new(),
+            custom_attributes: Map::new(),
+            dates: Vec::new(),
+        };
         self.upsert_company(&empty, calls).await
     }
 
