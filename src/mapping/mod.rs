@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 
 use crate::event::{Event, EventType, RawObject, TopLevel};
 use crate::settings::{Settings, Skip, Verdict};
-pub use values::Dropped;
-use values::{Location, NAME_TAKEN, cents, flatten_attribute, integer, unix_seconds};
+use values::{Attributes, Location, NAME_TAKEN, admin_id, cents, company_integer, flatten_attribute, unix_seconds};
+pub use values::{Dropped, attribute_name_problem};
 
 /// Intercom keeps at most this many metadata keys on an event.
 pub const MAX_METADATA_KEYS: usize = 10;
@@ -39,9 +39,15 @@ pub enum Role {
 pub struct ContactUpsert {
     pub key: ContactKey,
     pub role: Role,
-    /// Intercom's own fields (`email`, `name`, `signed_up_at`…).
+    /// Intercom's own fields (`email`, `name`, `signed_up_at`…); `owner_id` is the admin id's text (`"991266252"`),
+    /// which the request builder writes as the API version wants.
     pub attributes: Map<String, Value>,
+    /// A `null` clears the attribute: it is sent, but creates no attribute Intercom lacks.
     pub custom_attributes: Map<String, Value>,
+    /// Names, in `custom_attributes` order, of the custom attributes holding a time in Unix seconds: an attribute
+    /// Intercom lacks is created with data_type `date`. Not serialised when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<String>,
 }
 
 /// Create or update a company by its `company_id`.
@@ -49,7 +55,11 @@ pub struct ContactUpsert {
 pub struct CompanyUpsert {
     pub company_id: String,
     pub attributes: Map<String, Value>,
+    /// As [`ContactUpsert::custom_attributes`].
     pub custom_attributes: Map<String, Value>,
+    /// As [`ContactUpsert::dates`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<String>,
 }
 
 /// Submit a data event (`POST /events`).
@@ -241,18 +251,47 @@ const CONTACT_FIELDS: [&str; 14] = [
     "companies",
 ];
 
+/// An identify: the contact upsert (its fields, then its custom attributes), then its companies.
 fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, plan: &mut Plan) -> Result<(), Unmapped> {
-    let (key, role) = match (user_id(event, settings), email(traits)) {
-        (Some(user_id), _) => (ContactKey::ExternalId(user_id.to_owned()), Role::User),
+    let (key, role) = identify_contact(event, traits, settings)?;
+    let attributes = contact_fields(event, traits, settings, &mut plan.dropped)?;
+    let custom = contact_custom_attributes(event, traits, settings, &mut plan.dropped)?;
+    plan.operations.push(Operation::UpsertContact(ContactUpsert {
+        key: key.clone(),
+        role,
+        attributes,
+        custom_attributes: custom.values,
+        dates: custom.dates,
+    }));
+    identify_companies(traits, &key, plan);
+    Ok(())
+}
+
+/// Who an identify is about: a user by userId, else a lead by the email trait when the settings allow leads.
+fn identify_contact(
+    event: &Event,
+    traits: &Map<String, Value>,
+    settings: &Settings,
+) -> Result<(ContactKey, Role), Unmapped> {
+    match (user_id(event, settings), email(traits)) {
+        (Some(user_id), _) => Ok((ContactKey::ExternalId(user_id.to_owned()), Role::User)),
         (None, Some(email)) => {
             lead_allowed(settings)?;
-            (ContactKey::Email(email), Role::Lead)
+            Ok((ContactKey::Email(email), Role::Lead))
         }
-        (None, None) => return Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER)),
-    };
+        (None, None) => Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER)),
+    }
+}
+
+/// The traits that are Intercom's own contact fields.
+fn contact_fields(
+    event: &Event,
+    traits: &Map<String, Value>,
+    settings: &Settings,
+    dropped: &mut Vec<Dropped>,
+) -> Result<Map<String, Value>, Unmapped> {
     // An event sent with `context.active: false` (a server acting for the user) says nothing about when they were seen.
     let seen = settings.identify().update_last_seen && context_member(event, "active")? != Some(Value::Bool(false));
-    let dropped = &mut plan.dropped;
     let mut attributes = Map::new();
     let text = |name: &str| traits.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty());
     for field in ["email", "phone", "avatar"] {
@@ -280,28 +319,51 @@ fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, pla
     if let Some(value) = unsubscribed.and_then(Value::as_bool) {
         attributes.insert("unsubscribed_from_emails".into(), value.into());
     }
-    if let Some(owner) = traits.get("owner_id").or_else(|| traits.get("ownerId")).and_then(integer) {
-        attributes.insert("owner_id".into(), Value::from(owner));
+    if let Some((name, owner)) = first_of(traits, ["owner_id", "ownerId"]) {
+        match admin_id(owner) {
+            Some(id) => _ = attributes.insert("owner_id".into(), Value::String(id)),
+            None => dropped.push(Dropped {
+                path: format!("traits.{name}"),
+                reason: "an owner_id is an admin's id: a whole number or its digits",
+            }),
+        }
     }
-    let mut custom_attributes = Map::new();
+    Ok(attributes)
+}
+
+/// The first of `names` that `fields` holds, with its value.
+fn first_of<'f, const N: usize>(
+    fields: &'f Map<String, Value>,
+    names: [&'static str; N],
+) -> Option<(&'static str, &'f Value)> {
+    names.into_iter().find_map(|name| Some((name, fields.get(name)?)))
+}
+
+/// The other traits the settings forward, flattened, then the context members they ask for.
+fn contact_custom_attributes(
+    event: &Event,
+    traits: &Map<String, Value>,
+    settings: &Settings,
+    dropped: &mut Vec<Dropped>,
+) -> Result<Attributes, Unmapped> {
+    let mut custom = Attributes::default();
     for (name, value) in traits.iter().filter(|(name, _)| !CONTACT_FIELDS.contains(&name.as_str())) {
         if settings.forwards_attribute(name) {
-            flatten_attribute(name, value, "traits", &mut custom_attributes, dropped);
+            flatten_attribute(name, value, "traits", &mut custom, dropped);
         } else {
             dropped.push(Dropped { path: format!("traits.{name}"), reason: "attributes.allow does not list it" });
         }
     }
     if settings.identify().include_context {
-        context_attributes(event, &mut custom_attributes, dropped)?;
+        context_attributes(event, &mut custom.values, dropped)?;
     }
-    plan.operations.push(Operation::UpsertContact(ContactUpsert {
-        key: key.clone(),
-        role,
-        attributes,
-        custom_attributes,
-    }));
+    Ok(custom)
+}
 
-    // Both may be sent: `company` first, then the list; a company named twice is planned once, as first sent.
+/// The companies of an identify: upserted and attached, or detached when marked `remove`.
+///
+/// Both may be sent: `company` first, then the list; a company named twice is planned once, as first sent.
+fn identify_companies(traits: &Map<String, Value>, key: &ContactKey, plan: &mut Plan) {
     let listed = match traits.get("companies") {
         Some(Value::Array(list)) => list.as_slice(),
         _ => &[],
@@ -338,7 +400,6 @@ fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, pla
     if traits.get("companies").is_some_and(|companies| !companies.is_array()) {
         plan.dropped.push(Dropped { path: "traits.companies".into(), reason: "companies must be a list of companies" });
     }
-    Ok(())
 }
 
 /// The members of `context` that `identify.include_context` sends, as `context_<member>[_<field>]`.
@@ -417,17 +478,37 @@ const COMPANY_FIELDS: [&str; 12] = [
 ];
 
 fn company(company_id: String, fields: &Map<String, Value>, path: &str, dropped: &mut Vec<Dropped>) -> CompanyUpsert {
+    let attributes = company_fields(fields, path, dropped);
+    let mut custom = Attributes::default();
+    for (name, value) in fields.iter().filter(|(name, _)| !COMPANY_FIELDS.contains(&name.as_str())) {
+        flatten_attribute(name, value, path, &mut custom, dropped);
+    }
+    CompanyUpsert { company_id, attributes, custom_attributes: custom.values, dates: custom.dates }
+}
+
+/// The traits that are Intercom's own company fields.
+fn company_fields(fields: &Map<String, Value>, path: &str, dropped: &mut Vec<Dropped>) -> Map<String, Value> {
     let mut attributes = Map::new();
     for field in ["name", "plan", "website", "industry"] {
         if let Some(value) = fields.get(field).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()) {
             attributes.insert(field.into(), value.into());
         }
     }
-    if let Some(size) = fields.get("employees").or_else(|| fields.get("size")).and_then(integer) {
-        attributes.insert("size".into(), Value::from(size));
-    }
-    if let Some(spend) = fields.get("monthly_spend").or_else(|| fields.get("monthlySpend")).and_then(integer) {
-        attributes.insert("monthly_spend".into(), Value::from(spend));
+    let integers = [
+        ("size", first_of(fields, ["employees", "size"])),
+        ("monthly_spend", first_of(fields, ["monthly_spend", "monthlySpend"])),
+    ];
+    for (field, sent) in integers {
+        let Some((name, value)) = sent else { continue };
+        match company_integer(value) {
+            Ok((number, capped)) => {
+                attributes.insert(field.into(), Value::from(number));
+                if let Some(reason) = capped {
+                    dropped.push(Dropped { path: format!("{path}.{name}"), reason });
+                }
+            }
+            Err(reason) => dropped.push(Dropped { path: format!("{path}.{name}"), reason }),
+        }
     }
     if let Some(created) = fields.get("createdAt") {
         match unix_seconds(created) {
@@ -435,11 +516,7 @@ fn company(company_id: String, fields: &Map<String, Value>, path: &str, dropped:
             None => dropped.push(Dropped { path: format!("{path}.createdAt"), reason: "not a time Intercom can read" }),
         }
     }
-    let mut custom_attributes = Map::new();
-    for (name, value) in fields.iter().filter(|(name, _)| !COMPANY_FIELDS.contains(&name.as_str())) {
-        flatten_attribute(name, value, path, &mut custom_attributes, dropped);
-    }
-    CompanyUpsert { company_id, attributes, custom_attributes }
+    attributes
 }
 
 fn submit(contact: ContactKey, name: &str, event: &Event, metadata: Map<String, Value>) -> Operation {
@@ -462,6 +539,9 @@ const OVER_CAP: &str = "Intercom keeps at most 10 metadata keys";
 /// Track metadata: money first as `price` (a `price` property then gives way to it), then the properties in the order
 /// sent, the first value of each flattened name, at most [`MAX_METADATA_KEYS`].
 ///
+/// The money is the first of [`MONEY_KEYS`] with a positive amount: Intercom's `price.amount` is a positive integer, so a
+/// refund's negative revenue or a zero total is sent as the plain number it is, under its own key, as is `currency`.
+///
 /// Read from the raw members: a list is dropped without being parsed, and values are moved, not copied.
 fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map<String, Value>, Unmapped> {
     let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(unreadable);
@@ -469,7 +549,7 @@ fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map
     let mut flat = Map::with_capacity(properties.0.len().min(MAX_METADATA_KEYS));
     let mut money = None;
     for key in MONEY_KEYS {
-        if let Some(amount) = properties.get(key).map(parse).transpose()?.as_ref().and_then(cents) {
+        if let Some(amount) = properties.get(key).map(parse).transpose()?.as_ref().and_then(cents).filter(|c| *c > 0) {
             money = Some((key, amount));
             break;
         }
@@ -535,6 +615,9 @@ fn metadata_value(key: &str, value: Value, at: Location<'_>, out: &mut Map<Strin
             dropped.push(Dropped { path: at.to_string(), reason: "Intercom metadata cannot hold lists" })
         }
         Value::Null => dropped.push(Dropped { path: at.to_string(), reason: "Intercom metadata cannot hold null" }),
+        // Booleans are not among Intercom's metadata types (strings, numbers, `_date` times, links, rich links, money):
+        // their text is a string Intercom holds whether or not it would take a boolean.
+        Value::Bool(flag) => keep(key, Value::from(if flag { "true" } else { "false" }), at, out, dropped),
         scalar => keep(key, scalar, at, out, dropped),
     }
 }

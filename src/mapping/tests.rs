@@ -37,7 +37,7 @@ fn identify_maps_standard_traits_custom_attributes_and_companies() {
         json!([
             {"op": "upsert_contact", "key": {"external_id": "u-1"}, "role": "user",
              "attributes": {"email": "ada@example.com", "phone": "+44 20 7946 0958", "name": "Ada Lovelace",
-                            "signed_up_at": 1700000000, "last_seen_at": NOON, "unsubscribed_from_emails": true, "owner_id": 42},
+                            "signed_up_at": 1700000000, "last_seen_at": NOON, "unsubscribed_from_emails": true, "owner_id": "42"},
              "custom_attributes": {"plan": "pro", "address_city": "London"}},
             {"op": "upsert_company", "company_id": "org-7", "attributes": {"name": "Engines Ltd", "size": 120},
              "custom_attributes": {"tier": "gold"}},
@@ -290,4 +290,127 @@ fn dropped_nested_values_name_where_they_were_sent() {
             ("properties.utm.term", "Intercom keeps at most 10 metadata keys"),
         ]
     );
+}
+
+#[test]
+fn identify_sends_time_like_traits_as_unix_seconds_and_lists_them_as_dates() {
+    let planned = plan(json!({"type": "identify", "userId": "u", "traits": {
+        "trial_ends_at": 1714564800123u64, "last_order": "2024-05-01T12:00:00Z", "renewal_date": "soon",
+        "churned_at": null, "plan": "pro",
+        "company": {"id": "org-1", "createdAt": 1714564800, "contract_ends_at": "1714564800", "tier": "gold"}
+    }}));
+    let operations = serde_json::to_value(&planned.operations).unwrap();
+    assert_eq!(
+        operations[0]["custom_attributes"].to_string(),
+        json!({"trial_ends_at": NOON, "last_order": NOON, "renewal_date": "soon", "churned_at": null, "plan": "pro"})
+            .to_string()
+    );
+    assert_eq!(operations[0]["dates"], json!(["trial_ends_at", "last_order"]), "a null or a non-time is no date");
+    assert_eq!(operations[1]["attributes"], json!({"remote_created_at": NOON}));
+    assert_eq!(operations[1]["custom_attributes"], json!({"contract_ends_at": NOON, "tier": "gold"}));
+    assert_eq!(operations[1]["dates"], json!(["contract_ends_at"]));
+    assert_eq!(planned.dropped, []);
+}
+
+#[test]
+fn an_upsert_without_times_lists_no_dates_and_serialises_none() {
+    let planned = plan(json!({"type": "identify", "userId": "u", "traits": {"plan": "pro"}}));
+    let Operation::UpsertContact(upsert) = &planned.operations[0] else { panic!("{planned:?}") };
+    assert!(upsert.dates.is_empty());
+    assert!(serde_json::to_value(upsert).unwrap().get("dates").is_none());
+}
+
+#[test]
+fn attribute_names_intercom_refuses_are_dropped_naming_the_rule() {
+    let planned = plan(json!({"type": "identify", "userId": "u", "traits": {
+        "Mithril Shirt": 1, "€_spent": 2, "!nv@l!d n@me": 3, "price$": 4, "utm": {"source?": "x", "medium": "y"}
+    }}));
+    let operations = serde_json::to_value(&planned.operations).unwrap();
+    assert_eq!(operations[0]["custom_attributes"], json!({"Mithril Shirt": 1, "€_spent": 2, "utm_medium": "y"}));
+    let rule =
+        "Intercom attribute names hold only letters, digits, currency symbols but '$', '_', '-' and inner spaces";
+    let dropped: Vec<(&str, &str)> = planned.dropped.iter().map(|d| (d.path.as_str(), d.reason)).collect();
+    assert_eq!(dropped, [("traits.!nv@l!d n@me", rule), ("traits.price$", rule), ("traits.utm.source?", rule)]);
+}
+
+#[test]
+fn an_owner_id_is_sent_as_the_admin_ids_text_and_anything_else_is_dropped() {
+    for (owner, sent) in [(json!(991266252), json!("991266252")), (json!(" 991266252 "), json!("991266252"))] {
+        let planned = ops(json!({"type": "identify", "userId": "u", "traits": {"ownerId": owner}}));
+        assert_eq!(planned[0]["attributes"]["owner_id"], sent, "{owner}");
+    }
+    for owner in [json!("ada@example.com"), json!(-3), json!(1.5), json!(null), json!({"id": 1})] {
+        let planned = plan(json!({"type": "identify", "userId": "u", "traits": {"owner_id": owner}}));
+        let operations = serde_json::to_value(&planned.operations).unwrap();
+        assert!(operations[0]["attributes"].get("owner_id").is_none(), "{owner}");
+        assert_eq!(
+            planned.dropped,
+            [Dropped {
+                path: "traits.owner_id".into(),
+                reason: "an owner_id is an admin's id: a whole number or its digits"
+            }],
+            "{owner}"
+        );
+    }
+}
+
+#[test]
+fn monthly_spend_and_size_beyond_intercoms_integer_are_capped_with_a_reason() {
+    let planned = plan(json!({"type": "group", "userId": "u", "groupId": "org-1", "traits": {
+        "employees": -4, "monthlySpend": "99999999999.5"
+    }}));
+    let operations = serde_json::to_value(&planned.operations).unwrap();
+    assert_eq!(operations[0]["attributes"], json!({"size": 0, "monthly_spend": 2147483647}));
+    assert_eq!(
+        planned.dropped,
+        [
+            Dropped { path: "traits.employees".into(), reason: "Intercom holds no negative number here: 0 was sent" },
+            Dropped {
+                path: "traits.monthlySpend".into(),
+                reason: "Intercom holds at most 2147483647 here: 2147483647 was sent"
+            },
+        ]
+    );
+    let planned = plan(json!({"type": "group", "userId": "u", "groupId": "org-1", "traits": {"size": "lots"}}));
+    assert_eq!(planned.dropped, [Dropped { path: "traits.size".into(), reason: "not a number Intercom can read" }]);
+}
+
+#[test]
+fn a_refund_sends_its_negative_revenue_and_currency_as_plain_metadata_never_as_price() {
+    let planned = plan(json!({"type": "track", "userId": "u", "event": "Order Refunded", "properties": {
+        "order_id": "o-1", "revenue": -25.5, "currency": "EUR", "price": 25.5
+    }}));
+    assert_eq!(
+        serde_json::to_value(&planned.operations).unwrap()[0]["metadata"],
+        json!({"order_id": "o-1", "revenue": -25.5, "currency": "EUR", "price": 25.5})
+    );
+    assert_eq!(planned.dropped, []);
+    for zero in [json!(0), json!("0.00"), json!(0.004)] {
+        let planned = ops(json!({"type": "track", "userId": "u", "event": "Paid", "properties": {"total": zero}}));
+        assert_eq!(planned[0]["metadata"], json!({"total": zero}), "{zero}");
+    }
+}
+
+#[test]
+fn a_zero_revenue_gives_the_price_to_the_next_positive_amount() {
+    let planned = ops(json!({"type": "track", "userId": "u", "event": "Order Completed", "properties": {
+        "revenue": 0, "total": "4.99", "currency": "gbp"
+    }}));
+    assert_eq!(planned[0]["metadata"], json!({"price": {"amount": 499, "currency": "gbp"}, "revenue": 0}));
+}
+
+#[test]
+fn an_amount_too_large_for_cents_is_plain_metadata_and_never_panics() {
+    let planned = ops(json!({"type": "track", "userId": "u", "event": "Paid", "properties": {
+        "revenue": "99999999999999999.995", "value": "92233720368547758.075"
+    }}));
+    assert_eq!(planned[0]["metadata"], json!({"revenue": "99999999999999999.995", "value": "92233720368547758.075"}));
+}
+
+#[test]
+fn booleans_in_event_metadata_are_sent_as_their_text() {
+    let planned = ops(json!({"type": "track", "userId": "u", "event": "Upgraded", "properties": {
+        "trial": false, "annual": true, "options": {"gift": true}
+    }}));
+    assert_eq!(planned[0]["metadata"], json!({"trial": "false", "annual": "true", "options_gift": "true"}));
 }

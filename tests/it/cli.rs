@@ -79,6 +79,7 @@ async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_
         "user-1006",
         "user-1007",
         "user-1008",
+        "user-1009",
         "user-2001",
         "user-3001",
         "user-4001",
@@ -95,7 +96,7 @@ async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_
     assert_eq!(ada.fields["name"], "Augusta Ada King", "the later identify's name");
     assert_eq!((&ada.custom_attributes["plan"], &ada.custom_attributes["logins"]), (&json!("pro"), &json!(42)));
 
-    assert_eq!(state.companies.len(), 6);
+    assert_eq!(state.companies.len(), 7);
     assert_eq!(members(&state, "org-77"), ["user-1001".to_owned(), "user-1007".to_owned()].into());
     assert_eq!(members(&state, "org-88"), ["user-1008".to_owned(), "user-2001".to_owned()].into());
     assert_eq!(members(&state, "4242"), ["user-1002".to_owned()].into());
@@ -127,12 +128,12 @@ async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_
         Value::Object(event("u-2", "page_viewed")),
         json!({"url": "https://example.com/pricing", "name": "Pricing"})
     );
-    assert_eq!(state.events.len(), 23);
+    assert_eq!(state.events.len(), 24);
 
     // Every accepted event ended one way, and every call the sandbox answered is in the report.
     let (accepted, delivered) = (report["accepted"].as_u64().unwrap(), report["delivered"].as_u64().unwrap());
     let (skipped, dead) = (report["skipped"].as_array().unwrap(), report["dead_lettered"].as_array().unwrap());
-    assert_eq!((accepted, delivered, skipped.len(), dead.len()), (58, 47, 10, 1));
+    assert_eq!((accepted, delivered, skipped.len(), dead.len()), (60, 49, 10, 1));
     // Without settings, only the events' own integrations objects skip anything.
     let by_rule: BTreeMap<&str, &str> =
         skipped.iter().filter_map(|s| Some((s["message_id"].as_str()?, s.get("skipped_by")?.as_str()?))).collect();
@@ -161,11 +162,11 @@ async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_r
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains("58 accepted, 17 rejected; 47 delivered, 10 skipped, 1 dead-lettered; 98 Intercom calls."),
+        stdout.contains("60 accepted, 17 rejected; 49 delivered, 10 skipped, 1 dead-lettered; 107 Intercom calls."),
         "{stdout}"
     );
     assert!(stdout.contains("Intercom: the sandbox at http://127.0.0.1:"), "{stdout}");
-    assert!(stdout.contains("it holds 18 contacts (2 leads), 6 companies, 23 events"), "{stdout}");
+    assert!(stdout.contains("it holds 19 contacts (2 leads), 7 companies, 24 events"), "{stdout}");
     let track = "delivered     track    msg-track-1001  (events/requests/track.json)\n    POST /events -> 202\n";
     assert!(stdout.contains(track), "{stdout}");
     assert!(stdout.contains("rejected      events/requests/invalid/wrong-write-key.json: the write key is not valid"));

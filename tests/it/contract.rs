@@ -1,7 +1,7 @@
 //! What Intercom's contract allows in one planned request, shared by the property tests and the fuzz targets
 //! (`fuzz/fuzz_targets/*.rs` include this file by path).
 
-use intercom_relay::mapping::Plan;
+use intercom_relay::mapping::{Plan, attribute_name_problem};
 use serde_json::Value;
 
 /// The earliest and latest Unix seconds a planned time may hold: 0001-01-01 and 9999-12-31T23:59:59, the years an
@@ -11,6 +11,9 @@ pub const LATEST: i64 = 253_402_300_799;
 
 /// Intercom refuses longer custom attribute strings.
 const MAX_ATTRIBUTE_CHARS: usize = 255;
+
+/// Intercom's integer company fields hold at most 2^31 − 1 (`monthly_spend` says so).
+const MAX_COMPANY_INTEGER: i64 = 2_147_483_647;
 
 /// `Err` names the first thing in `plan` that Intercom's contract forbids.
 pub fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
@@ -36,15 +39,17 @@ pub fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
                 }
                 for (name, value) in metadata {
                     let allowed = match value {
+                        // Intercom's amount is a positive integer of cents.
                         Value::Object(o) if name == "price" => {
                             o.len() == 2
-                                && o["amount"].is_i64()
+                                && o["amount"].as_i64().is_some_and(|amount| amount > 0)
                                 && o["currency"]
                                     .as_str()
                                     .is_some_and(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_lowercase()))
                         }
                         Value::Object(o) => o.len() == 2 && o["url"].is_string() && o.contains_key("value"),
-                        Value::Array(_) | Value::Null => false,
+                        // Booleans are not among Intercom's metadata types: they are sent as text.
+                        Value::Array(_) | Value::Null | Value::Bool(_) => false,
                         _ => true,
                     };
                     if !allowed {
@@ -56,8 +61,9 @@ pub fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
                 }
             }
             Some(kind @ ("upsert_contact" | "upsert_company")) => {
-                for (name, value) in op["custom_attributes"].as_object().ok_or("no custom attributes")? {
-                    if name.is_empty() || name.contains(['.', '$', '[', ']']) || name.trim() != name {
+                let custom = op["custom_attributes"].as_object().ok_or("no custom attributes")?;
+                for (name, value) in custom {
+                    if attribute_name_problem(name).is_some() {
                         return Err(format!("attribute name {name:?}"));
                     }
                     let too_long = value.as_str().is_some_and(|s| s.chars().count() > MAX_ATTRIBUTE_CHARS);
@@ -65,7 +71,25 @@ pub fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
                         return Err(format!("attribute {name}: {value}"));
                     }
                 }
+                // The dates name attributes sent, in their order, each holding a time.
+                let dates: Vec<&str> = op["dates"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let in_order = custom.iter().filter(|(name, _)| dates.contains(&name.as_str())).map(|(name, _)| name);
+                if !in_order.eq(dates.iter()) || dates.iter().any(|name| !time_ok(&custom[*name])) {
+                    return Err(format!("dates {} of {}", op["dates"], op["custom_attributes"]));
+                }
                 let attributes = op["attributes"].as_object().ok_or("no attributes")?;
+                for integer in ["size", "monthly_spend"] {
+                    let held = |v: &Value| v.as_i64().is_some_and(|n| (0..=MAX_COMPANY_INTEGER).contains(&n));
+                    if let Some(value) = attributes.get(integer).filter(|v| !held(v)) {
+                        return Err(format!("{integer} {value}"));
+                    }
+                }
+                // The admin id's text: the request builder writes it as the API version wants.
+                let digits =
+                    |v: &Value| v.as_str().is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+                if let Some(owner) = attributes.get("owner_id").filter(|v| !digits(v)) {
+                    return Err(format!("owner_id {owner}"));
+                }
                 for time in ["signed_up_at", "last_seen_at", "remote_created_at"] {
                     if let Some(value) = attributes.get(time).filter(|v| !time_ok(v)) {
                         return Err(format!("{time} {value}"));

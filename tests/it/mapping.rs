@@ -80,6 +80,26 @@ fn cases() -> Vec<(&'static str, Outcome)> {
             })),
         ),
         (
+            "identify-dates-and-nulls.json",
+            Ok(json!({
+                "operations": [
+                    {"op": "upsert_contact", "key": {"external_id": "user-1009"}, "role": "user",
+                     "attributes": {"email": "trial@example.com", "last_seen_at": NOON},
+                     "custom_attributes": {"trial_ends_at": 1717243200, "last_payment": 1714464900,
+                                           "renewal_date": "soon", "churned_at": null, "seats": 3},
+                     "dates": ["trial_ends_at", "last_payment"]},
+                    {"op": "upsert_company", "company_id": "org-90",
+                     "attributes": {"name": "Trial Co", "monthly_spend": 0},
+                     "custom_attributes": {"contract_ends_at": 1735689600}, "dates": ["contract_ends_at"]},
+                    {"op": "attach_company", "contact": {"external_id": "user-1009"}, "company_id": "org-90"}
+                ],
+                "dropped": [
+                    {"path": "traits.company.monthly_spend",
+                     "reason": "Intercom holds no negative number here: 0 was sent"}
+                ]
+            })),
+        ),
+        (
             "identify-first-and-last-name.json",
             Ok(json!({
                 "operations": [
@@ -123,7 +143,7 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                 "dropped": [
                     {"path": "traits.createdAt", "reason": "not a time Intercom can read"},
                     {"path": "traits.utm.source",
-                     "reason": "Intercom refuses attribute names with '.', '$', '[', ']' or edge spaces"},
+                     "reason": "Intercom attribute names hold only letters, digits, currency symbols but '$', '_', '-' and inner spaces"},
                     {"path": "traits.bio", "reason": "Intercom attribute strings hold at most 255 characters"},
                     {"path": "traits.preferences.languages", "reason": "Intercom attributes cannot hold lists"}
                 ]
@@ -135,7 +155,7 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                 "operations": [
                     {"op": "upsert_contact", "key": {"external_id": "user-1005"}, "role": "user",
                      "attributes": {"email": "quiet@example.com", "last_seen_at": NOON,
-                                    "unsubscribed_from_emails": true, "owner_id": 7},
+                                    "unsubscribed_from_emails": true, "owner_id": "7"},
                      "custom_attributes": {}}
                 ],
                 "dropped": []
@@ -284,7 +304,7 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                     {"op": "submit_event", "contact": {"external_id": "user-1001"},
                      "event_name": "Subscription Renewed", "created_at": NOON,
                      "metadata": {"price": {"amount": 4900, "currency": "usd"}, "plan": "pro", "interval": "monthly",
-                                  "seats": 5, "trial": false, "coupon": "LOYAL", "region": "eu-west-1",
+                                  "seats": 5, "trial": "false", "coupon": "LOYAL", "region": "eu-west-1",
                                   "source": "dashboard", "renewal_count": 12, "utm_source": "newsletter"}}
                 ],
                 "dropped": [
@@ -307,6 +327,17 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                                   "shipping_method": "express", "shipping_cost": 4.5, "coupon": "SPRING"}}
                 ],
                 "dropped": [{"path": "properties.products", "reason": "Intercom metadata cannot hold lists"}]
+            })),
+        ),
+        (
+            "track-refund-negative-revenue.json",
+            Ok(json!({
+                "operations": [
+                    {"op": "submit_event", "contact": {"external_id": "user-1001"}, "event_name": "Order Refunded",
+                     "created_at": NOON,
+                     "metadata": {"order_id": "ord-5001", "revenue": -38.0, "currency": "EUR", "full_refund": "true"}}
+                ],
+                "dropped": []
             })),
         ),
         (
