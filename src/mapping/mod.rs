@@ -93,7 +93,17 @@ pub enum Operation {
         from: ContactKey,
         into: ContactKey,
     },
+    /// An identify naming both the user and the visitor they were: the visitor's lead, if Intercom holds one the relay
+    /// knows of, is merged into the user.
+    MergeVisitor {
+        anonymous_id: String,
+        into: ContactKey,
+    },
 }
+
+/// The custom attribute a lead made from a visitor carries their anonymousId in: leads hold no external_id, and an
+/// alias or a later identify names the visitor by nothing else.
+pub const ANONYMOUS_ID_ATTRIBUTE: &str = "anonymous_id";
 
 /// What one event plans, and what it leaves out.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -255,7 +265,11 @@ const CONTACT_FIELDS: [&str; 14] = [
 fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, plan: &mut Plan) -> Result<(), Unmapped> {
     let (key, role) = identify_contact(event, traits, settings)?;
     let attributes = contact_fields(event, traits, settings, &mut plan.dropped)?;
-    let custom = contact_custom_attributes(event, traits, settings, &mut plan.dropped)?;
+    let mut custom = contact_custom_attributes(event, traits, settings, &mut plan.dropped)?;
+    let visitor = event.anonymous_id.as_deref().filter(|anonymous| Some(*anonymous) != user_id(event, settings));
+    if let (Role::Lead, Some(anonymous_id)) = (role, visitor) {
+        custom.values.entry(ANONYMOUS_ID_ATTRIBUTE).or_insert_with(|| anonymous_id.into());
+    }
     plan.operations.push(Operation::UpsertContact(ContactUpsert {
         key: key.clone(),
         role,
@@ -263,6 +277,9 @@ fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, pla
         custom_attributes: custom.values,
         dates: custom.dates,
     }));
+    if let (Role::User, Some(anonymous_id)) = (role, visitor) {
+        plan.operations.push(Operation::MergeVisitor { anonymous_id: anonymous_id.to_owned(), into: key.clone() });
+    }
     identify_companies(traits, &key, plan);
     Ok(())
 }
