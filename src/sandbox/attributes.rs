@@ -1,4 +1,4 @@
-//! Data attributes: Intercom's standard ones, the custom ones a workspace creates, and the check of the values a write carries.
+//! Data attributes: Intercom's standard ones, a workspace's custom ones, and the check of the values a write carries.
 
 use serde_json::{Map, Value, json};
 
@@ -200,7 +200,7 @@ impl SandboxState {
         self.data_attributes.values().flat_map(|m| m.values()).map(|a| a.id).max().unwrap_or(0) + 1
     }
 
-    /// Refuses a write whose `custom_attributes` name an attribute the model lacks (or has archived) or give one a value
+    /// Refuses a write whose `custom_attributes` name an attribute the model lacks (or archived) or give one a value
     /// it cannot take: not one of a list's options, or not of its type. `null` clears a value and is always taken.
     pub(super) fn refuse_custom_attributes(&self, model: &str, attributes: Option<&Value>) -> Option<SandboxResponse> {
         let attributes = match attributes? {

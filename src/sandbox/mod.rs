@@ -1,5 +1,4 @@
-//! A stateful, local stand-in for Intercom's API that follows its documented behaviour (the contract in shared/intercom;
-//! each rule and its source in RULES.md).
+//! A stateful, local stand-in for Intercom's API that follows its documented behaviour (each rule: RULES.md).
 
 mod attributes;
 mod contacts;

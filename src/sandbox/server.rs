@@ -25,7 +25,7 @@ pub struct RecordedRequest {
     /// When it was answered, in Unix milliseconds (for rate-limit figures; not shown over HTTP).
     #[serde(skip)]
     pub at_ms: u64,
-    /// Whether it changed what the sandbox holds (a write whose values equal what was held did not; not shown over HTTP).
+    /// Whether it changed what the sandbox holds (a write of values it held already did not; not shown over HTTP).
     #[serde(skip)]
     pub changed: bool,
 }
