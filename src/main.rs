@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use intercom_relay::config;
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
-    Destination, GenerateOptions, LocalError, ReplayOptions, ServeOptions, Tally, generate, replay, serve,
+    Destination, GenerateOptions, LocalError, ReplayOptions, SANDBOX_SEARCH_LAG, ServeOptions, Tally, generate, replay,
+    serve,
 };
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
 use intercom_relay::settings::{self, Settings};
@@ -83,6 +84,10 @@ struct IntercomArgs {
     /// 1,666: a replay of 100,000 events takes about ten minutes, as it would against Intercom).
     #[arg(long, value_name = "CALLS", default_value_t = SandboxOptions::default().rate_limit, conflicts_with_all = ["intercom_url", "live"])]
     rate_limit: u64,
+    /// Seconds a new contact stays invisible to the built-in sandbox's search, as Intercom's search index lags (by
+    /// minutes there).
+    #[arg(long, value_name = "SECONDS", default_value_t = SandboxOptions::default().search_lag, conflicts_with_all = ["intercom_url", "live"])]
+    search_lag: u64,
 }
 
 impl IntercomArgs {
@@ -92,6 +97,15 @@ impl IntercomArgs {
             (Some(url), false) => Destination::Url(url.clone()),
             (None, false) => Destination::Sandbox { rate_limit: self.rate_limit },
         }
+    }
+
+    /// `env` with the built-in sandbox's search lag (`--search-lag`) in it.
+    fn env(
+        &self,
+        env: impl Fn(&str) -> Option<String> + Clone + Send + Sync + 'static,
+    ) -> impl Fn(&str) -> Option<String> + Clone + Send + Sync + 'static {
+        let search_lag = self.search_lag.to_string();
+        move |name: &str| if name == SANDBOX_SEARCH_LAG { Some(search_lag.clone()) } else { env(name) }
     }
 }
 
@@ -173,8 +187,11 @@ struct SandboxArgs {
     #[arg(long, default_value = "sandbox-token")]
     token: String,
     /// Calls allowed per 10-second window before it answers 429 (Intercom's default is 1,666).
-    #[arg(long, default_value_t = 1666)]
+    #[arg(long, default_value_t = SandboxOptions::default().rate_limit)]
     rate_limit: u64,
+    /// Seconds a new contact stays invisible to search, as Intercom's search index lags (by minutes there).
+    #[arg(long, value_name = "SECONDS", default_value_t = SandboxOptions::default().search_lag)]
+    search_lag: u64,
 }
 
 fn main() -> ExitCode {
@@ -215,7 +232,7 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     let options = ReplayOptions { paths: args.paths, destination: args.intercom.destination(), write_keys };
     let tally = Arc::new(Tally::new(true, args.show_requests));
     let progress = progress_bar(tally.clone());
-    let local = replay(options, args.settings.env(), tally.clone()).await;
+    let local = replay(options, args.intercom.env(args.settings.env()), tally.clone()).await;
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -226,7 +243,8 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     } else {
         out(&report.text());
         let held = local.sandbox_summary().map(|s| format!(": it holds {s}")).unwrap_or_default();
-        out(&format!("Intercom: {}{held}.\n", local.destination));
+        let unchanged = local.sandbox.as_ref().map(|s| format!("; {}", unchanged(s))).unwrap_or_default();
+        out(&format!("Intercom: {}{held}{unchanged}.\n", local.destination));
     }
     let failed = !report.rejected.is_empty() || !report.dead_lettered.is_empty();
     Ok(if args.strict && failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -300,7 +318,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
         (None, None, None) => "the defaults (everything forwarded)".to_owned(),
     };
     let tally = Arc::new(Tally::new(false, false));
-    let server = serve(options, args.settings.env(), tally.clone()).await?;
+    let server = serve(options, args.intercom.env(args.settings.env()), tally.clone()).await?;
     let local = server.local().clone();
     let key = match &generated {
         Some(key) => format!("{key} (made for this run; set WRITE_KEYS to choose)"),
@@ -329,15 +347,24 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
         let id = letter.message_id.as_deref().unwrap_or("-");
         out(&format!("dead-lettered {id} ({}): {}\n", letter.source, letter.reason));
     }
-    let held =
-        local.sandbox_summary().map(|s| format!("Intercom ({}) holds {s}.\n", local.destination)).unwrap_or_default();
+    let held = match (local.sandbox_summary(), &local.sandbox) {
+        (Some(held), Some(sandbox)) => {
+            format!("Intercom ({}) holds {held}; {}.\n", local.destination, unchanged(sandbox))
+        }
+        _ => String::new(),
+    };
     out(&format!("Stopped. {}{held}", report.summary()));
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
     intercom_relay::logging::init_local(LevelFilter::INFO);
-    let options = SandboxOptions { token: args.token, rate_limit: args.rate_limit, ..SandboxOptions::default() };
+    let options = SandboxOptions {
+        token: args.token,
+        rate_limit: args.rate_limit,
+        search_lag: args.search_lag,
+        ..SandboxOptions::default()
+    };
     let sandbox = SandboxServer::start(options, args.port)
         .await
         .map_err(|e| LocalError::Io(format!("cannot listen on 127.0.0.1:{}: {e}", args.port)))?;
@@ -348,8 +375,19 @@ async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
         token = sandbox.token(),
     ));
     shutdown_signal().await;
-    out(&format!("Stopped after {} requests; it held {}.\n", sandbox.requests().len(), sandbox.state().summary()));
+    out(&format!(
+        "Stopped after {} requests ({}); it held {}.\n",
+        sandbox.requests().len(),
+        unchanged(&sandbox),
+        sandbox.state().summary()
+    ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `12 calls changed nothing (4 writes, 8 reads)`: refused writes, writes of what was already held, and reads.
+fn unchanged(sandbox: &SandboxServer) -> String {
+    let calls = sandbox.unchanged_calls();
+    format!("{} calls changed nothing ({} writes, {} reads)", calls.total(), calls.writes, calls.reads)
 }
 
 fn run_generate(args: GenerateArgs) -> Result<ExitCode, LocalError> {

@@ -31,11 +31,16 @@ use crate::intercom::{IntercomClient, IntercomError};
 use crate::queue::{MemoryQueue, ReceivedMessage};
 use crate::sandbox::{SandboxOptions, SandboxServer};
 
+/// The variable (local runs only) holding the seconds the in-process sandbox's search lags behind new contacts;
+/// `--search-lag` sets it, and without it the sandbox's default applies.
+pub const SANDBOX_SEARCH_LAG: &str = "SANDBOX_SEARCH_LAG";
+
 /// Where the forwarder's Intercom calls go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
     /// A sandbox started in this process on an ephemeral port (the default: nothing leaves the machine), allowing
-    /// `rate_limit` calls per 10-second window as Intercom does (its default is 1,666).
+    /// `rate_limit` calls per 10-second window as Intercom does (its default is 1,666); its search lag is
+    /// [`SANDBOX_SEARCH_LAG`] in the environment `Local::start` reads.
     Sandbox { rate_limit: u64 },
     /// Another server speaking Intercom's API (a standalone `intercom-relay sandbox`, a proxy), with the token in
     /// `INTERCOM_ACCESS_TOKEN`.
@@ -97,8 +102,9 @@ pub struct Local {
 }
 
 impl Local {
-    /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`], and a client reading the
-    /// forward function's variables through `env` (`INTERCOM_CONCURRENCY`, `INTERCOM_TIMEOUT_MS`…).
+    /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`] (its search lag from
+    /// [`SANDBOX_SEARCH_LAG`]), and a client reading the forward function's variables through `env`
+    /// (`INTERCOM_CONCURRENCY`, `INTERCOM_TIMEOUT_MS`…).
     pub async fn start(
         destination: &Destination,
         env: impl Fn(&str) -> Option<String>,
@@ -106,11 +112,22 @@ impl Local {
         dead_letter: LocalDeadLetter,
     ) -> Result<Local, LocalError> {
         let sandbox = match destination {
-            Destination::Sandbox { rate_limit } => Some(
-                SandboxServer::start(SandboxOptions { rate_limit: *rate_limit, ..SandboxOptions::default() }, 0)
-                    .await
-                    .map_err(|e| LocalError::Io(format!("the sandbox could not start: {e}")))?,
-            ),
+            Destination::Sandbox { rate_limit } => {
+                let search_lag = match env(SANDBOX_SEARCH_LAG) {
+                    None => SandboxOptions::default().search_lag,
+                    Some(text) => text.trim().parse().map_err(|_| {
+                        LocalError::Usage(format!(
+                            "{SANDBOX_SEARCH_LAG} must be a whole number of seconds, not {text:?}"
+                        ))
+                    })?,
+                };
+                let options = SandboxOptions { rate_limit: *rate_limit, search_lag, ..SandboxOptions::default() };
+                Some(
+                    SandboxServer::start(options, 0)
+                        .await
+                        .map_err(|e| LocalError::Io(format!("the sandbox could not start: {e}")))?,
+                )
+            }
             _ => None,
         };
         let overrides: Vec<(&str, String)> = match (destination, &sandbox) {

@@ -1,9 +1,13 @@
-//! A stateful, local stand-in for Intercom's API that follows its documented behaviour (the contract in shared/intercom).
+//! A stateful, local stand-in for Intercom's API that follows its documented behaviour (each rule: RULES.md).
 
+mod attributes;
+mod contacts;
 mod server;
 mod state;
 
-pub use server::{RecordedRequest, SandboxServer, serve_http};
+pub use attributes::{DataAttribute, MAX_CUSTOM_ATTRIBUTES, SeedAttribute};
+pub use contacts::LEAD_EXTERNAL_ID;
+pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{
     Company, Contact, DataEvent, Faults, MAX_EVENT_NAMES, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState,
 };

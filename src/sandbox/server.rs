@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::attributes::SeedAttribute;
 use super::state::{Faults, SandboxOptions, SandboxRequest, SandboxState};
 
 /// One call the sandbox answered.
@@ -24,6 +25,31 @@ pub struct RecordedRequest {
     /// When it was answered, in Unix milliseconds (for rate-limit figures; not shown over HTTP).
     #[serde(skip)]
     pub at_ms: u64,
+    /// Whether it changed what the sandbox holds (a write of values it held already did not; not shown over HTTP).
+    #[serde(skip)]
+    pub changed: bool,
+}
+
+impl RecordedRequest {
+    /// A read: a `GET`, or a search (a `POST` that changes nothing by design).
+    pub fn is_read(&self) -> bool {
+        self.method == "GET" || (self.method == "POST" && self.path.starts_with("/contacts/search"))
+    }
+}
+
+/// Calls that changed nothing the sandbox holds, for reports ("N calls changed nothing").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnchangedCalls {
+    /// Writes that changed nothing: refused or failed ones, and those whose values equal what was held.
+    pub writes: usize,
+    /// Reads (which never change anything).
+    pub reads: usize,
+}
+
+impl UnchangedCalls {
+    pub fn total(&self) -> usize {
+        self.writes + self.reads
+    }
 }
 
 struct Shared {
@@ -51,7 +77,8 @@ impl SandboxServer {
     pub async fn start(options: SandboxOptions, port: u16) -> std::io::Result<SandboxServer> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Mutex::new(Shared { options, state: SandboxState::default(), requests: Vec::new() }));
+        let state = SandboxState::new(&options);
+        let shared = Arc::new(Mutex::new(Shared { options, state, requests: Vec::new() }));
         let serving = shared.clone();
         let task = serve_http(listener, move |request| answer(serving.clone(), request));
         Ok(SandboxServer { url, shared, task })
@@ -77,6 +104,18 @@ impl SandboxServer {
     /// Every call it answered, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared).requests.clone()
+    }
+
+    /// The calls so far that changed nothing it holds.
+    pub fn unchanged_calls(&self) -> UnchangedCalls {
+        let shared = lock(&self.shared);
+        let count = |f: &dyn Fn(&RecordedRequest) -> bool| shared.requests.iter().filter(|r| f(r)).count();
+        UnchangedCalls { writes: count(&|r| !r.is_read() && !r.changed), reads: count(&|r| r.is_read()) }
+    }
+
+    /// Adds a custom data attribute as it stands (an archived one, a list one), without the checks a create makes.
+    pub fn seed_attribute(&self, seed: &SeedAttribute) {
+        lock(&self.shared).state.seed_attribute(seed);
     }
 }
 
@@ -130,9 +169,10 @@ async fn answer(shared: Arc<Mutex<Shared>>, request: Request<Incoming>) -> Resul
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let Shared { options, state, requests } = &mut *shared;
+        let changes = state.changes;
         let response = state.handle(options, &request, now.as_secs());
-        let at_ms = now.as_millis() as u64;
-        requests.push(RecordedRequest { method: request.method, path, status: response.status, body, at_ms });
+        let (at_ms, changed) = (now.as_millis() as u64, state.changes != changes);
+        requests.push(RecordedRequest { method: request.method, path, status: response.status, body, at_ms, changed });
         response
     };
     if !response.delay.is_zero() {

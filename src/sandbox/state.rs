@@ -1,10 +1,13 @@
-//! The sandbox's Intercom, as pure state: one request in, one answer out, following the contract in shared/intercom.
+//! The sandbox's Intercom, as pure state: one request in, one answer out, following the contract in shared/intercom
+//! (each rule and its source: RULES.md beside this file).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::attributes::{DataAttribute, SeedAttribute, apply_custom};
 use crate::intercom::API_VERSIONS;
 
 /// How the sandbox behaves beyond the contract's defaults.
@@ -14,15 +17,28 @@ pub struct SandboxOptions {
     pub token: String,
     /// Calls allowed per 10-second window before it answers 429.
     pub rate_limit: u64,
-    /// Seconds a new contact stays invisible to search (Intercom's search index lags).
+    /// Seconds a new contact stays invisible to search (Intercom's search index lags by minutes; 5 by default, so a
+    /// test that relies on search to find what was just written fails).
     pub search_lag: u64,
     /// Failures injected into API calls, for tests of what the forwarder does when Intercom misbehaves.
     pub faults: Faults,
+    /// The ids of the workspace's admins (`GET /admins`); a contact's `owner_id` must be one of them.
+    pub admins: Vec<String>,
+    /// Custom data attributes held from the start (archived ones, list ones), without the checks a create makes.
+    pub seed_attributes: Vec<SeedAttribute>,
 }
 
 impl Default for SandboxOptions {
     fn default() -> SandboxOptions {
-        SandboxOptions { token: "sandbox-token".into(), rate_limit: 1666, search_lag: 0, faults: Faults::default() }
+        SandboxOptions {
+            token: "sandbox-token".into(),
+            rate_limit: 1666,
+            search_lag: 5,
+            faults: Faults::default(),
+            // The admin ids of the spec's own examples (2.16, lines 901 and 5321).
+            admins: vec!["991266252".into(), "991267466".into()],
+            seed_attributes: Vec::new(),
+        }
     }
 }
 
@@ -50,10 +66,18 @@ pub struct SandboxRequest {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// The `Intercom-Version` header; none means the default, 2.16.
     pub version: Option<String>,
     pub body: Option<Value>,
     /// The body was sent but is not JSON.
     pub malformed: bool,
+}
+
+impl SandboxRequest {
+    /// Whether 2.16's rules apply (the default version) rather than 2.15's and older.
+    pub(super) fn is_2_16(&self) -> bool {
+        self.version.as_deref().is_none_or(|v| v == "2.16")
+    }
 }
 
 /// One answer.
@@ -81,7 +105,7 @@ pub struct Contact {
     pub updated_at: u64,
     /// Orders updates within one second, so "most recently updated" is exact.
     #[serde(skip)]
-    updated_seq: u64,
+    pub(super) updated_seq: u64,
 }
 
 /// A company as Intercom holds it.
@@ -108,18 +132,34 @@ pub struct SandboxState {
     pub contacts: BTreeMap<String, Contact>,
     pub companies: BTreeMap<String, Company>,
     pub events: Vec<DataEvent>,
-    /// Custom data attributes per model (`contact`, `company`): name → data type.
-    pub data_attributes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Custom data attributes per model (`contact`, `company`), by name.
+    pub data_attributes: BTreeMap<String, BTreeMap<String, DataAttribute>>,
+    /// Contacts merged away (always leads), each with the contact it was merged into.
+    pub merged_into: BTreeMap<String, String>,
     /// Events Intercom dropped as duplicates of (contact, name, created_at).
     pub duplicate_events: u64,
     /// Injected failures answered so far: (status or "slow", count).
     pub faults_injected: BTreeMap<String, u64>,
-    /// The names and (contact, name, created_at) keys of `events`, so a submission costs the same at the millionth
-    /// event as at the first (a soak sends 100,000).
+    /// Changes to what it holds so far: a call that leaves this as it was changed nothing.
+    pub changes: u64,
+    /// The names and (contact, name, created_at) keys of `events`, and the events of each contact, so a submission
+    /// costs the same at the millionth event as at the first (a soak sends 100,000).
     #[serde(skip)]
     event_names: BTreeSet<String>,
     #[serde(skip)]
     event_keys: HashSet<(String, String, i64)>,
+    #[serde(skip)]
+    events_by_contact: HashMap<String, Vec<usize>>,
+    /// external_id → contact id, users' email → their ids, company_id → Intercom's id, and the external_id of a
+    /// contact merged away → its id: lookups without a scan.
+    #[serde(skip)]
+    pub(super) by_external_id: HashMap<String, String>,
+    #[serde(skip)]
+    pub(super) users_by_email: HashMap<String, BTreeSet<String>>,
+    #[serde(skip)]
+    by_company_id: HashMap<String, String>,
+    #[serde(skip)]
+    pub(super) merged_external_ids: HashMap<String, String>,
     #[serde(skip)]
     next_id: u64,
     /// Counts contact writes, ordering updates made within one second.
@@ -131,9 +171,10 @@ pub struct SandboxState {
     rng: u64,
 }
 
-const CONTACT_FIELDS: [&str; 8] =
-    ["phone", "name", "avatar", "signed_up_at", "last_seen_at", "owner_id", "unsubscribed_from_emails", "email"];
 const COMPANY_FIELDS: [&str; 7] = ["name", "plan", "size", "website", "industry", "monthly_spend", "remote_created_at"];
+
+/// The most `monthly_spend` holds: 2**31-1 (2.16, create_or_update_company_request, lines 28616-28622).
+const MAX_MONTHLY_SPEND: i64 = 2_147_483_647;
 
 enum Fault {
     ServerError(u16),
@@ -141,16 +182,38 @@ enum Fault {
     Slow,
 }
 
-fn error(status: u16, code: &str, message: &str) -> SandboxResponse {
+pub(super) fn error(status: u16, code: &str, message: &str) -> SandboxResponse {
     let body = json!({"type": "error.list", "request_id": format!("sandbox-{status}"), "errors": [{"code": code, "message": message}]});
     SandboxResponse { status, headers: Vec::new(), body: Some(body), delay: Duration::ZERO }
 }
 
-fn ok(status: u16, body: Value) -> SandboxResponse {
+pub(super) fn ok(status: u16, body: Value) -> SandboxResponse {
     SandboxResponse { status, headers: Vec::new(), body: Some(body), delay: Duration::ZERO }
 }
 
+/// A path segment or query value as sent, percent-decoded (the relay percent-encodes external ids).
+pub(super) fn decode(text: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy()
+}
+
+/// The value of `key` in a query string, decoded (`+` is a space there, as form encoding writes it).
+pub(super) fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(name) == key).then(|| decode(&value.replace('+', " ")).into_owned())
+    })
+}
+
 impl SandboxState {
+    /// An empty workspace holding `options.seed_attributes`.
+    pub fn new(options: &SandboxOptions) -> SandboxState {
+        let mut state = SandboxState::default();
+        for seed in &options.seed_attributes {
+            state.seed_attribute(seed);
+        }
+        state
+    }
+
     /// What it holds, counted: `14 contacts (3 leads), 3 companies, 30 events, 12 custom attributes`.
     pub fn summary(&self) -> String {
         let leads = self.contacts.values().filter(|c| c.role == "lead").count();
@@ -252,11 +315,14 @@ impl SandboxState {
         let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (request.method.as_str(), segments.as_slice()) {
-            ("POST", ["contacts"]) => self.create_contact(body, now),
+            ("POST", ["contacts"]) => self.create_contact(options, request, body, now),
             ("POST", ["contacts", "search"]) => self.search_contacts(options, body, now),
-            ("POST", ["contacts", "merge"]) => self.merge(body),
-            ("GET", ["contacts", id]) => self.contact_answer(id),
-            ("PUT", ["contacts", id]) => self.update_contact(id, body, now),
+            ("POST", ["contacts", "merge"]) => self.merge(request, body, now),
+            ("GET", ["contacts", "find_by_external_id", external_id]) => {
+                self.find_by_external_id(request, &decode(external_id))
+            }
+            ("GET", ["contacts", id]) => self.show_contact(request, id),
+            ("PUT", ["contacts", id]) => self.update_contact(options, request, id, body, now),
             ("POST", ["contacts", id, "archive"]) => self.set_archived(id, true),
             ("POST", ["contacts", id, "unarchive"]) => self.set_archived(id, false),
             ("POST", ["contacts", id, "companies"]) => self.attach(id, body),
@@ -264,38 +330,21 @@ impl SandboxState {
             ("POST", ["events"]) => self.submit_event(body),
             ("POST", ["companies"]) => self.upsert_company(body),
             ("GET", ["companies"]) => self.find_company(query),
+            ("GET", ["admins"]) => list_admins(options),
             ("GET", ["data_attributes"]) => self.list_attributes(query),
-            ("POST", ["data_attributes"]) => self.create_attribute(body),
+            ("POST", ["data_attributes"]) => self.create_attribute(body, now),
+            ("PUT", ["data_attributes", id]) => self.update_attribute(id, body),
             _ => error(404, "not_found", &format!("No route for {} {path}", request.method)),
         }
     }
 
-    fn new_id(&mut self) -> String {
+    pub(super) fn new_id(&mut self) -> String {
         self.next_id += 1;
         format!("{:024x}", 0x6650_0000_0000_0000_0000_0000u128 + u128::from(self.next_id))
     }
 
-    fn unknown_attribute(&self, model: &str, attributes: Option<&Value>) -> Option<SandboxResponse> {
-        let known = self.data_attributes.get(model);
-        let attributes = attributes?.as_object()?;
-        let unknown = attributes.keys().find(|name| known.is_none_or(|k| !k.contains_key(*name)))?;
-        Some(error(400, "parameter_invalid", &format!("Custom attribute '{unknown}' does not exist")))
-    }
-
-    /// The contact a create would conflict with: the same external_id, or (for users) the same email among users.
-    /// Leads may share an email, as in Intercom: several leads can hold one address.
-    fn find(&self, external_id: Option<&str>, email: Option<&str>, role: &str) -> Option<&Contact> {
-        self.contacts.values().find(|c| {
-            external_id.is_some_and(|id| c.external_id.as_deref() == Some(id))
-                || (external_id.is_none()
-                    && role == "user"
-                    && email.is_some()
-                    && c.email.as_deref() == email
-                    && c.role == role)
-        })
-    }
-
-    fn touch(&mut self, id: &str, now: u64) {
+    /// Marks `id` as written at `now`, ordering writes within one second.
+    pub(super) fn touch(&mut self, id: &str, now: u64) {
         self.writes += 1;
         let seq = self.writes;
         if let Some(contact) = self.contacts.get_mut(id) {
@@ -303,151 +352,16 @@ impl SandboxState {
         }
     }
 
-    fn create_contact(&mut self, body: &Value, now: u64) -> SandboxResponse {
-        let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
-        let (role, external_id, email) =
-            (text("role").unwrap_or_else(|| "user".into()), text("external_id"), text("email"));
-        if external_id.is_none() && email.is_none() && role == "user" {
-            return error(400, "parameter_not_found", "Either external_id or email must be provided for users");
-        }
-        if let Some(existing) = self.find(external_id.as_deref(), email.as_deref(), &role) {
-            let prefix = if existing.archived { "An archived contact" } else { "A contact" };
-            return error(
-                409,
-                "conflict",
-                &format!("{prefix} matching those details already exists with id={}", existing.id),
-            );
-        }
-        if let Some(refused) = self.unknown_attribute("contact", body.get("custom_attributes")) {
-            return refused;
-        }
-        let id = self.new_id();
-        let contact = Contact {
-            id: id.clone(),
-            role,
-            external_id,
-            email,
-            fields: pick(body, &CONTACT_FIELDS),
-            custom_attributes: body.get("custom_attributes").and_then(Value::as_object).cloned().unwrap_or_default(),
-            companies: Vec::new(),
-            archived: false,
-            created_at: now,
-            updated_at: now,
-            updated_seq: 0,
-        };
-        self.contacts.insert(id.clone(), contact);
-        self.touch(&id, now);
-        self.contact_answer(&id)
-    }
-
-    fn update_contact(&mut self, id: &str, body: &Value, now: u64) -> SandboxResponse {
-        if let Some(refused) = self.unknown_attribute("contact", body.get("custom_attributes")) {
-            return refused;
-        }
-        let Some(contact) = self.contacts.get_mut(id).filter(|c| !c.archived) else {
-            return error(404, "not_found", "User Not Found");
-        };
-        contact.fields.extend(pick(body, &CONTACT_FIELDS));
-        if let Some(email) = body.get("email").and_then(Value::as_str) {
-            contact.email = Some(email.to_owned());
-        }
-        if let Some(external_id) = body.get("external_id").and_then(Value::as_str) {
-            contact.external_id = Some(external_id.to_owned());
-        }
-        if let Some(role) = body.get("role").and_then(Value::as_str) {
-            contact.role = role.to_owned();
-        }
-        if let Some(custom) = body.get("custom_attributes").and_then(Value::as_object) {
-            contact.custom_attributes.extend(custom.clone());
-        }
-        self.touch(id, now);
-        self.contact_answer(id)
-    }
-
-    fn contact_answer(&self, id: &str) -> SandboxResponse {
-        match self.contacts.get(id) {
-            Some(c) => {
-                let mut answer = json!({"type": "contact", "id": c.id, "role": c.role, "external_id": c.external_id,
-                    "email": c.email, "custom_attributes": c.custom_attributes, "created_at": c.created_at,
-                    "updated_at": c.updated_at});
-                for (key, value) in &c.fields {
-                    answer[key] = value.clone();
-                }
-                ok(200, answer)
-            }
-            None => error(404, "not_found", "User Not Found"),
-        }
-    }
-
-    fn set_archived(&mut self, id: &str, archived: bool) -> SandboxResponse {
-        match self.contacts.get_mut(id) {
-            Some(contact) => {
-                contact.archived = archived;
-                ok(200, json!({"id": id, "object": "contact", "archived": archived}))
-            }
-            None => error(404, "not_found", "User Not Found"),
-        }
-    }
-
-    fn search_contacts(&self, options: &SandboxOptions, body: &Value, now: u64) -> SandboxResponse {
-        let query = &body["query"];
-        let filters: Vec<&Value> = match query.get("value") {
-            Some(Value::Array(list)) if query.get("field").is_none() => list.iter().collect(),
-            _ => vec![query],
-        };
-        let matches = |contact: &Contact| {
-            filters.iter().all(|filter| {
-                let wanted = &filter["value"];
-                match filter["field"].as_str() {
-                    Some("external_id") => contact.external_id.as_deref() == wanted.as_str(),
-                    Some("email") => contact.email.as_deref() == wanted.as_str(),
-                    Some("role") => wanted.as_str() == Some(contact.role.as_str()),
-                    Some("id") => wanted.as_str() == Some(contact.id.as_str()),
-                    _ => false,
-                }
-            })
-        };
-        // The index lags: a contact created less than `search_lag` seconds ago is not found yet.
-        let mut found: Vec<&Contact> = self
-            .contacts
-            .values()
-            .filter(|c| !c.archived && now >= c.created_at + options.search_lag && matches(c))
-            .collect();
-        // Intercom sorts by the field asked for, descending unless told otherwise; by created_at by default here.
-        // Contacts are held in the order they were created, so a stable sort breaks created_at ties correctly.
-        let sort = &body["sort"];
-        match sort["field"].as_str() {
-            Some("updated_at") => found.sort_by_key(|c| (c.updated_at, c.updated_seq)),
-            _ => found.sort_by_key(|c| c.created_at),
-        }
-        if sort["order"].as_str() != Some("ascending") {
-            found.reverse();
-        }
-        let data: Vec<Value> = found.into_iter().filter_map(|c| self.contact_answer(&c.id).body).collect();
-        ok(200, json!({"type": "list", "data": data, "total_count": data.len()}))
-    }
-
-    fn merge(&mut self, body: &Value) -> SandboxResponse {
-        let (Some(from), Some(into)) = (body["from"].as_str(), body["into"].as_str()) else {
-            return error(400, "parameter_not_found", "from and into are required");
-        };
-        let (Some(lead), Some(user)) = (self.contacts.get(from).cloned(), self.contacts.get(into)) else {
-            return error(404, "not_found", "User Not Found");
-        };
-        if lead.role != "lead" || user.role != "user" {
-            return error(400, "parameter_invalid", "Only a lead can be merged into a user");
-        }
-        self.contacts.remove(from);
-        for event in self.events.iter_mut().filter(|e| e.contact_id == from) {
+    /// Moves the events of `from` to `into` (a merge), keeping the de-duplication keys right.
+    pub(super) fn move_events(&mut self, from: &str, into: &str) {
+        let moved = self.events_by_contact.remove(from).unwrap_or_default();
+        for &index in &moved {
+            let event = &mut self.events[index];
+            self.event_keys.remove(&(event.contact_id.clone(), event.event_name.clone(), event.created_at));
             event.contact_id = into.to_owned();
+            self.event_keys.insert((event.contact_id.clone(), event.event_name.clone(), event.created_at));
         }
-        self.event_keys =
-            self.events.iter().map(|e| (e.contact_id.clone(), e.event_name.clone(), e.created_at)).collect();
-        let user = self.contacts.get_mut(into).expect("checked above");
-        for (key, value) in lead.custom_attributes {
-            user.custom_attributes.entry(key).or_insert(value);
-        }
-        self.contact_answer(into)
+        self.events_by_contact.entry(into.to_owned()).or_default().extend(moved);
     }
 
     fn submit_event(&mut self, body: &Value) -> SandboxResponse {
@@ -457,18 +371,22 @@ impl SandboxState {
         let Some(created_at) = body["created_at"].as_i64() else {
             return error(400, "parameter_not_found", "created_at is required");
         };
+        // A contact merged away is gone: Intercom's answer to an event for it is undocumented (unverified: 404).
         let contact = if let Some(id) = body["id"].as_str() {
             self.contacts.get(id)
         } else if let Some(user_id) = body["user_id"].as_str() {
-            self.contacts.values().find(|c| c.external_id.as_deref() == Some(user_id))
+            self.by_external_id.get(user_id).and_then(|id| self.contacts.get(id))
         } else if let Some(email) = body["email"].as_str() {
-            self.contacts.values().find(|c| c.email.as_deref() == Some(email) && c.role == "user")
+            self.users_by_email.get(email).and_then(|ids| ids.first()).and_then(|id| self.contacts.get(id))
         } else {
             None
         };
         let Some(contact_id) = contact.filter(|c| !c.archived).map(|c| c.id.clone()) else {
             return error(404, "not_found", "User Not Found");
         };
+        if let Some(refused) = refuse_metadata(body.get("metadata")) {
+            return refused;
+        }
         // Intercom names events case-insensitively and keeps at most 10 metadata keys, ignoring the rest.
         let event_name = event_name.to_lowercase().replace(['.', '$'], "-");
         let metadata: Map<String, Value> = body["metadata"]
@@ -482,7 +400,9 @@ impl SandboxState {
         }
         if self.event_keys.insert((contact_id.clone(), event_name.clone(), created_at)) {
             self.event_names.insert(event_name.clone());
+            self.events_by_contact.entry(contact_id.clone()).or_default().push(self.events.len());
             self.events.push(DataEvent { contact_id, event_name, created_at, metadata });
+            self.changes += 1;
         } else {
             self.duplicate_events += 1;
         }
@@ -490,46 +410,69 @@ impl SandboxState {
     }
 
     fn upsert_company(&mut self, body: &Value) -> SandboxResponse {
-        let Some(company_id) = body["company_id"].as_str().map(str::to_owned) else {
+        let Some(company_id) = body.get("company_id").and_then(Value::as_str).map(str::to_owned) else {
             return error(400, "parameter_not_found", "company_id is required");
         };
-        if let Some(refused) = self.unknown_attribute("company", body.get("custom_attributes")) {
+        let mut fields = Map::new();
+        for field in COMPANY_FIELDS {
+            let Some(value) = body.get(field) else { continue };
+            match company_field(field, value) {
+                Ok(value) => fields.insert(field.to_owned(), value),
+                Err(refused) => return refused,
+            };
+        }
+        if body.get("update_last_request_at").is_some_and(|v| !v.is_boolean()) {
+            return error(400, "parameter_invalid", "'update_last_request_at' must be a boolean");
+        }
+        if let Some(refused) = self.refuse_custom_attributes("company", body.get("custom_attributes")) {
             return refused;
         }
-        let existing = self.companies.values().find(|c| c.company_id == company_id).map(|c| c.id.clone());
-        let id = existing.unwrap_or_else(|| self.new_id());
-        let company = self.companies.entry(id.clone()).or_insert_with(|| Company {
-            id: id.clone(),
-            company_id: company_id.clone(),
-            fields: Map::new(),
-            custom_attributes: Map::new(),
-        });
-        company.fields.extend(pick(body, &COMPANY_FIELDS));
-        if let Some(custom) = body.get("custom_attributes").and_then(Value::as_object) {
-            company.custom_attributes.extend(custom.clone());
+        let id = match self.by_company_id.get(&company_id) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.new_id();
+                self.by_company_id.insert(company_id.clone(), id.clone());
+                let company = Company { id: id.clone(), company_id, fields: Map::new(), custom_attributes: Map::new() };
+                self.companies.insert(id.clone(), company);
+                self.changes += 1;
+                id
+            }
+        };
+        let company = self.companies.get_mut(&id).expect("indexed");
+        let before = (company.fields.clone(), company.custom_attributes.clone());
+        company.fields.extend(fields);
+        apply_custom(&mut company.custom_attributes, body.get("custom_attributes"));
+        let changed = before != (company.fields.clone(), company.custom_attributes.clone());
+        let answer = company_answer(company);
+        if changed {
+            self.changes += 1;
         }
-        ok(200, company_answer(company))
+        ok(200, answer)
     }
 
     fn find_company(&self, query: &str) -> SandboxResponse {
-        let wanted = query.split('&').find_map(|pair| pair.strip_prefix("company_id="));
-        match wanted.and_then(|id| self.companies.values().find(|c| c.company_id == id)) {
+        let wanted = query_param(query, "company_id");
+        match wanted.and_then(|id| self.by_company_id.get(&id)).and_then(|id| self.companies.get(id)) {
             Some(company) => ok(200, company_answer(company)),
             None => error(404, "company_not_found", "Company Not Found"),
         }
     }
 
     fn attach(&mut self, contact_id: &str, body: &Value) -> SandboxResponse {
-        let Some(company) = body["id"].as_str().and_then(|id| self.companies.get(id)).cloned() else {
+        let Some(company) = body["id"].as_str().and_then(|id| self.companies.get(id)) else {
             return error(404, "company_not_found", "Company Not Found");
         };
+        let answer = company_answer(company);
+        let company_id = company.id.clone();
+        // A contact merged away is gone: attaching to it is undocumented (unverified: 404, as for an unknown id).
         let Some(contact) = self.contacts.get_mut(contact_id) else {
             return error(404, "not_found", "User Not Found");
         };
-        if !contact.companies.contains(&company.id) {
-            contact.companies.push(company.id.clone());
+        if !contact.companies.contains(&company_id) {
+            contact.companies.push(company_id);
+            self.changes += 1;
         }
-        ok(200, company_answer(&company))
+        ok(200, answer)
     }
 
     fn detach(&mut self, contact_id: &str, company_id: &str) -> SandboxResponse {
@@ -538,42 +481,88 @@ impl SandboxState {
         };
         let before = contact.companies.len();
         contact.companies.retain(|c| c != company_id);
-        match (before != contact.companies.len(), self.companies.get(company_id)) {
-            (true, Some(company)) => ok(200, company_answer(company)),
+        let detached = before != contact.companies.len();
+        match (detached, self.companies.get(company_id)) {
+            (true, Some(company)) => {
+                self.changes += 1;
+                ok(200, company_answer(company))
+            }
             _ => error(404, "company_not_found", "Company Not Found"),
         }
     }
+}
 
-    fn list_attributes(&self, query: &str) -> SandboxResponse {
-        let model = query.split('&').find_map(|pair| pair.strip_prefix("model=")).unwrap_or("contact");
-        let data: Vec<Value> = self
-            .data_attributes
-            .get(model)
-            .into_iter()
-            .flatten()
-            .map(|(name, data_type)| json!({"type": "data_attribute", "name": name, "model": model, "data_type": data_type, "custom": true}))
-            .collect();
-        ok(200, json!({"type": "list", "data": data}))
-    }
+/// `GET /admins` (2.16, lines 870-908): the workspace's admins, in the spec's `admin.list` shape.
+fn list_admins(options: &SandboxOptions) -> SandboxResponse {
+    let admins: Vec<Value> = options
+        .admins
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            json!({"type": "admin", "id": id, "name": format!("Sandbox Admin {}", n + 1),
+                "email": format!("admin{}@sandbox.invalid", n + 1), "away_mode_enabled": false,
+                "away_mode_reassign": false, "has_inbox_seat": true, "team_ids": []})
+        })
+        .collect();
+    ok(200, json!({"type": "admin.list", "admins": admins}))
+}
 
-    fn create_attribute(&mut self, body: &Value) -> SandboxResponse {
-        let (Some(name), Some(model), Some(data_type)) =
-            (body["name"].as_str(), body["model"].as_str(), body["data_type"].as_str())
-        else {
-            return error(400, "parameter_not_found", "name, model and data_type are required");
-        };
-        if !matches!(model, "contact" | "company")
-            || !matches!(data_type, "string" | "integer" | "float" | "boolean" | "date")
-        {
-            return error(400, "parameter_invalid", "model or data_type is not valid");
-        }
-        let attributes = self.data_attributes.entry(model.to_owned()).or_default();
-        if attributes.contains_key(name) {
-            return error(400, "parameter_invalid", "You already have 'data attribute' with that name");
-        }
-        attributes.insert(name.to_owned(), data_type.to_owned());
-        ok(200, json!({"type": "data_attribute", "name": name, "model": model, "data_type": data_type, "custom": true}))
+/// A company field as Intercom takes it (2.16, create_or_update_company_request, lines 28567-28622): `size` and
+/// `remote_created_at` integers, `monthly_spend` an integer that a float is truncated to (at most 2**31-1), the rest
+/// strings. None is nullable there: a `null` is refused (unverified).
+fn company_field(field: &str, value: &Value) -> Result<Value, SandboxResponse> {
+    let refuse = |expected: &str| Err(error(400, "parameter_invalid", &format!("'{field}' must be {expected}")));
+    match field {
+        "size" | "remote_created_at" if value.is_i64() || value.is_u64() => Ok(value.clone()),
+        "size" | "remote_created_at" => refuse("an integer"),
+        "monthly_spend" => match value.as_f64().map(f64::trunc) {
+            Some(spend) if spend.abs() <= MAX_MONTHLY_SPEND as f64 => Ok(json!(spend as i64)),
+            Some(_) => refuse("at most 2147483647"),
+            None => refuse("a number (Intercom keeps its integer part)"),
+        },
+        _ if value.is_string() => Ok(value.clone()),
+        _ => refuse("a string"),
     }
+}
+
+/// Refuses event metadata of a type the spec does not list (2.16, lines 16078-16092): strings, numbers, `_date` keys
+/// in Unix seconds, rich links `{url, value}` and money `{amount, currency}` with a positive integer amount in cents.
+/// Booleans, nulls, arrays and other objects are refused (unverified: Intercom may drop them instead).
+fn refuse_metadata(metadata: Option<&Value>) -> Option<SandboxResponse> {
+    let metadata = match metadata? {
+        Value::Object(metadata) => metadata,
+        _ => return Some(error(400, "parameter_invalid", "'metadata' must be an object")),
+    };
+    let refuse = |key: &str, why: &str| Some(error(400, "parameter_invalid", &format!("Metadata '{key}' {why}")));
+    for (key, value) in metadata {
+        let keys = |o: &Map<String, Value>, a: &str, b: &str| o.len() == 2 && o.contains_key(a) && o.contains_key(b);
+        match value {
+            Value::String(_) | Value::Number(_) if key.ends_with("_date") && !(value.is_i64() || value.is_u64()) => {
+                return refuse(key, "must be a date in Unix seconds (an integer): its key ends in _date");
+            }
+            Value::String(_) | Value::Number(_) => {}
+            Value::Object(link) if keys(link, "url", "value") => {
+                if !(link["url"].is_string() && link["value"].is_string()) {
+                    return refuse(key, "is a rich link: its url and value must be strings");
+                }
+            }
+            Value::Object(money) if keys(money, "amount", "currency") => {
+                if money["amount"].as_u64().is_none_or(|amount| amount == 0) {
+                    return refuse(key, "is a monetary amount: its amount must be a positive integer (cents)");
+                }
+                if !money["currency"].is_string() {
+                    return refuse(key, "is a monetary amount: its currency must be a string");
+                }
+            }
+            _ => {
+                return refuse(
+                    key,
+                    "must be a string, a number, a rich link {url, value} or a monetary amount {amount, currency}",
+                );
+            }
+        }
+    }
+    None
 }
 
 fn company_answer(company: &Company) -> Value {
@@ -583,8 +572,4 @@ fn company_answer(company: &Company) -> Value {
         answer[key] = value.clone();
     }
     answer
-}
-
-fn pick(body: &Value, fields: &[&str]) -> Map<String, Value> {
-    fields.iter().filter_map(|f| body.get(*f).map(|v| ((*f).to_owned(), v.clone()))).collect()
 }

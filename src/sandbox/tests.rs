@@ -15,7 +15,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(options: SandboxOptions) -> Sandbox {
-        Sandbox { state: SandboxState::default(), options }
+        Sandbox { state: SandboxState::new(&options), options }
     }
 
     fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> SandboxResponse {
@@ -23,16 +23,47 @@ impl Sandbox {
     }
 
     fn call_at(&mut self, method: &str, path: &str, body: Option<Value>, now: u64) -> SandboxResponse {
+        self.call_as(Some("2.16"), method, path, body, now)
+    }
+
+    /// A call under `version` (None: no Intercom-Version header, the default 2.16).
+    fn call_as(
+        &mut self,
+        version: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        now: u64,
+    ) -> SandboxResponse {
         let request = SandboxRequest {
             method: method.into(),
             path: path.into(),
             authorization: Some(format!("Bearer {}", self.options.token)),
-            version: Some("2.16".into()),
+            version: version.map(str::to_owned),
             body,
             malformed: false,
         };
         self.state.handle(&self.options, &request, now)
     }
+
+    /// Creates a contact and gives its id.
+    fn contact(&mut self, body: Value) -> String {
+        let created = self.call("POST", "/contacts", Some(body));
+        assert_eq!(created.status, 200, "{created:?}");
+        created.body.unwrap()["id"].as_str().unwrap().to_owned()
+    }
+
+    fn attribute(&mut self, name: &str, model: &str, data_type: &str) -> SandboxResponse {
+        self.call("POST", "/data_attributes", Some(json!({"name": name, "model": model, "data_type": data_type})))
+    }
+}
+
+fn code(response: &SandboxResponse) -> &str {
+    response.body.as_ref().and_then(|b| b["errors"][0]["code"].as_str()).unwrap_or_default()
+}
+
+fn header<'a>(response: &'a SandboxResponse, name: &str) -> Option<&'a str> {
+    response.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
 }
 
 fn sandbox() -> Sandbox {
@@ -142,7 +173,10 @@ fn companies_upsert_by_company_id_and_attach_by_intercom_id() {
 fn a_lead_merges_into_a_user_with_its_events() {
     let mut sandbox = sandbox();
     let lead = sandbox.call("POST", "/contacts", Some(json!({"role": "lead", "email": "l@x.com"}))).body.unwrap();
-    let user = sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": "u-1"}))).body.unwrap();
+    let user = sandbox
+        .call("POST", "/contacts", Some(json!({"role": "user", "external_id": "u-1", "email": "l@x.com"})))
+        .body
+        .unwrap();
     sandbox.call("POST", "/events", Some(json!({"event_name": "viewed", "created_at": 1, "id": lead["id"]})));
     let merged = sandbox.call("POST", "/contacts/merge", Some(json!({"from": lead["id"], "into": user["id"]})));
     assert_eq!(merged.status, 200);
@@ -175,7 +209,8 @@ fn leads_may_share_an_email_and_search_finds_the_most_recently_updated_first() {
     sandbox.call("PUT", &format!("/contacts/{}", first["id"].as_str().unwrap()), Some(json!({"name": "L"})));
     let query = json!({"query": {"field": "email", "operator": "=", "value": "l@x.com"},
         "sort": {"field": "updated_at", "order": "descending"}});
-    let found = sandbox.call("POST", "/contacts/search", Some(query)).body.unwrap();
+    let lag = SandboxOptions::default().search_lag;
+    let found = sandbox.call_at("POST", "/contacts/search", Some(query), NOW + lag).body.unwrap();
     assert_eq!(found["total_count"], 2);
     assert_eq!(found["data"][0]["id"], first["id"], "updated last, so listed first");
 }
@@ -227,4 +262,479 @@ fn injected_faults_follow_their_shares_repeat_with_the_seed_and_leave_the_state_
     let (again, _) = run();
     let statuses = |answers: &[SandboxResponse]| answers.iter().map(|a| a.status).collect::<Vec<_>>();
     assert_eq!(statuses(&answers), statuses(&again), "the same seed, the same faults");
+}
+
+// Merges (RULES.md: merge).
+
+#[test]
+fn under_2_16_a_merge_of_contacts_that_are_not_duplicates_is_refused_unless_told_to_skip_the_check() {
+    let mut sandbox = sandbox();
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "u@x.com"}));
+    let merge = json!({"from": lead, "into": user});
+    let refused = sandbox.call("POST", "/contacts/merge", Some(merge.clone()));
+    assert_eq!((refused.status, code(&refused)), (400, "invalid_merge"));
+    assert_eq!(
+        message(&refused),
+        "Contacts can only be merged when they are duplicates (matching email or phone). Pass skip_duplicate_validation=true to override this check."
+    );
+    assert_eq!(sandbox.state.contacts.len(), 2, "nothing merged");
+    let no_header = sandbox.call_as(None, "POST", "/contacts/merge", Some(merge), NOW);
+    assert_eq!(no_header.status, 400, "no Intercom-Version is 2.16");
+    let skipped = json!({"from": lead, "into": user, "skip_duplicate_validation": true});
+    assert_eq!(sandbox.call("POST", "/contacts/merge", Some(skipped)).status, 200);
+    assert_eq!(sandbox.state.merged_into[&lead], user);
+}
+
+#[test]
+fn a_lead_and_a_user_sharing_a_phone_are_duplicates() {
+    let mut sandbox = sandbox();
+    let lead = sandbox.contact(json!({"role": "lead", "phone": "+353871234567"}));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1", "phone": "+353871234567"}));
+    assert_eq!(sandbox.call("POST", "/contacts/merge", Some(json!({"from": lead, "into": user}))).status, 200);
+}
+
+#[test]
+fn under_2_15_contacts_merge_without_the_duplicate_check() {
+    let mut sandbox = sandbox();
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let merged =
+        sandbox.call_as(Some("2.15"), "POST", "/contacts/merge", Some(json!({"from": lead, "into": user})), NOW);
+    assert_eq!(merged.status, 200);
+    assert_eq!(sandbox.state.merged_into[&lead], user);
+}
+
+#[test]
+fn only_a_lead_merges_and_only_into_a_user() {
+    let mut sandbox = sandbox();
+    let first = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "a@x.com"}));
+    let second = sandbox.contact(json!({"role": "user", "external_id": "u-2", "email": "a@x.com"}));
+    let refused = sandbox.call("POST", "/contacts/merge", Some(json!({"from": first, "into": second})));
+    assert_eq!((refused.status, message(&refused)), (400, "Only a lead can be merged into a user"));
+}
+
+#[test]
+fn a_merged_contact_answers_410_with_a_link_to_the_one_it_became_and_writes_to_it_404() {
+    let mut sandbox = sandbox();
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "l@x.com"}));
+    sandbox.call("POST", "/contacts/merge", Some(json!({"from": lead, "into": user})));
+    let gone = sandbox.call("GET", &format!("/contacts/{lead}"), None);
+    assert_eq!((gone.status, code(&gone)), (410, "contact_merged"));
+    assert_eq!(message(&gone), "This contact has been merged. See the 'Link' header for the canonical contact.");
+    assert_eq!(header(&gone, "link"), Some(format!("</contacts/{user}>; rel=\"canonical\"").as_str()));
+    let old = sandbox.call_as(Some("2.15"), "GET", &format!("/contacts/{lead}"), None, NOW);
+    assert_eq!(old.status, 404, "2.15's spec has no 410");
+    let company = sandbox.call("POST", "/companies", Some(json!({"company_id": "org-1"}))).body.unwrap();
+    let writes = [
+        sandbox.call("PUT", &format!("/contacts/{lead}"), Some(json!({"name": "L"}))),
+        sandbox.call("POST", "/events", Some(json!({"event_name": "viewed", "created_at": 1, "id": lead}))),
+        sandbox.call("POST", &format!("/contacts/{lead}/companies"), Some(json!({"id": company["id"]}))),
+        sandbox.call("DELETE", &format!("/contacts/{lead}/companies/{}", company["id"].as_str().unwrap()), None),
+    ];
+    for write in writes {
+        assert_eq!((write.status, code(&write)), (404, "not_found"), "{write:?}");
+    }
+    assert!(sandbox.state.events.is_empty() && sandbox.state.contacts[&user].companies.is_empty());
+}
+
+#[test]
+fn a_merge_chain_is_followed_to_its_end() {
+    let mut sandbox = sandbox();
+    sandbox.state.merged_into.insert("a".into(), "b".into());
+    sandbox.state.merged_into.insert("b".into(), "c".into());
+    let gone = sandbox.call("GET", "/contacts/a", None);
+    assert_eq!(header(&gone, "link"), Some("</contacts/c>; rel=\"canonical\""));
+}
+
+// Finding a user by external_id (RULES.md: find_by_external_id).
+
+#[test]
+fn find_by_external_id_finds_a_user_at_once_decoding_the_path() {
+    let mut sandbox = sandbox();
+    let id = sandbox.contact(json!({"role": "user", "external_id": "a/b c@d"}));
+    let found = sandbox.call("GET", "/contacts/find_by_external_id/a%2Fb%20c%40d", None);
+    assert_eq!(found.status, 200, "no search lag: {found:?}");
+    assert_eq!(found.body.unwrap()["id"], json!(id));
+    let missing = sandbox.call("GET", "/contacts/find_by_external_id/nobody", None);
+    assert_eq!((missing.status, code(&missing)), (404, "not_found"));
+}
+
+#[test]
+fn find_by_external_id_never_finds_a_lead_and_answers_410_for_an_external_id_merged_away() {
+    let mut sandbox = sandbox();
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "l@x.com"}));
+    // No lead can hold an external_id through the API: plant one to see what a merge does with it.
+    sandbox.state.contacts.get_mut(&lead).unwrap().external_id = Some("lead-1".into());
+    sandbox.state.by_external_id.insert("lead-1".into(), lead.clone());
+    assert_eq!(sandbox.call("GET", "/contacts/find_by_external_id/lead-1", None).status, 404, "leads are not found");
+    sandbox.call("POST", "/contacts/merge", Some(json!({"from": lead, "into": user})));
+    let gone = sandbox.call("GET", "/contacts/find_by_external_id/lead-1", None);
+    assert_eq!((gone.status, code(&gone)), (410, "contact_merged"));
+    assert_eq!(header(&gone, "link"), Some(format!("</contacts/{user}>; rel=\"canonical\"").as_str()));
+}
+
+// Leads and external ids, roles (RULES.md: contacts).
+
+#[test]
+fn a_lead_with_an_external_id_is_refused_on_create_and_update_unless_it_becomes_a_user() {
+    let mut sandbox = sandbox();
+    let refused = sandbox.call("POST", "/contacts", Some(json!({"role": "lead", "external_id": "u-1"})));
+    assert_eq!((refused.status, code(&refused), message(&refused)), (400, "parameter_invalid", LEAD_EXTERNAL_ID));
+    assert!(sandbox.state.contacts.is_empty());
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let refused = sandbox.call("PUT", &format!("/contacts/{lead}"), Some(json!({"external_id": "u-1"})));
+    assert_eq!((refused.status, message(&refused)), (400, LEAD_EXTERNAL_ID));
+    let converted =
+        sandbox.call("PUT", &format!("/contacts/{lead}"), Some(json!({"external_id": "u-1", "role": "user"})));
+    assert_eq!(converted.status, 200);
+    assert_eq!(
+        (sandbox.state.contacts[&lead].role.as_str(), converted.body.unwrap()["external_id"].as_str()),
+        ("user", Some("u-1"))
+    );
+    assert_eq!(sandbox.call("GET", "/contacts/find_by_external_id/u-1", None).status, 200);
+}
+
+#[test]
+fn a_user_cannot_become_a_lead() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let refused = sandbox.call("PUT", &format!("/contacts/{user}"), Some(json!({"role": "lead"})));
+    assert_eq!((refused.status, message(&refused)), (400, "Contact with user role can't be converted to a lead"));
+    assert_eq!(sandbox.state.contacts[&user].role, "user");
+}
+
+#[test]
+fn an_update_to_an_external_id_another_contact_holds_is_a_conflict_naming_it() {
+    let mut sandbox = sandbox();
+    let first = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let second = sandbox.contact(json!({"role": "user", "external_id": "u-2"}));
+    let refused = sandbox.call("PUT", &format!("/contacts/{second}"), Some(json!({"external_id": "u-1"})));
+    assert_eq!(refused.status, 409);
+    assert_eq!(message(&refused), format!("A contact matching those details already exists with id={first}"));
+    let own = sandbox.call("PUT", &format!("/contacts/{first}"), Some(json!({"external_id": "u-1"})));
+    assert_eq!(own.status, 200, "its own external_id is no conflict");
+}
+
+#[test]
+fn contact_fields_of_the_wrong_type_are_refused() {
+    let mut sandbox = sandbox();
+    for (body, field) in [
+        (json!({"role": "user", "external_id": 7}), "external_id"),
+        (json!({"role": "visitor", "email": "a@x.com"}), "role"),
+        (json!({"role": "user", "email": "a@x.com", "signed_up_at": "2024-05-01"}), "signed_up_at"),
+        (json!({"role": "user", "email": "a@x.com", "unsubscribed_from_emails": "yes"}), "unsubscribed_from_emails"),
+        (json!({"role": "user", "email": "a@x.com", "custom_attributes": []}), "custom_attributes"),
+    ] {
+        let refused = sandbox.call("POST", "/contacts", Some(body));
+        assert_eq!(refused.status, 400, "{field}");
+        assert!(message(&refused).starts_with(&format!("'{field}' must be")), "{refused:?}");
+    }
+    let refused =
+        sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": "u", "email_verified": true})));
+    assert_eq!((refused.status, message(&refused)), (400, "email_verified must be supplied together with an email"));
+    assert!(sandbox.state.contacts.is_empty());
+    let id = sandbox.contact(json!({"role": "user", "email": "a@x.com", "name": "A", "signed_up_at": 1}));
+    sandbox.call("PUT", &format!("/contacts/{id}"), Some(json!({"name": null})));
+    assert!(!sandbox.state.contacts[&id].fields.contains_key("name"), "null clears a field");
+}
+
+// Owners and admins (RULES.md: owner_id).
+
+#[test]
+fn owner_id_is_a_string_under_2_16_an_integer_under_2_15_and_must_name_an_admin() {
+    let mut sandbox = sandbox();
+    let admins = sandbox.call("GET", "/admins", None).body.unwrap();
+    assert_eq!(admins["type"], "admin.list");
+    assert_eq!(admins["admins"][0]["type"], "admin");
+    let admin = admins["admins"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(admin, SandboxOptions::default().admins[0]);
+    let number: u64 = admin.parse().unwrap();
+    let user = |owner: Value| json!({"role": "user", "email": "a@x.com", "owner_id": owner});
+    let wrong_type = sandbox.call("POST", "/contacts", Some(user(json!(number))));
+    assert_eq!((wrong_type.status, code(&wrong_type)), (400, "parameter_invalid"));
+    let old = sandbox.call_as(Some("2.15"), "POST", "/contacts", Some(user(json!(admin))), NOW);
+    assert_eq!(old.status, 400, "2.15 takes an integer");
+    let stranger = sandbox.call("POST", "/contacts", Some(user(json!("123"))));
+    assert_eq!((stranger.status, message(&stranger)), (400, "The owner specified is not a member of the workspace"));
+    assert!(sandbox.state.contacts.is_empty());
+    assert_eq!(sandbox.call("POST", "/contacts", Some(user(json!(admin)))).status, 200);
+    let id = sandbox.state.contacts.keys().next().unwrap().clone();
+    let by_number =
+        sandbox.call_as(Some("2.15"), "PUT", &format!("/contacts/{id}"), Some(json!({"owner_id": number})), NOW);
+    assert_eq!(by_number.status, 200);
+    let stranger = sandbox.call("PUT", &format!("/contacts/{id}"), Some(json!({"owner_id": "123"})));
+    assert_eq!(stranger.status, 400);
+}
+
+// Data attributes (RULES.md: data attributes).
+
+#[test]
+fn the_attribute_list_holds_standard_attributes_and_archived_ones_only_when_asked() {
+    let options = SandboxOptions {
+        seed_attributes: vec![
+            SeedAttribute::new("contact", "old", "string").archived(),
+            SeedAttribute::new("contact", "tier", "string").with_options(&["gold", "silver"]),
+        ],
+        ..SandboxOptions::default()
+    };
+    let mut sandbox = Sandbox::new(options);
+    let names = |answer: SandboxResponse, custom: bool| -> Vec<String> {
+        let data = answer.body.unwrap()["data"].as_array().unwrap().clone();
+        data.iter().filter(|a| a["custom"] == json!(custom)).map(|a| a["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let standard = names(sandbox.call("GET", "/data_attributes?model=contact", None), false);
+    for name in ["name", "email", "phone", "external_id", "owner_id", "signed_up_at", "last_seen_at", "created_at"] {
+        assert!(standard.contains(&name.to_owned()), "{name}");
+    }
+    let company = names(sandbox.call("GET", "/data_attributes?model=company", None), false);
+    for name in ["name", "company_id", "monthly_spend", "size", "website", "industry", "remote_created_at"] {
+        assert!(company.contains(&name.to_owned()), "{name}");
+    }
+    assert_eq!(names(sandbox.call("GET", "/data_attributes?model=contact", None), true), ["tier"]);
+    let all = sandbox.call("GET", "/data_attributes?model=contact&include_archived=true", None);
+    let data = all.body.unwrap()["data"].clone();
+    let tier = data.as_array().unwrap().iter().find(|a| a["name"] == "tier").unwrap().clone();
+    assert_eq!((&tier["options"], &tier["data_type"]), (&json!(["gold", "silver"]), &json!("string")));
+    let old = data.as_array().unwrap().iter().find(|a| a["name"] == "old").unwrap().clone();
+    assert_eq!((&old["archived"], &old["model"]), (&json!(true), &json!("contact")));
+    let conversation = sandbox.call("GET", "/data_attributes?model=conversation", None);
+    assert_eq!(conversation.status, 422);
+}
+
+#[test]
+fn an_attribute_name_may_hold_letters_digits_currency_symbols_hyphens_spaces_and_underscores_only() {
+    let mut sandbox = sandbox();
+    for name in ["Mithril Shirt", "price-€", "plan_name", "Level 2"] {
+        assert_eq!(sandbox.attribute(name, "company", "string").status, 200, "{name}");
+    }
+    for name in ["!nv@l!d n@me", "a.b", "", "quote'"] {
+        let refused = sandbox.attribute(name, "company", "string");
+        assert_eq!(refused.status, 400, "{name}");
+        assert_eq!(
+            message(&refused),
+            "Your name for this attribute must only contain alphanumeric characters, currency symbols, and hyphens"
+        );
+    }
+}
+
+#[test]
+fn a_standard_attribute_name_is_refused_whatever_its_case() {
+    let mut sandbox = sandbox();
+    let refused = sandbox.attribute("NAME", "contact", "string");
+    assert_eq!(
+        message(&refused),
+        "'Name' is one of our standard attributes for your people data. To save this as new people data, use a different name."
+    );
+    let refused = sandbox.attribute("website", "company", "string");
+    assert_eq!(
+        message(&refused),
+        "'Company website' is one of our standard attributes for your company data. To save this as new company data, use a different name."
+    );
+}
+
+#[test]
+fn a_name_either_model_already_has_is_refused_with_intercoms_wording() {
+    let mut sandbox = sandbox();
+    assert_eq!(sandbox.attribute("The One Ring", "company", "string").status, 200);
+    let other = sandbox.attribute("The One Ring", "contact", "integer");
+    assert_eq!((other.status, code(&other)), (400, "parameter_invalid"));
+    assert_eq!(
+        message(&other),
+        "You already have 'The One Ring' in your company data. To save this as new people data, use a different name."
+    );
+    let same = sandbox.attribute("the one ring", "company", "string");
+    assert_eq!(
+        message(&same),
+        "You already have 'The One Ring' in your company data. To save this as new company data, use a different name."
+    );
+    sandbox.attribute("tier", "contact", "string");
+    let mirror = sandbox.attribute("tier", "company", "string");
+    assert_eq!(
+        message(&mirror),
+        "You already have 'tier' in your people data. To save this as new company data, use a different name."
+    );
+}
+
+#[test]
+fn a_workspace_holds_at_most_250_custom_attributes_archived_ones_not_counted() {
+    let mut sandbox = sandbox();
+    sandbox.state.seed_attribute(&SeedAttribute::new("company", "archived", "string").archived());
+    for n in 0..MAX_CUSTOM_ATTRIBUTES {
+        let model = if n % 2 == 0 { "contact" } else { "company" };
+        assert_eq!(sandbox.attribute(&format!("a{n}"), model, "string").status, 200, "{n}");
+    }
+    let refused = sandbox.attribute("one too many", "contact", "string");
+    assert_eq!(refused.status, 400);
+    assert!(message(&refused).contains("limit of 250"), "{refused:?}");
+}
+
+#[test]
+fn a_list_attribute_is_created_with_two_options_or_more_and_its_type_must_be_one_intercom_knows() {
+    let mut sandbox = sandbox();
+    let list = |options: Value| json!({"name": "tier", "model": "contact", "data_type": "options", "options": options});
+    let one = sandbox.call("POST", "/data_attributes", Some(list(json!([{"value": "gold"}]))));
+    assert_eq!((one.status, message(&one)), (400, "You must have at least two options on a list type data attribute"));
+    let not_array = sandbox.call("POST", "/data_attributes", Some(list(json!("gold"))));
+    assert_eq!(message(&not_array), "Options isn't an array");
+    let created = sandbox.call("POST", "/data_attributes", Some(list(json!([{"value": "gold"}, {"value": "silver"}]))));
+    assert_eq!(created.status, 200);
+    assert_eq!(created.body.unwrap()["options"], json!(["gold", "silver"]));
+    assert_eq!(sandbox.state.data_attributes["contact"]["tier"], "string");
+    let mithril = sandbox.attribute("The Second Ring", "company", "mithril");
+    assert_eq!((mithril.status, message(&mithril)), (400, "Data Type isn't an option"));
+    let model = sandbox.attribute("x", "conversation", "string");
+    assert_eq!(message(&model), "The Data Attribute model field must be either contact or company");
+}
+
+#[test]
+fn an_attribute_is_archived_by_its_id_and_then_refused_on_writes() {
+    let mut sandbox = sandbox();
+    let created = sandbox.attribute("plan", "contact", "string").body.unwrap();
+    let body = json!({"role": "user", "external_id": "u-1", "custom_attributes": {"plan": "pro"}});
+    let archived = sandbox.call("PUT", &format!("/data_attributes/{}", created["id"]), Some(json!({"archived": true})));
+    assert_eq!((archived.status, &archived.body.unwrap()["archived"]), (200, &json!(true)));
+    let refused = sandbox.call("POST", "/contacts", Some(body));
+    assert_eq!((refused.status, message(&refused)), (400, "Custom attribute 'plan' does not exist"));
+    let unknown = sandbox.call("PUT", "/data_attributes/999", Some(json!({"archived": true})));
+    assert_eq!((unknown.status, code(&unknown)), (404, "field_not_found"));
+}
+
+#[test]
+fn a_write_with_a_value_outside_a_list_attributes_options_or_of_the_wrong_type_is_refused_whole() {
+    let options = SandboxOptions {
+        seed_attributes: vec![
+            SeedAttribute::new("contact", "tier", "string").with_options(&["gold", "silver"]),
+            SeedAttribute::new("contact", "logins", "integer"),
+            SeedAttribute::new("contact", "score", "float"),
+            SeedAttribute::new("contact", "beta", "boolean"),
+            SeedAttribute::new("contact", "renews_at", "date"),
+            SeedAttribute::new("company", "region", "string").with_options(&["emea", "apac"]),
+        ],
+        ..SandboxOptions::default()
+    };
+    let mut sandbox = Sandbox::new(options);
+    let user = |custom: Value| json!({"role": "user", "external_id": "u-1", "custom_attributes": custom});
+    for (custom, expected) in [
+        (json!({"tier": "bronze"}), "Custom attribute 'tier' has no option 'bronze'"),
+        (json!({"logins": 1.5}), "Custom attribute 'logins' must be an integer"),
+        (json!({"logins": "3"}), "Custom attribute 'logins' must be an integer"),
+        (json!({"score": "high"}), "Custom attribute 'score' must be a number"),
+        (json!({"beta": "true"}), "Custom attribute 'beta' must be a boolean"),
+        (
+            json!({"renews_at": "2026-01-01"}),
+            "Custom attribute 'renews_at' must be a date in Unix seconds (an integer)",
+        ),
+        (json!({"logins": 3, "tier": "bronze"}), "Custom attribute 'tier' has no option 'bronze'"),
+    ] {
+        let refused = sandbox.call("POST", "/contacts", Some(user(custom)));
+        assert_eq!((refused.status, message(&refused)), (400, expected));
+    }
+    assert!(sandbox.state.contacts.is_empty(), "nothing of a refused write is kept");
+    let good = json!({"tier": "gold", "logins": 3, "score": 2, "beta": true, "renews_at": 1767225600});
+    let id = sandbox.contact(user(good));
+    let cleared = sandbox.call("PUT", &format!("/contacts/{id}"), Some(json!({"custom_attributes": {"tier": null}})));
+    assert_eq!(cleared.status, 200, "null clears a value");
+    assert!(!sandbox.state.contacts[&id].custom_attributes.contains_key("tier"));
+    let company = json!({"company_id": "org-1", "custom_attributes": {"region": "mars"}});
+    let refused = sandbox.call("POST", "/companies", Some(company));
+    assert_eq!((refused.status, message(&refused)), (400, "Custom attribute 'region' has no option 'mars'"));
+    assert!(sandbox.state.companies.is_empty());
+}
+
+// Event metadata (RULES.md: events).
+
+#[test]
+fn event_metadata_takes_strings_numbers_rich_links_and_money_only() {
+    let mut sandbox = sandbox();
+    sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let event = |n: i64, metadata: Value| json!({"event_name": "ordered", "created_at": n, "user_id": "u-1", "metadata": metadata});
+    let good = json!({"source": "desktop", "load": 3.67, "contact_date": 1392036272,
+        "article": {"url": "https://example.org/ab1de.html", "value": "the dude abides"},
+        "price": {"amount": 34999, "currency": "eur"}});
+    assert_eq!(sandbox.call("POST", "/events", Some(event(1, good))).status, 202);
+    for (n, metadata, key) in [
+        (2, json!({"gift": true}), "gift"),
+        (3, json!({"note": null}), "note"),
+        (4, json!({"items": [1, 2]}), "items"),
+        (5, json!({"nested": {"a": 1}}), "nested"),
+        (6, json!({"price": {"amount": 0, "currency": "eur"}}), "price"),
+        (7, json!({"price": {"amount": 12.5, "currency": "eur"}}), "price"),
+        (8, json!({"price": {"amount": -5, "currency": "eur"}}), "price"),
+        (9, json!({"close_date": "2024-05-01"}), "close_date"),
+    ] {
+        let refused = sandbox.call("POST", "/events", Some(event(n, metadata)));
+        assert_eq!((refused.status, code(&refused)), (400, "parameter_invalid"), "{key}");
+        assert!(message(&refused).starts_with(&format!("Metadata '{key}' ")), "{refused:?}");
+    }
+    assert_eq!(sandbox.state.events.len(), 1);
+}
+
+// Companies (RULES.md: companies).
+
+#[test]
+fn company_sizes_are_integers_and_monthly_spend_is_truncated_to_one() {
+    let mut sandbox = sandbox();
+    let company = sandbox.call("POST", "/companies", Some(json!({"company_id": "org-1", "monthly_spend": 155.98})));
+    assert_eq!(company.body.unwrap()["monthly_spend"], json!(155));
+    for (body, field) in [
+        (json!({"company_id": "org-1", "monthly_spend": "155"}), "monthly_spend"),
+        (json!({"company_id": "org-1", "monthly_spend": 3_000_000_000u64}), "monthly_spend"),
+        (json!({"company_id": "org-1", "size": "100"}), "size"),
+        (json!({"company_id": "org-1", "size": 10.5}), "size"),
+        (json!({"company_id": "org-1", "remote_created_at": "2024-05-01"}), "remote_created_at"),
+        (json!({"company_id": "org-1", "name": 7}), "name"),
+    ] {
+        let refused = sandbox.call("POST", "/companies", Some(body));
+        assert_eq!(refused.status, 400, "{field}");
+        assert!(message(&refused).starts_with(&format!("'{field}' must be")), "{refused:?}");
+    }
+    assert_eq!(sandbox.state.companies.values().next().unwrap().fields["monthly_spend"], json!(155));
+}
+
+// Search lag and calls that changed nothing (RULES.md: search, changes).
+
+#[test]
+fn search_lags_five_seconds_by_default() {
+    let mut sandbox = sandbox();
+    sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let query = json!({"query": {"field": "external_id", "operator": "=", "value": "u-1"}});
+    let found = |answer: SandboxResponse| answer.body.unwrap()["total_count"].as_u64().unwrap();
+    assert_eq!(found(sandbox.call_at("POST", "/contacts/search", Some(query.clone()), NOW + 4)), 0);
+    assert_eq!(found(sandbox.call_at("POST", "/contacts/search", Some(query), NOW + 5)), 1);
+}
+
+#[test]
+fn only_calls_that_change_what_the_sandbox_holds_count_as_changes() {
+    let mut sandbox = sandbox();
+    let changed = |sandbox: &mut Sandbox, method: &str, path: &str, body: Value| {
+        let before = sandbox.state.changes;
+        sandbox.call(method, path, Some(body));
+        sandbox.state.changes != before
+    };
+    let user = json!({"role": "user", "external_id": "u-1", "name": "Ada"});
+    assert!(changed(&mut sandbox, "POST", "/contacts", user.clone()));
+    assert!(!changed(&mut sandbox, "POST", "/contacts", user), "a 409");
+    let id = sandbox.state.contacts.keys().next().unwrap().clone();
+    assert!(!changed(&mut sandbox, "PUT", &format!("/contacts/{id}"), json!({"name": "Ada"})), "the same values");
+    let updated_at = sandbox.state.contacts[&id].updated_seq;
+    assert!(changed(&mut sandbox, "PUT", &format!("/contacts/{id}"), json!({"name": "Ada L."})));
+    assert!(sandbox.state.contacts[&id].updated_seq > updated_at);
+    let event = json!({"event_name": "viewed", "created_at": 1, "user_id": "u-1"});
+    assert!(changed(&mut sandbox, "POST", "/events", event.clone()));
+    assert!(!changed(&mut sandbox, "POST", "/events", event), "a duplicate");
+    let company = json!({"company_id": "org-1", "name": "One"});
+    assert!(changed(&mut sandbox, "POST", "/companies", company.clone()));
+    assert!(!changed(&mut sandbox, "POST", "/companies", company));
+    let company_id = sandbox.state.companies.keys().next().unwrap().clone();
+    let attach = json!({"id": company_id});
+    assert!(changed(&mut sandbox, "POST", &format!("/contacts/{id}/companies"), attach.clone()));
+    assert!(!changed(&mut sandbox, "POST", &format!("/contacts/{id}/companies"), attach));
+    let attribute = json!({"name": "plan", "model": "contact", "data_type": "string"});
+    assert!(changed(&mut sandbox, "POST", "/data_attributes", attribute.clone()));
+    assert!(!changed(&mut sandbox, "POST", "/data_attributes", attribute));
+    assert!(!changed(&mut sandbox, "POST", &format!("/contacts/{id}/unarchive"), json!({})), "not archived");
+    assert!(!changed(&mut sandbox, "POST", "/contacts/search", json!({"query": {}})), "a read");
 }
