@@ -704,15 +704,14 @@ impl<A: IntercomApi> Executor<A> {
         self.find_visitor(previous, calls).await.map(|id| id.map(|id| FoundContact { id, is_lead: true }))
     }
 
-    /// A visitor's lead by the `anonymous_id` the relay gave it, through search (it lags behind new leads); asked only
-    /// when the workspace has that attribute at all.
+    /// A visitor's lead by the `anonymous_id` the relay gave it, through search (it lags behind new leads). A workspace
+    /// without that attribute may refuse the query: then there is no such lead.
     async fn find_visitor(&self, anonymous_id: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
-        if !self.has_attribute("contact", ANONYMOUS_ID_ATTRIBUTE, calls).await? {
-            return Ok(None);
+        match self.call(requests::search_leads_by(ANONYMOUS_ID_ATTRIBUTE, anonymous_id), calls).await {
+            Ok(found) => Ok(requests::read_search(&found).1.into_iter().find(|c| c.is_lead).map(|c| c.id)),
+            Err(error) if error.status() == Some(400) => Ok(None),
+            Err(error) => Err(error),
         }
-        let found = self.call(requests::search_leads_by(ANONYMOUS_ID_ATTRIBUTE, anonymous_id), calls).await?;
-        let (_, leads) = requests::read_search(&found);
-        Ok(leads.into_iter().find(|c| c.is_lead).map(|c| c.id))
     }
 
     /// Alias: the previous contact (a visitor's lead) merged into the user, or (when the user does not exist yet) made
@@ -792,10 +791,13 @@ impl<A: IntercomApi> Executor<A> {
     ) -> Result<(), IntercomError> {
         let lead = match self.visitor(anonymous_id) {
             Some(lead) => lead,
-            None if created => match self.find_visitor(anonymous_id, calls).await? {
-                Some(lead) => lead,
-                None => return Ok(()),
-            },
+            // Asked only where a lead can carry the attribute: a search for every new user would cost a call each.
+            None if created && self.has_attribute("contact", ANONYMOUS_ID_ATTRIBUTE, calls).await? => {
+                match self.find_visitor(anonymous_id, calls).await? {
+                    Some(lead) => lead,
+                    None => return Ok(()),
+                }
+            }
             None => return Ok(()),
         };
         let Some(user) = self.cached_contact(into) else { return Ok(()) };

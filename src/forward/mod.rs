@@ -9,7 +9,7 @@ mod sqs_event;
 
 pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, RecordOutcome, current_record};
 pub use dead_letter::{DeadLetter, DeadLetterMessage, MemoryDeadLetter, Reason, SqsDeadLetter};
-pub use execute::{Delivery, Executor, Failed, Patience};
+pub use execute::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor, Failed, Patience};
 pub use poll::SqsPoller;
 pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
 

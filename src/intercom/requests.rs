@@ -355,7 +355,8 @@ mod tests {
 
     #[test]
     fn owner_ids_are_strings_in_2_16_and_integers_in_2_15() {
-        let attributes: Map<String, Value> = json!({"owner_id": "991266252", "name": "Ada"}).as_object().unwrap().clone();
+        let attributes: Map<String, Value> =
+            json!({"owner_id": "991266252", "name": "Ada"}).as_object().unwrap().clone();
         let fields = ContactFields { attributes: Some(&attributes), custom_attributes: None };
         assert_eq!(body(&Dialect::of("2.16").update_contact("c1", &fields))["owner_id"], json!("991266252"));
         assert_eq!(body(&Dialect::of("2.15").update_contact("c1", &fields))["owner_id"], json!(991266252));
@@ -395,12 +396,15 @@ mod tests {
 
     #[test]
     fn an_attribute_the_other_model_holds_is_a_refusal_not_an_existing_one() {
-        let other = "You already have 'plan' in your company data. To save this as new people data, use a different name.";
+        let other =
+            "You already have 'plan' in your company data. To save this as new people data, use a different name.";
         assert_eq!(attribute_refusal(other, "contact"), AttributeRefusal::Refused);
         assert_eq!(attribute_refusal(other, "company"), AttributeRefusal::Exists);
-        let same = "You already have 'plan' in your people data. To save this as new people data, use a different name.";
+        let same =
+            "You already have 'plan' in your people data. To save this as new people data, use a different name.";
         assert_eq!(attribute_refusal(same, "contact"), AttributeRefusal::Exists);
-        let invalid = "Your name for this attribute must only contain alphanumeric characters, currency symbols, and hyphens";
+        let invalid =
+            "Your name for this attribute must only contain alphanumeric characters, currency symbols, and hyphens";
         assert_eq!(attribute_refusal(invalid, "contact"), AttributeRefusal::Refused);
     }
 

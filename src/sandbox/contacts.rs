@@ -314,6 +314,10 @@ impl SandboxState {
                     Some("email") => contact.email.as_deref() == wanted.as_str(),
                     Some("role") => wanted.as_str() == Some(contact.role.as_str()),
                     Some("id") => wanted.as_str() == Some(contact.id.as_str()),
+                    // Custom attributes are searchable as `custom_attributes.<name>` (2.16 spec line 8811, "Accepted Fields").
+                    Some(field) if field.starts_with("custom_attributes.") => {
+                        contact.custom_attributes.get(&field["custom_attributes.".len()..]) == Some(wanted)
+                    }
                     _ => false,
                 }
             })
