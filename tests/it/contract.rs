@@ -115,6 +115,15 @@ pub fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
                     return Err(format!("{op}"));
                 }
             }
+            // Only a user takes in a visitor's lead, and never the visitor's own id.
+            Some("merge_visitor") => {
+                let visitor = op["anonymous_id"].as_str().filter(|id| !id.is_empty());
+                if visitor.is_none()
+                    || op["into"].get("external_id").and_then(Value::as_str).is_none_or(|u| Some(u) == visitor)
+                {
+                    return Err(format!("{op}"));
+                }
+            }
             other => return Err(format!("unknown operation {other:?}")),
         }
     }

@@ -63,7 +63,7 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                 "operations": [
                     {"op": "upsert_contact", "key": {"email": "rudder@example.com"}, "role": "lead",
                      "attributes": {"email": "rudder@example.com", "name": "Rudy Stack", "last_seen_at": NOON},
-                     "custom_attributes": {"plan": "pro", "seats": 5}}
+                     "custom_attributes": {"plan": "pro", "seats": 5, "anonymous_id": "anon-3001"}}
                 ],
                 "dropped": []
             })),
@@ -127,7 +127,7 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                 "operations": [
                     {"op": "upsert_contact", "key": {"email": "lead@example.com"}, "role": "lead",
                      "attributes": {"email": "lead@example.com", "name": "Lin Lead", "last_seen_at": NOON},
-                     "custom_attributes": {"source": "webinar"}}
+                     "custom_attributes": {"source": "webinar", "anonymous_id": "anon-2001"}}
                 ],
                 "dropped": []
             })),
@@ -171,7 +171,8 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                                     "signed_up_at": 1673775000, "last_seen_at": NOON},
                      "custom_attributes": {"plan": "pro", "address_city": "London", "address_country": "GB",
                                            "address_geo_lat": 51.5, "address_geo_lng": -0.12, "logins": 42,
-                                           "verified": true}}
+                                           "verified": true}},
+                    {"op": "merge_visitor", "anonymous_id": "anon-1001", "into": {"external_id": "user-1001"}}
                 ],
                 "dropped": [{"path": "traits.tags", "reason": "Intercom attributes cannot hold lists"}]
             })),

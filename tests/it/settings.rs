@@ -80,7 +80,8 @@ async fn replay_under_the_shop_settings_skips_by_each_rule_and_intercom_holds_on
     assert_eq!(
         Value::Object(grace.custom_attributes.clone()),
         json!({
-            "plan": "trial", "role": "admiral",
+            // `role`, a trait here, is the name of one of Intercom's standard attributes: left out.
+            "plan": "trial",
             "context_device_type": "mobile", "context_device_manufacturer": "Apple", "context_device_model": "iPhone15,2",
             "context_os_name": "iOS", "context_os_version": "17.4",
             "context_app_name": "Example Shop", "context_app_version": "3.2.1", "context_app_build": "321",
