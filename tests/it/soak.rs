@@ -153,7 +153,9 @@ fn day(events: usize, seed: u64) -> (Vec<Value>, Vec<Planned>) {
         let mut company = None;
         let expect = match kind.as_str() {
             "identify" | "group" => {
-                event["traits"]["soak_id"] = json!(message_id);
+                // A name serves one model only in Intercom: a company's is its own.
+                let name = if kind == "group" { "soak_group_id" } else { "soak_id" };
+                event["traits"][name] = json!(message_id);
                 company = match kind.as_str() {
                     "group" => event["groupId"].as_str(),
                     _ => event["traits"]["company"]["id"].as_str(),
@@ -500,9 +502,8 @@ fn account(
             ("POST", "/events") => {
                 by_second.get(&body["created_at"].as_i64().unwrap_or_default()).map(|p| p.message_id.as_str())
             }
-            ("POST" | "PUT", path) if path.starts_with("/contacts") || path == "/companies" => {
-                body["custom_attributes"]["soak_id"].as_str()
-            }
+            ("POST" | "PUT", path) if path.starts_with("/contacts") => body["custom_attributes"]["soak_id"].as_str(),
+            ("POST", "/companies") => body["custom_attributes"]["soak_group_id"].as_str(),
             _ => None,
         };
         if let Some(id) = soak_id.and_then(|id| by_id.get(id)).map(|p| p.message_id.as_str()) {
@@ -557,7 +558,7 @@ fn account(
             [false, true, false] => Expect::Skipped(skipped[id].clone()),
             [false, false, true] => Expect::DeadLettered(in_dlq[id].clone()),
             [false, false, false] => {
-                figures.lost.push(id.clone());
+                figures.lost.push(format!("{id} ({})", by_id[id.as_str()].kind));
                 continue;
             }
             _ => {
