@@ -99,9 +99,13 @@ async fn every_accepted_event_is_delivered_skipped_or_dead_lettered_once_under_f
     assert!(figures.unattributed.is_empty(), "Intercom holds what nobody sent: {:?}", first(&figures.unattributed));
     assert!(figures.dead_lettered > 0 && figures.skipped > 0 && figures.delivered > 0, "every outcome is exercised");
     assert!(figures.deaths > 0 && figures.hand_backs > 0 && figures.entries_failed > 0, "the faults happened");
-    assert_eq!(
-        figures.absorbed, figures.duplicate_event_submissions,
-        "every data event submitted twice was absorbed by Intercom's de-duplication"
+    // A copy sent again to a twin lead (made while the search index lagged) is another contact's event to Intercom.
+    assert!(
+        figures.absorbed == figures.duplicate_event_submissions
+            || (figures.duplicate_leads > 0 && figures.absorbed < figures.duplicate_event_submissions),
+        "every data event submitted twice was absorbed by Intercom's de-duplication, but for twin leads: {} of {}",
+        figures.absorbed,
+        figures.duplicate_event_submissions
     );
 }
 
@@ -178,6 +182,14 @@ fn day(events: usize, seed: u64) -> (Vec<Value>, Vec<Planned>) {
             "page" if event["context"]["page"]["path"].as_str().is_some_and(|p| p.starts_with("/account/")) => {
                 Expect::Skipped("trigger_paths[0]".into())
             }
+            // Half the visitors' views come from a pool of visitors who left an email: leads, met again and again, on
+            // any forwarder, so the search index's lag can make twins of them (counted, see `duplicate_leads`).
+            "page" if user_id.is_none() && rng.bool() => {
+                let visitor = rng.usize(..visitors(events));
+                event["anonymousId"] = json!(format!("visitor-{visitor:04}"));
+                event["context"]["traits"] = json!({"email": format!("visitor{visitor}@example.com")});
+                Expect::Delivered
+            }
             "page" if user_id.is_none() => Expect::Skipped("no_contact_identifier".into()),
             // The generator's aliases name a previous id Intercom never heard of.
             "alias" => Expect::Skipped("alias_previous_contact_unknown".into()),
@@ -186,6 +198,11 @@ fn day(events: usize, seed: u64) -> (Vec<Value>, Vec<Planned>) {
         planned.push(Planned { message_id, kind, user_id, at, company, expect });
     }
     (generated, planned)
+}
+
+/// Visitors who leave an email, in a day of `events`.
+fn visitors(events: usize) -> usize {
+    (events / 100).clamp(5, 200)
 }
 
 /// People in a day of `events`: about ten events each, as in production, within what the sandbox searches quickly.
@@ -387,6 +404,10 @@ struct Figures {
     absorbed: usize,
     /// Contact and company writes carried out again: idempotent updates, nothing to absorb.
     rewrites: usize,
+    /// Leads, and emails held by more than one lead: twins made while the search index lagged.
+    leads: usize,
+    duplicate_leads: usize,
+    search_lag: u64,
     seconds: f64,
 }
 
@@ -396,8 +417,11 @@ async fn soak(events: usize, seed: u64) -> Figures {
     let sqs = client(&endpoint());
     let queue_url = fifo_queue(&sqs, VISIBILITY.as_secs() as u32).await;
     let dlq_url = fifo_queue(&sqs, 30).await;
-    let sandbox =
-        SandboxServer::start(SandboxOptions { rate_limit: 1_000_000, ..SandboxOptions::default() }, 0).await.unwrap();
+    // The search index lags as Intercom's does (5 s unless SOAK_SEARCH_LAG says otherwise; BENCHMARKS.md has a 60 s run).
+    let search_lag = std::env::var("SOAK_SEARCH_LAG").ok().and_then(|n| n.parse().ok());
+    let search_lag = search_lag.unwrap_or(SandboxOptions::default().search_lag);
+    let intercom = SandboxOptions { rate_limit: 1_000_000, search_lag, ..SandboxOptions::default() };
+    let sandbox = SandboxServer::start(intercom, 0).await.unwrap();
     prime_event_names(&sandbox, &day, &planned).await;
     sandbox.set_faults(intercom_faults(seed));
     let proxy = FaultProxy::start(
@@ -459,6 +483,7 @@ async fn soak(events: usize, seed: u64) -> Figures {
     figures.failed_deletes = run.failed_deletes.load(Ordering::Relaxed);
     figures.failed_receives = run.failed_receives.load(Ordering::Relaxed);
     figures.seconds = seconds;
+    figures.search_lag = search_lag;
     figures
 }
 
@@ -524,6 +549,12 @@ fn account(
         }
     }
     figures.absorbed = state.duplicate_events as usize;
+    let mut leads_by_email: HashMap<&str, usize> = HashMap::new();
+    for lead in state.contacts.values().filter(|c| c.role == "lead") {
+        *leads_by_email.entry(lead.email.as_deref().unwrap_or_default()).or_default() += 1;
+    }
+    figures.leads = leads_by_email.values().sum();
+    figures.duplicate_leads = leads_by_email.values().filter(|n| **n > 1).count();
 
     // Skipped, with the rule or reason, from the forwarders' reports.
     let mut skipped: HashMap<String, String> = HashMap::new();
@@ -625,6 +656,10 @@ impl Figures {
             "  duplicates: {} events sent to Intercom more than once; {} data-event copies, {} absorbed by Intercom's \
              de-duplication (contact, name, created_at); {} contact/company writes repeated",
             self.duplicates_seen, self.duplicate_event_submissions, self.absorbed, self.rewrites
+        );
+        println!(
+            "  leads: {} visitors' leads, {} emails held by more than one lead (search lag {} s)",
+            self.leads, self.duplicate_leads, self.search_lag
         );
         println!(
             "BENCHMARKS.md: | soak, nothing lost under faults (`SOAK_EVENTS={} scripts/test soak`, seed {}, debug build, \
