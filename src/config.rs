@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use crate::forward::ForwardOptions;
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
-use crate::intercom::{API_VERSIONS, DEFAULT_API_VERSION, Region};
+use crate::intercom::{DEFAULT_API_VERSION, Region, SUPPORTED_API_VERSIONS};
 use crate::queue::RetryPolicy;
 use crate::settings::Settings;
 
@@ -88,7 +88,7 @@ pub struct ForwardConfig {
     pub region: Region,
     /// `INTERCOM_BASE_URL`: overrides the region's API root (a sandbox, a proxy).
     pub base_url: String,
-    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one the spec lists).
+    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one of [`SUPPORTED_API_VERSIONS`]).
     pub api_version: String,
     /// `DLQ_URL`: the queue permanent failures go to, with their reason (required by the forward Lambda; local runs
     /// keep dead letters in memory when it is unset).
@@ -150,9 +150,11 @@ impl ForwardConfig {
             }
         };
         let api_version = set("INTERCOM_API_VERSION").unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
-        if !API_VERSIONS.contains(&api_version.as_str()) {
-            let reason =
-                format!("`{api_version}` is not a version Intercom lists; use one of {}", API_VERSIONS.join(", "));
+        if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
+            let reason = format!(
+                "`{api_version}` is not a version intercom-relay's requests are written for; use one of {}",
+                SUPPORTED_API_VERSIONS.join(", ")
+            );
             return Err(ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason });
         }
         let dlq_url = set("DLQ_URL");
@@ -318,7 +320,6 @@ mod tests {
             (&[TOKEN], "DLQ_URL is not set"),
             (&[TOKEN, DLQ, ("INTERCOM_REGION", "ca")], "INTERCOM_REGION is invalid: must be us, eu or au"),
             (&[TOKEN, DLQ, ("INTERCOM_BASE_URL", "api.intercom.io")], "INTERCOM_BASE_URL is invalid"),
-            (&[TOKEN, DLQ, ("INTERCOM_API_VERSION", "3.0")], "INTERCOM_API_VERSION is invalid: `3.0` is not a version"),
             (&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "maybe")], "INTERCOM_CREATE_ATTRIBUTES is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_TIMEOUT_MS", "0")], "INTERCOM_TIMEOUT_MS is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_CONCURRENCY", "many")], "INTERCOM_CONCURRENCY is invalid"),
@@ -328,6 +329,24 @@ mod tests {
         for (vars, expected) in cases {
             let error = forward(vars).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_the_api_versions_the_requests_are_written_for_are_accepted() {
+        for version in ["2.15", "2.16", " 2.15 "] {
+            assert_eq!(forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap().api_version, version.trim());
+        }
+        // 1.x is another API; 2.14 is one Intercom still takes, but no spec we wrote the requests to.
+        for version in ["1.0", "1.4", "2.0", "2.14", "2.17", "3.0", "v2.16"] {
+            let error = forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                format!(
+                    "INTERCOM_API_VERSION is invalid: `{version}` is not a version intercom-relay's requests are written \
+                     for; use one of 2.15, 2.16"
+                )
+            );
         }
     }
 
