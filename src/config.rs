@@ -108,6 +108,9 @@ pub struct ForwardConfig {
     /// `MAX_RECEIVES`: from this receive on, an event still failing for a retryable reason is dead-lettered with that
     /// reason (default 5; keep it below the queue's redrive `maxReceiveCount`).
     pub max_receives: u32,
+    /// `FUNCTION_TIMEOUT_SECONDS`: the function's timeout (default 30, the template's), which Lambda does not tell the
+    /// function; an invocation whose deadline is not one (`cargo lambda watch`'s) takes this long from its start.
+    pub function_timeout: Duration,
 }
 
 impl ForwardConfig {
@@ -173,6 +176,7 @@ impl ForwardConfig {
         let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
         let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
         let max_receives = number(&set, "MAX_RECEIVES", 5, 1..=1000)? as u32;
+        let function_timeout = Duration::from_secs(number(&set, "FUNCTION_TIMEOUT_SECONDS", 30, 1..=900)?);
         Ok(ForwardConfig {
             access_token,
             region,
@@ -185,6 +189,7 @@ impl ForwardConfig {
             concurrency,
             attempts,
             max_receives,
+            function_timeout,
         })
     }
 
@@ -307,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn the_function_timeout_defaults_to_the_forward_function_timeout_in_the_template() {
+        let template = include_str!("../template.yaml");
+        let function = &template[template.find("\n  ForwardFunction:\n").expect("the template has ForwardFunction")..];
+        let timeout = function.lines().find_map(|line| line.trim().strip_prefix("Timeout: ")).expect("a Timeout");
+        let default = forward(&[TOKEN, DLQ]).unwrap().function_timeout;
+        assert_eq!(default, Duration::from_secs(timeout.parse().unwrap()));
+        let set = forward(&[TOKEN, DLQ, ("FUNCTION_TIMEOUT_SECONDS", "900")]).unwrap().function_timeout;
+        assert_eq!(set, Duration::from_secs(900));
+    }
+
+    #[test]
     fn a_base_url_overrides_the_region() {
         let config = forward(&[TOKEN, DLQ, ("INTERCOM_REGION", "eu"), ("INTERCOM_BASE_URL", "http://127.0.0.1:4010/")]);
         let config = config.unwrap();
@@ -325,6 +341,7 @@ mod tests {
             (&[TOKEN, DLQ, ("INTERCOM_CONCURRENCY", "many")], "INTERCOM_CONCURRENCY is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_RETRY_ATTEMPTS", "0")], "INTERCOM_RETRY_ATTEMPTS is invalid"),
             (&[TOKEN, DLQ, ("MAX_RECEIVES", "-1")], "MAX_RECEIVES is invalid"),
+            (&[TOKEN, DLQ, ("FUNCTION_TIMEOUT_SECONDS", "901")], "FUNCTION_TIMEOUT_SECONDS is invalid"),
         ];
         for (vars, expected) in cases {
             let error = forward(vars).unwrap_err().to_string();
