@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use crate::forward::ForwardOptions;
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
-use crate::intercom::{API_VERSIONS, DEFAULT_API_VERSION, Region};
+use crate::intercom::{DEFAULT_API_VERSION, Region, SUPPORTED_API_VERSIONS};
 use crate::queue::RetryPolicy;
 use crate::settings::Settings;
 
@@ -88,7 +88,7 @@ pub struct ForwardConfig {
     pub region: Region,
     /// `INTERCOM_BASE_URL`: overrides the region's API root (a sandbox, a proxy).
     pub base_url: String,
-    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one the spec lists).
+    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one of [`SUPPORTED_API_VERSIONS`]).
     pub api_version: String,
     /// `DLQ_URL`: the queue permanent failures go to, with their reason (required by the forward Lambda; local runs
     /// keep dead letters in memory when it is unset).
@@ -108,6 +108,9 @@ pub struct ForwardConfig {
     /// `MAX_RECEIVES`: from this receive on, an event still failing for a retryable reason is dead-lettered with that
     /// reason (default 5; keep it below the queue's redrive `maxReceiveCount`).
     pub max_receives: u32,
+    /// `FUNCTION_TIMEOUT_SECONDS`: the function's timeout (default 30, the template's), which Lambda does not tell the
+    /// function; an invocation whose deadline is not one (`cargo lambda watch`'s) takes this long from its start.
+    pub function_timeout: Duration,
 }
 
 impl ForwardConfig {
@@ -150,9 +153,11 @@ impl ForwardConfig {
             }
         };
         let api_version = set("INTERCOM_API_VERSION").unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
-        if !API_VERSIONS.contains(&api_version.as_str()) {
-            let reason =
-                format!("`{api_version}` is not a version Intercom lists; use one of {}", API_VERSIONS.join(", "));
+        if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
+            let reason = format!(
+                "`{api_version}` is not a version intercom-relay's requests are written for; use one of {}",
+                SUPPORTED_API_VERSIONS.join(", ")
+            );
             return Err(ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason });
         }
         let dlq_url = set("DLQ_URL");
@@ -171,6 +176,7 @@ impl ForwardConfig {
         let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
         let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
         let max_receives = number(&set, "MAX_RECEIVES", 5, 1..=1000)? as u32;
+        let function_timeout = Duration::from_secs(number(&set, "FUNCTION_TIMEOUT_SECONDS", 30, 1..=900)?);
         Ok(ForwardConfig {
             access_token,
             region,
@@ -183,6 +189,7 @@ impl ForwardConfig {
             concurrency,
             attempts,
             max_receives,
+            function_timeout,
         })
     }
 
@@ -305,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn the_function_timeout_defaults_to_the_forward_function_timeout_in_the_template() {
+        let template = include_str!("../template.yaml");
+        let function = &template[template.find("\n  ForwardFunction:\n").expect("the template has ForwardFunction")..];
+        let timeout = function.lines().find_map(|line| line.trim().strip_prefix("Timeout: ")).expect("a Timeout");
+        let default = forward(&[TOKEN, DLQ]).unwrap().function_timeout;
+        assert_eq!(default, Duration::from_secs(timeout.parse().unwrap()));
+        let set = forward(&[TOKEN, DLQ, ("FUNCTION_TIMEOUT_SECONDS", "900")]).unwrap().function_timeout;
+        assert_eq!(set, Duration::from_secs(900));
+    }
+
+    #[test]
     fn a_base_url_overrides_the_region() {
         let config = forward(&[TOKEN, DLQ, ("INTERCOM_REGION", "eu"), ("INTERCOM_BASE_URL", "http://127.0.0.1:4010/")]);
         let config = config.unwrap();
@@ -318,16 +336,34 @@ mod tests {
             (&[TOKEN], "DLQ_URL is not set"),
             (&[TOKEN, DLQ, ("INTERCOM_REGION", "ca")], "INTERCOM_REGION is invalid: must be us, eu or au"),
             (&[TOKEN, DLQ, ("INTERCOM_BASE_URL", "api.intercom.io")], "INTERCOM_BASE_URL is invalid"),
-            (&[TOKEN, DLQ, ("INTERCOM_API_VERSION", "3.0")], "INTERCOM_API_VERSION is invalid: `3.0` is not a version"),
             (&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "maybe")], "INTERCOM_CREATE_ATTRIBUTES is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_TIMEOUT_MS", "0")], "INTERCOM_TIMEOUT_MS is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_CONCURRENCY", "many")], "INTERCOM_CONCURRENCY is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_RETRY_ATTEMPTS", "0")], "INTERCOM_RETRY_ATTEMPTS is invalid"),
             (&[TOKEN, DLQ, ("MAX_RECEIVES", "-1")], "MAX_RECEIVES is invalid"),
+            (&[TOKEN, DLQ, ("FUNCTION_TIMEOUT_SECONDS", "901")], "FUNCTION_TIMEOUT_SECONDS is invalid"),
         ];
         for (vars, expected) in cases {
             let error = forward(vars).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_the_api_versions_the_requests_are_written_for_are_accepted() {
+        for version in ["2.15", "2.16", " 2.15 "] {
+            assert_eq!(forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap().api_version, version.trim());
+        }
+        // 1.x is another API; 2.14 is one Intercom still takes, but no spec we wrote the requests to.
+        for version in ["1.0", "1.4", "2.0", "2.14", "2.17", "3.0", "v2.16"] {
+            let error = forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                format!(
+                    "INTERCOM_API_VERSION is invalid: `{version}` is not a version intercom-relay's requests are written \
+                     for; use one of 2.15, 2.16"
+                )
+            );
         }
     }
 

@@ -4,6 +4,7 @@
 //! [`queue::Enqueue`]; the binaries in `src/bin/` only wire clients to handlers.
 
 pub mod config;
+pub mod deadline;
 pub mod envelope;
 pub mod event;
 pub mod forward;

@@ -29,7 +29,11 @@ pub fn init_local(default: LevelFilter) {
 }
 
 fn filter(level: &str) -> EnvFilter {
-    let level = LevelFilter::from_str(level).unwrap_or(LevelFilter::INFO);
+    // tracing reads "" as ERROR, and no level set (`cargo lambda watch`, a shell) is "" here.
+    let level = match level.trim() {
+        "" => LevelFilter::INFO,
+        level => LevelFilter::from_str(level).unwrap_or(LevelFilter::INFO),
+    };
     let mut filter = EnvFilter::builder().with_default_directive(level.into()).parse_lossy("");
     // In tracing's order a more verbose level is the greater one, so `min` caps these crates at DEBUG.
     let capped = level.min(LevelFilter::DEBUG);
@@ -58,6 +62,7 @@ mod tests {
             tracing::trace!(target: "aws_smithy_runtime::client", "request body");
             tracing::trace!(target: "intercom_relay::ingest", "our own trace line");
             tracing::debug!(target: "lambda_runtime::runtime", "runtime debug line");
+            tracing::info!(target: "intercom_relay::forward", "our own info line");
         });
         String::from_utf8(out.lock().unwrap().clone()).unwrap()
     }
@@ -82,8 +87,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_level_means_info() {
-        let logs = logged_at("chatty");
-        assert!(!logs.contains("our own trace line") && !logs.contains("runtime debug line"), "{logs}");
+    fn an_unknown_level_or_none_means_info() {
+        for level in ["chatty", "", " "] {
+            let logs = logged_at(level);
+            assert!(logs.contains("our own info line"), "{level:?}: {logs}");
+            assert!(!logs.contains("our own trace line") && !logs.contains("runtime debug line"), "{level:?}: {logs}");
+        }
     }
 }

@@ -28,9 +28,9 @@ async fn main() -> Result<(), Error> {
     );
     let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
     let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
-    let forwarder = &forwarder;
+    let (forwarder, timeout) = (&forwarder, config.function_timeout);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = deadline_from_epoch_ms(event.context.deadline);
+        let deadline = deadline_from_epoch_ms(event.context.deadline, timeout);
         Ok::<_, Infallible>(forwarder.handle(&event.payload, deadline).await.response())
     }))
     .await

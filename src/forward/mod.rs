@@ -13,8 +13,9 @@ pub use execute::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor, Failed, Patience};
 pub use poll::SqsPoller;
 pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
 
-/// How long until `deadline_ms` (Unix milliseconds, as Lambda's context gives it), as an instant on tokio's clock.
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> tokio::time::Instant {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+/// `deadline_ms` (Unix milliseconds, as Lambda's context gives it) as an instant on tokio's clock; `timeout` (the
+/// function's, `FUNCTION_TIMEOUT_SECONDS`) from now when it is not a deadline (`cargo lambda watch`'s).
+pub fn deadline_from_epoch_ms(deadline_ms: u64, timeout: std::time::Duration) -> tokio::time::Instant {
+    let left = crate::deadline::time_left(deadline_ms, "FUNCTION_TIMEOUT_SECONDS");
+    tokio::time::Instant::now() + left.unwrap_or(timeout)
 }

@@ -5,7 +5,7 @@ mod body;
 mod cors;
 mod lambda;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
@@ -435,11 +435,11 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body>
         .expect("static headers are valid")
 }
 
-/// How long the invocation may still take, less a margin to answer in; `None` outside Lambda.
+/// How long the invocation may still take, less a margin to answer in; `None` outside Lambda, or when its deadline is
+/// not one (`cargo lambda watch`'s): then `ENQUEUE_TIMEOUT_MS` alone bounds the request.
 fn time_left(request: &Request) -> Option<Duration> {
     let deadline = request.lambda_context_ref()?.deadline;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
-    Some(Duration::from_millis(deadline.saturating_sub(now)).saturating_sub(DEADLINE_MARGIN))
+    Some(crate::deadline::time_left(deadline, "ENQUEUE_TIMEOUT_MS")?.saturating_sub(DEADLINE_MARGIN))
 }
 
 fn request_id(request: &Request) -> String {

@@ -1,6 +1,7 @@
 //! Integration tests: the real ingest handler, fed function-URL requests, against an in-memory queue and moto's SQS server.
 
 mod bad_inputs;
+mod cargo_lambda;
 mod cli;
 mod contract;
 mod events;

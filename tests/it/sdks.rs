@@ -10,9 +10,10 @@ use serde_json::json;
 use crate::cli::{KEY, by_external_id, members, start_serve};
 
 /// A variable scripts/test sets, pointing at an SDK it installed.
-fn installed(variable: &str) -> String {
-    std::env::var(variable)
-        .unwrap_or_else(|_| panic!("{variable} is not set: run the tests with scripts/test, which installs the SDKs"))
+pub(crate) fn installed(variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set: run the tests with scripts/test, which installs the SDKs and tools")
+    })
 }
 
 fn sdk_dir() -> PathBuf {
