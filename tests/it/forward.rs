@@ -369,3 +369,23 @@ async fn a_new_lead_is_searched_for_then_created_without_an_external_id() {
     assert_eq!((lead.role.as_str(), lead.external_id.as_deref()), ("lead", None));
     assert_eq!(lead.custom_attributes["anonymous_id"], "a-1");
 }
+
+#[tokio::test]
+async fn a_value_intercom_still_refuses_is_left_out_and_the_write_sent_again_without_it() {
+    use intercom_relay::sandbox::SeedAttribute;
+    let sandbox = sandbox().await;
+    let executor = executor(&sandbox, true);
+    deliver(&executor, json!({"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})).await;
+    // Made after this warm function read the workspace's attributes: it cannot know the list's options.
+    sandbox.seed_attribute(&SeedAttribute::new("contact", "tier", "string").with_options(&["gold", "silver"]));
+    let identify = json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada", "tier": "bronze"}});
+    let delivery = deliver(&executor, identify).await;
+    assert_eq!(dropped_paths(&delivery), ["custom_attributes.tier"], "{delivery:?}");
+    let last: Vec<(String, u16)> =
+        sandbox.requests().iter().rev().take(2).rev().map(|r| (r.method.clone(), r.status)).collect();
+    assert_eq!(last, [("PUT".to_owned(), 400), ("PUT".to_owned(), 200)], "refused whole, then sent without it");
+    let state = sandbox.state();
+    let contact = only_contact(&state);
+    assert_eq!(contact.fields["name"], "Ada");
+    assert!(!contact.custom_attributes.contains_key("tier"));
+}
