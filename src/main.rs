@@ -11,8 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use intercom_relay::config;
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
-    Destination, GenerateOptions, LocalError, ReplayOptions, SANDBOX_SEARCH_LAG, ServeOptions, Tally, generate, replay,
-    serve,
+    Destination, GenerateOptions, LocalError, ReplayOptions, ServeOptions, Tally, generate, replay, serve,
 };
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
 use intercom_relay::settings::{self, Settings};
@@ -95,17 +94,8 @@ impl IntercomArgs {
         match (&self.intercom_url, self.live) {
             (_, true) => Destination::Live,
             (Some(url), false) => Destination::Url(url.clone()),
-            (None, false) => Destination::Sandbox { rate_limit: self.rate_limit },
+            (None, false) => Destination::Sandbox { rate_limit: self.rate_limit, search_lag: self.search_lag },
         }
-    }
-
-    /// `env` with the built-in sandbox's search lag (`--search-lag`) in it.
-    fn env(
-        &self,
-        env: impl Fn(&str) -> Option<String> + Clone + Send + Sync + 'static,
-    ) -> impl Fn(&str) -> Option<String> + Clone + Send + Sync + 'static {
-        let search_lag = self.search_lag.to_string();
-        move |name: &str| if name == SANDBOX_SEARCH_LAG { Some(search_lag.clone()) } else { env(name) }
     }
 }
 
@@ -232,7 +222,7 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     let options = ReplayOptions { paths: args.paths, destination: args.intercom.destination(), write_keys };
     let tally = Arc::new(Tally::new(true, args.show_requests));
     let progress = progress_bar(tally.clone());
-    let local = replay(options, args.intercom.env(args.settings.env()), tally.clone()).await;
+    let local = replay(options, args.settings.env(), tally.clone()).await;
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -318,7 +308,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
         (None, None, None) => "the defaults (everything forwarded)".to_owned(),
     };
     let tally = Arc::new(Tally::new(false, false));
-    let server = serve(options, args.intercom.env(args.settings.env()), tally.clone()).await?;
+    let server = serve(options, args.settings.env(), tally.clone()).await?;
     let local = server.local().clone();
     let key = match &generated {
         Some(key) => format!("{key} (made for this run; set WRITE_KEYS to choose)"),

@@ -1,7 +1,9 @@
 //! Carrying out one event's plan: contacts resolved through a warm cache and lag-free lookups, custom attributes checked
 //! against what the workspace holds, merged contacts followed, and a value Intercom cannot take left out, not the event.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::intercom::requests::{
-    self, AttributeRefusal, ContactFields, DataAttribute, Dialect, EventContact, FoundContact, Request,
+    self, AttributeRefusal, DataAttribute, Dialect, EventContact, Fields, FoundContact, Request,
 };
 use crate::intercom::{IntercomApi, IntercomError, conflicting_contact};
 use crate::mapping::{
@@ -46,13 +48,46 @@ pub struct Executor<A> {
     api: A,
     dialect: Dialect,
     create_attributes: bool,
-    contacts: Mutex<LruCache<ContactKey, String>>,
+    contacts: Ids<ContactKey>,
     /// Visitors' leads by anonymousId: leads carry no external_id, so this (and the lead's `anonymous_id` attribute,
     /// behind the search index's lag) is how an alias or an identify finds them.
-    visitors: Mutex<LruCache<String, String>>,
-    companies: Mutex<LruCache<String, String>>,
+    visitors: Ids<String>,
+    /// Intercom's company ids by company_id.
+    companies: Ids<String>,
     /// What the workspace holds, learned once per cold start.
     workspace: tokio::sync::Mutex<Workspace>,
+}
+
+/// Intercom's ids by a key of ours, in an LRU shared by every invocation of a warm function. A poisoned lock (a panic
+/// elsewhere) only costs lookups: the cache is an optimisation.
+struct Ids<K: Hash + Eq>(Mutex<LruCache<K, String>>);
+
+impl<K: Hash + Eq> Ids<K> {
+    fn new(size: NonZeroUsize) -> Ids<K> {
+        Ids(Mutex::new(LruCache::new(size)))
+    }
+
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<String>
+    where
+        K: Borrow<Q>,
+    {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: K, id: &str) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.put(key, id.to_owned());
+        }
+    }
+
+    fn forget<Q: Hash + Eq + ?Sized>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.pop(key);
+        }
+    }
 }
 
 /// How a failed call is tried again within one invocation.
@@ -249,9 +284,9 @@ impl<A: IntercomApi> Executor<A> {
             dialect: Dialect::of(api.version()),
             api,
             create_attributes,
-            contacts: Mutex::new(LruCache::new(cache_size)),
-            visitors: Mutex::new(LruCache::new(cache_size)),
-            companies: Mutex::new(LruCache::new(cache_size)),
+            contacts: Ids::new(cache_size),
+            visitors: Ids::new(cache_size),
+            companies: Ids::new(cache_size),
             workspace: tokio::sync::Mutex::new(Workspace::default()),
         }
     }
@@ -329,38 +364,6 @@ impl<A: IntercomApi> Executor<A> {
         }
     }
 
-    fn cached_contact(&self, key: &ContactKey) -> Option<String> {
-        self.contacts.lock().ok()?.get(key).cloned()
-    }
-
-    fn remember_contact(&self, key: &ContactKey, id: &str) {
-        if let Ok(mut cache) = self.contacts.lock() {
-            cache.put(key.clone(), id.to_owned());
-        }
-    }
-
-    fn forget_contact(&self, key: &ContactKey) {
-        if let Ok(mut cache) = self.contacts.lock() {
-            cache.pop(key);
-        }
-    }
-
-    fn visitor(&self, anonymous_id: &str) -> Option<String> {
-        self.visitors.lock().ok()?.get(anonymous_id).cloned()
-    }
-
-    fn remember_visitor(&self, anonymous_id: &str, id: &str) {
-        if let Ok(mut cache) = self.visitors.lock() {
-            cache.put(anonymous_id.to_owned(), id.to_owned());
-        }
-    }
-
-    fn forget_visitor(&self, anonymous_id: &str) {
-        if let Ok(mut cache) = self.visitors.lock() {
-            cache.pop(anonymous_id);
-        }
-    }
-
     /// The contact an id that stopped working became: the merge target a 410 names, or `None` when it is gone (or
     /// archived: creating it again then meets the 409 that unarchives it). A write to a merged id may answer 404 or
     /// 410 (the spec documents 410 for reads only), so a 404 asks the read, which says.
@@ -380,7 +383,7 @@ impl<A: IntercomApi> Executor<A> {
     /// admin, an attribute it will not hold), it is left out with the reason and the write sent again, a few times.
     async fn write(
         &self,
-        build: impl Fn(&ContactFields<'_>) -> Request,
+        build: impl Fn(&Fields<'_>) -> Request,
         attributes: &mut Map<String, Value>,
         custom: &mut Map<String, Value>,
         calls: &mut Calls,
@@ -388,7 +391,7 @@ impl<A: IntercomApi> Executor<A> {
     ) -> Result<Value, IntercomError> {
         let mut refusals = 0;
         loop {
-            let fields = ContactFields { attributes: Some(attributes), custom_attributes: Some(custom) };
+            let fields = Fields { attributes, custom_attributes: custom };
             let error = match self.call(build(&fields), calls).await {
                 Err(error) if error.status() == Some(400) && refusals < MAX_REFUSALS => error,
                 outcome => return outcome,
@@ -422,14 +425,14 @@ impl<A: IntercomApi> Executor<A> {
         let key = &upsert.key;
         let dialect = self.dialect;
         let (id, created) = 'resolved: {
-            if let Some(id) = self.cached_contact(key) {
-                let update = |f: &ContactFields<'_>| dialect.update_contact(&id, f);
+            if let Some(id) = self.contacts.get(key) {
+                let update = |f: &Fields<'_>| dialect.update_contact(&id, f);
                 match self.write(update, &mut attributes, &mut custom, calls, dropped).await {
                     Ok(_) => break 'resolved (id, false),
                     Err(error) if gone(&error) => {
-                        self.forget_contact(key);
+                        self.contacts.forget(key);
                         if let Some(target) = self.moved(&id, &error, calls).await? {
-                            let update = |f: &ContactFields<'_>| dialect.update_contact(&target, f);
+                            let update = |f: &Fields<'_>| dialect.update_contact(&target, f);
                             self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
                             break 'resolved (target, false);
                         }
@@ -441,12 +444,12 @@ impl<A: IntercomApi> Executor<A> {
                 // Several leads may share an address, so creating blindly could add one more: find the existing one
                 // first (behind the index's lag: see the README on duplicate leads).
                 if let Some(found) = self.find_by_email(email, calls).await? {
-                    let update = |f: &ContactFields<'_>| dialect.update_contact(&found.id, f);
+                    let update = |f: &Fields<'_>| dialect.update_contact(&found.id, f);
                     self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
                     break 'resolved (found.id, false);
                 }
             }
-            let create = |f: &ContactFields<'_>| match key {
+            let create = |f: &Fields<'_>| match key {
                 ContactKey::ExternalId(external_id) => dialect.create_user(external_id, f),
                 ContactKey::Email(email) => dialect.create_lead(email, f),
             };
@@ -457,16 +460,16 @@ impl<A: IntercomApi> Executor<A> {
                     if existing.archived {
                         self.call(requests::unarchive(&existing.id), calls).await?;
                     }
-                    let update = |f: &ContactFields<'_>| dialect.update_contact(&existing.id, f);
+                    let update = |f: &Fields<'_>| dialect.update_contact(&existing.id, f);
                     self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
                     (existing.id, false)
                 }
                 Err(error) => return Err(error),
             }
         };
-        self.remember_contact(key, &id);
+        self.contacts.put(key.clone(), &id);
         if let (ContactKey::Email(_), Some(Value::String(anonymous_id))) = (key, custom.get(ANONYMOUS_ID_ATTRIBUTE)) {
-            self.remember_visitor(anonymous_id, &id);
+            self.visitors.put(anonymous_id.to_owned(), &id);
         }
         Ok((id, created))
     }
@@ -527,7 +530,8 @@ impl<A: IntercomApi> Executor<A> {
 
     /// Creates the contact `key` names with nothing but its key; a 409 names the one that exists.
     async fn create_contact(&self, key: &ContactKey, calls: &mut Calls) -> Result<String, IntercomError> {
-        let fields = ContactFields::default();
+        let empty = Map::new();
+        let fields = Fields { attributes: &empty, custom_attributes: &empty };
         let request = match key {
             ContactKey::ExternalId(external_id) => self.dialect.create_user(external_id, &fields),
             ContactKey::Email(email) => self.dialect.create_lead(email, &fields),
@@ -543,7 +547,7 @@ impl<A: IntercomApi> Executor<A> {
             }
             Err(error) => return Err(error),
         };
-        self.remember_contact(key, &id);
+        self.contacts.put(key.clone(), &id);
         Ok(id)
     }
 
@@ -554,7 +558,7 @@ impl<A: IntercomApi> Executor<A> {
         create: bool,
         calls: &mut Calls,
     ) -> Result<Option<String>, IntercomError> {
-        if let Some(id) = self.cached_contact(key) {
+        if let Some(id) = self.contacts.get(key) {
             return Ok(Some(id));
         }
         let found = match key {
@@ -563,7 +567,7 @@ impl<A: IntercomApi> Executor<A> {
         };
         match found {
             Some(id) => {
-                self.remember_contact(key, &id);
+                self.contacts.put(key.clone(), &id);
                 Ok(Some(id))
             }
             None if create => self.create_contact(key, calls).await.map(Some),
@@ -579,7 +583,7 @@ impl<A: IntercomApi> Executor<A> {
             ContactKey::ExternalId(user_id) => match self.call(send(EventContact::UserId(user_id)), calls).await {
                 // A track that arrives before its identify: create the user, then send again.
                 Err(error) if error.status() == Some(404) => {
-                    self.forget_contact(&event.contact);
+                    self.contacts.forget(&event.contact);
                     self.create_contact(&event.contact, calls).await?
                 }
                 other => return other.map(drop),
@@ -588,7 +592,7 @@ impl<A: IntercomApi> Executor<A> {
                 let id = self.contact_id(lead, true, calls).await?.expect("created when missing");
                 match self.call(send(EventContact::Id(&id)), calls).await {
                     Err(error) if gone(&error) => {
-                        self.forget_contact(lead);
+                        self.contacts.forget(lead);
                         match self.moved(&id, &error, calls).await? {
                             Some(target) => target,
                             None => self.create_contact(lead, calls).await?,
@@ -598,7 +602,7 @@ impl<A: IntercomApi> Executor<A> {
                 }
             }
         };
-        self.remember_contact(&event.contact, &id);
+        self.contacts.put(event.contact.clone(), &id);
         self.call(send(EventContact::Id(&id)), calls).await.map(drop)
     }
 
@@ -611,18 +615,10 @@ impl<A: IntercomApi> Executor<A> {
         let mut attributes = company.attributes.clone();
         let mut custom = company.custom_attributes.clone();
         self.known_attributes("company", &mut custom, &company.dates, calls, dropped).await?;
-        let build = |f: &ContactFields<'_>| {
-            requests::upsert_company(
-                &company.company_id,
-                f.attributes.expect("given"),
-                f.custom_attributes.expect("given"),
-            )
-        };
+        let build = |f: &Fields<'_>| requests::upsert_company(&company.company_id, f.attributes, f.custom_attributes);
         let answer = self.write(build, &mut attributes, &mut custom, calls, dropped).await?;
         let id = requests::read_id(&answer)?;
-        if let Ok(mut cache) = self.companies.lock() {
-            cache.put(company.company_id.clone(), id.clone());
-        }
+        self.companies.put(company.company_id.clone(), &id);
         Ok(id)
     }
 
@@ -633,7 +629,7 @@ impl<A: IntercomApi> Executor<A> {
         create: bool,
         calls: &mut Calls,
     ) -> Result<Option<String>, IntercomError> {
-        if let Some(id) = self.companies.lock().ok().and_then(|mut cache| cache.get(company_id).cloned()) {
+        if let Some(id) = self.companies.get(company_id) {
             return Ok(Some(id));
         }
         let empty = Map::new();
@@ -646,9 +642,7 @@ impl<A: IntercomApi> Executor<A> {
             Err(error) if !create && error.status() == Some(404) => return Ok(None),
             Err(error) => return Err(error),
         };
-        if let Ok(mut cache) = self.companies.lock() {
-            cache.put(company_id.to_owned(), id.clone());
-        }
+        self.companies.put(company_id.to_owned(), &id);
         Ok(Some(id))
     }
 
@@ -658,12 +652,12 @@ impl<A: IntercomApi> Executor<A> {
         for retry in [false, true] {
             match self.call(requests::attach_company(&id, &company), calls).await {
                 Err(error) if gone(&error) && !retry && error.code() != Some("company_not_found") => {
-                    self.forget_contact(contact);
+                    self.contacts.forget(contact);
                     id = match self.moved(&id, &error, calls).await? {
                         Some(target) => target,
                         None => self.create_contact(contact, calls).await?,
                     };
-                    self.remember_contact(contact, &id);
+                    self.contacts.put(contact.clone(), &id);
                 }
                 other => return other.map(drop),
             }
@@ -691,11 +685,11 @@ impl<A: IntercomApi> Executor<A> {
 
     /// The contact an alias's previous id names: a visitor's lead (by its anonymousId) or a user (by external id).
     async fn previous_contact(&self, previous: &str, calls: &mut Calls) -> Result<Option<FoundContact>, IntercomError> {
-        if let Some(id) = self.visitor(previous) {
+        if let Some(id) = self.visitors.get(previous) {
             return Ok(Some(FoundContact { id, is_lead: true }));
         }
         let key = ContactKey::ExternalId(previous.to_owned());
-        if let Some(id) = self.cached_contact(&key) {
+        if let Some(id) = self.contacts.get(&key) {
             return Ok(Some(FoundContact { id, is_lead: false }));
         }
         if let Some(id) = self.find_user(previous, calls).await? {
@@ -728,19 +722,19 @@ impl<A: IntercomApi> Executor<A> {
         let Some(previous_contact) = self.previous_contact(previous, calls).await? else {
             return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
         };
-        let user = match self.cached_contact(into) {
+        let user = match self.contacts.get(into) {
             Some(id) => Some(id),
             None => self.find_user(user_id, calls).await?,
         };
         match (previous_contact, user) {
             (previous, Some(user)) if previous.id == user => {
-                self.remember_contact(into, &user);
+                self.contacts.put(into.clone(), &user);
                 Ok(None)
             }
             (FoundContact { id: lead, is_lead: true }, Some(user)) => {
                 self.merge(&lead, &user, calls).await?;
-                self.forget_visitor(previous);
-                self.remember_contact(into, &user);
+                self.visitors.forget(previous);
+                self.contacts.put(into.clone(), &user);
                 Ok(None)
             }
             (FoundContact { is_lead: false, .. }, Some(_)) => Ok(Some("alias_both_users")),
@@ -751,18 +745,18 @@ impl<A: IntercomApi> Executor<A> {
                     Err(error) if error.status() == Some(409) && is_lead => {
                         let user = error.message().and_then(conflicting_contact).ok_or(error)?;
                         self.merge(&id, &user.id, calls).await?;
-                        self.forget_visitor(previous);
-                        self.remember_contact(into, &user.id);
+                        self.visitors.forget(previous);
+                        self.contacts.put(into.clone(), &user.id);
                         return Ok(None);
                     }
                     Err(error) => return Err(error),
                 }
                 if is_lead {
-                    self.forget_visitor(previous);
+                    self.visitors.forget(previous);
                 } else {
-                    self.forget_contact(from);
+                    self.contacts.forget(from);
                 }
-                self.remember_contact(into, &id);
+                self.contacts.put(into.clone(), &id);
                 Ok(None)
             }
         }
@@ -789,7 +783,7 @@ impl<A: IntercomApi> Executor<A> {
         created: bool,
         calls: &mut Calls,
     ) -> Result<(), IntercomError> {
-        let lead = match self.visitor(anonymous_id) {
+        let lead = match self.visitors.get(anonymous_id) {
             Some(lead) => lead,
             // Asked only where a lead can carry the attribute: a search for every new user would cost a call each.
             None if created && self.has_attribute("contact", ANONYMOUS_ID_ATTRIBUTE, calls).await? => {
@@ -800,9 +794,9 @@ impl<A: IntercomApi> Executor<A> {
             }
             None => return Ok(()),
         };
-        let Some(user) = self.cached_contact(into) else { return Ok(()) };
+        let Some(user) = self.contacts.get(into) else { return Ok(()) };
         self.merge(&lead, &user, calls).await?;
-        self.forget_visitor(anonymous_id);
+        self.visitors.forget(anonymous_id);
         Ok(())
     }
 

@@ -58,17 +58,17 @@ fn segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
-/// The fields of a contact write, as the mapping planned them.
-#[derive(Clone, Debug, Default)]
-pub struct ContactFields<'a> {
+/// The fields of a contact or company write, as the mapping planned them and the checks left them.
+#[derive(Clone, Copy, Debug)]
+pub struct Fields<'a> {
     /// Intercom's own fields (`email`, `name`, `owner_id` as text…).
-    pub attributes: Option<&'a Map<String, Value>>,
-    pub custom_attributes: Option<&'a Map<String, Value>>,
+    pub attributes: &'a Map<String, Value>,
+    pub custom_attributes: &'a Map<String, Value>,
 }
 
 impl Dialect {
-    fn contact_body(self, mut body: Map<String, Value>, fields: &ContactFields<'_>) -> Map<String, Value> {
-        for (name, value) in fields.attributes.into_iter().flatten() {
+    fn contact_body(self, mut body: Map<String, Value>, fields: &Fields<'_>) -> Map<String, Value> {
+        for (name, value) in fields.attributes {
             if name == "owner_id" {
                 // The mapping keeps the id as text; the version decides its type.
                 if let Some(owner) = value.as_str().and_then(|owner| self.owner_id(owner)) {
@@ -78,14 +78,14 @@ impl Dialect {
             }
             body.insert(name.clone(), value.clone());
         }
-        if let Some(custom) = fields.custom_attributes.filter(|c| !c.is_empty()) {
-            body.insert("custom_attributes".into(), Value::Object(custom.clone()));
+        if !fields.custom_attributes.is_empty() {
+            body.insert("custom_attributes".into(), Value::Object(fields.custom_attributes.clone()));
         }
         body
     }
 
     /// `POST /contacts` for a user with `external_id`.
-    pub fn create_user(self, external_id: &str, fields: &ContactFields<'_>) -> Request {
+    pub fn create_user(self, external_id: &str, fields: &Fields<'_>) -> Request {
         let mut body = Map::new();
         body.insert("role".into(), json!("user"));
         body.insert("external_id".into(), json!(external_id));
@@ -94,7 +94,7 @@ impl Dialect {
 
     /// `POST /contacts` for a lead: by email, never with an external_id (leads carry none: spec line 9127; Segment's
     /// Intercom destination: "When creating a lead, Intercom doesn't accept an external_id").
-    pub fn create_lead(self, email: &str, fields: &ContactFields<'_>) -> Request {
+    pub fn create_lead(self, email: &str, fields: &Fields<'_>) -> Request {
         let mut body = Map::new();
         body.insert("role".into(), json!("lead"));
         body.insert("email".into(), json!(email));
@@ -103,7 +103,7 @@ impl Dialect {
 
     /// `PUT /contacts/{id}`: never a role, so an update cannot demote a user ("Contact with user role can't be
     /// converted to a lead"); converting a lead to a user is [`Dialect::convert_to_user`].
-    pub fn update_contact(self, id: &str, fields: &ContactFields<'_>) -> Request {
+    pub fn update_contact(self, id: &str, fields: &Fields<'_>) -> Request {
         let body = self.contact_body(Map::new(), fields);
         Request::new(Method::PUT, format!("/contacts/{}", segment(id)), Some(Value::Object(body)))
     }
@@ -357,7 +357,7 @@ mod tests {
     fn owner_ids_are_strings_in_2_16_and_integers_in_2_15() {
         let attributes: Map<String, Value> =
             json!({"owner_id": "991266252", "name": "Ada"}).as_object().unwrap().clone();
-        let fields = ContactFields { attributes: Some(&attributes), custom_attributes: None };
+        let fields = Fields { attributes: &attributes, custom_attributes: &Map::new() };
         assert_eq!(body(&Dialect::of("2.16").update_contact("c1", &fields))["owner_id"], json!("991266252"));
         assert_eq!(body(&Dialect::of("2.15").update_contact("c1", &fields))["owner_id"], json!(991266252));
         assert_eq!(Dialect::of("2.16").owner_id("admin-7"), None);
@@ -365,7 +365,8 @@ mod tests {
 
     #[test]
     fn an_update_never_carries_a_role_and_a_lead_never_an_external_id() {
-        let fields = ContactFields::default();
+        let empty = Map::new();
+        let fields = Fields { attributes: &empty, custom_attributes: &empty };
         let update = Dialect::of("2.16").update_contact("c1", &fields);
         assert_eq!((update.method.clone(), update.path.as_str()), (Method::PUT, "/contacts/c1"));
         assert_eq!(body(&update), &json!({}));

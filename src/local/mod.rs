@@ -31,17 +31,13 @@ use crate::intercom::{IntercomClient, IntercomError};
 use crate::queue::{MemoryQueue, ReceivedMessage};
 use crate::sandbox::{SandboxOptions, SandboxServer};
 
-/// The variable (local runs only) holding the seconds the in-process sandbox's search lags behind new contacts;
-/// `--search-lag` sets it, and without it the sandbox's default applies.
-pub const SANDBOX_SEARCH_LAG: &str = "SANDBOX_SEARCH_LAG";
-
 /// Where the forwarder's Intercom calls go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
     /// A sandbox started in this process on an ephemeral port (the default: nothing leaves the machine), allowing
-    /// `rate_limit` calls per 10-second window as Intercom does (its default is 1,666); its search lag is
-    /// [`SANDBOX_SEARCH_LAG`] in the environment `Local::start` reads.
-    Sandbox { rate_limit: u64 },
+    /// `rate_limit` calls per 10-second window as Intercom does (its default is 1,666), its search index `search_lag`
+    /// seconds behind new contacts (its default is 5).
+    Sandbox { rate_limit: u64, search_lag: u64 },
     /// Another server speaking Intercom's API (a standalone `intercom-relay sandbox`, a proxy), with the token in
     /// `INTERCOM_ACCESS_TOKEN`.
     Url(String),
@@ -102,8 +98,8 @@ pub struct Local {
 }
 
 impl Local {
-    /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`] (its search lag from
-    /// [`SANDBOX_SEARCH_LAG`]), and a client reading the forward function's variables through `env`
+    /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`], and a client reading the
+    /// forward function's variables through `env`
     /// (`INTERCOM_CONCURRENCY`, `INTERCOM_TIMEOUT_MS`…).
     pub async fn start(
         destination: &Destination,
@@ -112,16 +108,9 @@ impl Local {
         dead_letter: LocalDeadLetter,
     ) -> Result<Local, LocalError> {
         let sandbox = match destination {
-            Destination::Sandbox { rate_limit } => {
-                let search_lag = match env(SANDBOX_SEARCH_LAG) {
-                    None => SandboxOptions::default().search_lag,
-                    Some(text) => text.trim().parse().map_err(|_| {
-                        LocalError::Usage(format!(
-                            "{SANDBOX_SEARCH_LAG} must be a whole number of seconds, not {text:?}"
-                        ))
-                    })?,
-                };
-                let options = SandboxOptions { rate_limit: *rate_limit, search_lag, ..SandboxOptions::default() };
+            Destination::Sandbox { rate_limit, search_lag } => {
+                let options =
+                    SandboxOptions { rate_limit: *rate_limit, search_lag: *search_lag, ..SandboxOptions::default() };
                 Some(
                     SandboxServer::start(options, 0)
                         .await

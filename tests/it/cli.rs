@@ -158,9 +158,11 @@ async fn replay_of_events_leaves_the_people_companies_and_events_of_the_samples_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_on_the_built_in_sandbox_reports_each_event_and_strict_fails_on_rejections() {
-    let output = run(&["replay", "events/"], &[]).await;
+    // Intercom's search index lags minutes; 30 s is enough to outlast the whole run.
+    let output = run(&["replay", "events/", "--search-lag", "30"], &[]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
+    assert!(!stdout.contains("-> 400"), "no request the sandbox refuses for a contract rule: {stdout}");
     assert!(
         stdout.contains("60 accepted, 17 rejected; 49 delivered, 10 skipped, 1 dead-lettered (68 hand-backs retried); 116 Intercom calls."),
         "{stdout}"
@@ -278,7 +280,7 @@ async fn replay_as_a_library_leaves_the_built_in_sandbox_to_look_at() {
     let tally = Arc::new(Tally::new(true, false));
     let options = ReplayOptions {
         paths: vec![events_dir().join("requests/batch.json")],
-        destination: Destination::Sandbox { rate_limit: 1666 },
+        destination: Destination::Sandbox { rate_limit: 1666, search_lag: 5 },
         write_keys: options().write_keys,
     };
     let local = replay(options, |_| None, tally.clone()).await.unwrap();
@@ -515,35 +517,47 @@ fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
 
 #[test]
 fn sandbox_alone_prints_its_url_and_token_and_serves_its_state() {
-    let (mut child, lines) = first_lines(&["sandbox", "--port", "0", "--token", "local-token"], 2);
+    // The README's second `sandbox` command, as written.
+    let args = ["sandbox", "--port", "0", "--token", "my-token", "--rate-limit", "100", "--search-lag", "60"];
+    let (mut child, lines) = first_lines(&args, 2);
     let url = lines.lines().next().and_then(|l| l.rsplit(' ').next()).unwrap().to_owned();
-    let (created, state, requests) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+    let (created, limit, searched, found, state, requests) = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let http = reqwest::Client::new();
-        let created = http
-            .post(format!("{url}/contacts"))
-            .bearer_auth("local-token")
-            .header("Intercom-Version", "2.16")
-            .json(&json!({"role": "user", "external_id": "alone-1"}))
-            .send()
+        let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let request = http.request(method, format!("{url}{path}")).bearer_auth("my-token");
+            let request = request.header("Intercom-Version", "2.16");
+            match body {
+                Some(body) => request.json(&body).send(),
+                None => request.send(),
+            }
+        };
+        let created = call(reqwest::Method::POST, "/contacts", Some(json!({"role": "user", "external_id": "alone-1"})))
             .await
-            .unwrap()
-            .status();
+            .unwrap();
+        let limit = created.headers()["x-ratelimit-limit"].to_str().unwrap().to_owned();
+        let query = json!({"query": {"field": "external_id", "operator": "=", "value": "alone-1"}});
+        let searched = call(reqwest::Method::POST, "/contacts/search", Some(query)).await.unwrap();
+        let searched: Value = searched.json().await.unwrap();
+        let found = call(reqwest::Method::GET, "/contacts/find_by_external_id/alone-1", None).await.unwrap().status();
         let get = |path: &'static str| {
             let http = http.clone();
             let url = url.clone();
             async move { http.get(format!("{url}{path}")).send().await.unwrap().json::<Value>().await.unwrap() }
         };
-        (created, get("/_sandbox/state").await, get("/_sandbox/requests").await)
+        (created.status(), limit, searched, found, get("/_sandbox/state").await, get("/_sandbox/requests").await)
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(lines.contains("token: local-token"), "{lines}");
-    assert_eq!(created, 200);
+    assert!(lines.contains("token: my-token"), "{lines}");
+    assert_eq!((created.as_u16(), limit.as_str()), (200, "100"));
+    assert_eq!(searched["total_count"], 0, "the search index lags 60 s behind: {searched}");
+    assert_eq!(found.as_u16(), 200, "find_by_external_id reads no index");
     let contacts: Vec<&Value> = state["contacts"].as_object().unwrap().values().collect();
     assert_eq!((contacts.len(), &contacts[0]["external_id"]), (1, &json!("alone-1")));
+    assert_eq!(requests.as_array().unwrap().len(), 3);
     assert_eq!(
-        requests,
-        json!([{"method": "POST", "path": "/contacts", "status": 200, "body": {"role": "user", "external_id": "alone-1"}}])
+        requests[0],
+        json!({"method": "POST", "path": "/contacts", "status": 200, "body": {"role": "user", "external_id": "alone-1"}})
     );
 }
 

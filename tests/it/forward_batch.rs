@@ -163,16 +163,19 @@ async fn every_type_reaches_intercom_through_the_queue_in_the_fewest_calls() {
             .position(|known| known == id)
     });
     let delivered = |calls| Outcome::Delivered { calls };
+    // identify: create `plan`, create the contact (2), plus 0–2 attribute lists; lead: search its email, create it (2),
+    // plus the lists the identify did not read: 6 in all.
+    let identify_calls = calls[0].1.calls();
+    assert!((2..=4).contains(&identify_calls), "{calls:?}");
     let expected = [
-        // With the lead's: list both models' attributes (once, by whichever person comes first), create `plan`, create
-        // the contact; search the lead's email, create the lead.
-        ("identify", delivered(calls[0].1.calls())),
+        // With the lead's below: both models' attribute lists are read once, by whichever of the two people comes first.
+        ("identify", delivered(identify_calls)),
         ("track", delivered(1)),
         ("page", delivered(1)),
         ("screen", delivered(1)),
         ("group", delivered(2)), // upsert the company, attach the cached contact
         ("alias", delivered(3)), // no user anon-7, search the visitor's lead, merge it into the cached user
-        ("lead", delivered(6 - calls[0].1.calls())),
+        ("lead", delivered(6 - identify_calls)),
         ("anonymous", Outcome::Skipped { reason: "no_contact_identifier".into(), skipped_by: None, calls: 0 }),
     ];
     assert_eq!(calls, expected.map(|(id, outcome)| (id.to_owned(), outcome)));
