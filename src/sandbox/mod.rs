@@ -9,7 +9,8 @@ pub use attributes::{DataAttribute, MAX_CUSTOM_ATTRIBUTES, SeedAttribute};
 pub use contacts::LEAD_EXTERNAL_ID;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{
-    Company, Contact, DataEvent, Faults, MAX_EVENT_NAMES, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState,
+    Company, Contact, DataEvent, Faults, MAX_EVENT_NAMES, Outage, SandboxOptions, SandboxRequest, SandboxResponse,
+    SandboxState,
 };
 
 #[cfg(test)]

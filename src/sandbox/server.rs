@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::attributes::SeedAttribute;
-use super::state::{Faults, SandboxOptions, SandboxRequest, SandboxState};
+use super::state::{Faults, Outage, SandboxOptions, SandboxRequest, SandboxState};
 
 /// One call the sandbox answered.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -94,6 +94,11 @@ impl SandboxServer {
         let mut shared = lock(&self.shared);
         shared.options.faults = faults;
         shared.state.reseed();
+    }
+
+    /// Starts (`Some`) or ends (`None`) a workspace-wide outage; the other faults carry on, not reseeded.
+    pub fn set_outage(&self, outage: Option<Outage>) {
+        lock(&self.shared).options.faults.outage = outage;
     }
 
     /// A copy of what it holds.

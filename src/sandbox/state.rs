@@ -55,6 +55,22 @@ pub struct Faults {
     pub slow_by: Duration,
     /// When set, only calls whose path or body holds this text can fail (e.g. one user's external_id).
     pub only_matching: Option<String>,
+    /// A workspace-wide failure answering every API call alike, whatever the shares above and `only_matching` say;
+    /// none by default. Counted in `SandboxState::faults_injected` under the status it answers.
+    pub outage: Option<Outage>,
+}
+
+/// Intercom failing every call for a stretch (issue 15), the state untouched; `SandboxServer::set_outage` starts and
+/// ends one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    /// Intercom is down: 503 `service_unavailable`, without rate-limit headers.
+    Down,
+    /// The token was revoked: 401 `unauthorized` "Access Token Invalid", the answer to a wrong token.
+    Unauthorized,
+    /// A 429 storm: 429 `rate_limit_exceeded` with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` `reset_in` ahead
+    /// (whole seconds), so a client that waits for the reset waits that long.
+    RateLimited { reset_in: Duration },
 }
 
 /// Intercom allows at most this many active event names per workspace.
@@ -187,6 +203,12 @@ pub(super) fn error(status: u16, code: &str, message: &str) -> SandboxResponse {
     SandboxResponse { status, headers: Vec::new(), body: Some(body), delay: Duration::ZERO }
 }
 
+/// Intercom's answer to a missing, wrong or revoked token (2.16, every endpoint's 401), without rate-limit headers:
+/// Intercom sends none to a call without valid credentials.
+fn unauthorized() -> SandboxResponse {
+    error(401, "unauthorized", "Access Token Invalid")
+}
+
 pub(super) fn ok(status: u16, body: Value) -> SandboxResponse {
     SandboxResponse { status, headers: Vec::new(), body: Some(body), delay: Duration::ZERO }
 }
@@ -230,9 +252,28 @@ impl SandboxState {
 impl SandboxState {
     /// Answers `request` at `now` (Unix seconds).
     pub fn handle(&mut self, options: &SandboxOptions, request: &SandboxRequest, now: u64) -> SandboxResponse {
+        match options.faults.outage {
+            Some(Outage::Down) => {
+                self.count_fault("503");
+                return error(503, "service_unavailable", "Outage: the sandbox is down");
+            }
+            Some(Outage::Unauthorized) => {
+                self.count_fault("401");
+                return unauthorized();
+            }
+            _ => {}
+        }
         let bearer = request.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer "));
         if bearer != Some(options.token.as_str()) {
-            return error(401, "unauthorized", "Access Token Invalid");
+            return unauthorized();
+        }
+        if let Some(Outage::RateLimited { reset_in }) = options.faults.outage {
+            self.count_fault("429");
+            let mut limited = error(429, "rate_limit_exceeded", "Exceeded rate limit");
+            limited.headers.push(("x-ratelimit-limit", options.rate_limit.to_string()));
+            limited.headers.push(("x-ratelimit-remaining", "0".into()));
+            limited.headers.push(("x-ratelimit-reset", (now + reset_in.as_secs()).to_string()));
+            return limited;
         }
         if let Some(version) = request.version.as_deref().filter(|v| !API_VERSIONS.contains(v)) {
             return error(400, "intercom_version_invalid", &format!("Requested version {version} is not valid"));

@@ -238,6 +238,7 @@ fn injected_faults_follow_their_shares_repeat_with_the_seed_and_leave_the_state_
         slow: 0.1,
         slow_by: Duration::from_secs(9),
         only_matching: None,
+        outage: None,
     };
     let run = || {
         let mut sandbox = Sandbox::new(SandboxOptions { faults: faults.clone(), ..SandboxOptions::default() });
@@ -262,6 +263,77 @@ fn injected_faults_follow_their_shares_repeat_with_the_seed_and_leave_the_state_
     let (again, _) = run();
     let statuses = |answers: &[SandboxResponse]| answers.iter().map(|a| a.status).collect::<Vec<_>>();
     assert_eq!(statuses(&answers), statuses(&again), "the same seed, the same faults");
+}
+
+// Outages (RULES.md: every call): a soak switches them on and off.
+
+/// Sends `calls` user creations and checks each answer with `check`; then the state must hold nothing and the faults
+/// counted must be `calls` under `key`.
+fn outage_refuses_everything(sandbox: &mut Sandbox, calls: usize, key: &str, check: impl Fn(&SandboxResponse)) {
+    for n in 0..calls {
+        check(&sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": format!("u-{n}")}))));
+    }
+    check(&sandbox.call("GET", "/data_attributes", None));
+    let state = &sandbox.state;
+    assert_eq!((state.contacts.len(), state.changes), (0, 0), "an outage creates nothing");
+    assert_eq!(state.faults_injected.get(key), Some(&(calls as u64 + 1)), "{:?}", state.faults_injected);
+}
+
+fn recovers(sandbox: &mut Sandbox) {
+    sandbox.options.faults.outage = None;
+    sandbox.contact(json!({"role": "user", "external_id": "u-after"}));
+    assert_eq!(sandbox.state.contacts.len(), 1, "once the outage ends, calls are carried out");
+}
+
+#[test]
+fn while_intercom_is_down_every_call_is_a_503_and_nothing_is_created() {
+    let faults = Faults { outage: Some(Outage::Down), ..Faults::default() };
+    let mut sandbox = Sandbox::new(SandboxOptions { faults, ..SandboxOptions::default() });
+    outage_refuses_everything(&mut sandbox, 20, "503", |answer| {
+        assert_eq!((answer.status, code(answer)), (503, "service_unavailable"), "{answer:?}");
+        assert!(answer.headers.is_empty(), "a service that is down counts no rate limit: {answer:?}");
+    });
+    recovers(&mut sandbox);
+}
+
+#[test]
+fn a_revoked_token_gets_intercoms_401_for_a_bad_token_on_every_call() {
+    let mut sandbox = sandbox();
+    let wrong = SandboxRequest {
+        method: "GET".into(),
+        path: "/data_attributes".into(),
+        authorization: Some("Bearer revoked".into()),
+        version: Some("2.16".into()),
+        body: None,
+        malformed: false,
+    };
+    let bad_token = sandbox.state.handle(&sandbox.options, &wrong, NOW);
+    sandbox.options.faults.outage = Some(Outage::Unauthorized);
+    outage_refuses_everything(&mut sandbox, 20, "401", |answer| {
+        assert_eq!(answer, &bad_token, "the very answer to a wrong token, without rate-limit headers");
+    });
+    let body = bad_token.body.unwrap();
+    assert_eq!(body["type"], "error.list");
+    assert_eq!(body["errors"], json!([{"code": "unauthorized", "message": "Access Token Invalid"}]));
+    recovers(&mut sandbox);
+}
+
+#[test]
+fn in_a_429_storm_every_call_is_refused_with_the_reset_far_ahead() {
+    let storm = Outage::RateLimited { reset_in: Duration::from_secs(3600) };
+    let mut sandbox = Sandbox::new(SandboxOptions {
+        faults: Faults { outage: Some(storm), ..Faults::default() },
+        ..SandboxOptions::default()
+    });
+    outage_refuses_everything(&mut sandbox, 20, "429", |answer| {
+        assert_eq!((answer.status, code(answer)), (429, "rate_limit_exceeded"), "{answer:?}");
+        assert_eq!(header(answer, "x-ratelimit-limit"), Some("1666"));
+        assert_eq!(header(answer, "x-ratelimit-remaining"), Some("0"));
+        assert_eq!(header(answer, "x-ratelimit-reset"), Some((NOW + 3600).to_string().as_str()));
+    });
+    let limited = sandbox.call_at("GET", "/admins", None, NOW + 600);
+    assert_eq!(header(&limited, "x-ratelimit-reset"), Some((NOW + 4200).to_string().as_str()), "always an hour ahead");
+    recovers(&mut sandbox);
 }
 
 // Merges (RULES.md: merge).

@@ -1,9 +1,9 @@
 //! The Intercom client against the sandbox served over HTTP: what each outcome looks like to the forwarder.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use intercom_relay::intercom::{IntercomApi, IntercomClient, IntercomError, conflicting_contact};
-use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay::sandbox::{Outage, SandboxOptions, SandboxServer};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::json;
@@ -54,6 +54,52 @@ async fn a_spent_window_is_retryable_when_the_call_cannot_wait_for_it() {
     let error = intercom.call(Method::GET, "/data_attributes", None).await.unwrap_err();
     assert_eq!((error.status(), error.is_retryable()), (Some(429), true));
     assert_eq!(sandbox.requests().len(), 1, "the client paused instead of spending a call on a 429");
+}
+
+#[tokio::test]
+async fn in_a_429_storm_with_the_reset_an_hour_away_a_call_gives_up_at_once_and_retryably() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    sandbox.set_outage(Some(Outage::RateLimited { reset_in: Duration::from_secs(3600) }));
+    let intercom = client(&sandbox.url, &sandbox.token(), "2.16");
+    let body = json!({"role": "user", "external_id": "u-1"});
+    let started = Instant::now();
+    let error = intercom.call(Method::POST, "/contacts", Some(&body)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "it did not wait for the reset: {:?}", started.elapsed());
+    assert!(matches!(error, IntercomError::Api { status: 429, .. }) && error.is_retryable(), "{error}");
+    assert_eq!(error.code(), Some("rate_limit_exceeded"));
+    intercom.call(Method::GET, "/data_attributes", None).await.unwrap_err();
+    let statuses: Vec<u16> = sandbox.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429], "the second call trusted the reset and spent no call on another 429");
+    assert_eq!(sandbox.state().faults_injected["429"], 1);
+    assert!(sandbox.state().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_a_permanent_401_until_it_is_restored() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let intercom = client(&sandbox.url, &sandbox.token(), "2.16");
+    sandbox.set_outage(Some(Outage::Unauthorized));
+    let error = intercom.call(Method::GET, "/data_attributes", None).await.unwrap_err();
+    assert_eq!((error.status(), error.code(), error.is_retryable()), (Some(401), Some("unauthorized"), false));
+    assert_eq!(error.message(), Some("Access Token Invalid"));
+    sandbox.set_outage(None);
+    intercom.call(Method::GET, "/data_attributes", None).await.unwrap();
+    let statuses: Vec<u16> = sandbox.requests().iter().map(|r| r.status).collect();
+    assert_eq!((statuses, sandbox.state().faults_injected["401"]), (vec![401, 200], 1));
+}
+
+#[tokio::test]
+async fn while_intercom_is_down_a_call_is_a_retryable_503_and_then_goes_through() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let intercom = client(&sandbox.url, &sandbox.token(), "2.16");
+    sandbox.set_outage(Some(Outage::Down));
+    let body = json!({"role": "user", "external_id": "u-1"});
+    let error = intercom.call(Method::POST, "/contacts", Some(&body)).await.unwrap_err();
+    assert_eq!((error.status(), error.code(), error.is_retryable()), (Some(503), Some("service_unavailable"), true));
+    assert!(sandbox.state().contacts.is_empty());
+    sandbox.set_outage(None);
+    intercom.call(Method::POST, "/contacts", Some(&body)).await.unwrap();
+    assert_eq!(sandbox.state().contacts.len(), 1);
 }
 
 #[tokio::test]

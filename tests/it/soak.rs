@@ -78,6 +78,7 @@ fn intercom_faults(seed: u64) -> Faults {
         slow: 0.03,
         slow_by: Duration::from_millis(600),
         only_matching: None,
+        outage: None,
     }
 }
 
