@@ -8,7 +8,8 @@ use secrecy::SecretString;
 use crate::forward::ForwardOptions;
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
 use crate::intercom::{DEFAULT_API_VERSION, Region, SUPPORTED_API_VERSIONS};
-use crate::queue::RetryPolicy;
+use crate::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT};
+use crate::retry::{RetryPolicy, parse_duration};
 use crate::settings::Settings;
 
 /// Why the function cannot start; the message names the variable.
@@ -30,8 +31,9 @@ pub struct IngestConfig {
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser, or `*` (the default).
     pub allowed_origins: AllowedOrigins,
     /// `ENQUEUE_MAX_ATTEMPTS`: attempts per SendMessageBatch before answering 503 (default 4);
-    /// `ENQUEUE_TIMEOUT_MS`: the most enqueueing one request may take (default 7000, under the function's 10 s timeout).
     pub enqueue_retry: RetryPolicy,
+    /// `ENQUEUE_TIMEOUT_MS`: the most enqueueing one request may take (default 7000, under the function's 10 s timeout).
+    pub enqueue_timeout: Duration,
 }
 
 impl IngestConfig {
@@ -59,18 +61,19 @@ impl IngestConfig {
                 .map_err(|reason| ConfigError::Invalid { name: "CORS_ALLOWED_ORIGINS", reason })?,
         };
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let defaults = RetryPolicy::default();
         let enqueue_retry = RetryPolicy {
-            attempts: number(&set, "ENQUEUE_MAX_ATTEMPTS", defaults.attempts as u64, 1..=20)? as usize,
-            deadline: Duration::from_millis(number(
-                &set,
-                "ENQUEUE_TIMEOUT_MS",
-                defaults.deadline.as_millis() as u64,
-                100..=60_000,
-            )?),
-            ..defaults
+            attempts: number(&set, "ENQUEUE_MAX_ATTEMPTS", ENQUEUE_RETRY.attempts as u64, 1..=20)? as u32,
+            ..ENQUEUE_RETRY
         };
-        Ok(IngestConfig { write_keys, queue_url: queue_url.trim().to_owned(), allowed_origins, enqueue_retry })
+        let timeout_ms = ENQUEUE_TIMEOUT.as_millis() as u64;
+        let enqueue_timeout = Duration::from_millis(number(&set, "ENQUEUE_TIMEOUT_MS", timeout_ms, 100..=60_000)?);
+        Ok(IngestConfig {
+            write_keys,
+            queue_url: queue_url.trim().to_owned(),
+            allowed_origins,
+            enqueue_retry,
+            enqueue_timeout,
+        })
     }
 
     /// The HTTP API's part of the configuration.
@@ -105,9 +108,19 @@ pub struct ForwardConfig {
     pub concurrency: usize,
     /// `INTERCOM_RETRY_ATTEMPTS`: tries of one Intercom call within an invocation (default 4).
     pub attempts: u32,
-    /// `MAX_RECEIVES`: from this receive on, an event still failing for a retryable reason is dead-lettered with that
-    /// reason (default 5; keep it below the queue's redrive `maxReceiveCount`).
-    pub max_receives: u32,
+    /// `RETRY_HORIZON`: an event still failing for a reason that may pass (Intercom down, a refused token, a rate
+    /// limit) is tried until it has been this long in the queue, then dead-lettered with `retries_exhausted` (default
+    /// `24h`; `90s`, `15m`, `24h`, `7d`; at most `14d`, the queues' retention).
+    pub horizon: Duration,
+    /// `RETRY_BACKOFF_MIN` and `RETRY_BACKOFF_MAX`: the first and the longest wait of an event handed back (defaults
+    /// `10s` and `15m`; at most `12h`, SQS's longest visibility timeout); each wait is about the time it has failed so far.
+    pub redelivery: RetryPolicy,
+    /// `ALIAS_WAIT`: how long an alias whose previous contact Intercom does not hold is handed back before it is
+    /// skipped (default `5m`): the previous contact may still be on its way in another person's lane.
+    pub alias_wait: Duration,
+    /// `QUEUE_URL`: the events queue, where handed-back records' waits are set; unset, each record's
+    /// `eventSourceARN` names it.
+    pub queue_url: Option<String>,
     /// `FUNCTION_TIMEOUT_SECONDS`: the function's timeout (default 30, the template's), which Lambda does not tell the
     /// function; an invocation whose deadline is not one (`cargo lambda watch`'s) takes this long from its start.
     pub function_timeout: Duration,
@@ -175,7 +188,20 @@ impl ForwardConfig {
         let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", 5000, 100..=60_000)?);
         let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
         let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
-        let max_receives = number(&set, "MAX_RECEIVES", 5, 1..=1000)? as u32;
+        let day = Duration::from_secs(86_400);
+        let horizon = duration(&set, "RETRY_HORIZON", day, Duration::from_secs(1)..=crate::forward::QUEUE_RETENTION)?;
+        let twelve_hours = Duration::from_secs(12 * 3600);
+        let backoff_min = duration(&set, "RETRY_BACKOFF_MIN", Duration::from_secs(10), Duration::ZERO..=twelve_hours)?;
+        let backoff_max = duration(&set, "RETRY_BACKOFF_MAX", Duration::from_secs(900), backoff_min..=twelve_hours)?;
+        let redelivery = RetryPolicy { attempts: u32::MAX, min_delay: backoff_min, max_delay: backoff_max };
+        let alias_wait = duration(&set, "ALIAS_WAIT", Duration::from_secs(300), Duration::ZERO..=day)?;
+        let queue_url = set("QUEUE_URL");
+        if set("MAX_RECEIVES").is_some() {
+            let reason = "no longer read: an event is tried until it is RETRY_HORIZON old (default 24h), whatever its \
+                          receive count; unset MAX_RECEIVES and set RETRY_HORIZON if the default does not suit"
+                .into();
+            return Err(ConfigError::Invalid { name: "MAX_RECEIVES", reason });
+        }
         let function_timeout = Duration::from_secs(number(&set, "FUNCTION_TIMEOUT_SECONDS", 30, 1..=900)?);
         Ok(ForwardConfig {
             access_token,
@@ -188,19 +214,25 @@ impl ForwardConfig {
             timeout,
             concurrency,
             attempts,
-            max_receives,
+            horizon,
+            redelivery,
+            alias_wait,
+            queue_url,
             function_timeout,
         })
     }
 
     /// How the forwarder works through a batch.
     pub fn options(&self) -> ForwardOptions {
+        let defaults = ForwardOptions::default();
         ForwardOptions {
             concurrency: self.concurrency,
-            attempts: self.attempts,
+            retry: RetryPolicy { attempts: self.attempts, ..defaults.retry },
             call_timeout: self.timeout,
-            max_receives: self.max_receives,
-            ..ForwardOptions::default()
+            redelivery: self.redelivery,
+            horizon: self.horizon,
+            alias_wait: self.alias_wait,
+            ..defaults
         }
     }
 }
@@ -224,6 +256,23 @@ fn settings(set: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigErr
             Settings::parse(&text).map_err(|problems| invalid("RELAY_SETTINGS_FILE", format!("{path}: {problems}")))
         }
     }
+}
+
+/// A duration (`90s`, `15m`, `24h`, `7d`, or seconds) from `range`, or `default` when the variable is unset.
+fn duration(
+    set: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = set(name) else { return Ok(default) };
+    let value = parse_duration(&text).map_err(|reason| ConfigError::Invalid { name, reason })?;
+    if !range.contains(&value) {
+        let (low, high) = (range.start().as_secs(), range.end().as_secs());
+        let reason = format!("must be from {low} s to {high} s, not `{text}` ({} s)", value.as_secs_f64());
+        return Err(ConfigError::Invalid { name, reason });
+    }
+    Ok(value)
 }
 
 /// A whole number from `range`, or `default` when the variable is unset.
@@ -306,7 +355,12 @@ mod tests {
         assert!(config.create_attributes);
         assert_eq!((config.timeout, config.concurrency), (Duration::from_secs(5), 8));
         let options = config.options();
-        assert_eq!((options.attempts, options.max_receives, options.call_timeout), (4, 5, Duration::from_secs(5)));
+        assert_eq!((options.retry.attempts, options.call_timeout), (4, Duration::from_secs(5)));
+        assert_eq!((options.horizon, options.alias_wait), (Duration::from_secs(86_400), Duration::from_secs(300)));
+        assert_eq!(
+            (options.redelivery.min_delay, options.redelivery.max_delay),
+            (Duration::from_secs(10), Duration::from_secs(900))
+        );
         let printed = format!("{config:?}");
         assert!(!printed.contains(TOKEN.1), "{printed}");
     }
@@ -340,7 +394,12 @@ mod tests {
             (&[TOKEN, DLQ, ("INTERCOM_TIMEOUT_MS", "0")], "INTERCOM_TIMEOUT_MS is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_CONCURRENCY", "many")], "INTERCOM_CONCURRENCY is invalid"),
             (&[TOKEN, DLQ, ("INTERCOM_RETRY_ATTEMPTS", "0")], "INTERCOM_RETRY_ATTEMPTS is invalid"),
-            (&[TOKEN, DLQ, ("MAX_RECEIVES", "-1")], "MAX_RECEIVES is invalid"),
+            (&[TOKEN, DLQ, ("MAX_RECEIVES", "5")], "MAX_RECEIVES is invalid: no longer read"),
+            (&[TOKEN, DLQ, ("RETRY_HORIZON", "15d")], "RETRY_HORIZON is invalid: must be from 1 s to 1209600 s"),
+            (&[TOKEN, DLQ, ("RETRY_HORIZON", "a day")], "RETRY_HORIZON is invalid: `a day` is not a duration"),
+            (&[TOKEN, DLQ, ("RETRY_BACKOFF_MAX", "5s")], "RETRY_BACKOFF_MAX is invalid: must be from 10 s"),
+            (&[TOKEN, DLQ, ("RETRY_BACKOFF_MIN", "13h")], "RETRY_BACKOFF_MIN is invalid"),
+            (&[TOKEN, DLQ, ("ALIAS_WAIT", "2d")], "ALIAS_WAIT is invalid"),
             (&[TOKEN, DLQ, ("FUNCTION_TIMEOUT_SECONDS", "901")], "FUNCTION_TIMEOUT_SECONDS is invalid"),
         ];
         for (vars, expected) in cases {

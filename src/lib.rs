@@ -14,5 +14,6 @@ pub mod local;
 pub mod logging;
 pub mod mapping;
 pub mod queue;
+pub mod retry;
 pub mod sandbox;
 pub mod settings;

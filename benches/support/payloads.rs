@@ -5,9 +5,9 @@
 #![allow(dead_code)]
 
 use intercom_relay::event::{parse_batch, parse_single};
-use intercom_relay::forward::{RecordAttributes, SqsEvent, SqsRecord};
 use intercom_relay::ingest::accept_events;
 use intercom_relay::local::{GenerateOptions, generate};
+use intercom_relay::queue::{RecordAttributes, SqsEvent, SqsRecord};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -36,6 +36,7 @@ pub fn sqs_event(lines: &[String], tag: &str) -> SqsEvent {
                     approximate_receive_count: Some("1".into()),
                     message_group_id: Some(message.ordering_key),
                     message_deduplication_id: Some(message.message_id),
+                    ..RecordAttributes::default()
                 },
                 ..SqsRecord::default()
             }

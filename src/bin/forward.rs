@@ -5,8 +5,9 @@ use std::num::NonZeroUsize;
 
 use aws_config::BehaviorVersion;
 use intercom_relay::config::ForwardConfig;
-use intercom_relay::forward::{Executor, Forwarder, SqsDeadLetter, SqsEvent, deadline_from_epoch_ms};
+use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
 use intercom_relay::intercom::IntercomClient;
+use intercom_relay::queue::{SqsDeadLetter, SqsEvent, SqsHandBack};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 /// Contacts and companies remembered across invocations of one warm function.
@@ -22,16 +23,21 @@ async fn main() -> Result<(), Error> {
     let client =
         IntercomClient::new(&config.base_url, config.access_token.clone(), &config.api_version, config.timeout)?;
     let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let dead_letter = SqsDeadLetter::new(
-        aws_sdk_sqs::Client::new(&aws),
-        config.dlq_url.as_deref().expect("from_env requires DLQ_URL"),
-    );
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let dead_letter = SqsDeadLetter::new(sqs.clone(), config.dlq_url.as_deref().expect("from_env requires DLQ_URL"));
+    // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
+    let hand_back = SqsHandBack::new(sqs, config.queue_url.clone());
     let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
     let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
-    let (forwarder, timeout) = (&forwarder, config.function_timeout);
+    let (forwarder, hand_back, timeout) = (&forwarder, &hand_back, config.function_timeout);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline, timeout);
-        Ok::<_, Infallible>(forwarder.handle(&event.payload, deadline).await.response())
+        let report = forwarder.handle(&event.payload, deadline).await;
+        if let Err(problem) = hand_back.hand_back(&event.payload, &report.handed_back()).await {
+            // They come back after the queue's visibility timeout instead: later than meant, not lost.
+            tracing::warn!(%problem, "The waits of the records handed back could not be set.");
+        }
+        Ok::<_, Infallible>(report.response())
     }))
     .await
 }

@@ -23,7 +23,8 @@ async fn main() -> Result<(), Error> {
         .operation_attempt_timeout(Duration::from_secs(3))
         .build();
     let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url, config.enqueue_retry);
+    let queue =
+        SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url, config.enqueue_retry, config.enqueue_timeout);
     let ingest = Ingest::new(config.options(), queue);
     let ingest = &ingest;
     let handler = service_fn(move |request: Request| async move { Ok::<_, Infallible>(ingest.handle(request).await) });

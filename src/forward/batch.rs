@@ -3,19 +3,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::dead_letter::{DeadLetter, DeadLetterMessage, Reason};
-use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Executor, Failed, Patience};
-use super::sqs_event::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsRecord};
+use super::breaker::{BreakerPolicy, is_workspace_failure};
+use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Executor, Failed};
 use crate::envelope::Envelope;
 use crate::intercom::{IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_with};
+use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
+use crate::retry::RetryPolicy;
 use crate::settings::Settings;
 
 tokio::task_local! {
@@ -29,34 +30,55 @@ pub fn current_record() -> Option<String> {
     RECORD.try_with(String::clone).ok()
 }
 
-/// How a batch is worked through.
+/// How a batch is worked through, and how its failures are tried again.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardOptions {
     /// People (message groups) worked on at once.
     pub concurrency: usize,
-    /// Tries of one Intercom call within an invocation, the first included.
-    pub attempts: u32,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
+    /// Tries of one Intercom call within an invocation.
+    pub retry: RetryPolicy,
     /// The Intercom client's timeout: no try starts unless it can end before the stop.
     pub call_timeout: Duration,
     /// Time kept back from the invocation's deadline to dead-letter, answer and log.
     pub margin: Duration,
-    /// From this receive on, an event that still fails for a retryable reason is dead-lettered (with the last reason)
-    /// instead of handed back: the queue's own redrive would move it without saying why.
-    pub max_receives: u32,
+    /// The waits of an event handed back, growing with the time it has been failing (`attempts` is not used: the
+    /// horizon ends its tries).
+    pub redelivery: RetryPolicy,
+    /// An event still failing for a reason that may pass once it is older than this (in its queue) is dead-lettered
+    /// with `retries_exhausted` and the last reason (`RETRY_HORIZON`).
+    pub horizon: Duration,
+    /// An alias whose previous contact Intercom does not hold is handed back for this long, then skipped.
+    pub alias_wait: Duration,
+    /// When calls are held back because every call fails for a reason of the workspace.
+    pub breaker: BreakerPolicy,
 }
+
+/// What the template sets: the longest SQS keeps a message (`MessageRetentionPeriod`, 14 days, on both queues).
+pub const QUEUE_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+
+/// Tries an event gets within its horizon, at most: the waits are stretched when the horizon would need more, so an
+/// event never meets the queue's redrive `maxReceiveCount` (1000, template.yaml) before its horizon.
+const MAX_TRIES: u32 = 800;
 
 impl Default for ForwardOptions {
     fn default() -> ForwardOptions {
         ForwardOptions {
             concurrency: 8,
-            attempts: 4,
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(3),
+            retry: RetryPolicy {
+                attempts: 4,
+                min_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(3),
+            },
             call_timeout: Duration::from_secs(5),
             margin: Duration::from_millis(1500),
-            max_receives: 5,
+            redelivery: RetryPolicy {
+                attempts: u32::MAX,
+                min_delay: Duration::from_secs(10),
+                max_delay: Duration::from_secs(900),
+            },
+            horizon: Duration::from_secs(86_400),
+            alias_wait: Duration::from_secs(300),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -75,8 +97,13 @@ pub enum Outcome {
         skipped_by: Option<String>,
         calls: usize,
     },
-    /// Handed back to SQS, which delivers it again after the visibility timeout.
-    Retry { reason: String, calls: usize },
+    /// Handed back to SQS, which delivers it again after `retry_in` (its visibility timeout, set per message).
+    Retry {
+        reason: String,
+        calls: usize,
+        #[serde(rename = "retry_in_ms", serialize_with = "millis")]
+        retry_in: Duration,
+    },
     /// In the dead-letter queue with the reason, acknowledged.
     DeadLettered { reason: Reason, calls: usize },
 }
@@ -91,6 +118,10 @@ impl Outcome {
             | Outcome::DeadLettered { calls, .. } => *calls,
         }
     }
+}
+
+fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_millis() as u64)
 }
 
 /// One record's outcome.
@@ -122,6 +153,15 @@ impl BatchReport {
         }
     }
 
+    /// The records handed back, each with its wait (SQS message id, wait): what `ChangeMessageVisibility` is told.
+    pub fn handed_back(&self) -> Vec<(String, Duration)> {
+        let waits = self.records.iter().filter_map(|r| match r.outcome {
+            Outcome::Retry { retry_in, .. } => Some((r.sqs_message_id.clone(), retry_in)),
+            _ => None,
+        });
+        waits.collect()
+    }
+
     /// Intercom calls spent on the whole batch.
     pub fn calls(&self) -> usize {
         self.records.iter().map(|r| r.outcome.calls()).sum()
@@ -147,7 +187,9 @@ struct Item<'a> {
 }
 
 impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
+    /// A forwarder; the executor's breaker takes `options.breaker`.
     pub fn new(executor: Executor<A>, dead_letter: D, options: ForwardOptions) -> Forwarder<A, D> {
+        let executor = executor.with_breaker(options.breaker);
         Forwarder { executor, dead_letter, options, settings: Arc::new(Settings::default()) }
     }
 
@@ -207,25 +249,30 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         BatchReport { records: outcomes.into_iter().map(|(_, outcome)| outcome).collect() }
     }
 
-    /// One person's records, in order; once one is handed back, so are the rest, to keep the order.
+    /// One person's records, in order; once one is handed back, so are the rest, with the same wait, to keep the order.
     async fn group(&self, group: Vec<Item<'_>>, stop: Instant) -> Vec<(usize, RecordOutcome)> {
-        let mut handed_back = false;
+        let mut handed_back: Option<Duration> = None;
         let mut outcomes = Vec::with_capacity(group.len());
         for item in group {
-            let outcome = if handed_back {
-                Outcome::Retry { reason: "an earlier event of the same person was handed back".into(), calls: 0 }
+            let (outcome, quiet) = if let Some(retry_in) = handed_back {
+                let reason = "an earlier event of the same person was handed back".into();
+                (Outcome::Retry { reason, calls: 0, retry_in }, true)
             } else if Instant::now() >= stop {
-                Outcome::Retry { reason: "the invocation's time ran out before this event".into(), calls: 0 }
+                let reason = "the invocation's time ran out before this event".into();
+                (Outcome::Retry { reason, calls: 0, retry_in: Duration::ZERO }, false)
             } else {
                 let record = RECORD.scope(item.record.message_id.clone(), self.record(&item, stop));
                 match tokio::time::timeout_at(stop, record).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
-                        Outcome::Retry { reason: "the invocation's time ran out during this event".into(), calls: 0 }
+                        let reason = "the invocation's time ran out during this event".into();
+                        (Outcome::Retry { reason, calls: 0, retry_in: Duration::ZERO }, false)
                     }
                 }
             };
-            handed_back = matches!(outcome, Outcome::Retry { .. });
+            if let Outcome::Retry { retry_in, .. } = outcome {
+                handed_back = Some(retry_in);
+            }
             let envelope = item.envelope.as_ref().ok();
             let outcome = RecordOutcome {
                 sqs_message_id: item.record.message_id.clone(),
@@ -233,67 +280,88 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 event_type: envelope.map(|e| e.event.kind.as_str().to_owned()),
                 outcome,
             };
-            log(&outcome);
+            log(&outcome, quiet);
             outcomes.push((item.index, outcome));
         }
         outcomes
     }
 
-    async fn record(&self, item: &Item<'_>, stop: Instant) -> Outcome {
+    /// What becomes of one record, and whether its line is quiet (held back with the rest while Intercom fails).
+    async fn record(&self, item: &Item<'_>, stop: Instant) -> (Outcome, bool) {
         let envelope = match &item.envelope {
             Ok(envelope) => envelope,
             Err(message) => {
-                return self.send_to_dead_letter(item, Reason::ours("malformed_envelope", message.clone()), 0).await;
+                let reason = Reason::ours("malformed_envelope", message.clone());
+                return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
         let plan = match map_with(&envelope.event, &self.settings) {
             Ok(plan) => plan,
             Err(Unmapped::Skipped(reason)) => {
-                return Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: 0 };
+                return (Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: 0 }, false);
             }
             Err(Unmapped::SkippedBy(skip)) => {
-                return Outcome::Skipped { reason: skip.reason, skipped_by: Some(skip.rule), calls: 0 };
+                return (Outcome::Skipped { reason: skip.reason, skipped_by: Some(skip.rule), calls: 0 }, false);
             }
             Err(Unmapped::Unreadable(message)) => {
-                return self.send_to_dead_letter(item, Reason::ours("unreadable_event", message), 0).await;
+                let reason = Reason::ours("unreadable_event", message);
+                return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
-        let patience = Patience {
-            attempts: self.options.attempts,
-            min_delay: self.options.min_delay,
-            max_delay: self.options.max_delay,
-            until: stop,
-            call_timeout: self.options.call_timeout,
-        };
-        let last_chance = item.record.receive_count() >= self.options.max_receives;
-        match self.executor.execute(&plan, patience).await {
+        let clock = Clock::of(item.record, envelope);
+        let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
+        match self.executor.execute(&plan, self.options.retry, until).await {
             Ok(delivery) => {
                 for dropped in &delivery.dropped {
                     info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
                 }
-                match delivery.skipped {
-                    // The previous contact may still be on its way in another FIFO group: skipped only at the last try.
-                    Some(ALIAS_PREVIOUS_UNKNOWN) if !last_chance => Outcome::Retry {
+                let outcome = match delivery.skipped {
+                    // The previous contact may still be on its way in another FIFO group: skipped after a while.
+                    Some(ALIAS_PREVIOUS_UNKNOWN) if clock.failing < self.options.alias_wait => Outcome::Retry {
                         reason: "alias: Intercom does not hold the previous contact yet".into(),
                         calls: delivery.calls,
+                        retry_in: self.wait(&clock),
                     },
                     Some(reason) => Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: delivery.calls },
                     None => Outcome::Delivered { calls: delivery.calls },
-                }
+                };
+                (outcome, false)
             }
             Err(Failed { error, attempts, calls }) => {
-                if error.is_retryable() && !last_chance {
-                    return Outcome::Retry { reason: error.to_string(), calls };
+                let may_pass = error.is_retryable() || is_workspace_failure(&error);
+                if may_pass && clock.age < self.horizon() {
+                    let mut retry_in = self.wait(&clock);
+                    let breaker = self.executor.breaker().retry_in(Instant::now());
+                    if let Some(breaker) = breaker {
+                        retry_in = retry_in.max(breaker);
+                    }
+                    let quiet = matches!(error, IntercomError::Withheld(_));
+                    return (Outcome::Retry { reason: error.to_string(), calls, retry_in }, quiet);
                 }
                 let mut reason = reason_of(&error, attempts);
-                if error.is_retryable() {
-                    let receives = item.record.receive_count();
-                    reason.error_message = format!("still failing after {receives} receives; last: {error}");
+                if may_pass {
+                    reason.error_message = format!(
+                        "still failing {} after the event entered the queue (RETRY_HORIZON is {}); last: {error}",
+                        humane(clock.age),
+                        humane(self.horizon())
+                    );
                     reason.error_code = "retries_exhausted".into();
                 }
-                self.send_to_dead_letter(item, reason, calls).await
+                (self.send_to_dead_letter(item, reason, calls).await, false)
             }
         }
+    }
+
+    /// The horizon in force: the configured one, but never so late that SQS deletes the event first.
+    fn horizon(&self) -> Duration {
+        self.options.horizon.min(QUEUE_RETENTION - Duration::from_secs(3600))
+    }
+
+    /// The wait of a record handed back after failing for `clock.failing`.
+    fn wait(&self, clock: &Clock) -> Duration {
+        let mut redelivery = self.options.redelivery;
+        redelivery.max_delay = redelivery.max_delay.max(self.horizon() / MAX_TRIES);
+        redelivery.delay_after(clock.failing, fastrand::f64())
     }
 
     /// Dead-letters the record; if the dead-letter queue does not take it, it is handed back instead.
@@ -302,7 +370,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         let letter = DeadLetterMessage {
             body: record.body.clone().unwrap_or_default(),
             group_id: item.group.clone(),
-            dedup_id: record.attributes.message_deduplication_id.clone().unwrap_or_else(|| record.message_id.clone()),
+            dedup_id: record.message_id.clone(),
             receive_count: record.receive_count(),
             event_type: record.attribute("event_type").map(str::to_owned),
             event_name: record.attribute("event_name").map(str::to_owned),
@@ -312,7 +380,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             Ok(()) => Outcome::DeadLettered { reason: letter.reason, calls },
             Err(problem) => {
                 error!(sqs_message_id = %record.message_id, %problem, "The dead-letter queue did not take the event; handing it back.");
-                Outcome::Retry { reason: format!("the dead-letter queue did not take it: {problem}"), calls }
+                let reason = format!("the dead-letter queue did not take it: {problem}");
+                Outcome::Retry { reason, calls, retry_in: self.options.redelivery.min_delay }
             }
         }
     }
@@ -324,6 +393,7 @@ fn reason_of(error: &IntercomError, attempts: u32) -> Reason {
         IntercomError::Api { code, message, request_id, .. } => (code.clone(), message.clone(), request_id.clone()),
         IntercomError::Transport(message) => ("transport".into(), message.clone(), None),
         IntercomError::Unexpected(message) => ("unexpected_answer".into(), message.clone(), None),
+        IntercomError::Withheld(message) => ("intercom_failing".into(), message.clone(), None),
     };
     let message = if message.is_empty() { error.to_string() } else { message };
     Reason {
@@ -335,8 +405,39 @@ fn reason_of(error: &IntercomError, attempts: u32) -> Reason {
     }
 }
 
-/// One line per record; nothing personal (no user ids, emails or traits), only ids and reasons.
-fn log(record: &RecordOutcome) {
+/// When a record entered its queue and began to be tried, as ages now.
+struct Clock {
+    /// Since it entered the queue (SQS's `SentTimestamp`; a redriven message's own); the envelope's `received_at`
+    /// when SQS does not say.
+    age: Duration,
+    /// Since it was first received (`ApproximateFirstReceiveTimestamp`): how long it has been tried.
+    failing: Duration,
+}
+
+impl Clock {
+    fn of(record: &SqsRecord, envelope: &Envelope) -> Clock {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let received = (envelope.event.received_at.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let sent = record.sent_at_ms().unwrap_or(received);
+        let first = record.first_received_at_ms().unwrap_or(now);
+        let since = |at: u64| Duration::from_millis(now.saturating_sub(at));
+        Clock { age: since(sent), failing: since(first) }
+    }
+}
+
+/// `3h 20m`, `12m 5s`, `40s`.
+fn humane(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// One line per record; nothing personal (no user ids, emails or traits), only ids and reasons. `quiet` records
+/// (held back with the rest while Intercom fails, which the breaker reports once) are logged at DEBUG.
+fn log(record: &RecordOutcome, quiet: bool) {
     let (sqs_message_id, message_id, event_type) = (
         &record.sqs_message_id,
         record.message_id.as_deref().unwrap_or("-"),
@@ -348,8 +449,13 @@ fn log(record: &RecordOutcome) {
             let skipped_by = skipped_by.as_deref();
             info!(sqs_message_id, message_id, event_type, calls, reason, skipped_by, "Skipped.")
         }
-        Outcome::Retry { reason, calls } => {
-            warn!(sqs_message_id, message_id, event_type, calls, reason, "Handed back to SQS.")
+        Outcome::Retry { reason, calls, retry_in } => {
+            let retry_in_s = retry_in.as_secs();
+            if quiet {
+                debug!(sqs_message_id, message_id, event_type, calls, reason, retry_in_s, "Handed back to SQS.")
+            } else {
+                warn!(sqs_message_id, message_id, event_type, calls, reason, retry_in_s, "Handed back to SQS.")
+            }
         }
         Outcome::DeadLettered { reason, calls } => error!(
             sqs_message_id,

@@ -6,13 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use super::breaker::{Breaker, BreakerPolicy, Health, Permit, Transition, advice};
+use crate::retry::RetryPolicy;
 
 use crate::intercom::requests::{
     self, AttributeRefusal, DataAttribute, Dialect, EventContact, Fields, FoundContact, Request,
@@ -23,7 +24,7 @@ use crate::mapping::{
 };
 
 /// The skip of an alias whose previous contact Intercom does not hold (yet: it may travel in another FIFO group, so the
-/// forwarder hands the alias back until its last receive).
+/// forwarder hands the alias back for a while first).
 pub const ALIAS_PREVIOUS_UNKNOWN: &str = "alias_previous_contact_unknown";
 
 /// Intercom keeps at most this many custom data attributes per workspace (Intercom help, article 179).
@@ -56,6 +57,8 @@ pub struct Executor<A> {
     companies: Ids<String>,
     /// What the workspace holds, learned once per cold start.
     workspace: tokio::sync::Mutex<Workspace>,
+    /// Holds calls back while every call fails for a reason of the workspace.
+    breaker: Breaker,
 }
 
 /// Intercom's ids by a key of ours, in an LRU shared by every invocation of a warm function. A poisoned lock (a panic
@@ -90,32 +93,6 @@ impl<K: Hash + Eq> Ids<K> {
     }
 }
 
-/// How a failed call is tried again within one invocation.
-#[derive(Clone, Copy, Debug)]
-pub struct Patience {
-    /// Tries of one call, the first included.
-    pub attempts: u32,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-    /// No try starts unless it can finish (one call's timeout) before this instant.
-    pub until: Instant,
-    /// The most one call may take (the client's timeout).
-    pub call_timeout: Duration,
-}
-
-impl Patience {
-    /// One try per call: for callers that retry by other means.
-    pub fn once() -> Patience {
-        Patience {
-            attempts: 1,
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-            until: Instant::now() + Duration::from_secs(3600),
-            call_timeout: Duration::ZERO,
-        }
-    }
-}
-
 /// Why a plan was not carried out, and how hard we tried.
 #[derive(Debug)]
 pub struct Failed {
@@ -126,11 +103,13 @@ pub struct Failed {
     pub calls: usize,
 }
 
-/// Counts the calls of one plan and retries them with patience.
+/// Counts the calls of one plan and retries them as its policy allows.
 struct Calls {
     made: usize,
     attempts: u32,
-    patience: Patience,
+    retry: RetryPolicy,
+    /// No try starts after this instant (the invocation's stop, less one call's timeout).
+    until: Instant,
 }
 
 /// The workspace's data attributes and admins.
@@ -288,7 +267,18 @@ impl<A: IntercomApi> Executor<A> {
             visitors: Ids::new(cache_size),
             companies: Ids::new(cache_size),
             workspace: tokio::sync::Mutex::new(Workspace::default()),
+            breaker: Breaker::new(BreakerPolicy::default()),
         }
+    }
+
+    /// The same executor with its circuit breaker following `policy`.
+    pub fn with_breaker(self, policy: BreakerPolicy) -> Executor<A> {
+        Executor { breaker: Breaker::new(policy), ..self }
+    }
+
+    /// The circuit breaker in front of its calls.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// The API this executor calls.
@@ -296,10 +286,11 @@ impl<A: IntercomApi> Executor<A> {
         &self.api
     }
 
-    /// Carries out `plan` in order, retrying a call that failed for a retryable reason as `patience` allows; the first
-    /// failure that remains stops it (the caller hands the event back to SQS or dead-letters it).
-    pub async fn execute(&self, plan: &Plan, patience: Patience) -> Result<Delivery, Failed> {
-        let mut calls = Calls { made: 0, attempts: 0, patience };
+    /// Carries out `plan` in order, trying a call that failed for a retryable reason again as `retry` allows, no try
+    /// starting after `until`; the first failure that remains stops it (the caller hands the event back to SQS or
+    /// dead-letters it). While the breaker is open, calls are withheld and fail at once.
+    pub async fn execute(&self, plan: &Plan, retry: RetryPolicy, until: Instant) -> Result<Delivery, Failed> {
+        let mut calls = Calls { made: 0, attempts: 0, retry, until };
         let mut delivery = Delivery { dropped: plan.dropped.clone(), ..Delivery::default() };
         match self.run(plan, &mut calls, &mut delivery).await {
             Ok(()) => Ok(Delivery { calls: calls.made, ..delivery }),
@@ -339,24 +330,26 @@ impl<A: IntercomApi> Executor<A> {
     }
 
     async fn call(&self, request: Request, calls: &mut Calls) -> Result<Value, IntercomError> {
-        let patience = calls.patience;
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(patience.min_delay)
-            .with_max_delay(patience.max_delay)
-            .with_max_times(patience.attempts.saturating_sub(1) as usize)
-            .with_jitter()
-            .build();
+        let mut delays = calls.retry.delays();
         calls.attempts = 0;
         let Request { method, path, body } = request;
         loop {
+            let permit = self.breaker.permit(Instant::now());
+            if let Permit::Withheld { failure, .. } = &permit {
+                return Err(IntercomError::Withheld(failure.clone()));
+            }
             calls.made += 1;
             calls.attempts += 1;
-            let error = match self.api.call(method.clone(), &path, body.as_ref()).await {
-                Err(error) if error.is_retryable() => error,
+            let outcome = self.api.call(method.clone(), &path, body.as_ref()).await;
+            if let Some(transition) = self.breaker.record(&permit, Health::of(&outcome), Instant::now()) {
+                log_transition(&transition, self.breaker.policy());
+            }
+            let error = match outcome {
+                Err(error) if error.is_retryable() && permit == Permit::Call => error,
                 outcome => return outcome,
             };
             let Some(delay) = delays.next() else { return Err(error) };
-            if Instant::now() + delay + patience.call_timeout > patience.until {
+            if Instant::now() + delay > calls.until {
                 return Err(error);
             }
             warn!(%method, path, attempt = calls.attempts, delay_ms = delay.as_millis() as u64, %error, "Trying again.");
@@ -889,6 +882,33 @@ impl<A: IntercomApi> Executor<A> {
             }
         }
         Ok(())
+    }
+}
+
+/// The one line an operator reads when the breaker changes state: what is wrong, what to do, and that nothing is lost.
+fn log_transition(transition: &Transition, policy: BreakerPolicy) {
+    match transition {
+        Transition::Opened { failure, open_for } => error!(
+            circuit = "open",
+            failure,
+            probe_every_s = open_for.as_secs(),
+            probe_at_most_every_s = policy.open_max.as_secs(),
+            "Intercom is failing every call, so calls are held back: {}. Nothing is dead-lettered for this: events wait \
+             in the queue and go on by themselves once a probe call succeeds.",
+            advice(failure)
+        ),
+        Transition::StillFailing { failure, open_for } => warn!(
+            circuit = "open",
+            failure,
+            next_probe_s = open_for.as_secs(),
+            "Intercom still fails: {}. Events keep waiting in the queue.",
+            advice(failure)
+        ),
+        Transition::Closed { was_open_for } => info!(
+            circuit = "closed",
+            was_open_s = was_open_for.as_secs(),
+            "Intercom answers again; the events that waited go on."
+        ),
     }
 }
 

@@ -2,16 +2,12 @@
 //! delivered, skipped, handed back to SQS, or dead-lettered with the reason.
 
 mod batch;
-mod dead_letter;
+mod breaker;
 mod execute;
-mod poll;
-mod sqs_event;
 
-pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, RecordOutcome, current_record};
-pub use dead_letter::{DeadLetter, DeadLetterMessage, MemoryDeadLetter, Reason, SqsDeadLetter};
-pub use execute::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor, Failed, Patience};
-pub use poll::SqsPoller;
-pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
+pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, QUEUE_RETENTION, RecordOutcome, current_record};
+pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition, is_workspace_failure};
+pub use execute::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor, Failed};
 
 /// `deadline_ms` (Unix milliseconds, as Lambda's context gives it) as an instant on tokio's clock; `timeout` (the
 /// function's, `FUNCTION_TIMEOUT_SECONDS`) from now when it is not a deadline (`cargo lambda watch`'s).

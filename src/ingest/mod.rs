@@ -39,9 +39,6 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 /// request could otherwise queue gigabytes.
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
-/// Most bytes of one envelope: an SQS message, less room for its attributes.
-const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES - 1024;
-
 /// Time kept back from the function's deadline to answer 503 before Lambda cuts the invocation off.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
@@ -375,14 +372,15 @@ pub fn accept_events(
                 if queued_bytes > MAX_QUEUED_BYTES {
                     return Err(IngestError::TooMuchToQueue);
                 }
-                if message.body.len() > MAX_ENVELOPE_BYTES {
+                if message.bytes() > MAX_MESSAGE_BYTES {
                     // Only a large batch-level context merged into the event can get it here.
                     let error = FieldError {
                         path: "context".into(),
                         message: format!(
-                            "with the batch's context merged in, the event is {} bytes; a queue message holds at most {} bytes",
-                            message.body.len(),
-                            MAX_ENVELOPE_BYTES
+                            "with the batch's context merged in, the event and its attributes are {} bytes; a queue \
+                             message holds at most {} bytes",
+                            message.bytes(),
+                            MAX_MESSAGE_BYTES
                         ),
                     };
                     rejected.push(Rejected { index, message_id: Some(message.message_id), errors: vec![error] });

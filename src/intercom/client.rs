@@ -34,6 +34,10 @@ pub enum IntercomError {
     /// An answer that is not what the contract promises.
     #[error("Intercom's answer could not be read: {0}")]
     Unexpected(String),
+    /// Not sent: every call has been failing for a reason of the workspace (this one, the last), and the forwarder's
+    /// circuit breaker holds calls back until a probe succeeds.
+    #[error("not sent while Intercom keeps failing ({0})")]
+    Withheld(String),
 }
 
 impl IntercomError {
@@ -41,7 +45,7 @@ impl IntercomError {
     pub fn is_retryable(&self) -> bool {
         match self {
             IntercomError::Api { retryable, .. } => *retryable,
-            IntercomError::Transport(_) => true,
+            IntercomError::Transport(_) | IntercomError::Withheld(_) => true,
             IntercomError::Unexpected(_) => false,
         }
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::forward::SqsEvent;
+use crate::queue::SqsEvent;
 
 /// What a file holds.
 #[derive(Debug)]

@@ -23,12 +23,12 @@ pub use report::{
 pub use serve::{ServeOptions, Server, serve};
 
 use crate::config::{ConfigError, ForwardConfig};
-use crate::forward::{
-    BatchReport, DeadLetter, DeadLetterMessage, Executor, Forwarder, MemoryDeadLetter, MessageAttribute, Outcome,
-    RecordAttributes, SqsDeadLetter, SqsEvent, SqsRecord, current_record,
-};
+use crate::forward::{BatchReport, Executor, Forwarder, Outcome, current_record};
 use crate::intercom::{IntercomClient, IntercomError};
-use crate::queue::{MemoryQueue, ReceivedMessage};
+use crate::queue::{
+    DeadLetter, DeadLetterMessage, MemoryDeadLetter, MemoryQueue, MessageAttribute, QueueError, ReceivedMessage,
+    RecordAttributes, SqsDeadLetter, SqsEvent, SqsRecord,
+};
 use crate::sandbox::{SandboxOptions, SandboxServer};
 
 /// Where the forwarder's Intercom calls go.
@@ -67,8 +67,11 @@ const BATCH: usize = 100;
 /// How long one local invocation may take: Lambda's longest.
 const INVOCATION: Duration = Duration::from_secs(900);
 
-/// The longest a handed-back event waits before it is received again.
-const MAX_REDELIVERY: Duration = Duration::from_secs(30);
+/// The waits of the local pipeline where the environment sets none: those of a Lambda shortened, so that a replay
+/// with an alias of someone unknown ends in seconds; set them to the deployed ones (10s, 15m, 5m) to play an outage
+/// as deployed. The horizon and the breaker are the deployed ones.
+const LOCAL_WAITS: [(&str, &str); 3] =
+    [("RETRY_BACKOFF_MIN", "1s"), ("RETRY_BACKOFF_MAX", "30s"), ("ALIAS_WAIT", "15s")];
 
 /// Dead letters: in memory, or in the SQS queue named by `DLQ_URL` (`serve` with `QUEUE_URL`).
 pub enum LocalDeadLetter {
@@ -77,7 +80,7 @@ pub enum LocalDeadLetter {
 }
 
 impl DeadLetter for LocalDeadLetter {
-    async fn send(&self, letter: &DeadLetterMessage) -> Result<(), String> {
+    async fn send(&self, letter: &DeadLetterMessage) -> Result<(), QueueError> {
         match self {
             LocalDeadLetter::Memory(memory) => memory.send(letter).await,
             LocalDeadLetter::Sqs(sqs) => sqs.send(letter).await,
@@ -93,8 +96,6 @@ pub struct Local {
     pub sandbox: Option<SandboxServer>,
     /// Where the calls go, for the user: `the sandbox at http://…`, `https://api.eu.intercom.io`.
     pub destination: String,
-    /// How long a handed-back event first waits (SQS's visibility timeout, shortened); doubles with each receive.
-    pub redelivery: Duration,
 }
 
 impl Local {
@@ -138,7 +139,8 @@ impl Local {
                 // --live means the region's own API root, whatever else the environment says.
                 return None;
             }
-            overrides.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).or_else(|| env(name))
+            let local = LOCAL_WAITS.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+            overrides.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).or_else(|| env(name)).or(local)
         })?;
         let observed = tally.clone();
         let client =
@@ -151,7 +153,7 @@ impl Local {
         };
         let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
         let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
-        Ok(Local { forwarder, tally, sandbox, destination, redelivery: Duration::from_secs(1) })
+        Ok(Local { forwarder, tally, sandbox, destination })
     }
 
     /// Forwards one batch as an invocation would, telling the tally every outcome.
@@ -169,25 +171,32 @@ impl Local {
     }
 
     /// Forwards `event` until every record is delivered, skipped or dead-lettered: handed-back records come again after
-    /// the redelivery delay, their receive count one higher, as SQS would hand them out.
+    /// their waits, their receive count one higher, as SQS would hand them out. A replayed event is delivered anew:
+    /// its records count as sent and first received now.
     pub async fn forward_until_done(&self, mut event: SqsEvent) {
+        let now = crate::queue::epoch_ms().to_string();
+        for record in &mut event.records {
+            record.attributes.sent_timestamp = Some(now.clone());
+            record.attributes.approximate_first_receive_timestamp = Some(now.clone());
+        }
         loop {
             let report = self.forward(&event).await;
-            let again = report.response().batch_item_failures;
+            let again = report.handed_back();
             if again.is_empty() {
                 return;
             }
-            event.records.retain(|r| again.iter().any(|f| f.item_identifier == r.message_id));
-            let receives = event.records.iter().map(|r| r.receive_count()).max().unwrap_or(1);
+            event.records.retain(|r| again.iter().any(|(id, _)| *id == r.message_id));
             for record in &mut event.records {
                 record.attributes.approximate_receive_count = Some((record.receive_count() + 1).to_string());
             }
-            tokio::time::sleep(self.redelivery_delay(receives)).await;
+            // A person's records come again together, after the first one's wait.
+            let wait = again.iter().map(|(_, wait)| *wait).min().unwrap_or_default();
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// Works through `queue` as Lambda's event source would: batches received, forwarded, deleted or handed back.
-    /// Returns once `closing` is set and the queue is empty.
+    /// Works through `queue` as Lambda's event source would: batches received, forwarded, deleted or handed back with
+    /// their waits. Returns once `closing` is set and the queue is empty.
     pub async fn drain(&self, queue: &MemoryQueue, closing: &AtomicBool) {
         loop {
             let received = queue.receive(BATCH);
@@ -203,15 +212,11 @@ impl Local {
             let report = self.forward(&event).await;
             for (message, outcome) in received.iter().zip(&report.records) {
                 match outcome.outcome {
-                    Outcome::Retry { .. } => queue.hand_back(&message.id, self.redelivery_delay(message.receive_count)),
+                    Outcome::Retry { retry_in, .. } => queue.hand_back(&message.id, retry_in),
                     _ => queue.delete(&message.id),
                 }
             }
         }
-    }
-
-    fn redelivery_delay(&self, receive_count: u32) -> Duration {
-        self.redelivery.saturating_mul(1 << receive_count.saturating_sub(1).min(16)).min(MAX_REDELIVERY)
     }
 
     /// What the in-process sandbox holds, counted: `14 contacts (3 leads), 3 companies, 30 events`.
@@ -236,6 +241,8 @@ fn record(received: &ReceivedMessage) -> SqsRecord {
             approximate_receive_count: Some(received.receive_count.to_string()),
             message_group_id: Some(message.ordering_key.clone()),
             message_deduplication_id: Some(message.message_id.clone()),
+            sent_timestamp: Some(received.sent_at_ms.to_string()),
+            approximate_first_receive_timestamp: Some(received.first_received_at_ms.to_string()),
         },
         message_attributes,
         event_source_arn: None,

@@ -11,8 +11,8 @@ use super::input::{self, Input};
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
 use crate::envelope::Envelope;
 use crate::event::{Rejected, parse_batch, parse_single};
-use crate::forward::MemoryDeadLetter;
 use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
+use crate::queue::MemoryDeadLetter;
 use crate::queue::{Enqueue, MemoryQueue};
 
 /// What to replay and where to.

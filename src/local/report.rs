@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::forward::{Outcome, Reason, RecordOutcome};
+use crate::forward::{Outcome, RecordOutcome};
 use crate::intercom::Exchange;
+use crate::queue::Reason;
 
 /// The report `replay --json` prints, and `serve` sums up at the end.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -389,7 +390,10 @@ mod tests {
             event_type: Some("track".into()),
             outcome,
         };
-        tally.outcome(&record("q-2", Outcome::Retry { reason: "timeout".into(), calls: 1 }));
+        tally.outcome(&record(
+            "q-2",
+            Outcome::Retry { reason: "timeout".into(), calls: 1, retry_in: std::time::Duration::from_secs(1) },
+        ));
         tally.exchange(Some("q-2".into()), exchange("/events", Some(202)));
         tally.outcome(&record("q-2", Outcome::Delivered { calls: 1 }));
         tally.outcome(&record("q-1", Outcome::Skipped { reason: "no identifier".into(), skipped_by: None, calls: 1 }));

@@ -19,9 +19,11 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
-use crate::forward::{MemoryDeadLetter, SqsDeadLetter, SqsPoller};
 use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, WriteKeys};
-use crate::queue::{Enqueue, EnqueueError, MemoryQueue, QueuedMessage, RetryPolicy, SqsQueue};
+use crate::queue::{
+    ENQUEUE_RETRY, ENQUEUE_TIMEOUT, Enqueue, EnqueueError, MemoryDeadLetter, MemoryQueue, QueuedMessage, SqsDeadLetter,
+    SqsPoller, SqsQueue,
+};
 
 /// The most a request body may hold: what a Lambda function URL takes.
 const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -108,7 +110,7 @@ pub async fn serve(
                 .map_err(|e| LocalError::Io(format!("cannot read {url}: {}", DisplayErrorContext(e))))?;
             let seconds = attributes.attributes().and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout));
             let visibility = Duration::from_secs(seconds.and_then(|s| s.parse().ok()).unwrap_or(30));
-            let queue = SqsQueue::new(client.clone(), url, RetryPolicy::default());
+            let queue = SqsQueue::new(client.clone(), url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT);
             let poller = SqsPoller::new(client, url, Duration::from_secs(1));
             (QueueKind::Sqs { queue, poller, visibility }, dead_letter)
         }
@@ -183,7 +185,7 @@ async fn forward(ingest: Arc<Ingest<Queue>>, local: Arc<Local>, closing: Arc<Ato
                 // Done within the visibility timeout, as a Lambda's timeout is shorter than it: a receipt handle used
                 // after it would not delete, and the queue would hand the person's events to someone else meanwhile.
                 let report = local.forward_until(&event, received + *visibility).await;
-                if let Err(problem) = poller.acknowledge(&event, &report.response()).await {
+                if let Err(problem) = poller.acknowledge(&event, &report.handed_back()).await {
                     // Not deleted: SQS hands them out again after the visibility timeout.
                     warn!(%problem, "Deleting forwarded messages failed; they will come again.");
                 }

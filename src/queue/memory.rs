@@ -2,11 +2,13 @@
 //!
 //! Like a FIFO queue, it hands a person's (ordering key's) messages out in order and holds the rest of that person's
 //! messages back while one is being worked on or waits to be visible again; a message handed back comes out again after
-//! a delay, its receive count one higher.
+//! its wait, its receive count one higher; and it stamps each message with when it was sent and first received, as
+//! SQS's `SentTimestamp` and `ApproximateFirstReceiveTimestamp`, so the forwarder's retry horizon and backoff work here
+//! as they do in Lambda.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -37,6 +39,9 @@ struct Held {
     in_flight: bool,
     /// Handed back: invisible until then.
     visible_at: Option<Instant>,
+    /// Unix milliseconds.
+    sent_at_ms: u64,
+    first_received_at_ms: Option<u64>,
 }
 
 /// A message as a receive hands it out.
@@ -46,6 +51,9 @@ pub struct ReceivedMessage {
     pub id: String,
     /// How many times it was received, this time included.
     pub receive_count: u32,
+    /// When it was enqueued and first received, in Unix milliseconds.
+    pub sent_at_ms: u64,
+    pub first_received_at_ms: u64,
     pub message: QueuedMessage,
 }
 
@@ -83,6 +91,7 @@ impl MemoryQueue {
     /// Up to `max` visible messages, in order, never one whose person has an earlier message in flight or handed back.
     pub fn receive(&self, max: usize) -> Vec<ReceivedMessage> {
         let now = Instant::now();
+        let now_ms = epoch_ms();
         let mut inner = self.lock();
         let mut blocked: HashSet<String> = HashSet::new();
         let mut received = Vec::new();
@@ -101,9 +110,12 @@ impl MemoryQueue {
             held.in_flight = true;
             held.visible_at = None;
             held.receives += 1;
+            let first_received_at_ms = *held.first_received_at_ms.get_or_insert(now_ms);
             received.push(ReceivedMessage {
                 id: message_id(held.sequence),
                 receive_count: held.receives,
+                sent_at_ms: held.sent_at_ms,
+                first_received_at_ms,
                 message: held.message.clone(),
             });
         }
@@ -152,6 +164,11 @@ impl MemoryQueue {
     }
 }
 
+/// Now, in Unix milliseconds.
+pub(crate) fn epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn message_id(sequence: u64) -> String {
     format!("local-{sequence:08}")
 }
@@ -167,10 +184,19 @@ impl Inner {
 impl Enqueue for MemoryQueue {
     async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
         let mut inner = self.lock();
+        let sent_at_ms = epoch_ms();
         for message in messages {
             let sequence = inner.enqueued;
             inner.enqueued += 1;
-            inner.held.push_back(Held { sequence, message, receives: 0, in_flight: false, visible_at: None });
+            inner.held.push_back(Held {
+                sequence,
+                message,
+                receives: 0,
+                in_flight: false,
+                visible_at: None,
+                sent_at_ms,
+                first_received_at_ms: None,
+            });
         }
         drop(inner);
         self.changed.notify_one();
@@ -227,6 +253,8 @@ mod tests {
         let again = queue.receive(10);
         assert_eq!(ids(&again), ["c-1", "c-2"]);
         assert_eq!(again.iter().map(|r| r.receive_count).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(again[0].first_received_at_ms, first[0].first_received_at_ms, "the first receive is remembered");
+        assert!(first[0].sent_at_ms <= first[0].first_received_at_ms);
         queue.delete(&again[0].id);
         assert_eq!(queue.since(0).iter().map(|(_, m)| m.message_id.as_str()).collect::<Vec<_>>(), ["c-2"]);
     }

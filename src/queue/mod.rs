@@ -1,13 +1,23 @@
-//! Where accepted events go: the `Enqueue` trait, with SQS and in-memory implementations.
+//! The queues and everything that speaks SQS: the `Enqueue` trait with SQS and in-memory implementations, the
+//! dead-letter queue, Lambda's SQS event and its stand-in poller, and the waits of records handed back.
 
+mod dead_letter;
+mod error;
 mod memory;
+mod poll;
 mod sqs;
+mod sqs_event;
 
 use std::future::Future;
 
+pub use dead_letter::{DeadLetter, DeadLetterMessage, MAX_DEAD_LETTER_BYTES, MemoryDeadLetter, Reason, SqsDeadLetter};
+pub use error::QueueError;
+pub(crate) use memory::epoch_ms;
 pub use memory::{MemoryQueue, ReceivedMessage};
+pub use poll::{SqsHandBack, SqsPoller, queue_url_of_arn};
+pub use sqs::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, MAX_MESSAGE_BYTES, SqsQueue, sqs_id};
 pub(crate) use sqs::{MAX_ATTRIBUTE_CHARS, sqs_text};
-pub use sqs::{MAX_MESSAGE_BYTES, RetryPolicy, SqsQueue, sqs_id};
+pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
 
 use crate::envelope::Envelope;
 use crate::event::EventType;
@@ -38,6 +48,14 @@ impl QueuedMessage {
             event_name: event.event,
             body,
         }
+    }
+
+    /// What SQS counts toward its size limit: the body and each attribute's name, data type and value.
+    pub fn bytes(&self) -> usize {
+        let attribute = |name: &str, value: &str| name.len() + "String".len() + value.len();
+        self.body.len()
+            + attribute("event_type", self.event_type.as_str())
+            + self.event_name.as_deref().map_or(0, |name| attribute("event_name", &sqs_text(name, MAX_ATTRIBUTE_CHARS)))
     }
 }
 

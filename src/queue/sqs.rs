@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use tracing::warn;
 
 use super::{Enqueue, EnqueueError, QueuedMessage};
+use crate::retry::RetryPolicy;
 
 /// Longest short attribute value kept (an event name, an id); longer ones are cut.
 pub(crate) const MAX_ATTRIBUTE_CHARS: usize = 256;
@@ -20,27 +20,13 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub(crate) const MAX_SEND_BATCH_BYTES: usize = 256 * 1024;
 const MAX_BATCH_ENTRIES: usize = 10;
 
-/// How long to keep trying entries SQS did not take.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    /// Attempts per batch, the first included.
-    pub attempts: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-    /// The most one `enqueue` may take, retries included; kept under the Lambda's timeout so the client gets a 503.
-    pub deadline: Duration,
-}
+/// How SendMessageBatch entries SQS did not take are tried again by default: 4 tries, 50 ms to 1 s apart.
+pub const ENQUEUE_RETRY: RetryPolicy =
+    RetryPolicy { attempts: 4, min_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) };
 
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 4,
-            min_delay: Duration::from_millis(50),
-            max_delay: Duration::from_secs(1),
-            deadline: Duration::from_secs(7),
-        }
-    }
-}
+/// The most one `enqueue` may take by default, retries included: under the ingest function's 10 s timeout, so the
+/// client gets a 503 rather than a timeout.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// An SQS queue, FIFO when its URL ends in `.fifo`.
 #[derive(Clone, Debug)]
@@ -49,14 +35,22 @@ pub struct SqsQueue {
     queue_url: String,
     fifo: bool,
     retry: RetryPolicy,
+    /// The most one `enqueue` may take, retries included.
+    deadline: Duration,
     concurrency: usize,
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, retry: RetryPolicy) -> SqsQueue {
+    /// A queue whose failed entries are tried again as `retry` says, within `deadline` for one `enqueue`.
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        queue_url: impl Into<String>,
+        retry: RetryPolicy,
+        deadline: Duration,
+    ) -> SqsQueue {
         let queue_url = queue_url.into();
         let fifo = queue_url.ends_with(".fifo");
-        SqsQueue { client, queue_url, fifo, retry, concurrency: 4 }
+        SqsQueue { client, queue_url, fifo, retry, deadline, concurrency: 4 }
     }
 
     pub fn is_fifo(&self) -> bool {
@@ -89,12 +83,7 @@ impl SqsQueue {
     /// Sends one batch, retrying the entries SQS did not take; `Err` holds how many are left and why.
     async fn send_batch(&self, batch: &[&QueuedMessage]) -> Result<(), (usize, String)> {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_max_times(self.retry.attempts.saturating_sub(1))
-            .with_jitter()
-            .build();
+        let mut delays = self.retry.delays();
         loop {
             let entries = pending.iter().map(|&i| self.entry(i, batch[i])).collect();
             let request = self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries));
@@ -168,9 +157,9 @@ impl Enqueue for SqsQueue {
         for lane in lanes.iter().filter(|lane| !lane.is_empty()) {
             sends.push(self.send_lane(lane));
         }
-        let Ok(results) = tokio::time::timeout(self.retry.deadline, futures_util::future::join_all(sends)).await else {
+        let Ok(results) = tokio::time::timeout(self.deadline, futures_util::future::join_all(sends)).await else {
             // Some may have landed; the client's retry is absorbed by deduplication on messageId.
-            let reason = format!("SQS did not take them within {:?}", self.retry.deadline);
+            let reason = format!("SQS did not take them within {:?}", self.deadline);
             return Err(EnqueueError { failed: total, total, reason });
         };
         let mut failed = 0;
@@ -196,7 +185,7 @@ pub(crate) fn batches<'a>(messages: &'a [&'a QueuedMessage]) -> Vec<&'a [&'a Que
     let mut start = 0;
     let mut bytes = 0;
     for (i, message) in messages.iter().enumerate() {
-        let size = message_bytes(message);
+        let size = message.bytes();
         if i > start && (i - start == MAX_BATCH_ENTRIES || bytes + size > MAX_SEND_BATCH_BYTES) {
             batches.push(&messages[start..i]);
             start = i;
@@ -208,14 +197,6 @@ pub(crate) fn batches<'a>(messages: &'a [&'a QueuedMessage]) -> Vec<&'a [&'a Que
         batches.push(&messages[start..]);
     }
     batches
-}
-
-/// What SQS counts toward its size limits: the body and each attribute's name, type and value.
-pub(crate) fn message_bytes(message: &QueuedMessage) -> usize {
-    let attribute = |name: &str, value: &str| name.len() + "String".len() + value.len();
-    message.body.len()
-        + attribute("event_type", message.event_type.as_str())
-        + message.event_name.as_deref().map_or(0, |name| attribute("event_name", name))
 }
 
 /// A FIFO group or deduplication id: the value itself when SQS takes it (≤ 128 printable ASCII characters), else its SHA-256.
@@ -265,7 +246,7 @@ mod tests {
         let split = batches(&messages);
         assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [6, 4]);
         for batch in split {
-            assert!(batch.iter().map(|m| message_bytes(m)).sum::<usize>() <= MAX_SEND_BATCH_BYTES);
+            assert!(batch.iter().map(|m| m.bytes()).sum::<usize>() <= MAX_SEND_BATCH_BYTES);
         }
     }
 

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use intercom_relay::forward::{ForwardOptions, MemoryDeadLetter, SqsEvent};
+use intercom_relay::forward::ForwardOptions;
+use intercom_relay::queue::{MemoryDeadLetter, SqsEvent};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
 
 use crate::helpers::{events_dir, fixture, forwarder, memory_app, send};

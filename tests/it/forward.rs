@@ -4,9 +4,10 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use intercom_relay::event::{BatchDefaults, RawEvent, parse_event};
-use intercom_relay::forward::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor, Patience};
+use intercom_relay::forward::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor};
 use intercom_relay::intercom::{IntercomApi, IntercomClient};
 use intercom_relay::mapping::map_event;
+use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -42,7 +43,8 @@ async fn deliver(executor: &Executor<IntercomClient>, event: Value) -> Delivery 
     let text = event.to_string();
     let raw = RawEvent::parse(&text).unwrap();
     let event = parse_event(&raw, None, &BatchDefaults::default(), OffsetDateTime::now_utc()).unwrap();
-    executor.execute(&map_event(&event).unwrap(), Patience::once()).await.unwrap()
+    let until = tokio::time::Instant::now() + Duration::from_secs(3600);
+    executor.execute(&map_event(&event).unwrap(), RetryPolicy::ONCE, until).await.unwrap()
 }
 
 fn only_contact(state: &SandboxState) -> &intercom_relay::sandbox::Contact {

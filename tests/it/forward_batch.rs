@@ -6,20 +6,20 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
-use intercom_relay::forward::{
-    BatchReport, Executor, ForwardOptions, Forwarder, MemoryDeadLetter, Outcome, RecordAttributes, SqsDeadLetter,
-    SqsEvent, SqsPoller, SqsRecord,
-};
+use intercom_relay::forward::{BatchReport, Executor, ForwardOptions, Forwarder, Outcome};
 use intercom_relay::ingest::Ingest;
 use intercom_relay::intercom::{IntercomApi, IntercomClient};
-use intercom_relay::queue::SqsQueue;
+use intercom_relay::queue::{
+    MemoryDeadLetter, RecordAttributes, SqsDeadLetter, SqsEvent, SqsPoller, SqsQueue, SqsRecord,
+};
+use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer, SandboxState, SeedAttribute};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::helpers::{Captured, forwarder, memory_app, options, post, sandbox_client, send};
-use crate::sqs::{Received, client, drain, endpoint, fast_retry};
+use crate::sqs::{FAST_DEADLINE, Received, client, drain, endpoint, fast_retry};
 
 /// A FIFO queue on moto whose messages come back `visibility` seconds after a receive that did not delete them.
 pub(crate) async fn fifo_queue(sqs: &Client, visibility: u32) -> String {
@@ -35,14 +35,18 @@ pub(crate) async fn fifo_queue(sqs: &Client, visibility: u32) -> String {
     created.queue_url().unwrap().to_owned()
 }
 
-fn quick() -> ForwardOptions {
+pub(crate) fn quick() -> ForwardOptions {
     ForwardOptions {
-        min_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
+        retry: RetryPolicy { attempts: 4, min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) },
         call_timeout: Duration::from_secs(2),
         margin: Duration::from_millis(300),
         ..ForwardOptions::default()
     }
+}
+
+/// [`quick`] with `attempts` tries per call.
+pub(crate) fn tries(attempts: u32) -> ForwardOptions {
+    ForwardOptions { retry: RetryPolicy { attempts, ..quick().retry }, ..quick() }
 }
 
 /// Ingest → SQS (moto) → forwarder → sandbox, with a DLQ on moto.
@@ -62,7 +66,7 @@ async fn pipeline(sandbox: SandboxOptions, forward: ForwardOptions) -> Pipeline 
     let dlq_url = fifo_queue(&sqs, 30).await;
     let sandbox = SandboxServer::start(sandbox, 0).await.unwrap();
     let forwarder = forwarder(&sandbox, SqsDeadLetter::new(sqs.clone(), &dlq_url), forward);
-    let ingest = Ingest::new(options(), SqsQueue::new(sqs.clone(), &queue_url, fast_retry()));
+    let ingest = Ingest::new(options(), SqsQueue::new(sqs.clone(), &queue_url, fast_retry(), FAST_DEADLINE));
     let poller = SqsPoller::new(sqs.clone(), &queue_url, Duration::from_secs(1));
     Pipeline { sqs, queue_url, dlq_url, ingest, sandbox, forwarder, poller }
 }
@@ -89,7 +93,7 @@ impl Pipeline {
     /// One invocation: the batch forwarded, acknowledged records deleted.
     async fn invoke(&self, forwarder: &Forwarder<IntercomClient, SqsDeadLetter>, event: &SqsEvent) -> BatchReport {
         let report = forwarder.handle(event, Instant::now() + Duration::from_secs(30)).await;
-        self.poller.acknowledge(event, &report.response()).await.unwrap();
+        self.poller.acknowledge(event, &report.handed_back()).await.unwrap();
         report
     }
 
@@ -311,7 +315,7 @@ async fn a_permanent_refusal_is_dead_lettered_with_the_reason_and_acknowledged()
 #[tokio::test]
 async fn a_retryable_failure_hands_back_the_event_and_the_persons_later_events_keep_their_order() {
     let faults = Faults { seed: 1, server_errors: 1.0, only_matching: Some("u-bad".into()), ..Faults::default() };
-    let options = ForwardOptions { attempts: 2, ..quick() };
+    let options = tries(2);
     let pipeline = pipeline(SandboxOptions { faults, ..SandboxOptions::default() }, options).await;
     pipeline
         .ingest(json!([
@@ -333,7 +337,11 @@ async fn a_retryable_failure_hands_back_the_event_and_the_persons_later_events_k
     assert!(matches!(bad[0].1, Outcome::Retry { calls: 2, .. }), "tried twice: {bad:?}");
     assert_eq!(
         bad[1].1,
-        Outcome::Retry { reason: "an earlier event of the same person was handed back".into(), calls: 0 }
+        Outcome::Retry {
+            reason: "an earlier event of the same person was handed back".into(),
+            calls: 0,
+            retry_in: report.handed_back()[0].1
+        }
     );
     let handed_back: Vec<String> =
         report.response().batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
@@ -386,9 +394,18 @@ fn record(id: &str, body: String, receive_count: u32) -> SqsRecord {
             approximate_receive_count: Some(receive_count.to_string()),
             message_group_id: Some("u-1".into()),
             message_deduplication_id: Some(format!("dedup-{id}")),
+            ..RecordAttributes::default()
         },
         ..SqsRecord::default()
     }
+}
+
+/// `record` as SQS hands it out when it entered the queue `sent` ago and was first received `tried` ago.
+pub(crate) fn aged(mut record: SqsRecord, sent: Duration, tried: Duration) -> SqsRecord {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    record.attributes.sent_timestamp = Some((now - sent).as_millis().to_string());
+    record.attributes.approximate_first_receive_timestamp = Some((now - tried).as_millis().to_string());
+    record
 }
 
 #[tokio::test]
@@ -409,27 +426,37 @@ async fn when_the_dead_letter_queue_does_not_take_the_event_it_is_handed_back() 
 }
 
 #[tokio::test]
-async fn an_event_still_failing_at_its_last_receive_is_dead_lettered_with_the_last_reason() {
+async fn an_event_still_failing_past_its_horizon_is_dead_lettered_with_the_last_reason_and_one_younger_waits() {
     let faults = Faults { seed: 2, server_errors: 1.0, ..Faults::default() };
     let sandbox = SandboxServer::start(SandboxOptions { faults, ..SandboxOptions::default() }, 0).await.unwrap();
-    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), ForwardOptions { attempts: 2, ..quick() });
+    let options = ForwardOptions { horizon: Duration::from_secs(3600), ..tries(2) };
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), options);
     let body = envelope(json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada"}})).await;
-    let event = SqsEvent { records: vec![record("early", body.clone(), 4), record("last", body, 5)] };
-    let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
-    assert!(matches!(report.records[0].outcome, Outcome::Retry { .. }), "{report:?}");
-    assert!(matches!(report.records[1].outcome, Outcome::Retry { .. }), "behind the first, in order: {report:?}");
-    // At its fifth receive the first is dead-lettered instead, with what Intercom last said.
-    let event = SqsEvent { records: vec![record("early", event.records[0].body.clone().unwrap(), 5)] };
-    let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
+    // Received many times, but in the queue for less than its horizon: handed back, its wait about as long as it has
+    // been failing (5 minutes), and the person's next event waits with it.
+    let young = aged(record("young", body.clone(), 60), Duration::from_secs(3000), Duration::from_secs(300));
+    let next = record("next", body.clone(), 1);
+    let report =
+        forwarder.handle(&SqsEvent { records: vec![young, next] }, Instant::now() + Duration::from_secs(30)).await;
+    let waits: Vec<Duration> = report.handed_back().into_iter().map(|(_, wait)| wait).collect();
+    assert_eq!(waits.len(), 2, "{report:?}");
+    assert!(waits[0] >= Duration::from_secs(225) && waits[0] <= Duration::from_secs(375), "{waits:?}");
+    assert_eq!(waits[1], waits[0], "behind the first, with the same wait, in order");
+    // Its third receive, but in the queue for longer than its horizon: dead-lettered, with what Intercom last said.
+    let old = aged(record("old", body, 3), Duration::from_secs(3700), Duration::from_secs(3600));
+    let report = forwarder.handle(&SqsEvent { records: vec![old] }, Instant::now() + Duration::from_secs(30)).await;
     assert!(matches!(report.records[0].outcome, Outcome::DeadLettered { calls: 2, .. }), "{report:?}");
     let letters = forwarder.dead_letter().letters();
     let reason = &letters[0].reason;
-    assert_eq!((reason.error_code.as_str(), reason.attempts, letters[0].receive_count), ("retries_exhausted", 2, 5));
+    assert_eq!((reason.error_code.as_str(), reason.attempts, letters[0].receive_count), ("retries_exhausted", 2, 3));
     assert!(matches!(reason.http_status, Some(500 | 503)), "{reason:?}");
     assert!(
-        reason.error_message.starts_with("still failing after 5 receives; last: Intercom answered 50"),
+        reason.error_message.starts_with(
+            "still failing 1h 1m after the event entered the queue (RETRY_HORIZON is 1h 0m); last: Intercom answered 50"
+        ),
         "{reason:?}"
     );
+    assert_eq!(letters[0].dedup_id, "old", "the copy's own id");
 }
 
 #[tokio::test]
@@ -460,17 +487,15 @@ async fn neither_the_token_nor_personal_fields_reach_the_logs() {
     let good = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
     let report = good.handle(&event, Instant::now() + Duration::from_secs(30)).await;
     assert!(matches!(report.records[0].outcome, Outcome::Delivered { .. }), "{report:?}");
-    // A revoked token: every call answers 401 and the event is dead-lettered, saying so.
+    // A revoked token: every call answers 401, which is no event's fault: handed back, saying so.
     let wrong = "tok-7c1b33d4-revoked";
     let client = sandbox_client(&sandbox, wrong, Duration::from_secs(2));
     let bad =
         Forwarder::new(Executor::new(client, true, NonZeroUsize::new(10).unwrap()), MemoryDeadLetter::new(), quick());
     let report = bad.handle(&event, Instant::now() + Duration::from_secs(30)).await;
-    assert!(
-        matches!(&report.records[0].outcome, Outcome::DeadLettered { reason, .. } if reason.http_status == Some(401))
-    );
+    assert!(matches!(&report.records[0].outcome, Outcome::Retry { reason, .. } if reason.contains("401")));
     let text = logs.text();
-    assert!(text.contains("Delivered.") && text.contains("Dead-lettered."), "the capture works: {text}");
+    assert!(text.contains("Delivered.") && text.contains("Handed back to SQS."), "the capture works: {text}");
     for secret in [token, wrong, "ada@example.com", "Ada Lovelace"] {
         assert!(!text.contains(secret), "`{secret}` is in the logs:\n{text}");
     }
@@ -507,15 +532,18 @@ async fn a_mixed_batch_of_new_users_costs_fewer_calls_than_the_peers_and_deliver
 }
 
 #[tokio::test]
-async fn an_alias_whose_previous_contact_is_not_there_yet_is_handed_back_until_its_last_receive() {
+async fn an_alias_whose_previous_contact_is_not_there_yet_is_handed_back_for_a_while_then_skipped() {
     let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
     let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
     let alias = json!({"type": "alias", "userId": "u-1", "previousId": "anon-1"});
     let body = envelope(alias).await;
-    let last = quick().max_receives;
+    let wait = quick().alias_wait;
     let mut seen = Vec::new();
-    for receive in [1, last - 1, last] {
-        let event = SqsEvent { records: vec![record("r-alias", body.clone(), receive)] };
+    // Tried for no time, for a little less than the wait, and for longer: receive counts do not matter.
+    for (receive, tried) in
+        [(1, Duration::ZERO), (40, wait - Duration::from_secs(5)), (2, wait + Duration::from_secs(1))]
+    {
+        let event = SqsEvent { records: vec![aged(record("r-alias", body.clone(), receive), tried, tried)] };
         let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
         seen.push((receive, report.response().batch_item_failures.len(), report.records[0].outcome.clone()));
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use intercom_relay::forward::{DeadLetter, Executor, ForwardOptions, Forwarder};
+use intercom_relay::forward::{Executor, ForwardOptions, Forwarder};
 use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, guard_base64};
 use intercom_relay::intercom::IntercomClient;
+use intercom_relay::queue::DeadLetter;
 use intercom_relay::queue::{Enqueue, MemoryQueue};
 use intercom_relay::sandbox::SandboxServer;
 use lambda_http::Request;

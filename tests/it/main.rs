@@ -15,6 +15,7 @@ mod mapping;
 #[path = "../../benches/support/payloads.rs"]
 mod payloads;
 mod properties;
+mod redrive;
 #[path = "../../benches/support/runtime_api.rs"]
 mod runtime_api;
 mod runtime_loop;

@@ -15,11 +15,13 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use intercom_relay::event::format_timestamp;
-use intercom_relay::forward::{BatchReport, Executor, ForwardOptions, Forwarder, Outcome, SqsDeadLetter, SqsPoller};
+use intercom_relay::forward::{BatchReport, BreakerPolicy, Executor, ForwardOptions, Forwarder, Outcome};
 use intercom_relay::ingest::Ingest;
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::local::{GenerateOptions, generate};
-use intercom_relay::queue::{RetryPolicy, SqsQueue};
+use intercom_relay::queue::SqsQueue;
+use intercom_relay::queue::{SqsDeadLetter, SqsPoller};
+use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{Faults, MAX_EVENT_NAMES, SandboxOptions, SandboxServer, SandboxState};
 use intercom_relay::settings::Settings;
 use serde_json::{Value, json};
@@ -58,15 +60,19 @@ fn forward_options() -> ForwardOptions {
     ForwardOptions {
         concurrency: 8,
         // Fewer tries than the default, so some events outlast them and are handed back to SQS.
-        attempts: 2,
-        min_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
+        retry: RetryPolicy { attempts: 2, min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) },
         // Slow answers (600 ms) are beyond it: the sandbox did the work, the client cannot know, and tries again.
         call_timeout: Duration::from_millis(300),
         margin: Duration::from_millis(500),
-        // Deaths and hand-backs raise receive counts; the soak is about faults that pass, so an event is dead-lettered
-        // for retries only far beyond what they cause.
-        max_receives: 12,
+        // The deployed waits (10 s to 15 min, 24 h, 5 min) compressed: a run of minutes plays hours.
+        redelivery: RetryPolicy {
+            attempts: u32::MAX,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(3),
+        },
+        horizon: Duration::from_secs(600),
+        alias_wait: Duration::from_secs(3),
+        breaker: BreakerPolicy { threshold: 5, open_min: Duration::from_millis(500), open_max: Duration::from_secs(3) },
     }
 }
 
@@ -301,7 +307,7 @@ async fn forwarder_loop(run: Arc<Run>, seed: u64) {
                 continue;
             }
         };
-        if run.poller.acknowledge(&event, &report.response()).await.is_err() {
+        if run.poller.acknowledge(&event, &report.handed_back()).await.is_err() {
             // Not deleted: they come again after the visibility timeout, as with Lambda.
             run.failed_deletes.fetch_add(1, Ordering::Relaxed);
         }
@@ -435,13 +441,8 @@ async fn soak(events: usize, seed: u64) -> Figures {
         fault_proxy::Faults { share: ENTRY_FAILURES, seed, ..fault_proxy::Faults::default() },
     )
     .await;
-    let retry = RetryPolicy {
-        attempts: 2,
-        min_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        deadline: Duration::from_secs(20),
-    };
-    let ingest = Ingest::new(options(), SqsQueue::new(client(&proxy.url), &queue_url, retry));
+    let retry = RetryPolicy { attempts: 2, min_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
+    let ingest = Ingest::new(options(), SqsQueue::new(client(&proxy.url), &queue_url, retry, Duration::from_secs(20)));
     let run = Arc::new(Run {
         poller: SqsPoller::new(sqs.clone(), &queue_url, Duration::from_secs(1)),
         sqs: sqs.clone(),

@@ -9,7 +9,8 @@ use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use intercom_relay::ingest::Ingest;
-use intercom_relay::queue::{RetryPolicy, SqsQueue};
+use intercom_relay::queue::SqsQueue;
+use intercom_relay::retry::RetryPolicy;
 use serde_json::{Value, json};
 
 use crate::fault_proxy::{FaultProxy, Faults};
@@ -39,13 +40,11 @@ pub(crate) fn client(endpoint: &str) -> Client {
 }
 
 pub(crate) fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        attempts: 3,
-        min_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        deadline: Duration::from_secs(20),
-    }
+    RetryPolicy { attempts: 3, min_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) }
 }
+
+/// The most one `enqueue` may take in these tests.
+pub(crate) const FAST_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A new queue on moto, FIFO when `fifo`; its URL.
 async fn new_queue(client: &Client, fifo: bool) -> String {
@@ -119,7 +118,7 @@ pub(crate) async fn drain(client: &Client, queue_url: &str) -> Vec<Received> {
 async fn app(fifo: bool) -> (Ingest<SqsQueue>, Client, String) {
     let client = client(&endpoint());
     let queue_url = new_queue(&client, fifo).await;
-    let queue = SqsQueue::new(client.clone(), &queue_url, fast_retry());
+    let queue = SqsQueue::new(client.clone(), &queue_url, fast_retry(), FAST_DEADLINE);
     (Ingest::new(options(), queue), client, queue_url)
 }
 
@@ -254,7 +253,7 @@ async fn an_unreachable_queue_answers_503_so_the_client_retries() {
     // A port nothing listens on: every SendMessageBatch fails to connect.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let client = client(&format!("http://{closed}"));
-    let queue = SqsQueue::new(client, format!("http://{closed}/123456789012/events.fifo"), fast_retry());
+    let queue = SqsQueue::new(client, format!("http://{closed}/123456789012/events.fifo"), fast_retry(), FAST_DEADLINE);
     let app = Ingest::new(options(), queue);
     let answer = send(&app, fixture("batch.json")).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
@@ -278,7 +277,7 @@ async fn proxied_app(faults: Faults) -> (Ingest<SqsQueue>, FaultProxy, Client, S
     let client = client(&endpoint());
     let queue_url = new_queue(&client, true).await;
     let proxy = FaultProxy::start(endpoint(), faults).await;
-    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry()));
+    let app = Ingest::new(options(), SqsQueue::new(self::client(&proxy.url), &queue_url, fast_retry(), FAST_DEADLINE));
     (app, proxy, client, queue_url)
 }
 
@@ -319,7 +318,7 @@ async fn entries_that_keep_failing_answer_503_after_every_attempt() {
     assert_eq!(answer.status, 503, "{}", answer.body);
     let message = answer.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("1 of 1 events could not be enqueued: SQS refused 1 entries: InternalError"), "{message}");
-    assert_eq!(proxy.faults.lock().unwrap().batch_calls, fast_retry().attempts);
+    assert_eq!(proxy.faults.lock().unwrap().batch_calls, fast_retry().attempts as usize);
     assert!(drain(&client, &queue_url).await.is_empty());
 }
 
@@ -334,8 +333,12 @@ async fn a_queue_that_never_answers_gets_a_503_before_the_function_times_out() {
             open.push(stream);
         }
     });
-    let queue =
-        SqsQueue::new(client(&format!("http://{address}")), format!("http://{address}/1/events.fifo"), fast_retry());
+    let queue = SqsQueue::new(
+        client(&format!("http://{address}")),
+        format!("http://{address}/1/events.fifo"),
+        fast_retry(),
+        FAST_DEADLINE,
+    );
     let app = Ingest::new(options(), queue);
     let mut context = lambda_http::Context::default();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;

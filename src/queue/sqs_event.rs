@@ -39,6 +39,12 @@ pub struct RecordAttributes {
     pub message_group_id: Option<String>,
     #[serde(default)]
     pub message_deduplication_id: Option<String>,
+    /// When the message entered this queue, in Unix milliseconds (a redriven message is a new one: its own time).
+    #[serde(default)]
+    pub sent_timestamp: Option<String>,
+    /// When it was first received, in Unix milliseconds: when trying it began.
+    #[serde(default)]
+    pub approximate_first_receive_timestamp: Option<String>,
 }
 
 /// A message attribute, as Lambda presents it.
@@ -55,6 +61,16 @@ impl SqsRecord {
     /// How many times SQS has handed this message out, this time included (1 when unknown).
     pub fn receive_count(&self) -> u32 {
         self.attributes.approximate_receive_count.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1)
+    }
+
+    /// When the message entered the queue, in Unix milliseconds.
+    pub fn sent_at_ms(&self) -> Option<u64> {
+        self.attributes.sent_timestamp.as_deref()?.parse().ok()
+    }
+
+    /// When it was first received, in Unix milliseconds.
+    pub fn first_received_at_ms(&self) -> Option<u64> {
+        self.attributes.approximate_first_receive_timestamp.as_deref()?.parse().ok()
     }
 
     /// A string message attribute.
@@ -95,6 +111,7 @@ mod tests {
         let record = &event.records[0];
         assert_eq!((record.receive_count(), record.attribute("event_type")), (3, Some("track")));
         assert_eq!(record.attributes.message_group_id.as_deref(), Some("u-1"));
+        assert_eq!((record.sent_at_ms(), record.first_received_at_ms()), (Some(1545082649183), Some(1545082649185)));
         let answer = SqsBatchResponse { batch_item_failures: vec![BatchItemFailure { item_identifier: "a".into() }] };
         assert_eq!(serde_json::to_string(&answer).unwrap(), r#"{"batchItemFailures":[{"itemIdentifier":"a"}]}"#);
     }

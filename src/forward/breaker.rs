@@ -1,0 +1,305 @@
+//! The circuit breaker: when every call fails for a reason of the workspace (a refused token, Intercom down, a rate
+//! limit spent for long), nobody's event is at fault; the forwarder stops calling, lets one probe through now and then,
+//! and resumes by itself when one succeeds. Pure: the caller passes the time in.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::intercom::IntercomError;
+
+/// When the breaker opens and how long it stays open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Workspace failures in a row (no call succeeding between them) that open it.
+    pub threshold: u32,
+    /// How long it first stays open; doubled after each probe that fails, up to `open_max`.
+    pub open_min: Duration,
+    pub open_max: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> BreakerPolicy {
+        BreakerPolicy { threshold: 5, open_min: Duration::from_secs(5), open_max: Duration::from_secs(300) }
+    }
+}
+
+/// Whether a call may be made now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Permit {
+    /// Closed: call.
+    Call,
+    /// Open long enough: this one call tells whether Intercom is back; others wait for its answer.
+    Probe,
+    /// Open: no call. It lets a probe through in `retry_in`; `failure` is what keeps it open.
+    Withheld { retry_in: Duration, failure: String },
+}
+
+/// What an outcome says about the workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Intercom answered about the request itself (success, or a refusal of this event's data): the workspace works.
+    Answering,
+    /// A failure no event can cause: 401, 403, 408, 429, 5xx (but 501), a timeout, no connection.
+    Failing(String),
+}
+
+impl Health {
+    pub fn of(outcome: &Result<serde_json::Value, IntercomError>) -> Health {
+        match outcome {
+            Err(error) if is_workspace_failure(error) => Health::Failing(error.to_string()),
+            _ => Health::Answering,
+        }
+    }
+}
+
+/// A failure of the workspace rather than of the event: never the event's fault, so never a reason to dead-letter it.
+pub fn is_workspace_failure(error: &IntercomError) -> bool {
+    match error {
+        IntercomError::Api { status, .. } => {
+            matches!(status, 401 | 403 | 408 | 429) || (*status >= 500 && *status != 501)
+        }
+        IntercomError::Transport(_) | IntercomError::Withheld(_) => true,
+        IntercomError::Unexpected(_) => false,
+    }
+}
+
+/// What an operator is told when the breaker opens: what is wrong and what to do.
+pub fn advice(error_text: &str) -> &'static str {
+    let status = error_text.strip_prefix("Intercom answered ").and_then(|rest| rest.get(..3));
+    match status {
+        Some("401") => {
+            "Intercom refuses the access token: set INTERCOM_ACCESS_TOKEN to a valid token, and INTERCOM_REGION to the \
+             workspace's region (a token works in its own region only)"
+        }
+        Some("403") => {
+            "Intercom forbids these calls to this token: check the app's permissions and the workspace's plan"
+        }
+        Some("429") => {
+            "Intercom's rate limit is spent for longer than a call may wait: lower ForwardConcurrency or \
+             INTERCOM_CONCURRENCY, or find the other apps sharing the workspace's limit"
+        }
+        _ => "Intercom is not answering as it should (see https://www.intercomstatus.com)",
+    }
+}
+
+/// A change of state worth one log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Closed → open: `failures` in a row, the last `failure`.
+    Opened { failure: String, open_for: Duration },
+    /// A probe failed: open again, for longer.
+    StillFailing { failure: String, open_for: Duration },
+    /// A call succeeded after the breaker was open: calls resume.
+    Closed { was_open_for: Duration },
+}
+
+#[derive(Debug)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        period: Duration,
+    },
+    /// A probe is out since `since`; if it never reports (its invocation ended), another may go after `period`.
+    Probing {
+        since: Instant,
+        period: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// The last workspace failure, for what is withheld.
+    failure: String,
+    /// When it last opened from closed.
+    opened_at: Option<Instant>,
+}
+
+/// One per forwarder (so per warm Lambda): shared by every person's calls.
+#[derive(Debug)]
+pub struct Breaker {
+    policy: BreakerPolicy,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    pub fn new(policy: BreakerPolicy) -> Breaker {
+        let inner = Inner { state: State::Closed { failures: 0 }, failure: String::new(), opened_at: None };
+        Breaker { policy, inner: Mutex::new(inner) }
+    }
+
+    pub fn policy(&self) -> BreakerPolicy {
+        self.policy
+    }
+
+    /// Whether a call may go at `now`.
+    pub fn permit(&self, now: Instant) -> Permit {
+        let mut inner = self.lock();
+        let withheld = |retry_in: Duration, failure: &str| Permit::Withheld { retry_in, failure: failure.to_owned() };
+        match inner.state {
+            State::Closed { .. } => Permit::Call,
+            State::Open { until, period } if now >= until => {
+                inner.state = State::Probing { since: now, period };
+                Permit::Probe
+            }
+            State::Open { until, .. } => withheld(until - now, &inner.failure),
+            State::Probing { since, period } if now >= since + period => {
+                inner.state = State::Probing { since: now, period };
+                Permit::Probe
+            }
+            State::Probing { since, period } => withheld(since + period - now, &inner.failure),
+        }
+    }
+
+    /// Whether calls are withheld (open, or a probe out).
+    pub fn is_open(&self) -> bool {
+        !matches!(self.lock().state, State::Closed { .. })
+    }
+
+    /// How long from `now` until it lets a probe through; `None` when closed.
+    pub fn retry_in(&self, now: Instant) -> Option<Duration> {
+        match self.lock().state {
+            State::Closed { .. } => None,
+            State::Open { until, .. } => Some(until.saturating_duration_since(now)),
+            State::Probing { since, period } => Some((since + period).saturating_duration_since(now)),
+        }
+    }
+
+    /// Tells the breaker how a call made under `permit` ended.
+    pub fn record(&self, permit: &Permit, health: Health, now: Instant) -> Option<Transition> {
+        let mut inner = self.lock();
+        match health {
+            Health::Answering => {
+                let was_open = !matches!(inner.state, State::Closed { .. });
+                inner.state = State::Closed { failures: 0 };
+                let opened_at = inner.opened_at.take();
+                // A probe's success, or that of a call let through before the breaker opened: calls resume.
+                was_open.then(|| Transition::Closed {
+                    was_open_for: opened_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+                })
+            }
+            Health::Failing(failure) => {
+                inner.failure = failure.clone();
+                match inner.state {
+                    State::Closed { failures } if failures + 1 >= self.policy.threshold => {
+                        let period = self.policy.open_min;
+                        inner.state = State::Open { until: now + period, period };
+                        inner.opened_at = Some(now);
+                        Some(Transition::Opened { failure, open_for: period })
+                    }
+                    State::Closed { failures } => {
+                        inner.state = State::Closed { failures: failures + 1 };
+                        None
+                    }
+                    State::Probing { period, .. } if *permit == Permit::Probe => {
+                        let period = (period * 2).min(self.policy.open_max);
+                        inner.state = State::Open { until: now + period, period };
+                        Some(Transition::StillFailing { failure, open_for: period })
+                    }
+                    // A call let through before it opened, failing late: it is open already.
+                    State::Open { .. } | State::Probing { .. } => None,
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: BreakerPolicy =
+        BreakerPolicy { threshold: 3, open_min: Duration::from_secs(5), open_max: Duration::from_secs(20) };
+
+    fn failing() -> Health {
+        Health::Failing("Intercom answered 503 service_unavailable: down".into())
+    }
+
+    #[test]
+    fn it_opens_after_failures_in_a_row_and_a_success_between_them_resets_the_count() {
+        let (breaker, t) = (Breaker::new(POLICY), Instant::now());
+        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
+        assert_eq!(breaker.record(&Permit::Call, Health::Answering, t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
+        assert_eq!(breaker.permit(t), Permit::Call);
+        let opened = breaker.record(&Permit::Call, failing(), t);
+        assert!(matches!(opened, Some(Transition::Opened { open_for, .. }) if open_for == Duration::from_secs(5)));
+        let withheld = breaker.permit(t + Duration::from_secs(2));
+        assert_eq!(
+            withheld,
+            Permit::Withheld {
+                retry_in: Duration::from_secs(3),
+                failure: "Intercom answered 503 service_unavailable: down".into()
+            }
+        );
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_each_failed_probe_keeps_it_open_twice_as_long_up_to_the_cap() {
+        let (breaker, t) = (Breaker::new(POLICY), Instant::now());
+        for _ in 0..3 {
+            breaker.record(&Permit::Call, failing(), t);
+        }
+        let mut now = t + Duration::from_secs(5);
+        for expected in [10, 20, 20] {
+            assert_eq!(breaker.permit(now), Permit::Probe);
+            assert!(matches!(breaker.permit(now), Permit::Withheld { .. }), "a second call waits for the probe");
+            let again = breaker.record(&Permit::Probe, failing(), now);
+            assert!(
+                matches!(again, Some(Transition::StillFailing { open_for, .. }) if open_for.as_secs() == expected),
+                "{again:?}"
+            );
+            now += Duration::from_secs(expected);
+        }
+        assert_eq!(breaker.permit(now), Permit::Probe);
+        let closed = breaker.record(&Permit::Probe, Health::Answering, now);
+        assert_eq!(closed, Some(Transition::Closed { was_open_for: Duration::from_secs(55) }));
+        assert_eq!(breaker.permit(now), Permit::Call);
+        assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_keep_it_shut() {
+        let (breaker, t) = (Breaker::new(POLICY), Instant::now());
+        for _ in 0..3 {
+            breaker.record(&Permit::Call, failing(), t);
+        }
+        assert_eq!(breaker.permit(t + Duration::from_secs(5)), Permit::Probe);
+        assert!(matches!(breaker.permit(t + Duration::from_secs(9)), Permit::Withheld { .. }));
+        assert_eq!(breaker.permit(t + Duration::from_secs(10)), Permit::Probe);
+    }
+
+    #[test]
+    fn workspace_failures_are_told_from_the_events_own() {
+        let api = |status: u16| IntercomError::Api {
+            status,
+            code: "x".into(),
+            message: String::new(),
+            request_id: None,
+            retryable: false,
+            link: None,
+        };
+        for status in [401, 403, 408, 429, 500, 502, 503, 504] {
+            assert!(is_workspace_failure(&api(status)), "{status}");
+        }
+        for status in [400, 404, 409, 410, 422, 501] {
+            assert!(!is_workspace_failure(&api(status)), "{status}");
+        }
+        assert!(is_workspace_failure(&IntercomError::Transport("timed out".into())));
+        assert!(!is_workspace_failure(&IntercomError::Unexpected("not JSON".into())));
+        assert!(advice(&api(401).to_string()).contains("INTERCOM_ACCESS_TOKEN"));
+        assert!(advice(&api(429).to_string()).contains("rate limit"));
+        assert!(advice(&api(503).to_string()).contains("intercomstatus"));
+    }
+}
