@@ -379,14 +379,14 @@ async fn a_body_that_is_not_an_envelope_is_dead_lettered_as_it_came() {
 }
 
 /// An envelope body as ingest queues it.
-async fn envelope(event: Value) -> String {
+pub(crate) async fn envelope(event: Value) -> String {
     let app = memory_app();
     let answer = send(&app, post("/v1/batch", &json!({ "batch": [event] }).to_string())).await;
     assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
     app.queue().messages().remove(0).body
 }
 
-fn record(id: &str, body: String, receive_count: u32) -> SqsRecord {
+pub(crate) fn record(id: &str, body: String, receive_count: u32) -> SqsRecord {
     SqsRecord {
         message_id: id.into(),
         body: Some(body),

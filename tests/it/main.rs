@@ -12,6 +12,7 @@ mod helpers;
 mod ingest;
 mod intercom;
 mod mapping;
+mod outage;
 #[path = "../../benches/support/payloads.rs"]
 mod payloads;
 mod properties;
