@@ -1,7 +1,9 @@
 //! Nothing lost under faults: a seeded day of events through the real path (ingest → SQS FIFO on moto → forwarders fed
 //! as Lambda's event source feeds them → the sandbox over HTTP) while Intercom answers 5xx, 429 and too late,
-//! SendMessageBatch entries fail and forwarder invocations die mid-batch; then every messageId ingest accepted is found
-//! in exactly one place: delivered, skipped, or in the DLQ with a reason.
+//! SendMessageBatch entries fail and forwarder invocations die mid-batch, and, for a stretch each, Intercom is down
+//! (503 on every call), the token is revoked (401) and a 429 storm holds the rate limit; then every messageId ingest
+//! accepted is found in exactly one place: delivered, skipped, or in the DLQ with a reason (none for those stretches), and
+//! what each stretch cost in Intercom calls and invocations is printed.
 //!
 //! 2,000 events by default (CI); `SOAK_EVENTS=100000 SOAK_SEED=7 scripts/test soak -- --nocapture` for the long run.
 //! The figures, and a line for BENCHMARKS.md, are printed (shown with `--nocapture`).
@@ -22,7 +24,7 @@ use intercom_relay::local::{GenerateOptions, generate};
 use intercom_relay::queue::SqsQueue;
 use intercom_relay::queue::{SqsDeadLetter, SqsPoller};
 use intercom_relay::retry::RetryPolicy;
-use intercom_relay::sandbox::{Faults, MAX_EVENT_NAMES, SandboxOptions, SandboxServer, SandboxState};
+use intercom_relay::sandbox::{Faults, MAX_EVENT_NAMES, Outage, SandboxOptions, SandboxServer, SandboxState};
 use intercom_relay::settings::Settings;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -88,6 +90,20 @@ fn intercom_faults(seed: u64) -> Faults {
     }
 }
 
+/// How long each outage lasts (`SOAK_OUTAGE_SECONDS`), after a lead-in of normal running; time is compressed as in
+/// [`forward_options`] (a wait of 0.5 s to 3 s plays 10 s to 15 min), so 4 s plays an outage of hours.
+const OUTAGE: Duration = Duration::from_secs(4);
+const LEAD_IN: Duration = Duration::from_secs(5);
+
+/// The stretches of a run, in order: what Intercom does during each.
+const PHASES: [(&str, Option<Outage>); 5] = [
+    ("normal", None),
+    ("intercom down (503)", Some(Outage::Down)),
+    ("token revoked (401)", Some(Outage::Unauthorized)),
+    ("429 storm", Some(Outage::RateLimited { reset_in: OUTAGE })),
+    ("normal again", None),
+];
+
 /// Share of invocations cut off at a random point (as a crash or a Lambda timeout would): nothing acknowledged.
 const DEATHS: f64 = 0.1;
 /// Share of SendMessageBatch entries failed by the proxy in front of moto.
@@ -106,6 +122,21 @@ async fn every_accepted_event_is_delivered_skipped_or_dead_lettered_once_under_f
     assert!(figures.unattributed.is_empty(), "Intercom holds what nobody sent: {:?}", first(&figures.unattributed));
     assert!(figures.dead_lettered > 0 && figures.skipped > 0 && figures.delivered > 0, "every outcome is exercised");
     assert!(figures.deaths > 0 && figures.hand_backs > 0 && figures.entries_failed > 0, "the faults happened");
+    // The outages cost delay and a few calls: nothing is dead-lettered for them, and the breaker keeps calls few.
+    assert!(!figures.dead_letter_codes.contains_key("retries_exhausted"), "{:?}", figures.dead_letter_codes);
+    assert_eq!(figures.phases.len(), PHASES.len(), "every stretch was played: {:?}", figures.phases);
+    for phase in figures.phases.iter().filter(|p| p.outage) {
+        assert!(phase.invocations > 0, "events came in during {}: {:?}", phase.name, figures.phases);
+        // Per forwarder: the calls in flight when it opened (8 people), the ones that opened it, and a probe per wait.
+        let bound = FORWARDERS as usize * 25;
+        assert!(
+            phase.calls <= bound,
+            "{} cost {} Intercom calls (at most {bound}): {:?}",
+            phase.name,
+            phase.calls,
+            figures.phases
+        );
+    }
     // A copy sent again to a twin lead (made while the search index lagged) is another contact's event to Intercom.
     let unabsorbed = figures.duplicate_event_submissions - figures.absorbed;
     assert!(
@@ -248,13 +279,19 @@ struct Run {
     invocations: AtomicUsize,
     failed_deletes: AtomicUsize,
     failed_receives: AtomicUsize,
+    /// When each invocation began, in Unix milliseconds.
+    invoked_at: Mutex<Vec<u64>>,
+    /// When each of [`PHASES`] began, in Unix milliseconds.
+    phase_starts: Mutex<Vec<u64>>,
 }
 
 impl Run {
     /// A forwarder as a new execution environment builds it: its own client and empty caches.
     fn cold_start(&self) -> Forwarder<IntercomClient, SqsDeadLetter> {
         let options = forward_options();
-        let client = sandbox_client(&self.sandbox, &self.sandbox.token(), options.call_timeout);
+        // A call waits for a rate-limit reset at most 1 s, as the deployed 11 s are to a 30 s timeout.
+        let client = sandbox_client(&self.sandbox, &self.sandbox.token(), options.call_timeout)
+            .with_max_wait(Duration::from_secs(1));
         let executor = Executor::new(client, true, NonZeroUsize::new(1000).unwrap());
         Forwarder::new(executor, SqsDeadLetter::new(self.sqs.clone(), &self.dlq_url), options)
             .with_settings(self.settings.clone())
@@ -295,6 +332,7 @@ async fn forwarder_loop(run: Arc<Run>, seed: u64) {
             }
         };
         run.invocations.fetch_add(1, Ordering::Relaxed);
+        run.invoked_at.lock().unwrap().push(now_ms());
         let deadline = received + VISIBILITY;
         let death = (rng.f64() < DEATHS).then(|| received + Duration::from_millis(rng.u64(0..400)));
         // Without a death the invocation ends by itself before its deadline; the cut-off is only a backstop.
@@ -314,6 +352,21 @@ async fn forwarder_loop(run: Arc<Run>, seed: u64) {
         let settled = report.records.iter().filter(|r| !matches!(r.outcome, Outcome::Retry { .. }));
         run.settled.lock().unwrap().extend(settled.filter_map(|r| r.message_id.clone()));
         run.reports.lock().unwrap().push(report);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Plays [`PHASES`]: normal for the lead-in, then each outage for `outage`, then normal to the end.
+async fn play_phases(run: Arc<Run>, outage: Duration) {
+    for (index, (_, what)) in PHASES.iter().enumerate() {
+        run.phase_starts.lock().unwrap().push(now_ms());
+        run.sandbox.set_outage(*what);
+        if index + 1 < PHASES.len() {
+            tokio::time::sleep(if index == 0 { LEAD_IN } else { outage }).await;
+        }
     }
 }
 
@@ -406,6 +459,7 @@ struct Figures {
     failed_deletes: usize,
     failed_receives: usize,
     max_receives: u32,
+    phases: Vec<PhaseFigures>,
     intercom_faults: BTreeMap<String, u64>,
     intercom_calls: usize,
     /// Events Intercom was sent more than once (a retry after a slow answer, a redelivery after a death).
@@ -421,6 +475,16 @@ struct Figures {
     lead_copies: usize,
     search_lag: u64,
     seconds: f64,
+}
+
+/// What one stretch of the run cost.
+#[derive(Debug, Default)]
+struct PhaseFigures {
+    name: &'static str,
+    outage: bool,
+    seconds: f64,
+    calls: usize,
+    invocations: usize,
 }
 
 async fn soak(events: usize, seed: u64) -> Figures {
@@ -457,10 +521,15 @@ async fn soak(events: usize, seed: u64) -> Figures {
         invocations: AtomicUsize::new(0),
         failed_deletes: AtomicUsize::new(0),
         failed_receives: AtomicUsize::new(0),
+        invoked_at: Mutex::default(),
+        phase_starts: Mutex::default(),
     });
     let forwarders: Vec<_> =
         (0..FORWARDERS).map(|n| tokio::spawn(forwarder_loop(run.clone(), seed.wrapping_add(n)))).collect();
+    let outage = std::env::var("SOAK_OUTAGE_SECONDS").ok().and_then(|n| n.parse().ok()).map(Duration::from_secs);
+    let phases = tokio::spawn(play_phases(run.clone(), outage.unwrap_or(OUTAGE)));
     let (accepted, ingest_retries) = produce(&run, &ingest, &day, seed).await;
+    phases.await.expect("the phases played");
 
     // Done when the queue has held nothing, in flight or not, twice in a row; a queue that never empties fails the test.
     let give_up = Instant::now() + Duration::from_secs(120) + Duration::from_millis(events as u64 * 5);
@@ -491,6 +560,27 @@ async fn soak(events: usize, seed: u64) -> Figures {
     figures.failed_receives = run.failed_receives.load(Ordering::Relaxed);
     figures.seconds = seconds;
     figures.search_lag = search_lag;
+    figures.phases = phase_figures(&run, now_ms());
+    figures
+}
+
+/// Calls and invocations in each stretch.
+fn phase_figures(run: &Run, end_ms: u64) -> Vec<PhaseFigures> {
+    let starts = run.phase_starts.lock().unwrap().clone();
+    let requests = run.sandbox.requests();
+    let invoked = run.invoked_at.lock().unwrap().clone();
+    let mut figures = Vec::new();
+    for (index, from) in starts.iter().enumerate() {
+        let to = starts.get(index + 1).copied().unwrap_or(end_ms);
+        let within = |at: u64| (*from..to).contains(&at);
+        figures.push(PhaseFigures {
+            name: PHASES[index].0,
+            outage: PHASES[index].1.is_some(),
+            seconds: (to - from) as f64 / 1000.0,
+            calls: requests.iter().filter(|r| within(r.at_ms)).count(),
+            invocations: invoked.iter().filter(|at| within(**at)).count(),
+        });
+    }
     figures
 }
 
@@ -673,6 +763,24 @@ impl Figures {
             "  leads: {} visitors' leads, {} emails held by more than one lead (search lag {} s)",
             self.leads, self.duplicate_leads, self.search_lag
         );
+        for phase in &self.phases {
+            println!(
+                "  phase {}: {:.1} s, {} Intercom calls ({:.1}/s), {} invocations",
+                phase.name,
+                phase.seconds,
+                phase.calls,
+                phase.calls as f64 / phase.seconds.max(0.001),
+                phase.invocations
+            );
+            println!(
+                "BENCHMARKS.md: | {} | {:.1} s | {} | {:.1} | {} |",
+                phase.name,
+                phase.seconds,
+                phase.calls,
+                phase.calls as f64 / phase.seconds.max(0.001),
+                phase.invocations
+            );
+        }
         println!(
             "BENCHMARKS.md: | soak, nothing lost under faults (`SOAK_EVENTS={} scripts/test soak`, seed {}, debug build, \
              moto, {FORWARDERS} forwarders) | {} accepted: {} delivered, {} skipped, {} dead-lettered, {} lost | {} \
