@@ -379,7 +379,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         match self.dead_letter.send(&letter).await {
             Ok(()) => Outcome::DeadLettered { reason: letter.reason, calls },
             Err(problem) => {
-                error!(sqs_message_id = %record.message_id, %problem, "The dead-letter queue did not take the event; handing it back.");
+                let hint =
+                    if problem.is_retryable() { "" } else { " Check DLQ_URL and the function's sqs:SendMessage." };
+                error!(sqs_message_id = %record.message_id, %problem, "The dead-letter queue did not take the event; handing it back.{hint}");
                 let reason = format!("the dead-letter queue did not take it: {problem}");
                 Outcome::Retry { reason, calls, retry_in: self.options.redelivery.min_delay }
             }

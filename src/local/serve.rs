@@ -176,9 +176,16 @@ async fn forward(ingest: Arc<Ingest<Queue>>, local: Arc<Local>, closing: Arc<Ato
                 let event = match poller.receive(10).await {
                     Ok(event) if event.records.is_empty() => continue,
                     Ok(event) => event,
-                    Err(problem) => {
+                    Err(problem) if problem.is_retryable() => {
                         warn!(%problem, "Receiving from SQS failed; trying again in a second.");
                         tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(problem) => {
+                        // The same request fails the same way (a queue gone, a permission missing): say so loudly,
+                        // and keep trying more slowly, so that a fix made meanwhile is picked up.
+                        error!(%problem, "SQS refuses to hand out messages; check QUEUE_URL and the credentials' permissions.");
+                        tokio::time::sleep(Duration::from_secs(10)).await;
                         continue;
                     }
                 };

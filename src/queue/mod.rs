@@ -73,3 +73,24 @@ pub trait Enqueue: Send + Sync {
     /// Enqueues `messages`, retrying what can be retried; `Err` when any of them is not safely in the queue.
     fn enqueue(&self, messages: Vec<QueuedMessage>) -> impl Future<Output = Result<(), EnqueueError>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_counts_its_attributes_as_sqs_does_the_event_name_as_sent() {
+        let mut message = QueuedMessage {
+            message_id: "m".into(),
+            ordering_key: "u".into(),
+            event_type: EventType::Track,
+            event_name: None,
+            body: "x".repeat(100),
+        };
+        // "event_type" + "String" + "track".
+        assert_eq!(message.bytes(), 100 + 10 + 6 + 5);
+        message.event_name = Some("é".repeat(1000));
+        // "event_name" + "String" + the name as sent: cut to 256 characters, 2 bytes each.
+        assert_eq!(message.bytes(), 100 + 10 + 6 + 5 + 10 + 6 + 512);
+    }
+}
