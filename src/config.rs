@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::forward::ForwardOptions;
+use crate::forward::{BreakerPolicy, ForwardOptions};
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
 use crate::intercom::{DEFAULT_API_VERSION, Region, SUPPORTED_API_VERSIONS};
 use crate::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT};
@@ -113,11 +113,15 @@ pub struct ForwardConfig {
     /// `24h`; `90s`, `15m`, `24h`, `7d`; at most `14d`, the queues' retention).
     pub horizon: Duration,
     /// `RETRY_BACKOFF_MIN` and `RETRY_BACKOFF_MAX`: the first and the longest wait of an event handed back (defaults
-    /// `10s` and `15m`; at most `12h`, SQS's longest visibility timeout); each wait is about the time it has failed so far.
+    /// `10s` and `15m`; at most `11h`, within SQS's 12 hours from a receive); each wait is about the time it has been
+    /// tried so far.
     pub redelivery: RetryPolicy,
     /// `ALIAS_WAIT`: how long an alias whose previous contact Intercom does not hold is handed back before it is
     /// skipped (default `5m`): the previous contact may still be on its way in another person's lane.
     pub alias_wait: Duration,
+    /// `CIRCUIT_OPEN_MIN` and `CIRCUIT_OPEN_MAX`: how long the circuit breaker first stays open when every call fails
+    /// for a reason of the workspace, and the longest (defaults `5s` and `5m`): a probe call goes after each.
+    pub breaker: BreakerPolicy,
     /// `QUEUE_URL`: the events queue, where handed-back records' waits are set; unset, each record's
     /// `eventSourceARN` names it.
     pub queue_url: Option<String>,
@@ -190,11 +194,16 @@ impl ForwardConfig {
         let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
         let day = Duration::from_secs(86_400);
         let horizon = duration(&set, "RETRY_HORIZON", day, Duration::from_secs(1)..=crate::forward::QUEUE_RETENTION)?;
-        let twelve_hours = Duration::from_secs(12 * 3600);
-        let backoff_min = duration(&set, "RETRY_BACKOFF_MIN", Duration::from_secs(10), Duration::ZERO..=twelve_hours)?;
-        let backoff_max = duration(&set, "RETRY_BACKOFF_MAX", Duration::from_secs(900), backoff_min..=twelve_hours)?;
+        // SQS's 12 hours from the receive, less what the receive took before the invocation (queue::MAX_VISIBILITY).
+        let longest = Duration::from_secs(11 * 3600);
+        let backoff_min = duration(&set, "RETRY_BACKOFF_MIN", Duration::from_secs(10), Duration::ZERO..=longest)?;
+        let backoff_max = duration(&set, "RETRY_BACKOFF_MAX", Duration::from_secs(900), backoff_min..=longest)?;
         let redelivery = RetryPolicy { attempts: u32::MAX, min_delay: backoff_min, max_delay: backoff_max };
         let alias_wait = duration(&set, "ALIAS_WAIT", Duration::from_secs(300), Duration::ZERO..=day)?;
+        let defaults = BreakerPolicy::default();
+        let open_min = duration(&set, "CIRCUIT_OPEN_MIN", defaults.open_min, Duration::from_millis(100)..=longest)?;
+        let open_max = duration(&set, "CIRCUIT_OPEN_MAX", defaults.open_max, open_min..=longest)?;
+        let breaker = BreakerPolicy { open_min, open_max, ..defaults };
         let queue_url = set("QUEUE_URL");
         if set("MAX_RECEIVES").is_some() {
             let reason = "no longer read: an event is tried until it is RETRY_HORIZON old (default 24h), whatever its \
@@ -217,6 +226,7 @@ impl ForwardConfig {
             horizon,
             redelivery,
             alias_wait,
+            breaker,
             queue_url,
             function_timeout,
         })
@@ -232,6 +242,7 @@ impl ForwardConfig {
             redelivery: self.redelivery,
             horizon: self.horizon,
             alias_wait: self.alias_wait,
+            breaker: self.breaker,
             ..defaults
         }
     }
@@ -400,6 +411,8 @@ mod tests {
             (&[TOKEN, DLQ, ("RETRY_BACKOFF_MAX", "5s")], "RETRY_BACKOFF_MAX is invalid: must be from 10 s"),
             (&[TOKEN, DLQ, ("RETRY_BACKOFF_MIN", "13h")], "RETRY_BACKOFF_MIN is invalid"),
             (&[TOKEN, DLQ, ("ALIAS_WAIT", "2d")], "ALIAS_WAIT is invalid"),
+            (&[TOKEN, DLQ, ("CIRCUIT_OPEN_MIN", "1ms")], "CIRCUIT_OPEN_MIN is invalid"),
+            (&[TOKEN, DLQ, ("CIRCUIT_OPEN_MAX", "1s")], "CIRCUIT_OPEN_MAX is invalid: must be from 5 s"),
             (&[TOKEN, DLQ, ("FUNCTION_TIMEOUT_SECONDS", "901")], "FUNCTION_TIMEOUT_SECONDS is invalid"),
         ];
         for (vars, expected) in cases {

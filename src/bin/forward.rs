@@ -2,8 +2,10 @@
 
 use std::convert::Infallible;
 use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use intercom_relay::config::ForwardConfig;
 use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
 use intercom_relay::intercom::IntercomClient;
@@ -22,7 +24,12 @@ async fn main() -> Result<(), Error> {
     });
     let client =
         IntercomClient::new(&config.base_url, config.access_token.clone(), &config.api_version, config.timeout)?;
-    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    // Short SDK timeouts: a dead letter and the waits are sent within the invocation's last 1.5 s.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .build();
+    let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let dead_letter = SqsDeadLetter::new(sqs.clone(), config.dlq_url.as_deref().expect("from_env requires DLQ_URL"));
     // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
@@ -33,9 +40,13 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline, timeout);
         let report = forwarder.handle(&event.payload, deadline).await;
-        if let Err(problem) = hand_back.hand_back(&event.payload, &report.handed_back()).await {
-            // They come back after the queue's visibility timeout instead: later than meant, not lost.
-            tracing::warn!(%problem, "The waits of the records handed back could not be set.");
+        // Done before the deadline whatever SQS does, so that the answer (what to delete) is given in time; a wait not
+        // set means the record comes back after the queue's visibility timeout instead: later than meant, not lost.
+        let until = deadline.checked_sub(Duration::from_millis(200)).unwrap_or(deadline);
+        match tokio::time::timeout_at(until, hand_back.hand_back(&event.payload, &report.handed_back())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(problem)) => tracing::warn!(%problem, "The waits of the records handed back could not be set."),
+            Err(_) => tracing::warn!("Setting the waits of the records handed back took too long; left as they are."),
         }
         Ok::<_, Infallible>(report.response())
     }))

@@ -56,9 +56,10 @@ pub struct ForwardOptions {
 /// What the template sets: the longest SQS keeps a message (`MessageRetentionPeriod`, 14 days, on both queues).
 pub const QUEUE_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
-/// Tries an event gets within its horizon, at most: the waits are stretched when the horizon would need more, so an
-/// event never meets the queue's redrive `maxReceiveCount` (1000, template.yaml) before its horizon.
-const MAX_TRIES: u32 = 800;
+/// The longest wait is at least this share of the horizon: a capped wait is jittered to 3/4 of it at the shortest,
+/// so a horizon takes at most 800 tries, and an event never meets the queue's redrive `maxReceiveCount` (1000,
+/// template.yaml) before its horizon.
+const HORIZON_SHARE: u32 = 580;
 
 impl Default for ForwardOptions {
     fn default() -> ForwardOptions {
@@ -258,15 +259,18 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 let reason = "an earlier event of the same person was handed back".into();
                 (Outcome::Retry { reason, calls: 0, retry_in }, true)
             } else if Instant::now() >= stop {
+                // Not tried: it comes again at once (after an open breaker's wait).
                 let reason = "the invocation's time ran out before this event".into();
-                (Outcome::Retry { reason, calls: 0, retry_in: Duration::ZERO }, false)
+                (Outcome::Retry { reason, calls: 0, retry_in: self.breaker_wait(Duration::ZERO) }, false)
             } else {
                 let record = RECORD.scope(item.record.message_id.clone(), self.record(&item, stop));
                 match tokio::time::timeout_at(stop, record).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
+                        // Tried, and it may never fit in one invocation (long rate-limit pauses): not again at once.
                         let reason = "the invocation's time ran out during this event".into();
-                        (Outcome::Retry { reason, calls: 0, retry_in: Duration::ZERO }, false)
+                        let retry_in = self.breaker_wait(self.options.redelivery.min_delay);
+                        (Outcome::Retry { reason, calls: 0, retry_in }, false)
                     }
                 }
             };
@@ -315,9 +319,12 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 for dropped in &delivery.dropped {
                     info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
                 }
+                // The previous contact may still be on its way in another FIFO group: skipped after a while, and only
+                // once Intercom has been answering that long too (after an outage, its lane is backing off as well).
+                let answering = self.executor.breaker().answering_for(Instant::now());
+                let waited = clock.failing.min(answering);
                 let outcome = match delivery.skipped {
-                    // The previous contact may still be on its way in another FIFO group: skipped after a while.
-                    Some(ALIAS_PREVIOUS_UNKNOWN) if clock.failing < self.options.alias_wait => Outcome::Retry {
+                    Some(ALIAS_PREVIOUS_UNKNOWN) if waited < self.options.alias_wait => Outcome::Retry {
                         reason: "alias: Intercom does not hold the previous contact yet".into(),
                         calls: delivery.calls,
                         retry_in: self.wait(&clock),
@@ -330,11 +337,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             Err(Failed { error, attempts, calls }) => {
                 let may_pass = error.is_retryable() || is_workspace_failure(&error);
                 if may_pass && clock.age < self.horizon() {
-                    let mut retry_in = self.wait(&clock);
-                    let breaker = self.executor.breaker().retry_in(Instant::now());
-                    if let Some(breaker) = breaker {
-                        retry_in = retry_in.max(breaker);
-                    }
+                    let retry_in = self.breaker_wait(self.wait(&clock));
+                    // Back by the horizon at the latest, to be dead-lettered then rather than deleted by SQS later.
+                    let retry_in = retry_in.min(self.horizon() - clock.age);
                     let quiet = matches!(error, IntercomError::Withheld(_));
                     return (Outcome::Retry { reason: error.to_string(), calls, retry_in }, quiet);
                 }
@@ -360,8 +365,13 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// The wait of a record handed back after failing for `clock.failing`.
     fn wait(&self, clock: &Clock) -> Duration {
         let mut redelivery = self.options.redelivery;
-        redelivery.max_delay = redelivery.max_delay.max(self.horizon() / MAX_TRIES);
+        redelivery.max_delay = redelivery.max_delay.max(self.horizon() / HORIZON_SHARE);
         redelivery.delay_after(clock.failing, fastrand::f64())
+    }
+
+    /// `wait`, or longer while the breaker is open: until it lets a probe through.
+    fn breaker_wait(&self, wait: Duration) -> Duration {
+        self.executor.breaker().retry_in(Instant::now()).map_or(wait, |open| wait.max(open))
     }
 
     /// Dead-letters the record; if the dead-letter queue does not take it, it is handed back instead.
@@ -469,5 +479,25 @@ fn log(record: &RecordOutcome, quiet: bool) {
             error_message = reason.error_message,
             "Dead-lettered."
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_horizon_takes_fewer_tries_than_the_queues_redrive_allows_even_at_the_shortest_waits() {
+        let options = ForwardOptions { horizon: QUEUE_RETENTION, ..ForwardOptions::default() };
+        let horizon = options.horizon.min(QUEUE_RETENTION - Duration::from_secs(3600));
+        let mut redelivery = options.redelivery;
+        redelivery.max_delay = redelivery.max_delay.max(horizon / HORIZON_SHARE);
+        let (mut failing, mut tries) = (Duration::ZERO, 0);
+        while failing < horizon {
+            failing += redelivery.delay_after(failing, 0.0);
+            tries += 1;
+        }
+        assert!(tries <= 800, "{tries} tries");
+        assert!(tries > 600, "the waits are not stretched more than needed: {tries}");
     }
 }

@@ -12,7 +12,9 @@ use crate::intercom::IntercomError;
 /// When the breaker opens and how long it stays open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerPolicy {
-    /// Workspace failures in a row (no call succeeding between them) that open it.
+    /// Workspace failures in a row (no call succeeding between them) that open it; unless they are refusals of the
+    /// token (401, 403), they must come from [`DISTINCT_EVENTS`] events at least, so that one event Intercom keeps
+    /// answering 5xx for (its tries, its receives) does not hold everyone back.
     pub threshold: u32,
     /// How long it first stays open; doubled after each probe that fails, up to `open_max`.
     pub open_min: Duration,
@@ -24,6 +26,9 @@ impl Default for BreakerPolicy {
         BreakerPolicy { threshold: 5, open_min: Duration::from_secs(5), open_max: Duration::from_secs(300) }
     }
 }
+
+/// Events among the failures in a row that open the breaker for 5xx, timeouts and 429s.
+pub const DISTINCT_EVENTS: usize = 3;
 
 /// Whether a call may be made now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,14 +46,17 @@ pub enum Permit {
 pub enum Health {
     /// Intercom answered about the request itself (success, or a refusal of this event's data): the workspace works.
     Answering,
-    /// A failure no event can cause: 401, 403, 408, 429, 5xx (but 501), a timeout, no connection.
-    Failing(String),
+    /// A failure no event can cause: 401, 403, 408, 429, 5xx (but 501), a timeout, no connection. `token` when it is
+    /// a refusal of the token itself (401, 403), which says so whatever event the call was for.
+    Failing { failure: String, token: bool },
 }
 
 impl Health {
     pub fn of(outcome: &Result<serde_json::Value, IntercomError>) -> Health {
         match outcome {
-            Err(error) if is_workspace_failure(error) => Health::Failing(error.to_string()),
+            Err(error) if is_workspace_failure(error) => {
+                Health::Failing { failure: error.to_string(), token: matches!(error.status(), Some(401 | 403)) }
+            }
             _ => Health::Answering,
         }
     }
@@ -97,8 +105,10 @@ pub enum Transition {
 
 #[derive(Debug)]
 enum State {
+    /// `failures` in a row, from the events `events` (their SQS message ids, up to [`DISTINCT_EVENTS`] of them).
     Closed {
         failures: u32,
+        events: Vec<String>,
     },
     Open {
         until: Instant,
@@ -118,6 +128,8 @@ struct Inner {
     failure: String,
     /// When it last opened from closed.
     opened_at: Option<Instant>,
+    /// Since when it has been closed (made, or a probe succeeded).
+    closed_since: Instant,
 }
 
 /// One per forwarder (so per warm Lambda): shared by every person's calls.
@@ -129,7 +141,12 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(policy: BreakerPolicy) -> Breaker {
-        let inner = Inner { state: State::Closed { failures: 0 }, failure: String::new(), opened_at: None };
+        let inner = Inner {
+            state: State::Closed { failures: 0, events: Vec::new() },
+            failure: String::new(),
+            opened_at: None,
+            closed_since: Instant::now(),
+        };
         Breaker { policy, inner: Mutex::new(inner) }
     }
 
@@ -161,6 +178,15 @@ impl Breaker {
         !matches!(self.lock().state, State::Closed { .. })
     }
 
+    /// How long it has been closed at `now`: how long Intercom has been answering, as far as this forwarder knows.
+    pub fn answering_for(&self, now: Instant) -> Duration {
+        let inner = self.lock();
+        match inner.state {
+            State::Closed { .. } => now.saturating_duration_since(inner.closed_since),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// How long from `now` until it lets a probe through; `None` when closed.
     pub fn retry_in(&self, now: Instant) -> Option<Duration> {
         match self.lock().state {
@@ -170,41 +196,49 @@ impl Breaker {
         }
     }
 
-    /// Tells the breaker how a call made under `permit` ended.
-    pub fn record(&self, permit: &Permit, health: Health, now: Instant) -> Option<Transition> {
+    /// Tells the breaker how a call made under `permit` for the event `event` (its SQS message id, when known) ended.
+    pub fn record(&self, permit: &Permit, health: Health, event: Option<&str>, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
-        match health {
+        let (failure, token) = match health {
             Health::Answering => {
                 let was_open = !matches!(inner.state, State::Closed { .. });
-                inner.state = State::Closed { failures: 0 };
+                if was_open {
+                    inner.closed_since = now;
+                }
+                inner.state = State::Closed { failures: 0, events: Vec::new() };
                 let opened_at = inner.opened_at.take();
                 // A probe's success, or that of a call let through before the breaker opened: calls resume.
-                was_open.then(|| Transition::Closed {
+                return was_open.then(|| Transition::Closed {
                     was_open_for: opened_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
-                })
+                });
             }
-            Health::Failing(failure) => {
-                inner.failure = failure.clone();
-                match inner.state {
-                    State::Closed { failures } if failures + 1 >= self.policy.threshold => {
-                        let period = self.policy.open_min;
-                        inner.state = State::Open { until: now + period, period };
-                        inner.opened_at = Some(now);
-                        Some(Transition::Opened { failure, open_for: period })
-                    }
-                    State::Closed { failures } => {
-                        inner.state = State::Closed { failures: failures + 1 };
-                        None
-                    }
-                    State::Probing { period, .. } if *permit == Permit::Probe => {
-                        let period = (period * 2).min(self.policy.open_max);
-                        inner.state = State::Open { until: now + period, period };
-                        Some(Transition::StillFailing { failure, open_for: period })
-                    }
-                    // A call let through before it opened, failing late: it is open already.
-                    State::Open { .. } | State::Probing { .. } => None,
+            Health::Failing { failure, token } => (failure, token),
+        };
+        inner.failure = failure.clone();
+        match &mut inner.state {
+            State::Closed { failures, events } => {
+                *failures += 1;
+                // A call made outside any record (a test's) counts as an event of its own.
+                let event = event.map_or_else(|| format!("call-{failures}"), str::to_owned);
+                if events.len() < DISTINCT_EVENTS && !events.contains(&event) {
+                    events.push(event);
                 }
+                let enough = token || events.len() >= DISTINCT_EVENTS.min(self.policy.threshold as usize);
+                if *failures < self.policy.threshold || !enough {
+                    return None;
+                }
+                let period = self.policy.open_min;
+                inner.state = State::Open { until: now + period, period };
+                inner.opened_at = Some(now);
+                Some(Transition::Opened { failure, open_for: period })
             }
+            State::Probing { period, .. } if *permit == Permit::Probe => {
+                let period = (*period * 2).min(self.policy.open_max);
+                inner.state = State::Open { until: now + period, period };
+                Some(Transition::StillFailing { failure, open_for: period })
+            }
+            // A call let through before it opened, failing late: it is open already.
+            State::Open { .. } | State::Probing { .. } => None,
         }
     }
 
@@ -221,19 +255,23 @@ mod tests {
         BreakerPolicy { threshold: 3, open_min: Duration::from_secs(5), open_max: Duration::from_secs(20) };
 
     fn failing() -> Health {
-        Health::Failing("Intercom answered 503 service_unavailable: down".into())
+        Health::Failing { failure: "Intercom answered 503 service_unavailable: down".into(), token: false }
+    }
+
+    fn refused() -> Health {
+        Health::Failing { failure: "Intercom answered 401 unauthorized: Access Token Invalid".into(), token: true }
     }
 
     #[test]
     fn it_opens_after_failures_in_a_row_and_a_success_between_them_resets_the_count() {
         let (breaker, t) = (Breaker::new(POLICY), Instant::now());
-        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
-        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
-        assert_eq!(breaker.record(&Permit::Call, Health::Answering, t), None);
-        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
-        assert_eq!(breaker.record(&Permit::Call, failing(), t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), None, t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), None, t), None);
+        assert_eq!(breaker.record(&Permit::Call, Health::Answering, None, t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), None, t), None);
+        assert_eq!(breaker.record(&Permit::Call, failing(), None, t), None);
         assert_eq!(breaker.permit(t), Permit::Call);
-        let opened = breaker.record(&Permit::Call, failing(), t);
+        let opened = breaker.record(&Permit::Call, failing(), None, t);
         assert!(matches!(opened, Some(Transition::Opened { open_for, .. }) if open_for == Duration::from_secs(5)));
         let withheld = breaker.permit(t + Duration::from_secs(2));
         assert_eq!(
@@ -249,13 +287,13 @@ mod tests {
     fn one_probe_at_a_time_and_each_failed_probe_keeps_it_open_twice_as_long_up_to_the_cap() {
         let (breaker, t) = (Breaker::new(POLICY), Instant::now());
         for _ in 0..3 {
-            breaker.record(&Permit::Call, failing(), t);
+            breaker.record(&Permit::Call, failing(), None, t);
         }
         let mut now = t + Duration::from_secs(5);
         for expected in [10, 20, 20] {
             assert_eq!(breaker.permit(now), Permit::Probe);
             assert!(matches!(breaker.permit(now), Permit::Withheld { .. }), "a second call waits for the probe");
-            let again = breaker.record(&Permit::Probe, failing(), now);
+            let again = breaker.record(&Permit::Probe, failing(), None, now);
             assert!(
                 matches!(again, Some(Transition::StillFailing { open_for, .. }) if open_for.as_secs() == expected),
                 "{again:?}"
@@ -263,17 +301,45 @@ mod tests {
             now += Duration::from_secs(expected);
         }
         assert_eq!(breaker.permit(now), Permit::Probe);
-        let closed = breaker.record(&Permit::Probe, Health::Answering, now);
+        let closed = breaker.record(&Permit::Probe, Health::Answering, None, now);
         assert_eq!(closed, Some(Transition::Closed { was_open_for: Duration::from_secs(55) }));
         assert_eq!(breaker.permit(now), Permit::Call);
         assert!(!breaker.is_open());
     }
 
     #[test]
+    fn one_event_failing_again_and_again_does_not_open_it_but_a_refused_token_does() {
+        let (breaker, t) = (Breaker::new(POLICY), Instant::now());
+        for _ in 0..10 {
+            assert_eq!(breaker.record(&Permit::Call, failing(), Some("m-1"), t), None);
+        }
+        assert_eq!(breaker.record(&Permit::Call, failing(), Some("m-2"), t), None, "two events are not enough");
+        assert!(breaker.record(&Permit::Call, failing(), Some("m-3"), t).is_some(), "three are");
+        let (breaker, t) = (Breaker::new(POLICY), Instant::now());
+        breaker.record(&Permit::Call, refused(), Some("m-1"), t);
+        breaker.record(&Permit::Call, refused(), Some("m-1"), t);
+        assert!(breaker.record(&Permit::Call, refused(), Some("m-1"), t).is_some(), "a 401 is no event's doing");
+    }
+
+    #[test]
+    fn it_tells_how_long_intercom_has_been_answering() {
+        let (breaker, t) = (Breaker::new(POLICY), Instant::now());
+        assert!(breaker.answering_for(t + Duration::from_secs(60)) >= Duration::from_secs(60));
+        for _ in 0..3 {
+            breaker.record(&Permit::Call, failing(), None, t);
+        }
+        assert_eq!(breaker.answering_for(t + Duration::from_secs(1)), Duration::ZERO);
+        let later = t + Duration::from_secs(5);
+        assert_eq!(breaker.permit(later), Permit::Probe);
+        breaker.record(&Permit::Probe, Health::Answering, None, later);
+        assert_eq!(breaker.answering_for(later + Duration::from_secs(7)), Duration::from_secs(7));
+    }
+
+    #[test]
     fn a_probe_that_never_reports_does_not_keep_it_shut() {
         let (breaker, t) = (Breaker::new(POLICY), Instant::now());
         for _ in 0..3 {
-            breaker.record(&Permit::Call, failing(), t);
+            breaker.record(&Permit::Call, failing(), None, t);
         }
         assert_eq!(breaker.permit(t + Duration::from_secs(5)), Permit::Probe);
         assert!(matches!(breaker.permit(t + Duration::from_secs(9)), Permit::Withheld { .. }));

@@ -341,7 +341,10 @@ impl<A: IntercomApi> Executor<A> {
             calls.made += 1;
             calls.attempts += 1;
             let outcome = self.api.call(method.clone(), &path, body.as_ref()).await;
-            if let Some(transition) = self.breaker.record(&permit, Health::of(&outcome), Instant::now()) {
+            let event = super::current_record();
+            if let Some(transition) =
+                self.breaker.record(&permit, Health::of(&outcome), event.as_deref(), Instant::now())
+            {
                 log_transition(&transition, self.breaker.policy());
             }
             let error = match outcome {

@@ -170,28 +170,33 @@ impl Local {
         report
     }
 
-    /// Forwards `event` until every record is delivered, skipped or dead-lettered: handed-back records come again after
-    /// their waits, their receive count one higher, as SQS would hand them out. A replayed event is delivered anew:
-    /// its records count as sent and first received now.
-    pub async fn forward_until_done(&self, mut event: SqsEvent) {
+    /// Forwards `event` until every record is delivered, skipped or dead-lettered: each record handed back comes again
+    /// after its own wait, its receive count one higher, as SQS would hand it out (a person's records share a wait, so
+    /// they come again together, in order). A replayed event is delivered anew: its records count as sent and first
+    /// received now.
+    pub async fn forward_until_done(&self, event: SqsEvent) {
         let now = crate::queue::epoch_ms().to_string();
-        for record in &mut event.records {
+        let mut waiting: Vec<(usize, SqsRecord, Instant)> = Vec::with_capacity(event.records.len());
+        for (index, mut record) in event.records.into_iter().enumerate() {
             record.attributes.sent_timestamp = Some(now.clone());
             record.attributes.approximate_first_receive_timestamp = Some(now.clone());
+            waiting.push((index, record, Instant::now()));
         }
-        loop {
-            let report = self.forward(&event).await;
-            let again = report.handed_back();
-            if again.is_empty() {
-                return;
+        while let Some(due_at) = waiting.iter().map(|(_, _, at)| *at).min() {
+            tokio::time::sleep_until(due_at).await;
+            let now = Instant::now();
+            let (mut due, later): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, _, at)| *at <= now);
+            due.sort_by_key(|(index, _, _)| *index);
+            let indices: Vec<usize> = due.iter().map(|(index, _, _)| *index).collect();
+            let event = SqsEvent { records: due.into_iter().map(|(_, record, _)| record).collect() };
+            let again = self.forward(&event).await.handed_back();
+            waiting = later;
+            for (index, mut record) in indices.into_iter().zip(event.records) {
+                if let Some((_, wait)) = again.iter().find(|(id, _)| *id == record.message_id) {
+                    record.attributes.approximate_receive_count = Some((record.receive_count() + 1).to_string());
+                    waiting.push((index, record, Instant::now() + *wait));
+                }
             }
-            event.records.retain(|r| again.iter().any(|(id, _)| *id == r.message_id));
-            for record in &mut event.records {
-                record.attributes.approximate_receive_count = Some((record.receive_count() + 1).to_string());
-            }
-            // A person's records come again together, after the first one's wait.
-            let wait = again.iter().map(|(_, wait)| *wait).min().unwrap_or_default();
-            tokio::time::sleep(wait).await;
         }
     }
 

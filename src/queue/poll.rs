@@ -10,8 +10,9 @@ use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessage
 use super::QueueError;
 use super::sqs_event::{MessageAttribute, RecordAttributes, SqsEvent, SqsRecord};
 
-/// SQS's longest visibility timeout: 12 hours.
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// The longest wait set: SQS takes at most 12 hours from the receive, which came before the invocation (its batching
+/// window, its run): 20 minutes are kept back for those.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 20 * 60);
 
 /// Sets when records handed back come again: one `ChangeMessageVisibilityBatch` per queue and ten records.
 #[derive(Clone, Debug)]
@@ -32,7 +33,10 @@ impl SqsHandBack {
         let mut by_queue: Vec<(String, Vec<ChangeMessageVisibilityBatchRequestEntry>)> = Vec::new();
         for (id, delay) in delays {
             let Some(record) = event.records.iter().find(|r| &r.message_id == id) else { continue };
-            let (Some(handle), Some(url)) = (record.receipt_handle.as_deref(), self.url_of(record)) else { continue };
+            let (Some(handle), Some(url)) = (record.receipt_handle.as_deref(), self.url_of(record)) else {
+                tracing::warn!(sqs_message_id = %id, "No receipt handle or queue for this record: its wait is the queue's.");
+                continue;
+            };
             let seconds = delay.min(&MAX_VISIBILITY).as_secs_f64().ceil() as i32;
             let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(sqs_entry_id(id))
@@ -45,20 +49,25 @@ impl SqsHandBack {
                 None => by_queue.push((url, vec![entry])),
             }
         }
+        // Every chunk is tried, whatever became of the one before; the first problem is the answer.
+        let mut first_problem = None;
         for (url, entries) in by_queue {
             for chunk in entries.chunks(10) {
-                let output = self
+                let sent = self
                     .client
                     .change_message_visibility_batch()
                     .queue_url(&url)
                     .set_entries(Some(chunk.to_vec()))
                     .send()
                     .await
-                    .map_err(|e| QueueError::call("ChangeMessageVisibilityBatch", e))?;
-                entries_failed("ChangeMessageVisibilityBatch", output.failed())?;
+                    .map_err(|e| QueueError::call("ChangeMessageVisibilityBatch", e))
+                    .and_then(|output| entries_failed("ChangeMessageVisibilityBatch", output.failed()));
+                if let Err(problem) = sent {
+                    first_problem.get_or_insert(problem);
+                }
             }
         }
-        Ok(())
+        first_problem.map_or(Ok(()), Err)
     }
 
     fn url_of(&self, record: &SqsRecord) -> Option<String> {

@@ -12,7 +12,7 @@ use intercom_relay::intercom::IntercomClient;
 use intercom_relay::local::{Destination, ReplayOptions, Tally, replay};
 use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsPoller};
 use intercom_relay::retry::RetryPolicy;
-use intercom_relay::sandbox::{Outage, SandboxOptions, SandboxServer};
+use intercom_relay::sandbox::{Faults, Outage, SandboxOptions, SandboxServer};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -157,6 +157,26 @@ async fn in_a_rate_limit_storm_the_client_waits_for_the_reset_without_calling_an
     until_settled(&forwarder, event).await;
     assert!(forwarder.dead_letter().letters().is_empty());
     assert_eq!(sandbox.state().contacts.len(), 10);
+}
+
+#[tokio::test]
+async fn one_event_intercom_keeps_failing_holds_back_only_its_own_person() {
+    let (logs, _guard) = Captured::start(tracing::Level::INFO, false);
+    let faults = Faults { seed: 4, server_errors: 1.0, only_matching: Some("u-0".into()), ..Faults::default() };
+    let sandbox = SandboxServer::start(SandboxOptions { faults, ..SandboxOptions::default() }, 0).await.unwrap();
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), compressed());
+    let event = identifies(4).await;
+    // Its receives one after another, each trying its call 4 times: far more failures in a row than the breaker's 3,
+    // but all from one event.
+    for _ in 0..3 {
+        let report = handle(&forwarder, &event).await;
+        assert!(matches!(report.records[0].outcome, Outcome::Retry { .. }), "{report:?}");
+        let others = &report.records[1..];
+        assert!(others.iter().all(|r| !matches!(r.outcome, Outcome::Retry { .. })), "{report:?}");
+    }
+    assert!(!forwarder.executor().breaker().is_open());
+    assert!(!logs.text().contains("Intercom is failing every call"), "{}", logs.text());
+    assert!(forwarder.dead_letter().letters().is_empty(), "within its horizon");
 }
 
 #[tokio::test]

@@ -125,6 +125,11 @@ async fn every_accepted_event_is_delivered_skipped_or_dead_lettered_once_under_f
     assert!(figures.in_two_places.is_empty(), "found in two places: {:?}", first(&figures.in_two_places));
     assert!(figures.unexpected.is_empty(), "not where the generator meant it: {:?}", first(&figures.unexpected));
     assert!(figures.unattributed.is_empty(), "Intercom holds what nobody sent: {:?}", first(&figures.unattributed));
+    assert!(
+        figures.out_of_order.is_empty(),
+        "a person's events reached Intercom out of order: {:?}",
+        first(&figures.out_of_order)
+    );
     assert!(figures.dead_lettered > 0 && figures.skipped > 0 && figures.delivered > 0, "every outcome is exercised");
     assert!(figures.deaths > 0 && figures.hand_backs > 0 && figures.entries_failed > 0, "the faults happened");
     // The outages cost delay and a few calls: nothing is dead-lettered for them, and the breaker keeps calls few.
@@ -459,6 +464,8 @@ struct Figures {
     in_two_places: Vec<String>,
     unexpected: Vec<String>,
     unattributed: Vec<String>,
+    /// A person's data events Intercom took in another order than they were sent in (each has its own second).
+    out_of_order: Vec<String>,
     invocations: usize,
     hand_backs: usize,
     deaths: usize,
@@ -543,7 +550,19 @@ async fn soak(events: usize, seed: u64) -> Figures {
     while empty < 2 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         empty = if run.queue_depth().await == 0 { empty + 1 } else { 0 };
-        assert!(Instant::now() < give_up, "the queue never drained: {} messages left", run.queue_depth().await);
+        if Instant::now() >= give_up {
+            // What is left, and what the forwarders last said of it, for the person reading the failure.
+            let left = run.queue_depth().await;
+            let reports = run.reports.lock().unwrap();
+            let recent: Vec<String> = reports
+                .iter()
+                .rev()
+                .take(5)
+                .flat_map(|r| &r.records)
+                .map(|r| format!("{} {:?}: {:?}", r.sqs_message_id, r.event_type, r.outcome))
+                .collect();
+            panic!("the queue never drained: {left} messages left; the last outcomes: {recent:#?}");
+        }
     }
     run.stop.store(true, Ordering::Release);
     for forwarder in forwarders {
@@ -622,6 +641,21 @@ fn account(
             }
             _ => figures.unattributed.push(format!("{} at {}", event.event_name, event.created_at)),
         }
+    }
+    // Order: the data events of each user's lane, as Intercom took them in (its list is in arrival order, and a copy of
+    // one it holds is absorbed, not added), have the seconds they were generated with, which grow along the lane.
+    let mut last_second: HashMap<&str, i64> = HashMap::new();
+    for event in &state.events {
+        let Some(p) = by_second.get(&event.created_at) else { continue };
+        let Some(user) = p.user_id.as_deref().filter(|user| external_id(&event.contact_id).as_deref() == Some(*user))
+        else {
+            continue;
+        };
+        let last = last_second.entry(user).or_insert(i64::MIN);
+        if event.created_at < *last {
+            figures.out_of_order.push(format!("{user}: {} after {}", event.created_at, *last));
+        }
+        *last = (*last).max(event.created_at);
     }
     let mut writes: HashMap<&str, usize> = HashMap::new();
     for request in requests.iter().filter(|r| (200..300).contains(&r.status)) {
@@ -740,14 +774,15 @@ impl Figures {
             self.accepted, self.entries_failed, self.ingest_retries
         );
         println!(
-            "  outcomes: {} delivered, {} skipped {:?}, {} dead-lettered {:?}; lost {}, in two places {}",
+            "  outcomes: {} delivered, {} skipped {:?}, {} dead-lettered {:?}; lost {}, in two places {}, out of order {}",
             self.delivered,
             self.skipped,
             self.skip_reasons,
             self.dead_lettered,
             self.dead_letter_codes,
             self.lost.len(),
-            self.in_two_places.len()
+            self.in_two_places.len(),
+            self.out_of_order.len()
         );
         println!(
             "  forwarders: {} invocations, {} died mid-batch, {} hand-backs, {} failed receives and {} deletes; {} Intercom calls, \
@@ -769,22 +804,12 @@ impl Figures {
             "  leads: {} visitors' leads, {} emails held by more than one lead (search lag {} s)",
             self.leads, self.duplicate_leads, self.search_lag
         );
+        // A row of BENCHMARKS.md's outage table: phase, length, calls, calls/s, invocations.
         for phase in &self.phases {
+            let rate = phase.calls as f64 / phase.seconds.max(0.001);
             println!(
-                "  phase {}: {:.1} s, {} Intercom calls ({:.1}/s), {} invocations",
-                phase.name,
-                phase.seconds,
-                phase.calls,
-                phase.calls as f64 / phase.seconds.max(0.001),
-                phase.invocations
-            );
-            println!(
-                "BENCHMARKS.md: | {} | {:.1} s | {} | {:.1} | {} |",
-                phase.name,
-                phase.seconds,
-                phase.calls,
-                phase.calls as f64 / phase.seconds.max(0.001),
-                phase.invocations
+                "  phase, BENCHMARKS.md: | {} | {:.1} s | {} | {rate:.1} | {} |",
+                phase.name, phase.seconds, phase.calls, phase.invocations
             );
         }
         println!(
