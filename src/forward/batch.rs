@@ -250,13 +250,17 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         BatchReport { records: outcomes.into_iter().map(|(_, outcome)| outcome).collect() }
     }
 
-    /// One person's records, in order; once one is handed back, so are the rest, with the same wait, to keep the order.
+    /// One person's records, in order; once one is handed back, so are the rest, to keep the order. In a FIFO queue they
+    /// are visible again at once: SQS holds them behind the first while it waits (a message group is not handed out
+    /// while one of its messages is in flight), and hands them out after it, in order. Elsewhere they wait as long.
     async fn group(&self, group: Vec<Item<'_>>, stop: Instant) -> Vec<(usize, RecordOutcome)> {
         let mut handed_back: Option<Duration> = None;
         let mut outcomes = Vec::with_capacity(group.len());
         for item in group {
             let (outcome, quiet) = if let Some(retry_in) = handed_back {
                 let reason = "an earlier event of the same person was handed back".into();
+                let fifo = item.record.attributes.message_group_id.is_some();
+                let retry_in = if fifo { Duration::ZERO } else { retry_in };
                 (Outcome::Retry { reason, calls: 0, retry_in }, true)
             } else if Instant::now() >= stop {
                 // Not tried: it comes again at once (after an open breaker's wait).
@@ -274,8 +278,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                     }
                 }
             };
-            if let Outcome::Retry { retry_in, .. } = outcome {
-                handed_back = Some(retry_in);
+            if let (None, Outcome::Retry { retry_in, .. }) = (handed_back, &outcome) {
+                handed_back = Some(*retry_in);
             }
             let envelope = item.envelope.as_ref().ok();
             let outcome = RecordOutcome {

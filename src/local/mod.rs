@@ -182,15 +182,31 @@ impl Local {
             record.attributes.approximate_first_receive_timestamp = Some(now.clone());
             waiting.push((index, record, Instant::now()));
         }
-        while let Some(due_at) = waiting.iter().map(|(_, _, at)| *at).min() {
-            tokio::time::sleep_until(due_at).await;
+        let group = |record: &SqsRecord| record.attributes.message_group_id.clone();
+        while !waiting.is_empty() {
             let now = Instant::now();
-            let (mut due, later): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, _, at)| *at <= now);
+            // As SQS FIFO does: none of a person's records while an earlier one of theirs waits.
+            let held: Vec<(usize, Option<String>)> = waiting
+                .iter()
+                .filter(|(_, _, at)| *at > now)
+                .map(|(index, record, _)| (*index, group(record)))
+                .collect();
+            let blocked = |index: usize, record: &SqsRecord| {
+                let group = group(record);
+                group.is_some() && held.iter().any(|(earlier, g)| *earlier < index && *g == group)
+            };
+            let (mut due, later): (Vec<_>, Vec<_>) =
+                waiting.into_iter().partition(|(index, record, at)| *at <= now && !blocked(*index, record));
+            waiting = later;
+            if due.is_empty() {
+                let next = waiting.iter().map(|(_, _, at)| *at).filter(|at| *at > now).min();
+                tokio::time::sleep_until(next.unwrap_or(now + Duration::from_millis(10))).await;
+                continue;
+            }
             due.sort_by_key(|(index, _, _)| *index);
             let indices: Vec<usize> = due.iter().map(|(index, _, _)| *index).collect();
             let event = SqsEvent { records: due.into_iter().map(|(_, record, _)| record).collect() };
             let again = self.forward(&event).await.handed_back();
-            waiting = later;
             for (index, mut record) in indices.into_iter().zip(event.records) {
                 if let Some((_, wait)) = again.iter().find(|(id, _)| *id == record.message_id) {
                     record.attributes.approximate_receive_count = Some((record.receive_count() + 1).to_string());

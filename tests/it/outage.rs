@@ -236,7 +236,15 @@ async fn a_local_replay_against_an_intercom_that_is_down_for_a_while_delivers_ev
     let report = tally.report();
     assert_eq!((report.accepted, report.delivered, report.dead_lettered.len()), (30, 30, 0));
     assert!(report.handed_back > 0, "it was handed back meanwhile");
-    assert_eq!(outage.state().events.len(), 30, "each event once");
+    let state = outage.state();
+    assert_eq!(state.events.len(), 30, "each event once");
+    // In each person's order (their events were sent a second apart), though every one was handed back meanwhile.
+    let mut last: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for event in &state.events {
+        let previous = last.insert(&event.contact_id, event.created_at);
+        assert!(previous.is_none_or(|previous| previous < event.created_at), "out of order: {:?}", state.events);
+    }
+    assert_eq!(last.len(), 6);
     let failed = outage.requests().iter().filter(|r| r.status == 503).count();
     assert!(failed <= 12, "{failed} calls met the outage: the breaker held the rest back");
 }

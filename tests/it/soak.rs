@@ -125,11 +125,6 @@ async fn every_accepted_event_is_delivered_skipped_or_dead_lettered_once_under_f
     assert!(figures.in_two_places.is_empty(), "found in two places: {:?}", first(&figures.in_two_places));
     assert!(figures.unexpected.is_empty(), "not where the generator meant it: {:?}", first(&figures.unexpected));
     assert!(figures.unattributed.is_empty(), "Intercom holds what nobody sent: {:?}", first(&figures.unattributed));
-    assert!(
-        figures.out_of_order.is_empty(),
-        "a person's events reached Intercom out of order: {:?}",
-        first(&figures.out_of_order)
-    );
     assert!(figures.dead_lettered > 0 && figures.skipped > 0 && figures.delivered > 0, "every outcome is exercised");
     assert!(figures.deaths > 0 && figures.hand_backs > 0 && figures.entries_failed > 0, "the faults happened");
     // The outages cost delay and a few calls: nothing is dead-lettered for them, and the breaker keeps calls few.
@@ -464,7 +459,12 @@ struct Figures {
     in_two_places: Vec<String>,
     unexpected: Vec<String>,
     unattributed: Vec<String>,
-    /// A person's data events Intercom took in another order than they were sent in (each has its own second).
+    /// A person's data events Intercom took in another order than they were sent in (each has its own second). Counted,
+    /// not asserted: moto 5.2.5 reorders a message group whose messages were in flight together and come back together
+    /// (a dead invocation's batch): it clears a message's in-flight mark only when a receive passes over it while
+    /// visible, and skips the group's first while a later one still holds the mark, so the later one goes out first
+    /// (received together, not deleted, both expired: a receive of one gives the second). SQS FIFO hands the first out
+    /// first. tests/it/outage.rs checks each person's order through the in-memory queue, which keeps SQS's rule.
     out_of_order: Vec<String>,
     invocations: usize,
     hand_backs: usize,
@@ -774,7 +774,8 @@ impl Figures {
             self.accepted, self.entries_failed, self.ingest_retries
         );
         println!(
-            "  outcomes: {} delivered, {} skipped {:?}, {} dead-lettered {:?}; lost {}, in two places {}, out of order {}",
+            "  outcomes: {} delivered, {} skipped {:?}, {} dead-lettered {:?}; lost {}, in two places {}; out of order {} \
+             (moto's FIFO reorders a dead invocation's batch)",
             self.delivered,
             self.skipped,
             self.skip_reasons,
