@@ -6,6 +6,7 @@
 pub mod config;
 pub mod deadline;
 pub mod envelope;
+pub mod erasure;
 pub mod event;
 pub mod forward;
 pub mod ingest;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use intercom_relay::config;
+use intercom_relay::erasure::ErasureRequest;
+use intercom_relay::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
     Destination, GenerateOptions, LocalError, ReplayOptions, ServeOptions, Tally, generate, replay, serve,
@@ -47,6 +49,31 @@ enum Command {
     /// Destination settings: check a document offline, or print their JSON Schema.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Erase a person from Intercom (GDPR, CCPA right to erasure), by userId and/or email.
+    ///
+    /// With --queue-url, the request goes to the deployed events queue with your AWS credentials (never with a write
+    /// key: the ingest API takes no such request), in the person's FIFO lane, so it runs after the events already
+    /// queued for them; the forward function's log line `Erased.` (with the request id printed here) says what was
+    /// done. With --live (or --intercom-url) it is carried out here and the outcome printed.
+    Erase(EraseArgs),
+}
+
+#[derive(Args)]
+struct EraseArgs {
+    /// The person's userId: the user whose external_id it is.
+    #[arg(long, value_name = "USER_ID")]
+    user_id: Option<String>,
+    /// Their email: with no --user-id, every contact holding it (users and leads).
+    #[arg(long, value_name = "EMAIL")]
+    email: Option<String>,
+    /// Also erase the leads holding the email (the user's own, with --user-id and no --email).
+    #[arg(long)]
+    leads: bool,
+    /// The deployed events queue (the stack's EventsQueueUrl output).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["live", "intercom_url"])]
+    queue_url: Option<String>,
+    #[command(flatten)]
+    intercom: IntercomArgs,
 }
 
 #[derive(Subcommand)]
@@ -197,9 +224,39 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Settings(command) => run_settings(command),
             Command::Generate(args) => run_generate(args),
+            Command::Erase(args) => run_erase(args).await,
         }
     });
     result.unwrap_or_else(|error| fail(&error))
+}
+
+async fn run_erase(args: EraseArgs) -> Result<ExitCode, LocalError> {
+    intercom_relay::logging::init_local(LevelFilter::WARN);
+    let request = ErasureRequest::new(args.user_id, args.email, args.leads)
+        .map_err(|e| LocalError::Usage(format!("erase: {e}")))?;
+    if let Some(url) = args.queue_url {
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT);
+        queue.send_erasure(&request).await.map_err(|e| LocalError::Io(e.to_string()))?;
+        out(&format!(
+            "queued erasure {} in the person's lane of {url}: it runs after the events already queued for them; the \
+             forward function's log line `Erased.` with this request_id says what was done.\n",
+            request.request_id
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (report, local) = intercom_relay::local::erase_here(&request, &args.intercom.destination(), env).await?;
+    for erased in &report.erased {
+        let contacts = erased.reason["contacts"].as_array().map_or(0, Vec::len);
+        let notes: Vec<&str> = erased.reason["notes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+        let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+        out(&format!("erased {contacts} contacts in {}{notes}: {}\n", local.destination, erased.reason["contacts"]));
+    }
+    if let Some(failed) = report.dead_lettered.first() {
+        out(&format!("not erased: {}\n", failed.reason));
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fail(error: &LocalError) -> ExitCode {

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::breaker::{BreakerPolicy, is_workspace_failure};
-use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Executor, Failed};
+use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
 use crate::envelope::Envelope;
+use crate::erasure::ErasureRequest;
 use crate::intercom::{IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_with};
 use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
@@ -107,6 +108,9 @@ pub enum Outcome {
     },
     /// In the dead-letter queue with the reason, acknowledged.
     DeadLettered { reason: Reason, calls: usize },
+    /// An erasure request carried out: Intercom's ids of the contacts deleted (none when nobody was found), and what
+    /// else there is to know.
+    Erased { contacts: Vec<String>, notes: Vec<String>, calls: usize },
 }
 
 impl Outcome {
@@ -116,7 +120,8 @@ impl Outcome {
             Outcome::Delivered { calls }
             | Outcome::Skipped { calls, .. }
             | Outcome::Retry { calls, .. }
-            | Outcome::DeadLettered { calls, .. } => *calls,
+            | Outcome::DeadLettered { calls, .. }
+            | Outcome::Erased { calls, .. } => *calls,
         }
     }
 }
@@ -177,11 +182,40 @@ pub struct Forwarder<A, D> {
     settings: Arc<Settings>,
 }
 
+/// What a message holds: an event, or an operator's erasure request.
+enum Body {
+    Event(Envelope),
+    Erasure(ErasureRequest),
+}
+
+impl Body {
+    fn ordering_key(&self) -> &str {
+        match self {
+            Body::Event(envelope) => envelope.event.ordering_key(),
+            Body::Erasure(request) => request.ordering_key(),
+        }
+    }
+
+    fn message_id(&self) -> &str {
+        match self {
+            Body::Event(envelope) => &envelope.event.message_id,
+            Body::Erasure(request) => &request.request_id,
+        }
+    }
+
+    fn kind(&self) -> &str {
+        match self {
+            Body::Event(envelope) => envelope.event.kind.as_str(),
+            Body::Erasure(_) => "erasure",
+        }
+    }
+}
+
 /// A record with its body read.
 struct Item<'a> {
     index: usize,
     record: &'a SqsRecord,
-    envelope: Result<Envelope, String>,
+    body: Result<Body, String>,
     /// The person it is about: its FIFO message group, else the event's ordering key, else (unreadable, on a standard
     /// queue) the record alone.
     group: String,
@@ -215,17 +249,20 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     pub async fn handle(&self, event: &SqsEvent, deadline: Instant) -> BatchReport {
         let stop = deadline.checked_sub(self.options.margin).unwrap_or_else(Instant::now);
         let items = event.records.iter().enumerate().map(|(index, record)| {
-            let envelope = match &record.body {
-                Some(body) => Envelope::from_body(body).map_err(|e| e.to_string()),
+            let body = match &record.body {
+                Some(body) => match ErasureRequest::from_body(body) {
+                    Some(request) => Ok(Body::Erasure(request)),
+                    None => Envelope::from_body(body).map(Body::Event).map_err(|e| e.to_string()),
+                },
                 None => Err("the message has no body".to_owned()),
             };
             let group = record
                 .attributes
                 .message_group_id
                 .clone()
-                .or_else(|| envelope.as_ref().ok().map(|e| e.event.ordering_key().to_owned()))
+                .or_else(|| body.as_ref().ok().map(|b| b.ordering_key().to_owned()))
                 .unwrap_or_else(|| record.message_id.clone());
-            Item { index, record, envelope, group }
+            Item { index, record, body, group }
         });
         // A person's records in the order SQS gave them; people in the order first seen.
         let mut groups: Vec<Vec<Item<'_>>> = Vec::new();
@@ -281,11 +318,11 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             if let (None, Outcome::Retry { retry_in, .. }) = (handed_back, &outcome) {
                 handed_back = Some(*retry_in);
             }
-            let envelope = item.envelope.as_ref().ok();
+            let body = item.body.as_ref().ok();
             let outcome = RecordOutcome {
                 sqs_message_id: item.record.message_id.clone(),
-                message_id: envelope.map(|e| e.event.message_id.clone()),
-                event_type: envelope.map(|e| e.event.kind.as_str().to_owned()),
+                message_id: body.map(|b| b.message_id().to_owned()),
+                event_type: body.map(|b| b.kind().to_owned()),
                 outcome,
             };
             log(&outcome, quiet);
@@ -296,8 +333,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
 
     /// What becomes of one record, and whether its line is quiet (held back with the rest while Intercom fails).
     async fn record(&self, item: &Item<'_>, stop: Instant) -> (Outcome, bool) {
-        let envelope = match &item.envelope {
-            Ok(envelope) => envelope,
+        let envelope = match &item.body {
+            Ok(Body::Event(envelope)) => envelope,
+            Ok(Body::Erasure(request)) => return self.erase(item, request, stop).await,
             Err(message) => {
                 let reason = Reason::ours("malformed_envelope", message.clone());
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
@@ -316,7 +354,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
-        let clock = Clock::of(item.record, envelope);
+        let clock = Clock::of(item.record, Some(envelope.event.received_at));
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
         match self.executor.execute(&plan, self.options.retry, until).await {
             Ok(delivery) => {
@@ -338,27 +376,45 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 };
                 (outcome, false)
             }
-            Err(Failed { error, attempts, calls }) => {
-                let may_pass = error.is_retryable() || is_workspace_failure(&error);
-                if may_pass && clock.age < self.horizon() {
-                    let retry_in = self.breaker_wait(self.wait(&clock));
-                    // Back by the horizon at the latest, to be dead-lettered then rather than deleted by SQS later.
-                    let retry_in = retry_in.min(self.horizon() - clock.age);
-                    let quiet = matches!(error, IntercomError::Withheld(_));
-                    return (Outcome::Retry { reason: error.to_string(), calls, retry_in }, quiet);
-                }
-                let mut reason = reason_of(&error, attempts);
-                if may_pass {
-                    reason.error_message = format!(
-                        "still failing {} after the event entered the queue (RETRY_HORIZON is {}); last: {error}",
-                        humane(clock.age),
-                        humane(self.horizon())
-                    );
-                    reason.error_code = "retries_exhausted".into();
-                }
-                (self.send_to_dead_letter(item, reason, calls).await, false)
-            }
+            Err(failed) => self.failed(item, &clock, failed).await,
         }
+    }
+
+    /// An erasure request: carried out, its outcome reported like an event's; failures as an event's.
+    async fn erase(&self, item: &Item<'_>, request: &ErasureRequest, stop: Instant) -> (Outcome, bool) {
+        let clock = Clock::of(item.record, None);
+        let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
+        match self.executor.erase(request, self.options.retry, until).await {
+            Ok(erased) => {
+                let Erased { contacts, users, leads, notes, calls } = erased;
+                info!(request_id = %request.request_id, erased = contacts.len(), users, leads, notes = ?notes, "Erased.");
+                (Outcome::Erased { contacts, notes, calls }, false)
+            }
+            Err(failed) => self.failed(item, &clock, failed).await,
+        }
+    }
+
+    /// A failure: handed back while it may pass and the horizon allows, else dead-lettered with the reason.
+    async fn failed(&self, item: &Item<'_>, clock: &Clock, failed: Failed) -> (Outcome, bool) {
+        let Failed { error, attempts, calls } = failed;
+        let may_pass = error.is_retryable() || is_workspace_failure(&error);
+        if may_pass && clock.age < self.horizon() {
+            let retry_in = self.breaker_wait(self.wait(clock));
+            // Back by the horizon at the latest, to be dead-lettered then rather than deleted by SQS later.
+            let retry_in = retry_in.min(self.horizon() - clock.age);
+            let quiet = matches!(error, IntercomError::Withheld(_));
+            return (Outcome::Retry { reason: error.to_string(), calls, retry_in }, quiet);
+        }
+        let mut reason = reason_of(&error, attempts);
+        if may_pass {
+            reason.error_message = format!(
+                "still failing {} after the event entered the queue (RETRY_HORIZON is {}); last: {error}",
+                humane(clock.age),
+                humane(self.horizon())
+            );
+            reason.error_code = "retries_exhausted".into();
+        }
+        (self.send_to_dead_letter(item, reason, calls).await, false)
     }
 
     /// The horizon in force: the configured one, but never so late that SQS deletes the event first.
@@ -431,9 +487,9 @@ struct Clock {
 }
 
 impl Clock {
-    fn of(record: &SqsRecord, envelope: &Envelope) -> Clock {
+    fn of(record: &SqsRecord, received_at: Option<time::OffsetDateTime>) -> Clock {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let received = (envelope.event.received_at.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let received = received_at.map_or(now, |at| (at.unix_timestamp_nanos() / 1_000_000).max(0) as u64);
         let sent = record.sent_at_ms().unwrap_or(received);
         let first = record.first_received_at_ms().unwrap_or(now);
         let since = |at: u64| Duration::from_millis(now.saturating_sub(at));
@@ -461,6 +517,8 @@ fn log(record: &RecordOutcome, quiet: bool) {
     );
     match &record.outcome {
         Outcome::Delivered { calls } => info!(sqs_message_id, message_id, event_type, calls, "Delivered."),
+        // Its own line ("Erased.") is logged where it is carried out.
+        Outcome::Erased { calls, .. } => debug!(sqs_message_id, message_id, calls, "Erasure done."),
         Outcome::Skipped { reason, skipped_by, calls } => {
             let skipped_by = skipped_by.as_deref();
             info!(sqs_message_id, message_id, event_type, calls, reason, skipped_by, "Skipped.")

@@ -15,8 +15,9 @@ use tracing::{error, info, warn};
 use super::breaker::{Breaker, BreakerPolicy, Health, Permit, Transition, advice};
 use crate::retry::RetryPolicy;
 
+use crate::erasure::ErasureRequest;
 use crate::intercom::requests::{
-    self, AttributeRefusal, DataAttribute, Dialect, EventContact, Fields, FoundContact, Request,
+    self, AttributeRefusal, DataAttribute, Dialect, EventContact, Fields, FoundContact, Person, Request,
 };
 use crate::intercom::{IntercomApi, IntercomError, conflicting_contact};
 use crate::mapping::{
@@ -93,6 +94,19 @@ impl<K: Hash + Eq> Ids<K> {
     }
 }
 
+/// What an erasure found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Intercom's ids of the contacts deleted.
+    pub contacts: Vec<String>,
+    /// Of the contacts found: users and leads.
+    pub users: usize,
+    pub leads: usize,
+    /// What else there is to know: nobody found, a user left who shares the address, several users erased.
+    pub notes: Vec<String>,
+    pub calls: usize,
+}
+
 /// Why a plan was not carried out, and how hard we tried.
 #[derive(Debug)]
 pub struct Failed {
@@ -118,6 +132,8 @@ struct Workspace {
     models: HashMap<&'static str, Model>,
     /// `None` until asked; `Some(None)` when the token may not list them (the write's refusal is the check then).
     admins: Option<Option<HashSet<String>>>,
+    /// Tag ids by lower-cased name (Intercom's tag names ignore case); `None` until asked.
+    tags: Option<HashMap<String, String>>,
 }
 
 /// One model's data attributes.
@@ -301,14 +317,26 @@ impl<A: IntercomApi> Executor<A> {
     async fn run(&self, plan: &Plan, calls: &mut Calls, delivery: &mut Delivery) -> Result<(), IntercomError> {
         // Whether this plan created its user: only a new user can have a visitor's lead still to take in.
         let mut created = false;
+        // The tags the contact and companies upserted showed.
+        let mut contact_tags = None;
+        let mut company_tags: HashMap<&str, Option<HashSet<String>>> = HashMap::new();
         for operation in &plan.operations {
             match operation {
                 Operation::UpsertContact(upsert) => {
-                    created = self.upsert_contact(upsert, calls, &mut delivery.dropped).await?.1;
+                    let (_, made, tags) = self.upsert_contact(upsert, calls, &mut delivery.dropped).await?;
+                    (created, contact_tags) = (made, tags);
                 }
                 Operation::SubmitEvent(event) => self.submit_event(event, calls).await?,
                 Operation::UpsertCompany(company) => {
-                    self.upsert_company(company, calls, &mut delivery.dropped).await?;
+                    let (_, tags) = self.upsert_company(company, calls, &mut delivery.dropped).await?;
+                    company_tags.insert(&company.company_id, tags);
+                }
+                Operation::TagContact { contact, tags, remove_missing } => {
+                    self.tag_contact(contact, tags, *remove_missing, contact_tags.take(), calls).await?;
+                }
+                Operation::TagCompany { company_id, tags, remove_missing } => {
+                    let held = company_tags.remove(company_id.as_str()).flatten();
+                    self.tag_company(company_id, tags, *remove_missing, held, calls).await?;
                 }
                 Operation::AttachCompany { contact, company_id } => {
                     self.attach(contact, company_id, calls).await?;
@@ -413,24 +441,24 @@ impl<A: IntercomApi> Executor<A> {
         upsert: &ContactUpsert,
         calls: &mut Calls,
         dropped: &mut Vec<Dropped>,
-    ) -> Result<(String, bool), IntercomError> {
+    ) -> Result<(String, bool, Option<HashSet<String>>), IntercomError> {
         let mut attributes = upsert.attributes.clone();
         let mut custom = upsert.custom_attributes.clone();
         self.known_attributes("contact", &mut custom, &upsert.dates, calls, dropped).await?;
         self.known_owner(&mut attributes, calls, dropped).await?;
         let key = &upsert.key;
         let dialect = self.dialect;
-        let (id, created) = 'resolved: {
+        let (id, created, answer) = 'resolved: {
             if let Some(id) = self.contacts.get(key) {
                 let update = |f: &Fields<'_>| dialect.update_contact(&id, f);
                 match self.write(update, &mut attributes, &mut custom, calls, dropped).await {
-                    Ok(_) => break 'resolved (id, false),
+                    Ok(answer) => break 'resolved (id, false, answer),
                     Err(error) if gone(&error) => {
                         self.contacts.forget(key);
                         if let Some(target) = self.moved(&id, &error, calls).await? {
                             let update = |f: &Fields<'_>| dialect.update_contact(&target, f);
-                            self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
-                            break 'resolved (target, false);
+                            let answer = self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
+                            break 'resolved (target, false, answer);
                         }
                     }
                     Err(error) => return Err(error),
@@ -441,8 +469,8 @@ impl<A: IntercomApi> Executor<A> {
                 // first (behind the index's lag: see the README on duplicate leads).
                 if let Some(found) = self.find_by_email(email, calls).await? {
                     let update = |f: &Fields<'_>| dialect.update_contact(&found.id, f);
-                    self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
-                    break 'resolved (found.id, false);
+                    let answer = self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
+                    break 'resolved (found.id, false, answer);
                 }
             }
             let create = |f: &Fields<'_>| match key {
@@ -450,15 +478,15 @@ impl<A: IntercomApi> Executor<A> {
                 ContactKey::Email(email) => dialect.create_lead(email, f),
             };
             match self.write(create, &mut attributes, &mut custom, calls, dropped).await {
-                Ok(created) => (requests::read_id(&created)?, true),
+                Ok(created) => (requests::read_id(&created)?, true, created),
                 Err(error) if error.status() == Some(409) => {
                     let existing = error.message().and_then(conflicting_contact).ok_or(error)?;
                     if existing.archived {
                         self.call(requests::unarchive(&existing.id), calls).await?;
                     }
                     let update = |f: &Fields<'_>| dialect.update_contact(&existing.id, f);
-                    self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
-                    (existing.id, false)
+                    let answer = self.write(update, &mut attributes, &mut custom, calls, dropped).await?;
+                    (existing.id, false, answer)
                 }
                 Err(error) => return Err(error),
             }
@@ -467,7 +495,7 @@ impl<A: IntercomApi> Executor<A> {
         if let (ContactKey::Email(_), Some(Value::String(anonymous_id))) = (key, custom.get(ANONYMOUS_ID_ATTRIBUTE)) {
             self.visitors.put(anonymous_id.to_owned(), &id);
         }
-        Ok((id, created))
+        Ok((id, created, requests::contact_tag_ids(&answer)))
     }
 
     /// Leaves out an owner who is not an admin of the workspace (Intercom refuses the whole write for one).
@@ -512,6 +540,75 @@ impl<A: IntercomApi> Executor<A> {
             warn!(matches = total, chosen = %first.id, "Several contacts hold this email; using the most recently updated.");
         }
         Ok((!contacts.is_empty()).then(|| contacts.swap_remove(0)))
+    }
+
+    /// Erases the person `request` names: their user (by `find_by_external_id`, no index lag), the contacts holding
+    /// their email (by search, behind its lag: the users when no userId is given, the leads when asked), one
+    /// `DELETE /contacts/{id}` each. What was found and done is in the answer.
+    pub async fn erase(&self, request: &ErasureRequest, retry: RetryPolicy, until: Instant) -> Result<Erased, Failed> {
+        let mut calls = Calls { made: 0, attempts: 0, retry, until };
+        match self.erase_with(request, &mut calls).await {
+            Ok(mut erased) => {
+                erased.calls = calls.made;
+                Ok(erased)
+            }
+            Err(error) => Err(Failed { error, attempts: calls.attempts, calls: calls.made }),
+        }
+    }
+
+    async fn erase_with(&self, request: &ErasureRequest, calls: &mut Calls) -> Result<Erased, IntercomError> {
+        let mut targets: Vec<Person> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        if let Some(user_id) = &request.user_id {
+            match self.call(requests::find_by_external_id(user_id), calls).await {
+                Ok(contact) => targets.extend(requests::read_person(&contact)),
+                Err(error) if matches!(error.status(), Some(404 | 410)) => notes.push("no user has this userId".into()),
+                Err(error) => return Err(error),
+            }
+        }
+        let email = request.email.clone().or_else(|| targets.first().and_then(|user| user.email.clone()));
+        let by_email = request.user_id.is_none() || request.leads;
+        if let (Some(email), true) = (&email, by_email) {
+            let (total, people) = requests::read_people(&self.call(requests::search_email(email), calls).await?);
+            for person in people {
+                if targets.iter().any(|t| t.id == person.id) {
+                    continue;
+                }
+                let wanted = if person.is_lead { request.leads || request.user_id.is_none() } else { request.user_id.is_none() };
+                if wanted {
+                    targets.push(person);
+                } else if !person.is_lead {
+                    notes.push("another user holds the same email and was left (name them by their userId)".into());
+                }
+            }
+            if total as usize > targets.len() + notes.len() {
+                notes.push(format!("{total} contacts hold the email; only the first page was read: ask again"));
+            }
+        }
+        let users = targets.iter().filter(|t| !t.is_lead).count();
+        if request.user_id.is_none() && users > 1 {
+            notes.push(format!("{users} users held the email; all were erased"));
+        }
+        let mut erased = Vec::with_capacity(targets.len());
+        for person in &targets {
+            match self.call(requests::delete_contact(&person.id), calls).await {
+                Ok(_) => erased.push(person.id.clone()),
+                // Gone already (merged, or erased by an earlier request).
+                Err(error) if matches!(error.status(), Some(404 | 410)) => {}
+                Err(error) => return Err(error),
+            }
+            if let Some(external_id) = &person.external_id {
+                self.contacts.forget(&ContactKey::ExternalId(external_id.clone()));
+            }
+            if let Some(email) = &person.email {
+                self.contacts.forget(&ContactKey::Email(email.clone()));
+            }
+        }
+        if targets.is_empty() && notes.is_empty() {
+            notes.push("no contact holds this email".into());
+        }
+        let leads = targets.iter().filter(|t| t.is_lead).count();
+        Ok(Erased { contacts: erased, users, leads, notes, calls: 0 })
     }
 
     /// The user with `external_id`, read without the search index; a merged one gives the contact it became.
@@ -607,7 +704,7 @@ impl<A: IntercomApi> Executor<A> {
         company: &CompanyUpsert,
         calls: &mut Calls,
         dropped: &mut Vec<Dropped>,
-    ) -> Result<String, IntercomError> {
+    ) -> Result<(String, Option<HashSet<String>>), IntercomError> {
         let mut attributes = company.attributes.clone();
         let mut custom = company.custom_attributes.clone();
         self.known_attributes("company", &mut custom, &company.dates, calls, dropped).await?;
@@ -615,7 +712,104 @@ impl<A: IntercomApi> Executor<A> {
         let answer = self.write(build, &mut attributes, &mut custom, calls, dropped).await?;
         let id = requests::read_id(&answer)?;
         self.companies.put(company.company_id.clone(), &id);
-        Ok(id)
+        Ok((id, requests::company_tag_names(&answer)))
+    }
+
+    /// Intercom's ids of the tags named, learned once per cold start (`GET /tags`) and made when missing.
+    async fn tag_ids(&self, names: &[String], calls: &mut Calls) -> Result<Vec<String>, IntercomError> {
+        let mut workspace = self.workspace.lock().await;
+        if workspace.tags.is_none() {
+            let listed = requests::read_tags(&self.call(requests::list_tags(), calls).await?);
+            workspace.tags = Some(listed.into_iter().map(|(id, name)| (name.to_lowercase(), id)).collect());
+        }
+        let tags = workspace.tags.get_or_insert_with(HashMap::new);
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            let id = match tags.get(&name.to_lowercase()) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = requests::read_id(&self.call(requests::create_tag(name), calls).await?)?;
+                    tags.insert(name.to_lowercase(), id.clone());
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// The contact carries `names` (and, with `remove_missing`, no other tag); `held`: the tag ids its object showed, when
+    /// it showed them all. A tag it carries costs no call.
+    async fn tag_contact(
+        &self,
+        contact: &ContactKey,
+        names: &[String],
+        remove_missing: bool,
+        held: Option<HashSet<String>>,
+        calls: &mut Calls,
+    ) -> Result<(), IntercomError> {
+        let Some(id) = self.contacts.get(contact) else { return Ok(()) };
+        let wanted = self.tag_ids(names, calls).await?;
+        let held = match held {
+            Some(held) => held,
+            None => {
+                let listed = self.call(requests::list_contact_tags(&id), calls).await?;
+                requests::read_tags(&listed).into_iter().map(|(tag, _)| tag).collect()
+            }
+        };
+        for tag in wanted.iter().filter(|tag| !held.contains(*tag)) {
+            match self.call(requests::tag_contact(&id, tag), calls).await {
+                Ok(_) => {}
+                // The tag was deleted in Intercom since it was learned: learn the tags again, once.
+                Err(error) if error.status() == Some(404) => {
+                    self.workspace.lock().await.tags = None;
+                    let again = self.tag_ids(names, calls).await?;
+                    for tag in again.iter().filter(|tag| !held.contains(*tag)) {
+                        self.call(requests::tag_contact(&id, tag), calls).await?;
+                    }
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if remove_missing {
+            for tag in held.iter().filter(|tag| !wanted.contains(tag)) {
+                match self.call(requests::untag_contact(&id, tag), calls).await {
+                    Ok(_) => {}
+                    Err(error) if error.status() == Some(404) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The company carries `names` (and, with `remove_missing`, no other tag); `held`: the names its object showed.
+    async fn tag_company(
+        &self,
+        company_id: &str,
+        names: &[String],
+        remove_missing: bool,
+        held: Option<HashSet<String>>,
+        calls: &mut Calls,
+    ) -> Result<(), IntercomError> {
+        let held = match held {
+            Some(held) => held,
+            None => {
+                let found = self.call(requests::find_company(company_id), calls).await?;
+                requests::company_tag_names(&found).unwrap_or_default()
+            }
+        };
+        for name in names.iter().filter(|name| !held.contains(&name.to_lowercase())) {
+            self.call(requests::tag_company(name, company_id, false), calls).await?;
+        }
+        if remove_missing {
+            let wanted: HashSet<String> = names.iter().map(|name| name.to_lowercase()).collect();
+            for name in held.iter().filter(|name| !wanted.contains(*name)) {
+                self.call(requests::tag_company(name, company_id, true), calls).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Intercom's id of the company with `company_id`: cached, looked up, or (when Intercom has none and `create`) created.

@@ -1,7 +1,7 @@
 //! Intercom's request shapes and answer readers, pure: what each endpoint takes under the pinned version, and what its
 //! answers say. The executor only orchestrates; a new API version touches this file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
@@ -229,6 +229,66 @@ pub fn create_data_attribute(name: &str, model: &str, data_type: &str) -> Reques
 }
 
 /// `GET /admins`: the workspace's admins, who alone may own contacts.
+/// `GET /tags`: the workspace's tags (2.16 spec, `/tags`).
+pub fn list_tags() -> Request {
+    Request::new(Method::GET, "/tags".into(), None)
+}
+
+/// `POST /tags` with a name: the tag, made if the workspace lacks it ("Names are case insensitive").
+pub fn create_tag(name: &str) -> Request {
+    Request::new(Method::POST, "/tags".into(), Some(json!({"name": name})))
+}
+
+/// `POST /contacts/{id}/tags`: the contact carries the tag.
+pub fn tag_contact(contact_id: &str, tag_id: &str) -> Request {
+    Request::new(Method::POST, format!("/contacts/{}/tags", segment(contact_id)), Some(json!({"id": tag_id})))
+}
+
+/// `DELETE /contacts/{id}/tags/{tag_id}`: the contact no longer carries the tag.
+pub fn untag_contact(contact_id: &str, tag_id: &str) -> Request {
+    Request::new(Method::DELETE, format!("/contacts/{}/tags/{}", segment(contact_id), segment(tag_id)), None)
+}
+
+/// `GET /contacts/{id}/tags`: every tag the contact carries (its object shows ten at most).
+pub fn list_contact_tags(contact_id: &str) -> Request {
+    Request::new(Method::GET, format!("/contacts/{}/tags", segment(contact_id)), None)
+}
+
+/// `POST /tags` with `companies`: the company (by its company_id) carries the tag named, made if need be; with
+/// `untag`, no longer carries it (tag_company_request, untag_company_request).
+pub fn tag_company(name: &str, company_id: &str, untag: bool) -> Request {
+    let company = if untag { json!({"company_id": company_id, "untag": true}) } else { json!({"company_id": company_id}) };
+    Request::new(Method::POST, "/tags".into(), Some(json!({"name": name, "companies": [company]})))
+}
+
+/// `DELETE /contacts/{id}`: the contact and what Intercom holds of it are erased.
+pub fn delete_contact(id: &str) -> Request {
+    Request::new(Method::DELETE, format!("/contacts/{}", segment(id)), None)
+}
+
+/// The tags of a `tag_list` (`{"type": "list", "data": [tag…]}`) or a contact's tag list: `(id, name)`.
+pub fn read_tags(answer: &Value) -> Vec<(String, String)> {
+    let tags = answer["data"].as_array().into_iter().flatten();
+    let read = |tag: &Value| Some((tag["id"].as_str()?.to_owned(), tag["name"].as_str().unwrap_or_default().to_owned()));
+    tags.filter_map(read).collect()
+}
+
+/// The ids of the tags a contact object carries, when it shows them all (`tags.has_more` false; it shows ten at most).
+pub fn contact_tag_ids(contact: &Value) -> Option<HashSet<String>> {
+    let tags = contact.get("tags")?;
+    if tags["has_more"].as_bool().unwrap_or(false) {
+        return None;
+    }
+    let ids = tags["data"].as_array()?.iter().filter_map(|tag| tag["id"].as_str().map(str::to_owned));
+    Some(ids.collect())
+}
+
+/// The names of the tags a company object carries (`tags.tags`, a `tag.list`), lower-cased.
+pub fn company_tag_names(company: &Value) -> Option<HashSet<String>> {
+    let tags = company.get("tags")?.get("tags")?.as_array()?;
+    Some(tags.iter().filter_map(|tag| tag["name"].as_str().map(str::to_lowercase)).collect())
+}
+
 pub fn list_admins() -> Request {
     Request::new(Method::GET, "/admins".into(), None)
 }
@@ -250,6 +310,32 @@ pub struct FoundContact {
 /// A contact answer's id and role.
 pub fn read_contact(answer: &Value) -> Result<FoundContact, IntercomError> {
     Ok(FoundContact { id: read_id(answer)?, is_lead: answer["role"].as_str() == Some("lead") })
+}
+
+/// A contact as an erasure needs to see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Person {
+    pub id: String,
+    pub is_lead: bool,
+    pub external_id: Option<String>,
+    pub email: Option<String>,
+}
+
+/// A contact answer as a [`Person`].
+pub fn read_person(contact: &Value) -> Option<Person> {
+    let text = |name: &str| contact[name].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+    Some(Person {
+        id: text("id")?,
+        is_lead: contact["role"].as_str() == Some("lead"),
+        external_id: text("external_id"),
+        email: text("email"),
+    })
+}
+
+/// A search's total and the people on its first page.
+pub fn read_people(answer: &Value) -> (u64, Vec<Person>) {
+    let people: Vec<Person> = answer["data"].as_array().into_iter().flatten().filter_map(read_person).collect();
+    (answer["total_count"].as_u64().unwrap_or(people.len() as u64), people)
 }
 
 /// A search's total and its first page.

@@ -246,6 +246,31 @@ impl Local {
     }
 }
 
+/// Carries out an erasure request here, through the forwarder, against `destination`: what it found and did.
+pub async fn erase_here(
+    request: &crate::erasure::ErasureRequest,
+    destination: &Destination,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Report, Local), LocalError> {
+    let tally = Arc::new(Tally::new(false, false));
+    let local = Local::start(destination, env, tally.clone(), LocalDeadLetter::Memory(MemoryDeadLetter::new())).await?;
+    let now = crate::queue::epoch_ms().to_string();
+    let record = SqsRecord {
+        message_id: format!("erasure-{}", request.request_id),
+        body: Some(request.to_body()),
+        attributes: RecordAttributes {
+            approximate_receive_count: Some("1".into()),
+            message_group_id: Some(request.ordering_key().to_owned()),
+            sent_timestamp: Some(now.clone()),
+            approximate_first_receive_timestamp: Some(now),
+            ..RecordAttributes::default()
+        },
+        ..SqsRecord::default()
+    };
+    local.forward_until_done(SqsEvent { records: vec![record] }).await;
+    Ok((tally.report(), local))
+}
+
 /// A queue message as Lambda's SQS event source presents it.
 fn record(received: &ReceivedMessage) -> SqsRecord {
     let message = &received.message;

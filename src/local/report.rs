@@ -21,6 +21,9 @@ pub struct Report {
     pub delivered: usize,
     pub skipped: Vec<Finished>,
     pub dead_lettered: Vec<Finished>,
+    /// Erasure requests carried out, each with what was erased (`reason`: the contacts' ids and notes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub erased: Vec<Finished>,
     /// Times an event was handed back to the queue to be tried again (each ends in one of the three outcomes).
     pub handed_back: usize,
     pub intercom_calls: CallCounts,
@@ -246,6 +249,11 @@ impl Tally {
                 report.dead_lettered.push(finished_as(reason.clone(), None));
                 ("dead_lettered", Some(reason), None)
             }
+            Outcome::Erased { contacts, notes, .. } => {
+                let reason = serde_json::json!({"contacts": contacts, "notes": notes});
+                report.erased.push(finished_as(reason.clone(), None));
+                ("erased", Some(reason), None)
+            }
             Outcome::Retry { .. } => unreachable!("returned above"),
         };
         let calls = calls.remove(&record.sqs_message_id).unwrap_or_default();
@@ -285,7 +293,7 @@ pub fn endpoint(method: &str, path: &str) -> String {
 impl Report {
     /// Events that reached an outcome; equals `accepted` once a run has drained.
     pub fn finished(&self) -> usize {
-        self.delivered + self.skipped.len() + self.dead_lettered.len()
+        self.delivered + self.skipped.len() + self.dead_lettered.len() + self.erased.len()
     }
 
     /// One line per event with its calls, then the summary (`replay` without `--json`).
@@ -333,6 +341,9 @@ impl Report {
             self.skipped.len(),
             self.dead_lettered.len()
         );
+        if !self.erased.is_empty() {
+            let _ = write!(out, ", {} erasures carried out", self.erased.len());
+        }
         if self.handed_back > 0 {
             let _ = write!(out, " ({} hand-backs retried)", self.handed_back);
         }

@@ -99,6 +99,18 @@ pub enum Operation {
         anonymous_id: String,
         into: ContactKey,
     },
+    /// `traits.tags` of an identify: the contact (just upserted) carries these tags; with `remove_missing`, only these.
+    TagContact {
+        contact: ContactKey,
+        tags: Vec<String>,
+        remove_missing: bool,
+    },
+    /// `traits.tags` of a group: the company (just upserted) carries these tags; with `remove_missing`, only these.
+    TagCompany {
+        company_id: String,
+        tags: Vec<String>,
+        remove_missing: bool,
+    },
 }
 
 /// The custom attribute a lead made from a visitor carries their anonymousId in: leads hold no external_id, and an
@@ -170,13 +182,19 @@ pub fn map_with(event: &Event, settings: &Settings) -> Result<Plan, Unmapped> {
             let contact = contact_key(event, settings, || context_email(event))?;
             let traits = object(&event.traits)?;
             let company_id = event.group_id.clone().unwrap_or_default();
+            let tags = traits.get("tags").and_then(|tags| tag_names(tags, "traits.tags", settings, &mut plan.dropped));
+            let fields: Map<String, Value> = traits.into_iter().filter(|(name, _)| name != "tags").collect();
             plan.operations.push(Operation::UpsertCompany(company(
                 company_id.clone(),
-                &traits,
+                &fields,
                 "traits",
                 &mut plan.dropped,
             )));
-            plan.operations.push(Operation::AttachCompany { contact, company_id });
+            plan.operations.push(Operation::AttachCompany { contact, company_id: company_id.clone() });
+            if let Some(tags) = tags {
+                let remove_missing = settings.tags().remove_missing;
+                plan.operations.push(Operation::TagCompany { company_id, tags, remove_missing });
+            }
         }
         EventType::Alias => {
             let (Some(previous), Some(user)) = (&event.previous_id, &event.user_id) else {
@@ -244,7 +262,8 @@ fn email(source: &Map<String, Value>) -> Option<String> {
 }
 
 /// Traits that map to Intercom's own contact fields, or are handled apart; the rest become custom attributes.
-const CONTACT_FIELDS: [&str; 14] = [
+const CONTACT_FIELDS: [&str; 15] = [
+    "tags",
     "email",
     "phone",
     "name",
@@ -281,7 +300,42 @@ fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, pla
         plan.operations.push(Operation::MergeVisitor { anonymous_id: anonymous_id.to_owned(), into: key.clone() });
     }
     identify_companies(traits, &key, plan);
+    // The traits' own list, else `context.traits.tags` (where analytics.js keeps traits it remembers).
+    let context_traits = context_member(event, "traits")?;
+    let listed = match traits.get("tags") {
+        Some(tags) => Some((tags, "traits.tags")),
+        None => context_traits.as_ref().and_then(|t| t.get("tags")).map(|tags| (tags, "context.traits.tags")),
+    };
+    if let Some(tags) = listed.and_then(|(tags, path)| tag_names(tags, path, settings, &mut plan.dropped)) {
+        let remove_missing = settings.tags().remove_missing;
+        plan.operations.push(Operation::TagContact { contact: key, tags, remove_missing });
+    }
     Ok(())
+}
+
+/// The tag names a `tags` value holds: trimmed, each once (Intercom's names are case-insensitive), empty and non-text
+/// ones left out with the reason; `None` when it plans nothing (no list, or an empty one that would remove nothing).
+fn tag_names(value: &Value, path: &str, settings: &Settings, dropped: &mut Vec<Dropped>) -> Option<Vec<String>> {
+    let Value::Array(items) = value else {
+        dropped.push(Dropped { path: path.into(), reason: "tags must be a list of tag names" });
+        return None;
+    };
+    let mut names: Vec<String> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let reason = match item.as_str().map(str::trim) {
+            None => "a tag name is text",
+            Some("") => "an empty tag name",
+            Some(name) if names.iter().any(|n| n.to_lowercase() == name.to_lowercase()) => {
+                "the same tag as an earlier one (Intercom's tag names ignore case)"
+            }
+            Some(name) => {
+                names.push(name.to_owned());
+                continue;
+            }
+        };
+        dropped.push(Dropped { path: format!("{path}[{index}]"), reason });
+    }
+    (!names.is_empty() || settings.tags().remove_missing).then_some(names)
 }
 
 /// Who an identify is about: a user by userId, else a lead by the email trait when the settings allow leads.

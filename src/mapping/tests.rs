@@ -41,13 +41,49 @@ fn identify_maps_standard_traits_custom_attributes_and_companies() {
              "custom_attributes": {"plan": "pro", "address_city": "London"}},
             {"op": "upsert_company", "company_id": "org-7", "attributes": {"name": "Engines Ltd", "size": 120},
              "custom_attributes": {"tier": "gold"}},
-            {"op": "attach_company", "contact": {"external_id": "u-1"}, "company_id": "org-7"}
+            {"op": "attach_company", "contact": {"external_id": "u-1"}, "company_id": "org-7"},
+            {"op": "tag_contact", "contact": {"external_id": "u-1"}, "tags": ["a", "b"], "remove_missing": false}
         ])
     );
+    assert_eq!(planned.dropped, []);
+}
+
+#[test]
+fn tags_are_trimmed_names_each_once_and_what_is_no_name_is_left_out_with_the_reason() {
+    let planned = plan(json!({"type": "identify", "userId": "u-1",
+        "traits": {"tags": [" VIP ", "vip", "", 7, "Beta"]}}));
+    let tag = serde_json::to_value(planned.operations.last().unwrap()).unwrap();
+    assert_eq!(tag["tags"], json!(["VIP", "Beta"]));
+    let dropped: Vec<(&str, &str)> = planned.dropped.iter().map(|d| (d.path.as_str(), d.reason)).collect();
     assert_eq!(
-        planned.dropped,
-        [Dropped { path: "traits.tags".into(), reason: "Intercom attributes cannot hold lists" }]
+        dropped,
+        [
+            ("traits.tags[1]", "the same tag as an earlier one (Intercom's tag names ignore case)"),
+            ("traits.tags[2]", "an empty tag name"),
+            ("traits.tags[3]", "a tag name is text"),
+        ]
     );
+    // Where analytics.js keeps traits it remembers; a list that is not one; an empty list adds nothing.
+    let remembered = ops(json!({"type": "identify", "userId": "u-1", "context": {"traits": {"tags": ["a"]}}}));
+    assert_eq!(remembered.as_array().unwrap().last().unwrap()["tags"], json!(["a"]));
+    let planned = plan(json!({"type": "identify", "userId": "u-1", "traits": {"tags": "a,b"}}));
+    assert_eq!(planned.operations.len(), 1, "no tag operation");
+    assert_eq!(planned.dropped[0].reason, "tags must be a list of tag names");
+    assert_eq!(plan(json!({"type": "identify", "userId": "u-1", "traits": {"tags": []}})).operations.len(), 1);
+}
+
+#[test]
+fn with_remove_missing_the_list_is_the_whole_set_even_an_empty_one_and_a_group_tags_its_company() {
+    let settings = Settings::parse(r#"{"tags": {"remove_missing": true}}"#).unwrap();
+    let empty = map_with(&event(json!({"type": "identify", "userId": "u-1", "traits": {"tags": []}})), &settings);
+    let tag = serde_json::to_value(empty.unwrap().operations.pop().unwrap()).unwrap();
+    assert_eq!(tag, json!({"op": "tag_contact", "contact": {"external_id": "u-1"}, "tags": [], "remove_missing": true}));
+    let group = event(json!({"type": "group", "userId": "u-1", "groupId": "org-1",
+        "traits": {"name": "Org", "tags": ["enterprise"]}}));
+    let planned = map_with(&group, &settings).unwrap();
+    let ops = serde_json::to_value(&planned.operations).unwrap();
+    assert_eq!(ops[0]["custom_attributes"], json!({}), "tags are not an attribute");
+    assert_eq!(ops[2], json!({"op": "tag_company", "company_id": "org-1", "tags": ["enterprise"], "remove_missing": true}));
 }
 
 #[test]

@@ -130,6 +130,23 @@ impl SqsQueue {
 }
 
 impl SqsQueue {
+    /// Sends an operator's erasure request into the person's lane (their message group), behind their queued events.
+    pub async fn send_erasure(&self, request: &crate::erasure::ErasureRequest) -> Result<(), super::QueueError> {
+        let kind = MessageAttributeValue::builder().data_type("String").string_value("erasure").build();
+        let mut sent = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(request.to_body())
+            .message_attributes("event_type", kind.expect("data type is set"));
+        if self.fifo {
+            sent = sent
+                .message_group_id(sqs_id(request.ordering_key()))
+                .message_deduplication_id(sqs_id(&request.request_id));
+        }
+        sent.send().await.map(drop).map_err(|e| super::QueueError::call("SendMessage", e))
+    }
+
     /// Sends one lane's batches one after another. When a batch fails for good, the lane stops: the later batches hold
     /// later events of the same people, which must not overtake the failed ones; the client's retry brings them all.
     async fn send_lane(&self, lane: &[&QueuedMessage]) -> Result<(), (usize, String)> {

@@ -53,6 +53,8 @@ pub struct Document {
     pub screen: Option<String>,
     /// Which traits become custom attributes, and whether missing ones are created.
     pub attributes: Attributes,
+    /// What `traits.tags` does to a contact's (identify) or a company's (group) tags in Intercom.
+    pub tags: Tags,
 }
 
 fn page_viewed() -> Option<String> {
@@ -76,6 +78,7 @@ impl Default for Document {
             page: page_viewed(),
             screen: screen_viewed(),
             attributes: Attributes::default(),
+            tags: Tags::default(),
         }
     }
 }
@@ -243,6 +246,15 @@ pub struct Attributes {
     pub allow: Option<Vec<String>>,
 }
 
+/// What `traits.tags` (a list of tag names) does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tags {
+    /// The list is the whole set of the contact's (or company's) tags: a tag it holds that the list lacks is removed,
+    /// whoever added it (an identify or group without `tags` changes none). Default: false, the list only adds tags.
+    pub remove_missing: bool,
+}
+
 /// Settings ready to evaluate: the document with its patterns compiled.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -301,6 +313,10 @@ impl Settings {
 
     pub fn identify(&self) -> &Identify {
         &self.document.identify
+    }
+
+    pub fn tags(&self) -> &Tags {
+        &self.document.tags
     }
 
     /// Whether a trait named `name` may become a contact custom attribute.

@@ -25,4 +25,5 @@ mod settings;
 mod soak;
 mod sqs;
 mod startup;
+mod tags_erasure;
 mod template;
