@@ -1,9 +1,11 @@
 //! Contacts: create, update, find, search, archive and merge, with the refusals Intercom makes (RULES.md).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value, json};
 
 use super::attributes::apply_custom;
-use super::state::{Contact, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState, error, ok};
+use super::state::{Contact, DeletedContact, SandboxOptions, SandboxRequest, SandboxResponse, SandboxState, error, ok};
 
 /// The standard fields a contact write takes besides role, external_id, email and custom_attributes.
 const CONTACT_FIELDS: [&str; 8] =
@@ -181,6 +183,7 @@ impl SandboxState {
             fields: Map::new(),
             custom_attributes: Map::new(),
             companies: Vec::new(),
+            tags: BTreeMap::new(),
             archived: false,
             created_at: now,
             updated_at: now,
@@ -277,13 +280,49 @@ impl SandboxState {
             Some(c) => {
                 let mut answer = json!({"type": "contact", "id": c.id, "role": c.role, "external_id": c.external_id,
                     "email": c.email, "custom_attributes": c.custom_attributes, "created_at": c.created_at,
-                    "updated_at": c.updated_at});
+                    "updated_at": c.updated_at, "tags": c.tag_list()});
                 for (key, value) in &c.fields {
                     answer[key] = value.clone();
                 }
                 ok(200, answer)
             }
             None => error(404, "not_found", "User Not Found"),
+        }
+    }
+
+    /// `DELETE /contacts/{id}` (2.16, lines 8479-8502): the contact is gone with everything it held, its events too
+    /// (Intercom help, article 1815435: deleting "will remove all of their associated data"), unlike an archived one,
+    /// which a create finds again (409). Its external_id and email are free for a new contact. Answers
+    /// `contact_deleted` (lines 25530-25539, on `contact_reference`, 25615-25634): `{"type": "contact", "id",
+    /// "external_id", "deleted": true}`, the same under 2.15 (lines 5469-5492, 17436).
+    pub(super) fn delete_contact(&mut self, id: &str, now: u64) -> SandboxResponse {
+        if !self.contacts.contains_key(id) {
+            // The spec documents no 404 here; Intercom's 2.6 reference shows this one (unverified for 2.15 and 2.16).
+            return error(404, "not_found", "Contact Not Found");
+        }
+        self.unindex(id);
+        let contact = self.contacts.remove(id).expect("checked above");
+        self.remove_events(id);
+        self.forget_merges_into(id);
+        let Contact { role, external_id, email, .. } = contact;
+        let answer = json!({"type": "contact", "id": id, "external_id": external_id, "deleted": true});
+        self.deleted_contacts.insert(id.to_owned(), DeletedContact { role, external_id, email, deleted_at: now });
+        self.changes += 1;
+        ok(200, answer)
+    }
+
+    /// Forgets the leads merged into `id`, and into those, so none answers 410 pointing at a deleted contact (what
+    /// Intercom answers for them then is unverified: here 404, as for any unknown id).
+    fn forget_merges_into(&mut self, id: &str) {
+        let mut gone = vec![id.to_owned()];
+        while let Some(into) = gone.pop() {
+            let from: Vec<String> =
+                self.merged_into.iter().filter(|(_, to)| **to == into).map(|(from, _)| from.clone()).collect();
+            for from in from {
+                self.merged_into.remove(&from);
+                self.merged_external_ids.retain(|_, lead| *lead != from);
+                gone.push(from);
+            }
         }
     }
 

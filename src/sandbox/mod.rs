@@ -4,13 +4,14 @@ mod attributes;
 mod contacts;
 mod server;
 mod state;
+mod tags;
 
 pub use attributes::{DataAttribute, MAX_CUSTOM_ATTRIBUTES, SeedAttribute};
 pub use contacts::LEAD_EXTERNAL_ID;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{
-    Company, Contact, DataEvent, Faults, MAX_EVENT_NAMES, Outage, SandboxOptions, SandboxRequest, SandboxResponse,
-    SandboxState,
+    Company, Contact, DataEvent, DeletedContact, Faults, MAX_EVENT_NAMES, Outage, SandboxOptions, SandboxRequest,
+    SandboxResponse, SandboxState, Tag,
 };
 
 #[cfg(test)]

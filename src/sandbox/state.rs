@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::attributes::{DataAttribute, SeedAttribute, apply_custom};
+use super::tags::tag_basic;
 use crate::intercom::API_VERSIONS;
 
 /// How the sandbox behaves beyond the contract's defaults.
@@ -116,6 +117,8 @@ pub struct Contact {
     pub fields: Map<String, Value>,
     pub custom_attributes: Map<String, Value>,
     pub companies: Vec<String>,
+    /// The tags it carries: tag id → when it was applied (Unix seconds); `SandboxState::contact_tag_names` names them.
+    pub tags: BTreeMap<String, u64>,
     pub archived: bool,
     pub created_at: u64,
     pub updated_at: u64,
@@ -131,6 +134,26 @@ pub struct Company {
     pub company_id: String,
     pub fields: Map<String, Value>,
     pub custom_attributes: Map<String, Value>,
+    /// The ids of the tags it carries; `SandboxState::company_tag_names` names them.
+    pub tags: BTreeSet<String>,
+}
+
+/// A tag of the workspace.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tag {
+    pub id: String,
+    /// As first written: Intercom matches names case-insensitively (2.16, line 28705).
+    pub name: String,
+}
+
+/// What the sandbox remembers of a contact `DELETE /contacts/{id}` removed, so a test can tell it was erased. Intercom
+/// keeps none of it: the contact, its events and its tags are gone.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeletedContact {
+    pub role: String,
+    pub external_id: Option<String>,
+    pub email: Option<String>,
+    pub deleted_at: u64,
 }
 
 /// A data event as Intercom holds it.
@@ -152,6 +175,10 @@ pub struct SandboxState {
     pub data_attributes: BTreeMap<String, BTreeMap<String, DataAttribute>>,
     /// Contacts merged away (always leads), each with the contact it was merged into.
     pub merged_into: BTreeMap<String, String>,
+    /// The workspace's tags, by id.
+    pub tags: BTreeMap<String, Tag>,
+    /// Contacts deleted (`DELETE /contacts/{id}`), by the id they had.
+    pub deleted_contacts: BTreeMap<String, DeletedContact>,
     /// Events Intercom dropped as duplicates of (contact, name, created_at).
     pub duplicate_events: u64,
     /// Injected failures answered so far: (status or "slow", count).
@@ -173,11 +200,16 @@ pub struct SandboxState {
     #[serde(skip)]
     pub(super) users_by_email: HashMap<String, BTreeSet<String>>,
     #[serde(skip)]
-    by_company_id: HashMap<String, String>,
+    pub(super) by_company_id: HashMap<String, String>,
     #[serde(skip)]
     pub(super) merged_external_ids: HashMap<String, String>,
+    /// Tag names lower-cased → tag id: Intercom's names are case-insensitive.
+    #[serde(skip)]
+    pub(super) tags_by_name: HashMap<String, String>,
     #[serde(skip)]
     next_id: u64,
+    #[serde(skip)]
+    next_tag_id: u64,
     /// Counts contact writes, ordering updates made within one second.
     #[serde(skip)]
     writes: u64,
@@ -236,15 +268,22 @@ impl SandboxState {
         state
     }
 
-    /// What it holds, counted: `14 contacts (3 leads), 3 companies, 30 events, 12 custom attributes`.
+    /// What it holds, counted: `14 contacts (3 leads), 3 companies, 30 events, 12 custom attributes, 2 tags`, and
+    /// `, 1 contact deleted` after deletions.
     pub fn summary(&self) -> String {
         let leads = self.contacts.values().filter(|c| c.role == "lead").count();
+        let deleted = match self.deleted_contacts.len() {
+            0 => String::new(),
+            1 => ", 1 contact deleted".into(),
+            n => format!(", {n} contacts deleted"),
+        };
         format!(
-            "{} contacts ({leads} leads), {} companies, {} events, {} custom attributes",
+            "{} contacts ({leads} leads), {} companies, {} events, {} custom attributes, {} tags{deleted}",
             self.contacts.len(),
             self.companies.len(),
             self.events.len(),
-            self.data_attributes.values().map(BTreeMap::len).sum::<usize>()
+            self.data_attributes.values().map(BTreeMap::len).sum::<usize>(),
+            self.tags.len()
         )
     }
 }
@@ -364,10 +403,18 @@ impl SandboxState {
             }
             ("GET", ["contacts", id]) => self.show_contact(request, id),
             ("PUT", ["contacts", id]) => self.update_contact(options, request, id, body, now),
+            ("DELETE", ["contacts", id]) => self.delete_contact(id, now),
             ("POST", ["contacts", id, "archive"]) => self.set_archived(id, true),
             ("POST", ["contacts", id, "unarchive"]) => self.set_archived(id, false),
             ("POST", ["contacts", id, "companies"]) => self.attach(id, body),
             ("DELETE", ["contacts", id, "companies", company]) => self.detach(id, company),
+            ("GET", ["contacts", id, "tags"]) => self.contact_tags(options, id),
+            ("POST", ["contacts", id, "tags"]) => self.tag_contact(options, id, body, now),
+            ("DELETE", ["contacts", id, "tags", tag]) => self.untag_contact(options, id, tag),
+            ("GET", ["tags"]) => self.list_tags(),
+            ("POST", ["tags"]) => self.post_tags(request, body, now),
+            ("GET", ["tags", id]) => self.show_tag(id),
+            ("DELETE", ["tags", id]) => self.delete_tag(id),
             ("POST", ["events"]) => self.submit_event(body),
             ("POST", ["companies"]) => self.upsert_company(body),
             ("GET", ["companies"]) => self.find_company(query),
@@ -382,6 +429,12 @@ impl SandboxState {
     pub(super) fn new_id(&mut self) -> String {
         self.next_id += 1;
         format!("{:024x}", 0x6650_0000_0000_0000_0000_0000u128 + u128::from(self.next_id))
+    }
+
+    /// A tag id: digits, as Intercom's are (2.16, line 18178), of one width so `tags` holds them in creation order.
+    pub(super) fn new_tag_id(&mut self) -> String {
+        self.next_tag_id += 1;
+        (1_000_000 + self.next_tag_id).to_string()
     }
 
     /// Marks `id` as written at `now`, ordering writes within one second.
@@ -403,6 +456,21 @@ impl SandboxState {
             self.event_keys.insert((event.contact_id.clone(), event.event_name.clone(), event.created_at));
         }
         self.events_by_contact.entry(into.to_owned()).or_default().extend(moved);
+    }
+
+    /// Drops the events of `contact_id` (a deletion); their names stay among the workspace's event names.
+    pub(super) fn remove_events(&mut self, contact_id: &str) {
+        let Some(removed) = self.events_by_contact.remove(contact_id) else { return };
+        for index in removed {
+            let event = &self.events[index];
+            self.event_keys.remove(&(event.contact_id.clone(), event.event_name.clone(), event.created_at));
+        }
+        self.events.retain(|event| event.contact_id != contact_id);
+        // The other contacts' events moved: index them again (deletions are rare, events many).
+        self.events_by_contact.clear();
+        for (index, event) in self.events.iter().enumerate() {
+            self.events_by_contact.entry(event.contact_id.clone()).or_default().push(index);
+        }
     }
 
     fn submit_event(&mut self, body: &Value) -> SandboxResponse {
@@ -473,7 +541,13 @@ impl SandboxState {
             None => {
                 let id = self.new_id();
                 self.by_company_id.insert(company_id.clone(), id.clone());
-                let company = Company { id: id.clone(), company_id, fields: Map::new(), custom_attributes: Map::new() };
+                let company = Company {
+                    id: id.clone(),
+                    company_id,
+                    fields: Map::new(),
+                    custom_attributes: Map::new(),
+                    tags: BTreeSet::new(),
+                };
                 self.companies.insert(id.clone(), company);
                 self.changes += 1;
                 id
@@ -484,7 +558,7 @@ impl SandboxState {
         company.fields.extend(fields);
         apply_custom(&mut company.custom_attributes, body.get("custom_attributes"));
         let changed = before != (company.fields.clone(), company.custom_attributes.clone());
-        let answer = company_answer(company);
+        let answer = company_answer(company, &self.tags);
         if changed {
             self.changes += 1;
         }
@@ -494,7 +568,7 @@ impl SandboxState {
     fn find_company(&self, query: &str) -> SandboxResponse {
         let wanted = query_param(query, "company_id");
         match wanted.and_then(|id| self.by_company_id.get(&id)).and_then(|id| self.companies.get(id)) {
-            Some(company) => ok(200, company_answer(company)),
+            Some(company) => ok(200, company_answer(company, &self.tags)),
             None => error(404, "company_not_found", "Company Not Found"),
         }
     }
@@ -503,7 +577,7 @@ impl SandboxState {
         let Some(company) = body["id"].as_str().and_then(|id| self.companies.get(id)) else {
             return error(404, "company_not_found", "Company Not Found");
         };
-        let answer = company_answer(company);
+        let answer = company_answer(company, &self.tags);
         let company_id = company.id.clone();
         // A contact merged away is gone: attaching to it is undocumented (unverified: 404, as for an unknown id).
         let Some(contact) = self.contacts.get_mut(contact_id) else {
@@ -526,7 +600,7 @@ impl SandboxState {
         match (detached, self.companies.get(company_id)) {
             (true, Some(company)) => {
                 self.changes += 1;
-                ok(200, company_answer(company))
+                ok(200, company_answer(company, &self.tags))
             }
             _ => error(404, "company_not_found", "Company Not Found"),
         }
@@ -606,9 +680,11 @@ fn refuse_metadata(metadata: Option<&Value>) -> Option<SandboxResponse> {
     None
 }
 
-fn company_answer(company: &Company) -> Value {
+/// A company in the spec's shape, its tags a `tag.list` of `tag_basic` (2.16, lines 25051-25063).
+fn company_answer(company: &Company, tags: &BTreeMap<String, Tag>) -> Value {
+    let tags: Vec<Value> = company.tags.iter().filter_map(|id| tags.get(id)).map(tag_basic).collect();
     let mut answer = json!({"type": "company", "id": company.id, "company_id": company.company_id,
-        "custom_attributes": company.custom_attributes});
+        "custom_attributes": company.custom_attributes, "tags": {"type": "tag.list", "tags": tags}});
     for (key, value) in &company.fields {
         answer[key] = value.clone();
     }

@@ -810,3 +810,354 @@ fn only_calls_that_change_what_the_sandbox_holds_count_as_changes() {
     assert!(!changed(&mut sandbox, "POST", &format!("/contacts/{id}/unarchive"), json!({})), "not archived");
     assert!(!changed(&mut sandbox, "POST", "/contacts/search", json!({"query": {}})), "a read");
 }
+
+fn tag(sandbox: &mut Sandbox, name: &str) -> String {
+    let created = sandbox.call("POST", "/tags", Some(json!({"name": name})));
+    assert_eq!(created.status, 200, "{created:?}");
+    created.body.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_tag_is_created_once_whatever_the_case_of_its_name_and_the_workspace_lists_it() {
+    let mut sandbox = sandbox();
+    let created = sandbox.call("POST", "/tags", Some(json!({"name": "VIP"})));
+    let id = created.body.as_ref().unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (created.status, created.body.unwrap()),
+        (200, json!({"type": "tag", "id": id, "name": "VIP", "users": [], "companies": []}))
+    );
+    let again = sandbox.call("POST", "/tags", Some(json!({"name": "vip"})));
+    assert_eq!(again.body.unwrap()["id"], json!(id), "names are case-insensitive");
+    let under_2_15 = sandbox.call_as(Some("2.15"), "POST", "/tags", Some(json!({"name": "VIP"})), NOW);
+    assert_eq!(under_2_15.body.unwrap(), json!({"type": "tag", "id": id, "name": "VIP"}), "2.15 answers tag_basic");
+    tag(&mut sandbox, "Beta tester");
+    let listed = sandbox.call("GET", "/tags", None).body.unwrap();
+    assert_eq!(listed["type"], "list");
+    let names: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["VIP", "Beta tester"]);
+    assert_eq!(
+        sandbox.call("GET", &format!("/tags/{id}"), None).body.unwrap(),
+        json!({"type": "tag", "id": id, "name": "VIP"})
+    );
+    let unknown = sandbox.call("GET", "/tags/404", None);
+    assert_eq!((unknown.status, code(&unknown), message(&unknown)), (404, "not_found", "Resource Not Found"));
+    assert_eq!(sandbox.state.tags.len(), 2);
+    assert!(sandbox.state.summary().ends_with(", 2 tags"), "{}", sandbox.state.summary());
+}
+
+#[test]
+fn a_tag_needs_a_name_without_surrounding_spaces_and_one_kind_of_request() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let refused = [
+        json!({"test": "invalid"}),
+        json!({"name": ""}),
+        json!({"name": "   "}),
+        json!({"name": " VIP"}),
+        json!({"name": 7}),
+        json!({"name": "VIP", "users": []}),
+        json!({"name": "VIP", "users": [{"email": "a@x.com"}]}),
+        json!({"name": "VIP", "users": [{"id": user, "untag": true}]}),
+        json!({"name": "VIP", "companies": [{"name": "One"}]}),
+        json!({"name": "VIP", "companies": [{"company_id": "org-1", "untag": false}]}),
+        json!({"name": "VIP", "users": [{"id": user}], "companies": [{"company_id": "org-1"}]}),
+        json!({"name": "VIP", "id": "1000001", "users": [{"id": user}]}),
+    ];
+    for body in refused {
+        let answer = sandbox.call("POST", "/tags", Some(body.clone()));
+        assert_eq!(
+            (answer.status, code(&answer), message(&answer)),
+            (400, "parameter_invalid", "invalid tag parameters"),
+            "{body}"
+        );
+    }
+    assert!(sandbox.state.tags.is_empty(), "a refused request creates no tag");
+}
+
+#[test]
+fn a_tag_is_renamed_by_its_id() {
+    let mut sandbox = sandbox();
+    let id = tag(&mut sandbox, "VIP");
+    tag(&mut sandbox, "Churned");
+    let renamed = sandbox.call("POST", "/tags", Some(json!({"id": id, "name": "Very important"})));
+    assert_eq!(renamed.body.unwrap()["name"], "Very important");
+    assert_eq!(sandbox.state.tags[&id].name, "Very important");
+    assert_eq!(tag(&mut sandbox, "very IMPORTANT"), id, "found by its new name");
+    let taken = sandbox.call("POST", "/tags", Some(json!({"id": id, "name": "churned"})));
+    assert_eq!((taken.status, message(&taken)), (400, "A tag named 'Churned' already exists"));
+    let unknown = sandbox.call("POST", "/tags", Some(json!({"id": "999", "name": "Other"})));
+    assert_eq!((unknown.status, message(&unknown)), (404, "Resource Not Found"));
+    assert_eq!(sandbox.state.tags.len(), 2);
+}
+
+#[test]
+fn a_contact_is_tagged_by_tag_id_once_and_its_object_lists_the_tags() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let vip = tag(&mut sandbox, "VIP");
+    let path = format!("/contacts/{user}/tags");
+    let attached = sandbox.call_at("POST", &path, Some(json!({"id": vip})), NOW + 60);
+    let expected = json!({"type": "tag", "id": vip, "name": "VIP", "applied_at": NOW + 60,
+        "applied_by": {"type": "admin", "id": "991266252"}});
+    assert_eq!((attached.status, attached.body.unwrap()), (200, expected.clone()));
+    let changes = sandbox.state.changes;
+    let again = sandbox.call_at("POST", &path, Some(json!({"id": vip})), NOW + 120);
+    assert_eq!(again.body.unwrap(), expected, "already attached: the same answer, applied when it was");
+    assert_eq!(sandbox.state.changes, changes, "and nothing changes");
+    let beta = tag(&mut sandbox, "Beta");
+    let by_number = sandbox.call("POST", &path, Some(json!({"id": beta.parse::<u64>().unwrap()})));
+    assert_eq!(by_number.status, 200, "the spec's own examples send the id as a number");
+    assert_eq!(sandbox.state.contact_tag_names(&user), ["Beta".to_owned(), "VIP".to_owned()].into());
+    let contact = sandbox.call("GET", &format!("/contacts/{user}"), None).body.unwrap();
+    assert_eq!(
+        contact["tags"],
+        json!({"type": "list", "data": [{"type": "tag", "id": vip, "url": format!("/tags/{vip}")},
+            {"type": "tag", "id": beta, "url": format!("/tags/{beta}")}],
+            "url": path, "total_count": 2, "has_more": false})
+    );
+    let listed = sandbox.call("GET", &path, None).body.unwrap();
+    assert_eq!(listed["type"], "list");
+    assert_eq!(listed["data"][0], expected);
+    let created = sandbox.call("POST", "/contacts", Some(json!({"role": "lead"}))).body.unwrap();
+    assert_eq!(created["tags"]["data"], json!([]), "a new contact carries none");
+}
+
+#[test]
+fn tagging_a_contact_needs_the_contact_the_tag_and_its_id() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let vip = tag(&mut sandbox, "VIP");
+    let unknown_contact = sandbox.call("POST", "/contacts/nope/tags", Some(json!({"id": vip})));
+    assert_eq!(
+        (unknown_contact.status, code(&unknown_contact), message(&unknown_contact)),
+        (404, "not_found", "User Not Found")
+    );
+    let unknown_tag = sandbox.call("POST", &format!("/contacts/{user}/tags"), Some(json!({"id": "123"})));
+    assert_eq!(
+        (unknown_tag.status, code(&unknown_tag), message(&unknown_tag)),
+        (404, "not_found", "Resource Not Found")
+    );
+    let no_id = sandbox.call("POST", &format!("/contacts/{user}/tags"), Some(json!({"name": "VIP"})));
+    assert_eq!((no_id.status, code(&no_id)), (400, "parameter_not_found"));
+    let listed = sandbox.call("GET", "/contacts/nope/tags", None);
+    assert_eq!((listed.status, message(&listed)), (404, "User Not Found"));
+    sandbox.call("POST", &format!("/contacts/{user}/archive"), None);
+    let archived = sandbox.call("POST", &format!("/contacts/{user}/tags"), Some(json!({"id": vip})));
+    assert_eq!((archived.status, message(&archived)), (404, "User Not Found"));
+    assert!(sandbox.state.contacts[&user].tags.is_empty());
+}
+
+#[test]
+fn a_tag_is_detached_from_a_contact_once_and_then_answers_404() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let vip = tag(&mut sandbox, "VIP");
+    sandbox.call("POST", &format!("/contacts/{user}/tags"), Some(json!({"id": vip})));
+    let path = format!("/contacts/{user}/tags/{vip}");
+    let detached = sandbox.call("DELETE", &path, None);
+    assert_eq!(detached.status, 200);
+    assert_eq!(detached.body.unwrap()["name"], "VIP", "the tag removed");
+    assert!(sandbox.state.contacts[&user].tags.is_empty());
+    let again = sandbox.call("DELETE", &path, None);
+    assert_eq!((again.status, code(&again), message(&again)), (404, "not_found", "Resource Not Found"));
+    let unknown = sandbox.call("DELETE", &format!("/contacts/nope/tags/{vip}"), None);
+    assert_eq!((unknown.status, message(&unknown)), (404, "User Not Found"));
+    assert_eq!(sandbox.state.tags.len(), 1, "the tag stays in the workspace");
+}
+
+#[test]
+fn under_2_16_post_tags_tags_and_untags_companies_and_skips_those_not_found() {
+    let mut sandbox = sandbox();
+    let one = sandbox.call("POST", "/companies", Some(json!({"company_id": "org-1"}))).body.unwrap();
+    let one = one["id"].as_str().unwrap().to_owned();
+    sandbox.call("POST", "/companies", Some(json!({"company_id": "org-2"})));
+    let body =
+        json!({"name": "Enterprise", "companies": [{"id": one}, {"company_id": "org-2"}, {"company_id": "org-9"}]});
+    let tagged = sandbox.call("POST", "/tags", Some(body)).body.unwrap();
+    let two = sandbox.state.companies.values().find(|c| c.company_id == "org-2").unwrap().id.clone();
+    assert_eq!(
+        tagged,
+        json!({"type": "tag", "id": tagged["id"], "name": "Enterprise", "users": [],
+            "companies": [{"id": one, "tagged": true}, {"id": two, "tagged": true}]}),
+        "the tag is created, org-9 skipped"
+    );
+    assert_eq!(sandbox.state.company_tag_names("org-2"), ["Enterprise".to_owned()].into());
+    let shown = sandbox.call("GET", "/companies?company_id=org-1", None).body.unwrap();
+    assert_eq!(
+        shown["tags"],
+        json!({"type": "tag.list", "tags": [{"type": "tag", "id": tagged["id"], "name": "Enterprise"}]})
+    );
+    let changes = sandbox.state.changes;
+    sandbox.call("POST", "/tags", Some(json!({"name": "enterprise", "companies": [{"company_id": "org-1"}]})));
+    assert_eq!(sandbox.state.changes, changes, "tagged already");
+    let untagged = sandbox.call(
+        "POST",
+        "/tags",
+        Some(json!({"name": "Enterprise", "companies": [{"company_id": "org-1", "untag": true}]})),
+    );
+    assert_eq!(untagged.body.unwrap()["companies"], json!([{"id": one, "tagged": false}]));
+    assert!(sandbox.state.company_tag_names("org-1").is_empty());
+    assert_eq!(sandbox.state.company_tag_names("org-2").len(), 1);
+    let no_such_tag = sandbox.call(
+        "POST",
+        "/tags",
+        Some(json!({"name": "Gone", "companies": [{"company_id": "org-1", "untag": true}]})),
+    );
+    assert_eq!((no_such_tag.status, message(&no_such_tag)), (404, "Resource Not Found"));
+    assert_eq!(sandbox.state.tags.len(), 1, "untagging creates no tag");
+}
+
+#[test]
+fn under_2_15_post_tags_refuses_a_company_or_contact_not_found_and_changes_nothing() {
+    let mut sandbox = sandbox();
+    sandbox.call("POST", "/companies", Some(json!({"company_id": "org-1"})));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let call = |sandbox: &mut Sandbox, body: Value| sandbox.call_as(Some("2.15"), "POST", "/tags", Some(body), NOW);
+    let changes = sandbox.state.changes;
+    let company =
+        call(&mut sandbox, json!({"name": "VIP", "companies": [{"company_id": "org-1"}, {"company_id": "org-9"}]}));
+    assert_eq!((company.status, code(&company), message(&company)), (404, "company_not_found", "Company Not Found"));
+    let contact = call(&mut sandbox, json!({"name": "VIP", "users": [{"id": user}, {"id": "nope"}]}));
+    assert_eq!((contact.status, code(&contact), message(&contact)), (404, "not_found", "User Not Found"));
+    assert_eq!(sandbox.state.changes, changes);
+    assert!(sandbox.state.tags.is_empty() && sandbox.state.contacts[&user].tags.is_empty());
+    let tagged = call(&mut sandbox, json!({"name": "VIP", "companies": [{"company_id": "org-1"}]}));
+    assert_eq!(
+        tagged.body.unwrap(),
+        json!({"type": "tag", "id": sandbox.state.tags.keys().next().unwrap(), "name": "VIP"})
+    );
+}
+
+#[test]
+fn post_tags_with_users_tags_users_and_leads_by_id_and_skips_those_not_found() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let body = json!({"name": "Webinar", "users": [{"id": user}, {"id": lead}, {"id": "nope"}, {"id": user}]});
+    let tagged = sandbox.call("POST", "/tags", Some(body)).body.unwrap();
+    assert_eq!(tagged["users"], json!([{"id": user, "tagged": true}, {"id": lead, "tagged": true}]));
+    assert_eq!(tagged["companies"], json!([]));
+    assert_eq!(sandbox.state.contact_tag_names(&lead), ["Webinar".to_owned()].into());
+    assert_eq!(sandbox.state.contact_tag_names(&user), ["Webinar".to_owned()].into());
+}
+
+#[test]
+fn a_deleted_tag_leaves_every_contact_and_company() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    sandbox.call("POST", "/companies", Some(json!({"company_id": "org-1"})));
+    sandbox.call("POST", "/tags", Some(json!({"name": "VIP", "users": [{"id": user}]})));
+    sandbox.call("POST", "/tags", Some(json!({"name": "VIP", "companies": [{"company_id": "org-1"}]})));
+    let id = sandbox.state.tags.keys().next().unwrap().clone();
+    let deleted = sandbox.call("DELETE", &format!("/tags/{id}"), None);
+    assert_eq!((deleted.status, deleted.body), (200, None));
+    assert!(sandbox.state.tags.is_empty());
+    assert!(sandbox.state.contact_tag_names(&user).is_empty() && sandbox.state.company_tag_names("org-1").is_empty());
+    assert!(sandbox.state.contacts[&user].tags.is_empty());
+    assert_eq!(sandbox.call("DELETE", &format!("/tags/{id}"), None).status, 404);
+    assert_ne!(tag(&mut sandbox, "VIP"), id, "the name is free again, under a new id");
+}
+
+#[test]
+fn a_deleted_contact_is_gone_with_its_events_and_its_external_id_is_free_for_a_new_contact() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "a@x.com"}));
+    let other = sandbox.contact(json!({"role": "user", "external_id": "u-2"}));
+    for (user_id, created_at) in [("u-1", 1), ("u-2", 2), ("u-1", 3)] {
+        let event = json!({"event_name": "viewed", "created_at": created_at, "user_id": user_id});
+        assert_eq!(sandbox.call("POST", "/events", Some(event)).status, 202);
+    }
+    let vip = tag(&mut sandbox, "VIP");
+    sandbox.call("POST", &format!("/contacts/{user}/tags"), Some(json!({"id": vip})));
+    let deleted = sandbox.call_at("DELETE", &format!("/contacts/{user}"), None, NOW + 5);
+    assert_eq!(
+        (deleted.status, deleted.body.unwrap()),
+        (200, json!({"type": "contact", "id": user, "external_id": "u-1", "deleted": true}))
+    );
+    let under_2_15 = sandbox.call_as(Some("2.15"), "DELETE", &format!("/contacts/{other}"), None, NOW);
+    assert_eq!(
+        under_2_15.body.unwrap(),
+        json!({"type": "contact", "id": other, "external_id": "u-2", "deleted": true})
+    );
+    assert!(sandbox.state.contacts.is_empty());
+    assert!(sandbox.state.events.is_empty(), "its events went with it");
+    let held = &sandbox.state.deleted_contacts[&user];
+    assert_eq!(
+        (held.external_id.as_deref(), held.email.as_deref(), held.deleted_at),
+        (Some("u-1"), Some("a@x.com"), NOW + 5)
+    );
+    assert!(sandbox.state.summary().ends_with(", 2 contacts deleted"), "{}", sandbox.state.summary());
+    let gone = sandbox.call("GET", &format!("/contacts/{user}"), None);
+    assert_eq!((gone.status, message(&gone)), (404, "User Not Found"));
+    assert_eq!(sandbox.call("GET", "/contacts/find_by_external_id/u-1", None).status, 404);
+    let query = json!({"query": {"field": "external_id", "operator": "=", "value": "u-1"}});
+    let found = sandbox.call_at("POST", "/contacts/search", Some(query), NOW + 600).body.unwrap();
+    assert_eq!(found["total_count"], 0);
+    let event = json!({"event_name": "viewed", "created_at": 4, "user_id": "u-1"});
+    assert_eq!(sandbox.call("POST", "/events", Some(event)).status, 404);
+    assert_eq!(sandbox.call("PUT", &format!("/contacts/{user}"), Some(json!({"name": "Ada"}))).status, 404);
+    let again = sandbox.call("DELETE", &format!("/contacts/{user}"), None);
+    assert_eq!((again.status, code(&again), message(&again)), (404, "not_found", "Contact Not Found"));
+    let recreated = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "a@x.com"}));
+    assert_ne!(recreated, user, "a new contact, with a new id");
+    assert!(sandbox.state.contacts[&recreated].tags.is_empty(), "and none of the old one's tags");
+    let event = json!({"event_name": "viewed", "created_at": 1, "user_id": "u-1"});
+    assert_eq!(sandbox.call("POST", "/events", Some(event)).status, 202, "not a duplicate of the deleted one's");
+    assert_eq!(sandbox.state.events.len(), 1);
+}
+
+#[test]
+fn an_archived_contact_is_kept_and_found_again_but_a_deleted_one_is_not() {
+    let mut sandbox = sandbox();
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    sandbox.call("POST", &format!("/contacts/{user}/archive"), None);
+    let conflict = sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": "u-1"})));
+    assert_eq!(conflict.status, 409, "archiving keeps the contact");
+    assert_eq!(
+        sandbox.call("DELETE", &format!("/contacts/{user}"), None).status,
+        200,
+        "an archived contact can be deleted"
+    );
+    assert_eq!(sandbox.call("POST", &format!("/contacts/{user}/unarchive"), None).status, 404);
+    sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+}
+
+#[test]
+fn a_lead_merged_into_a_deleted_user_is_gone_too() {
+    let mut sandbox = sandbox();
+    let lead = sandbox.contact(json!({"role": "lead", "email": "l@x.com"}));
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1", "email": "l@x.com"}));
+    sandbox.call("POST", "/contacts/merge", Some(json!({"from": lead, "into": user})));
+    assert_eq!(sandbox.call("GET", &format!("/contacts/{lead}"), None).status, 410);
+    sandbox.call("DELETE", &format!("/contacts/{user}"), None);
+    assert_eq!(
+        sandbox.call("GET", &format!("/contacts/{lead}"), None).status,
+        404,
+        "no 410 pointing at a deleted contact"
+    );
+    assert!(sandbox.state.merged_into.is_empty());
+}
+
+#[test]
+fn tagging_and_deleting_count_as_changes_only_when_they_change_something() {
+    let mut sandbox = sandbox();
+    let changed = |sandbox: &mut Sandbox, method: &str, path: &str, body: Option<Value>| {
+        let before = sandbox.state.changes;
+        sandbox.call(method, path, body);
+        sandbox.state.changes != before
+    };
+    let user = sandbox.contact(json!({"role": "user", "external_id": "u-1"}));
+    assert!(changed(&mut sandbox, "POST", "/tags", Some(json!({"name": "VIP"}))));
+    assert!(!changed(&mut sandbox, "POST", "/tags", Some(json!({"name": "vip"}))), "held already");
+    let vip = sandbox.state.tags.keys().next().unwrap().clone();
+    assert!(!changed(&mut sandbox, "POST", "/tags", Some(json!({"id": vip, "name": "VIP"}))), "the same name");
+    let attach = format!("/contacts/{user}/tags");
+    assert!(changed(&mut sandbox, "POST", &attach, Some(json!({"id": vip}))));
+    assert!(!changed(&mut sandbox, "POST", &attach, Some(json!({"id": vip}))), "attached already");
+    assert!(!changed(&mut sandbox, "POST", "/tags", Some(json!({"name": "VIP", "users": [{"id": user}]}))));
+    assert!(!changed(&mut sandbox, "GET", &attach, None), "a read");
+    assert!(changed(&mut sandbox, "DELETE", &format!("{attach}/{vip}"), None));
+    assert!(!changed(&mut sandbox, "DELETE", &format!("{attach}/{vip}"), None), "a 404");
+    assert!(changed(&mut sandbox, "DELETE", &format!("/contacts/{user}"), None));
+    assert!(!changed(&mut sandbox, "DELETE", &format!("/contacts/{user}"), None), "a 404");
+}
