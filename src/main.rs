@@ -10,11 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use intercom_relay::config;
 use intercom_relay::erasure::ErasureRequest;
-use intercom_relay::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
     Destination, GenerateOptions, LocalError, ReplayOptions, ServeOptions, Tally, generate, replay, serve,
 };
+use intercom_relay::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
 use intercom_relay::settings::{self, Settings};
 use tracing_subscriber::filter::LevelFilter;
@@ -248,7 +248,8 @@ async fn run_erase(args: EraseArgs) -> Result<ExitCode, LocalError> {
     let (report, local) = intercom_relay::local::erase_here(&request, &args.intercom.destination(), env).await?;
     for erased in &report.erased {
         let contacts = erased.reason["contacts"].as_array().map_or(0, Vec::len);
-        let notes: Vec<&str> = erased.reason["notes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+        let notes: Vec<&str> =
+            erased.reason["notes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
         let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
         out(&format!("erased {contacts} contacts in {}{notes}: {}\n", local.destination, erased.reason["contacts"]));
     }

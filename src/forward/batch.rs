@@ -184,7 +184,7 @@ pub struct Forwarder<A, D> {
 
 /// What a message holds: an event, or an operator's erasure request.
 enum Body {
-    Event(Envelope),
+    Event(Box<Envelope>),
     Erasure(ErasureRequest),
 }
 
@@ -252,7 +252,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             let body = match &record.body {
                 Some(body) => match ErasureRequest::from_body(body) {
                     Some(request) => Ok(Body::Erasure(request)),
-                    None => Envelope::from_body(body).map(Body::Event).map_err(|e| e.to_string()),
+                    None => Envelope::from_body(body).map(|e| Body::Event(Box::new(e))).map_err(|e| e.to_string()),
                 },
                 None => Err("the message has no body".to_owned()),
             };

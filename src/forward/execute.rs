@@ -574,7 +574,8 @@ impl<A: IntercomApi> Executor<A> {
                 if targets.iter().any(|t| t.id == person.id) {
                     continue;
                 }
-                let wanted = if person.is_lead { request.leads || request.user_id.is_none() } else { request.user_id.is_none() };
+                let wanted =
+                    if person.is_lead { request.leads || request.user_id.is_none() } else { request.user_id.is_none() };
                 if wanted {
                     targets.push(person);
                 } else if !person.is_lead {

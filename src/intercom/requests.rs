@@ -257,7 +257,8 @@ pub fn list_contact_tags(contact_id: &str) -> Request {
 /// `POST /tags` with `companies`: the company (by its company_id) carries the tag named, made if need be; with
 /// `untag`, no longer carries it (tag_company_request, untag_company_request).
 pub fn tag_company(name: &str, company_id: &str, untag: bool) -> Request {
-    let company = if untag { json!({"company_id": company_id, "untag": true}) } else { json!({"company_id": company_id}) };
+    let company =
+        if untag { json!({"company_id": company_id, "untag": true}) } else { json!({"company_id": company_id}) };
     Request::new(Method::POST, "/tags".into(), Some(json!({"name": name, "companies": [company]})))
 }
 
@@ -269,7 +270,8 @@ pub fn delete_contact(id: &str) -> Request {
 /// The tags of a `tag_list` (`{"type": "list", "data": [tag…]}`) or a contact's tag list: `(id, name)`.
 pub fn read_tags(answer: &Value) -> Vec<(String, String)> {
     let tags = answer["data"].as_array().into_iter().flatten();
-    let read = |tag: &Value| Some((tag["id"].as_str()?.to_owned(), tag["name"].as_str().unwrap_or_default().to_owned()));
+    let read =
+        |tag: &Value| Some((tag["id"].as_str()?.to_owned(), tag["name"].as_str().unwrap_or_default().to_owned()));
     tags.filter_map(read).collect()
 }
 

@@ -77,13 +77,19 @@ fn with_remove_missing_the_list_is_the_whole_set_even_an_empty_one_and_a_group_t
     let settings = Settings::parse(r#"{"tags": {"remove_missing": true}}"#).unwrap();
     let empty = map_with(&event(json!({"type": "identify", "userId": "u-1", "traits": {"tags": []}})), &settings);
     let tag = serde_json::to_value(empty.unwrap().operations.pop().unwrap()).unwrap();
-    assert_eq!(tag, json!({"op": "tag_contact", "contact": {"external_id": "u-1"}, "tags": [], "remove_missing": true}));
+    assert_eq!(
+        tag,
+        json!({"op": "tag_contact", "contact": {"external_id": "u-1"}, "tags": [], "remove_missing": true})
+    );
     let group = event(json!({"type": "group", "userId": "u-1", "groupId": "org-1",
         "traits": {"name": "Org", "tags": ["enterprise"]}}));
     let planned = map_with(&group, &settings).unwrap();
     let ops = serde_json::to_value(&planned.operations).unwrap();
     assert_eq!(ops[0]["custom_attributes"], json!({}), "tags are not an attribute");
-    assert_eq!(ops[2], json!({"op": "tag_company", "company_id": "org-1", "tags": ["enterprise"], "remove_missing": true}));
+    assert_eq!(
+        ops[2],
+        json!({"op": "tag_company", "company_id": "org-1", "tags": ["enterprise"], "remove_missing": true})
+    );
 }
 
 #[test]

@@ -38,12 +38,12 @@ async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, events:
 /// The names of the tags a contact (by external_id) or a company (by company_id) carries.
 fn contact_tags(state: &SandboxState, external_id: &str) -> BTreeSet<String> {
     let contact = state.contacts.values().find(|c| c.external_id.as_deref() == Some(external_id)).unwrap();
-    contact.tags.iter().map(|id| state.tags[id].name.clone()).collect()
+    contact.tags.keys().map(|id| state.tags[id].name.clone()).collect()
 }
 
 fn company_tags(state: &SandboxState, company_id: &str) -> BTreeSet<String> {
     let company = state.companies.values().find(|c| c.company_id == company_id).unwrap();
-    company.tags.keys().map(|id| state.tags[id].name.clone()).collect()
+    company.tags.iter().map(|id| state.tags[id].name.clone()).collect()
 }
 
 fn tag_calls(sandbox: &SandboxServer) -> usize {
@@ -90,7 +90,10 @@ async fn with_remove_missing_the_list_is_the_whole_set_for_contacts_and_companie
     )
     .await;
     let state = sandbox.state();
-    assert_eq!((contact_tags(&state, "u-1"), company_tags(&state, "org-1")), (names(&["VIP", "Beta"]), names(&["enterprise", "eu"])));
+    assert_eq!(
+        (contact_tags(&state, "u-1"), company_tags(&state, "org-1")),
+        (names(&["VIP", "Beta"]), names(&["enterprise", "eu"]))
+    );
     let outcomes = handle(
         &forwarder,
         &[
@@ -163,7 +166,9 @@ async fn an_erasure_by_email_takes_every_contact_holding_it_and_names_what_it_di
     )
     .await;
     let request = ErasureRequest::new(None, Some("shared@example.com".into()), false).unwrap();
-    let report = forwarder.handle(&SqsEvent { records: vec![erasure_record(&request)] }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder
+        .handle(&SqsEvent { records: vec![erasure_record(&request)] }, Instant::now() + Duration::from_secs(30))
+        .await;
     assert!(
         matches!(&report.records[0].outcome, Outcome::Erased { contacts, notes, .. }
             if contacts.len() == 2 && notes == &["2 users held the email; all were erased"]),
@@ -195,14 +200,21 @@ async fn the_cli_erases_here_and_names_what_it_did() {
     assert!(sandbox.state().contacts.is_empty());
     let refused = run(&["erase", "--leads"], &[]).await;
     assert_eq!(refused.status.code(), Some(2));
-    assert!(text(&refused.stderr).contains("erase: name the person: a userId, an email, or both"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("erase: name the person: a userId, an email, or both"),
+        "{}",
+        text(&refused.stderr)
+    );
 }
 
 #[tokio::test]
 async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a_write_key_cannot_send_one() {
     let sqs = client(&endpoint());
     let queue_url = fifo_queue(&sqs, 5).await;
-    let ingest = intercom_relay::ingest::Ingest::new(options(), SqsQueue::new(sqs.clone(), &queue_url, fast_retry(), FAST_DEADLINE));
+    let ingest = intercom_relay::ingest::Ingest::new(
+        options(),
+        SqsQueue::new(sqs.clone(), &queue_url, fast_retry(), FAST_DEADLINE),
+    );
     let batch = json!({"batch": [
         {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
         {"type": "track", "userId": "u-1", "event": "Signed In"}
@@ -211,13 +223,19 @@ async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a
     // Through the CLI, with AWS credentials (moto's), as an operator would.
     let output = run(
         &["erase", "--user-id", "u-1", "--queue-url", &queue_url],
-        &[("AWS_ENDPOINT_URL_SQS", &endpoint()), ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")],
+        &[
+            ("AWS_ENDPOINT_URL_SQS", &endpoint()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
     )
     .await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(text(&output.stdout).starts_with("queued erasure "), "{}", text(&output.stdout));
     // A write key cannot ask: the ingest API knows no such event, and an erasure body is no event.
-    let refused = send(&ingest, post("/v1/batch", &json!({"batch": [{"type": "erasure", "userId": "u-2"}]}).to_string())).await;
+    let refused =
+        send(&ingest, post("/v1/batch", &json!({"batch": [{"type": "erasure", "userId": "u-2"}]}).to_string())).await;
     assert_ne!(refused.body["success"], json!(true), "{}", refused.body);
     let body = ErasureRequest::new(Some("u-2".into()), None, false).unwrap().to_body();
     let refused = send(&ingest, post("/v1/track", &body)).await;
