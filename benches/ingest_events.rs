@@ -4,6 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use intercom_relay::envelope::KeyKind;
 use intercom_relay::event::{EventType, parse_batch, parse_single};
 use intercom_relay::ingest::accept_events;
 use time::OffsetDateTime;
@@ -21,7 +22,8 @@ fn single(c: &mut Criterion) {
             b.iter(|| {
                 let batch = parse_single(black_box(body)).expect("a valid body");
                 let (messages, rejected) =
-                    accept_events(&batch, Some(kind), OffsetDateTime::now_utc()).expect("within limits");
+                    accept_events(&batch, Some(kind), OffsetDateTime::now_utc(), KeyKind::Server)
+                        .expect("within limits");
                 assert!(rejected.is_empty());
                 black_box(messages)
             })
@@ -38,7 +40,8 @@ fn batch(c: &mut Criterion) {
     group.bench_function("3 track : 1 identify", |b| {
         b.iter(|| {
             let batch = parse_batch(black_box(&body)).expect("a valid body");
-            let (messages, rejected) = accept_events(&batch, None, OffsetDateTime::now_utc()).expect("within limits");
+            let (messages, rejected) =
+                accept_events(&batch, None, OffsetDateTime::now_utc(), KeyKind::Server).expect("within limits");
             assert_eq!((messages.len(), rejected.len()), (100, 0));
             black_box(messages)
         })

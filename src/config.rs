@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::forward::{BreakerPolicy, ForwardOptions};
 use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
@@ -44,7 +44,7 @@ impl IngestConfig {
 
     /// Reads variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<IngestConfig, ConfigError> {
-        let write_keys = write_keys(lookup("WRITE_KEYS"))?;
+        let write_keys = write_keys_of_both_kinds(lookup("WRITE_KEYS"), lookup("BROWSER_WRITE_KEYS"))?;
         let queue_url = lookup("QUEUE_URL").filter(|url| !url.trim().is_empty()).ok_or(ConfigError::Missing {
             name: "QUEUE_URL",
             hint: "set it to the URL of the SQS queue events go to",
@@ -301,6 +301,25 @@ fn number(
 }
 
 /// `WRITE_KEYS`' value (comma-separated keys, at least one) as the ingest API checks it.
+/// `WRITE_KEYS` (server keys: required) and `BROWSER_WRITE_KEYS` (keys that ship in web pages or apps: optional); a key
+/// in both is refused.
+pub fn write_keys_of_both_kinds(server: Option<String>, browser: Option<String>) -> Result<WriteKeys, ConfigError> {
+    let split = |value: &str| -> Vec<SecretString> {
+        value.split(',').map(str::trim).filter(|key| !key.is_empty()).map(SecretString::from).collect()
+    };
+    let Some(browser) = browser.filter(|b| !b.trim().is_empty()) else { return write_keys(server) };
+    let browser = split(&browser);
+    let server_keys = server.as_deref().map(split).unwrap_or_default();
+    write_keys(server)?;
+    let both = server_keys.iter().any(|s| browser.iter().any(|b| s.expose_secret() == b.expose_secret()));
+    if both {
+        let reason = "a key is also in WRITE_KEYS: a key is a server's or a browser's, not both".into();
+        return Err(ConfigError::Invalid { name: "BROWSER_WRITE_KEYS", reason });
+    }
+    WriteKeys::with_browser_keys(&server_keys, &browser)
+        .ok_or(ConfigError::Invalid { name: "WRITE_KEYS", reason: "holds no write key".into() })
+}
+
 pub fn write_keys(value: Option<String>) -> Result<WriteKeys, ConfigError> {
     let hint = "set it to one or more write keys, comma-separated";
     let value = value.map(SecretString::from).ok_or(ConfigError::Missing { name: "WRITE_KEYS", hint })?;
@@ -323,6 +342,16 @@ mod tests {
     }
 
     const QUEUE: (&str, &str) = ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo");
+
+    #[test]
+    fn browser_keys_are_their_own_and_never_also_a_servers() {
+        let keys =
+            config(&[QUEUE, ("WRITE_KEYS", "srv-1"), ("BROWSER_WRITE_KEYS", "pub-1, pub-2")]).unwrap().write_keys;
+        assert_eq!(keys.kind_of("pub-2"), Some(crate::envelope::KeyKind::Browser));
+        assert_eq!(keys.kind_of("srv-1"), Some(crate::envelope::KeyKind::Server));
+        let both = config(&[QUEUE, ("WRITE_KEYS", "k-1,k-2"), ("BROWSER_WRITE_KEYS", "k-2")]).unwrap_err();
+        assert!(both.to_string().starts_with("BROWSER_WRITE_KEYS is invalid: a key is also in WRITE_KEYS"), "{both}");
+    }
 
     #[test]
     fn write_keys_are_required() {

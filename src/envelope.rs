@@ -13,6 +13,24 @@ pub const ENVELOPE_VERSION: u32 = 1;
 #[derive(Clone, Debug)]
 pub struct Envelope {
     pub event: Event,
+    /// The kind of write key the event came with.
+    pub key: KeyKind,
+}
+
+/// Who sent an event: a server (its key is a secret, trusted), or a browser or app (its key ships in every page, so
+/// anyone may send with it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyKind {
+    #[default]
+    Server,
+    Browser,
+}
+
+impl Envelope {
+    /// An envelope for an event sent with a server key (or by an operator).
+    pub fn server(event: Event) -> Envelope {
+        Envelope { event, key: KeyKind::Server }
+    }
 }
 
 #[derive(Deserialize)]
@@ -20,6 +38,10 @@ struct In<'a> {
     version: u32,
     #[serde(borrow)]
     event: &'a RawValue,
+    /// `"browser"` for an event sent with a browser key; absent for a server key (and in envelopes written before
+    /// keys had kinds, all of which came with the one kind there was).
+    #[serde(default)]
+    key: Option<&'a str>,
 }
 
 /// Why a message body is not an envelope this build can read.
@@ -45,6 +67,9 @@ impl Envelope {
         object.number("version", ENVELOPE_VERSION.into());
         object.string("message_id", &self.event.message_id);
         object.time("received_at", self.event.received_at);
+        if self.key == KeyKind::Browser {
+            object.string("key", "browser");
+        }
         self.event.write_json(object.member("event"));
         object.end();
         escape_for_sqs(json)
@@ -68,7 +93,8 @@ impl Envelope {
                     let errors: Vec<String> = rejected.errors.iter().map(ToString::to_string).collect();
                     EnvelopeError::InvalidEvent(errors.join("; "))
                 })?;
-        Ok(Envelope { event })
+        let key = if envelope.key == Some("browser") { KeyKind::Browser } else { KeyKind::Server };
+        Ok(Envelope { event, key })
     }
 }
 
@@ -88,6 +114,17 @@ fn escape_for_sqs(json: String) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_browser_keys_event_says_so_and_one_that_does_not_is_a_servers() {
+        let sent = event(r#"{"type":"track","userId":"u","event":"e"}"#);
+        let browser = Envelope { event: sent.clone(), key: KeyKind::Browser }.to_body();
+        assert!(browser.contains(r#""key":"browser""#), "{browser}");
+        assert_eq!(Envelope::from_body(&browser).unwrap().key, KeyKind::Browser);
+        let server = Envelope::server(sent).to_body();
+        assert!(!server.contains(r#""key""#), "{server}");
+        assert_eq!(Envelope::from_body(&server).unwrap().key, KeyKind::Server);
+    }
+
     fn event(json: &str) -> Event {
         let received = parse_timestamp("2024-05-01T12:00:00.123Z").unwrap();
         parse_event(&RawEvent::parse(json).unwrap(), None, &BatchDefaults::default(), received).unwrap()
@@ -98,7 +135,7 @@ mod tests {
         let original = event(
             r#"{"type":"track","userId":"u","event":"Order Completed","messageId":"m-1","properties":{"revenue":9.99},"timestamp":"2024-05-01T13:00:00Z","sentAt":"2024-05-01T13:00:01Z"}"#,
         );
-        let body = Envelope { event: original.clone() }.to_body();
+        let body = Envelope::server(original.clone()).to_body();
         assert!(
             body.starts_with(r#"{"version":1,"message_id":"m-1","received_at":"2024-05-01T12:00:00.123Z","event":{"#),
             "{body}"
@@ -108,7 +145,7 @@ mod tests {
         assert_eq!(read.event.received_at, original.received_at);
         assert_eq!(read.event.original_timestamp, original.original_timestamp);
         assert_eq!(read.event.properties.as_ref().unwrap().get(), r#"{"revenue":9.99}"#);
-        assert_eq!(Envelope { event: read.event }.to_body(), body);
+        assert_eq!(Envelope::server(read.event).to_body(), body);
     }
 
     #[test]
@@ -118,7 +155,7 @@ mod tests {
         for sent_at in ["2024-05-01T13:00:00Z", "4052-10-13T10:00:00Z"] {
             let original = event(&format!(r#"{{"type":"identify","userId":"u","sentAt":"{sent_at}"}}"#));
             assert_eq!(original.timestamp, original.received_at);
-            let read = Envelope::from_body(&Envelope { event: original.clone() }.to_body()).unwrap();
+            let read = Envelope::from_body(&Envelope::server(original.clone()).to_body()).unwrap();
             assert_eq!(read.event.timestamp, original.timestamp, "{sent_at}");
         }
     }
@@ -128,7 +165,7 @@ mod tests {
         let padding = "x".repeat(crate::event::MAX_EVENT_BYTES - 80);
         let original =
             event(&format!(r#"{{"type":"track","userId":"u","event":"e","properties":{{"p":"{padding}"}}}}"#));
-        let body = Envelope { event: original }.to_body();
+        let body = Envelope::server(original).to_body();
         assert!(body.len() > crate::event::MAX_EVENT_BYTES, "the envelope grew: {} bytes", body.len());
         assert!(Envelope::from_body(&body).is_ok());
     }
@@ -136,7 +173,7 @@ mod tests {
     #[test]
     fn characters_sqs_refuses_are_escaped() {
         let body =
-            Envelope { event: event("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"x\":\"a\u{ffff}b\"}") }
+            Envelope::server(event("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"x\":\"a\u{ffff}b\"}"))
                 .to_body();
         assert!(!body.contains('\u{ffff}'));
         assert!(body.contains("a\\uffffb"));
@@ -150,7 +187,7 @@ mod tests {
             serde_json::to_string(user_id).unwrap()
         );
         let original = event(&json);
-        let body = Envelope { event: original.clone() }.to_body();
+        let body = Envelope::server(original.clone()).to_body();
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["version"], 1);
         assert_eq!(value["message_id"], "m-2");

@@ -4,6 +4,7 @@
 // Each user (the benches, the integration tests) uses part of it.
 #![allow(dead_code)]
 
+use intercom_relay::envelope::KeyKind;
 use intercom_relay::event::{parse_batch, parse_single};
 use intercom_relay::ingest::accept_events;
 use intercom_relay::local::{GenerateOptions, generate};
@@ -27,7 +28,8 @@ pub fn sqs_event(lines: &[String], tag: &str) -> SqsEvent {
         .enumerate()
         .map(|(index, line)| {
             let body = parse_single(line).expect("an event");
-            let (mut messages, _) = accept_events(&body, None, OffsetDateTime::now_utc()).expect("valid");
+            let (mut messages, _) =
+                accept_events(&body, None, OffsetDateTime::now_utc(), KeyKind::Server).expect("valid");
             let message = messages.pop().expect("one event");
             SqsRecord {
                 message_id: format!("sqs-{tag}-{index}"),

@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use super::breaker::{BreakerPolicy, is_workspace_failure};
 use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
 use crate::intercom::{IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_with};
@@ -354,6 +354,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
+        // Anyone may send with a browser key: its events decide nothing only the business should.
+        let plan = if envelope.key == KeyKind::Browser { plan.for_browser_key(&self.settings) } else { plan };
         let clock = Clock::of(item.record, Some(envelope.event.received_at));
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
         match self.executor.execute(&plan, self.options.retry, until).await {

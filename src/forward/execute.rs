@@ -124,6 +124,8 @@ struct Calls {
     retry: RetryPolicy,
     /// No try starts after this instant (the invocation's stop, less one call's timeout).
     until: Instant,
+    /// The only custom attributes the plan may create, when it may not create any it likes (a browser key's event).
+    may_create: Option<std::collections::BTreeSet<String>>,
 }
 
 /// The workspace's data attributes and admins.
@@ -306,7 +308,7 @@ impl<A: IntercomApi> Executor<A> {
     /// starting after `until`; the first failure that remains stops it (the caller hands the event back to SQS or
     /// dead-letters it). While the breaker is open, calls are withheld and fail at once.
     pub async fn execute(&self, plan: &Plan, retry: RetryPolicy, until: Instant) -> Result<Delivery, Failed> {
-        let mut calls = Calls { made: 0, attempts: 0, retry, until };
+        let mut calls = Calls { made: 0, attempts: 0, retry, until, may_create: plan.may_create.clone() };
         let mut delivery = Delivery { dropped: plan.dropped.clone(), ..Delivery::default() };
         match self.run(plan, &mut calls, &mut delivery).await {
             Ok(()) => Ok(Delivery { calls: calls.made, ..delivery }),
@@ -546,7 +548,7 @@ impl<A: IntercomApi> Executor<A> {
     /// their email (by search, behind its lag: the users when no userId is given, the leads when asked), one
     /// `DELETE /contacts/{id}` each. What was found and done is in the answer.
     pub async fn erase(&self, request: &ErasureRequest, retry: RetryPolicy, until: Instant) -> Result<Erased, Failed> {
-        let mut calls = Calls { made: 0, attempts: 0, retry, until };
+        let mut calls = Calls { made: 0, attempts: 0, retry, until, may_create: None };
         match self.erase_with(request, &mut calls).await {
             Ok(mut erased) => {
                 erased.calls = calls.made;
@@ -1031,6 +1033,11 @@ impl<A: IntercomApi> Executor<A> {
             let is_date = dates.contains(&name);
             let this = workspace.models.get(model).expect("loaded above");
             let mut verdict = judge(&name, &attributes[&name], is_date, this, self.create_attributes);
+            if matches!(verdict, Verdict::Create(_))
+                && calls.may_create.as_ref().is_some_and(|names| !names.contains(&name))
+            {
+                verdict = Verdict::Drop("a browser key creates no attribute (settings: attributes.browser_create)");
+            }
             if let Verdict::Create(_) = verdict {
                 // A name the other model uses is refused ("You already have 'X' in your company data").
                 let other = self.load_model(&mut workspace, other_model(model), calls).await?;

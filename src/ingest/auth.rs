@@ -6,10 +6,12 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::envelope::KeyKind;
+
 /// The write keys this deployment accepts.
 #[derive(Clone)]
 pub struct WriteKeys {
-    digests: Vec<[u8; 32]>,
+    digests: Vec<([u8; 32], KeyKind)>,
 }
 
 impl std::fmt::Debug for WriteKeys {
@@ -19,21 +21,47 @@ impl std::fmt::Debug for WriteKeys {
 }
 
 impl WriteKeys {
-    /// Keeps the digests of `keys`; `None` when there is none.
+    /// Keeps the digests of `keys`, all server keys; `None` when there is none.
     pub fn new<'a>(keys: impl IntoIterator<Item = &'a SecretString>) -> Option<WriteKeys> {
-        let digests: Vec<[u8; 32]> = keys.into_iter().map(|key| digest(key.expose_secret())).collect();
+        WriteKeys::with_browser_keys(keys, [])
+    }
+
+    /// Server keys (secrets, trusted) and browser keys (public: they ship in every page); `None` when there is none.
+    pub fn with_browser_keys<'a>(
+        server: impl IntoIterator<Item = &'a SecretString>,
+        browser: impl IntoIterator<Item = &'a SecretString>,
+    ) -> Option<WriteKeys> {
+        let server = server.into_iter().map(|key| (digest(key.expose_secret()), KeyKind::Server));
+        let browser = browser.into_iter().map(|key| (digest(key.expose_secret()), KeyKind::Browser));
+        let digests: Vec<([u8; 32], KeyKind)> = server.chain(browser).collect();
         (!digests.is_empty()).then_some(WriteKeys { digests })
     }
 
-    /// Whether `presented` is one of the keys. Hashing first makes every comparison the same length, and every key is
-    /// compared, so the time taken says nothing about the keys.
+    /// Whether `presented` is one of the keys.
     pub fn verify(&self, presented: &str) -> bool {
+        self.kind_of(presented).is_some()
+    }
+
+    /// The kind of `presented`, if it is one of the keys. Hashing first makes every comparison the same length, and
+    /// every key is compared, so the time taken says nothing about the keys.
+    pub fn kind_of(&self, presented: &str) -> Option<KeyKind> {
         let presented = digest(presented);
-        let mut found = Choice::from(0);
-        for key in &self.digests {
-            found |= key.ct_eq(&presented);
+        let (mut server, mut browser) = (Choice::from(0), Choice::from(0));
+        for (key, kind) in &self.digests {
+            let same = key.ct_eq(&presented);
+            match kind {
+                KeyKind::Server => server |= same,
+                KeyKind::Browser => browser |= same,
+            }
         }
-        found.into()
+        // A key listed as both counts as a server's (the configuration refuses that).
+        if bool::from(server) {
+            Some(KeyKind::Server)
+        } else if bool::from(browser) {
+            Some(KeyKind::Browser)
+        } else {
+            None
+        }
     }
 }
 
@@ -85,6 +113,15 @@ mod tests {
         for wrong in ["", "key-on", "key-one ", "KEY-ONE", "key-three"] {
             assert!(!keys().verify(wrong), "{wrong:?} verified");
         }
+    }
+
+    #[test]
+    fn each_key_is_of_its_kind() {
+        let keys = WriteKeys::with_browser_keys(&[SecretString::from("srv")], &[SecretString::from("pub")]).unwrap();
+        assert_eq!(
+            (keys.kind_of("srv"), keys.kind_of("pub"), keys.kind_of("other")),
+            (Some(KeyKind::Server), Some(KeyKind::Browser), None)
+        );
     }
 
     #[test]

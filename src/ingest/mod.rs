@@ -21,7 +21,7 @@ pub use auth::{BasicError, WriteKeys, basic_username};
 pub use cors::AllowedOrigins;
 pub use lambda::{Base64Guard, guard_base64};
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, KeyKind};
 use crate::event::{
     Batch, BodyError, EventType, FieldError, MAX_BATCH_BYTES, MAX_EVENT_BYTES, Rejected, parse_batch, parse_event,
     parse_single,
@@ -299,11 +299,17 @@ impl<Q: Enqueue> Ingest<Q> {
         if method != Method::POST {
             return Err(IngestError::MethodNotAllowed(method.clone()));
         }
+        let mut key_kind = None;
         let key_in_header = match headers.get(AUTHORIZATION) {
             None => false,
             Some(value) => match basic_username(value.as_bytes()) {
-                Ok(key) if self.options.write_keys.verify(&key) => true,
-                Ok(_) => return Err(IngestError::Unauthorized(KEY_INVALID)),
+                Ok(key) => match self.options.write_keys.kind_of(&key) {
+                    Some(kind) => {
+                        key_kind = Some(kind);
+                        true
+                    }
+                    None => return Err(IngestError::Unauthorized(KEY_INVALID)),
+                },
                 Err(BasicError::EmptyUsername) => return Err(IngestError::Unauthorized(KEY_MISSING)),
                 Err(_) => return Err(IngestError::Unauthorized(KEY_NOT_BASIC)),
             },
@@ -324,11 +330,14 @@ impl<Q: Enqueue> Ingest<Q> {
         .map_err(IngestError::from)?;
         if !key_in_header {
             match &batch.write_key {
-                Some(key) if self.options.write_keys.verify(key) => {}
-                Some(_) => return Err(IngestError::Unauthorized(KEY_INVALID)),
+                Some(key) => match self.options.write_keys.kind_of(key) {
+                    Some(kind) => key_kind = Some(kind),
+                    None => return Err(IngestError::Unauthorized(KEY_INVALID)),
+                },
                 None => return Err(IngestError::Unauthorized(KEY_MISSING)),
             }
         }
+        let key = key_kind.unwrap_or_default();
         let expected = match route {
             Route::Single(kind) => Some(kind),
             Route::Batch => None,
@@ -336,7 +345,7 @@ impl<Q: Enqueue> Ingest<Q> {
         if batch.events.len() > MAX_BATCH_EVENTS {
             return Err(IngestError::TooManyEvents(batch.events.len()));
         }
-        let (messages, rejected) = accept_events(&batch, expected, OffsetDateTime::now_utc())?;
+        let (messages, rejected) = accept_events(&batch, expected, OffsetDateTime::now_utc(), key)?;
         tally.rejected = rejected.len();
         if messages.is_empty() {
             return Ok(all_rejected(route, batch.events.len(), rejected));
@@ -360,6 +369,7 @@ pub fn accept_events(
     batch: &Batch<'_>,
     expected: Option<EventType>,
     received_at: OffsetDateTime,
+    key: KeyKind,
 ) -> Result<(Vec<QueuedMessage>, Vec<Rejected>), IngestError> {
     let mut messages = Vec::with_capacity(batch.events.len());
     let mut rejected = Vec::new();
@@ -367,7 +377,7 @@ pub fn accept_events(
     for (index, raw) in batch.events.iter().enumerate() {
         match parse_event(raw, expected, &batch.defaults, received_at) {
             Ok(event) => {
-                let message = QueuedMessage::new(Envelope { event });
+                let message = QueuedMessage::new(Envelope { event, key });
                 queued_bytes += message.body.len();
                 if queued_bytes > MAX_QUEUED_BYTES {
                     return Err(IngestError::TooMuchToQueue);

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::input::{self, Input};
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
 use crate::envelope::Envelope;
+use crate::envelope::KeyKind;
 use crate::event::{Rejected, parse_batch, parse_single};
 use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
 use crate::queue::MemoryDeadLetter;
@@ -115,7 +116,7 @@ impl Files<'_> {
             Err(error) => return self.tally.rejected(refused(error.into())),
         };
         let total = batch_body.events.len();
-        let (messages, rejected) = match accept_events(&batch_body, None, OffsetDateTime::now_utc()) {
+        let (messages, rejected) = match accept_events(&batch_body, None, OffsetDateTime::now_utc(), KeyKind::Server) {
             Ok(outcome) => outcome,
             Err(error) => return self.tally.rejected(refused(error)),
         };

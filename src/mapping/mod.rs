@@ -122,6 +122,47 @@ pub const ANONYMOUS_ID_ATTRIBUTE: &str = "anonymous_id";
 pub struct Plan {
     pub operations: Vec<Operation>,
     pub dropped: Vec<Dropped>,
+    /// The only custom attributes it may create, when it may not create any it likes: an event of a browser key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub may_create: Option<std::collections::BTreeSet<String>>,
+}
+
+/// What only the business decides, never a browser key (anyone may send with one): the contact's owner and email
+/// consent, and tags.
+const SERVER_ONLY_FIELDS: [(&str, &str); 2] =
+    [("owner_id", "traits.owner_id"), ("unsubscribed_from_emails", "traits.unsubscribedFromEmails")];
+
+impl Plan {
+    /// The plan as an event sent with a browser key may have it: no owner, no email consent, no tags, and custom
+    /// attributes created only when `settings` name them (`attributes.browser_create`).
+    pub fn for_browser_key(mut self, settings: &Settings) -> Plan {
+        let only_server = "only a server key may set this (a browser key is public)";
+        let mut dropped = Vec::new();
+        let mut creatable = std::collections::BTreeSet::new();
+        self.operations.retain_mut(|operation| match operation {
+            Operation::UpsertContact(upsert) => {
+                for (field, path) in SERVER_ONLY_FIELDS {
+                    if upsert.attributes.remove(field).is_some() {
+                        dropped.push(Dropped { path: path.into(), reason: only_server });
+                    }
+                }
+                creatable.extend(upsert.custom_attributes.keys().filter(|n| settings.browser_may_create(n)).cloned());
+                true
+            }
+            Operation::UpsertCompany(company) => {
+                creatable.extend(company.custom_attributes.keys().filter(|n| settings.browser_may_create(n)).cloned());
+                true
+            }
+            Operation::TagContact { .. } | Operation::TagCompany { .. } => {
+                dropped.push(Dropped { path: "traits.tags".into(), reason: only_server });
+                false
+            }
+            _ => true,
+        });
+        self.dropped.extend(dropped);
+        self.may_create = Some(creatable);
+        self
+    }
 }
 
 /// Why an event plans nothing.

@@ -98,9 +98,12 @@ fn beyond_the_schema(value: &Value, problems: &mut Vec<Problem>) {
         }
     }
     let mut patterns: Vec<(String, &Value)> = Vec::new();
-    for (pointer, path) in
-        [("/events/allow", "events.allow"), ("/events/deny", "events.deny"), ("/attributes/allow", "attributes.allow")]
-    {
+    for (pointer, path) in [
+        ("/events/allow", "events.allow"),
+        ("/events/deny", "events.deny"),
+        ("/attributes/allow", "attributes.allow"),
+        ("/attributes/browser_create", "attributes.browser_create"),
+    ] {
         if let Some(Value::Array(list)) = at(pointer) {
             patterns.extend(list.iter().enumerate().map(|(i, p)| (format!("{path}[{i}]"), p)));
         }
@@ -169,6 +172,7 @@ fn build(document: Document) -> Result<Settings, Problems> {
         deny: set("events.deny", &events.deny),
         trigger: set("trigger_paths", &trigger),
         attributes: document.attributes.allow.as_deref().map(|list| set("attributes.allow", list)),
+        browser_create: Some(set("attributes.browser_create", &document.attributes.browser_create)),
         document,
     };
     if problems.is_empty() { Ok(settings) } else { Err(Problems(problems)) }

@@ -244,6 +244,9 @@ pub struct Attributes {
     /// Glob patterns of the trait names (top level, before flattening) forwarded as contact custom attributes; the
     /// rest are left out. Intercom's own fields (email, name, phone…) are not affected. Default (absent): every trait.
     pub allow: Option<Vec<String>>,
+    /// Glob patterns of the custom attributes (as sent, after flattening) an event sent with a browser key may create;
+    /// such an event sets attributes the workspace has, and creates no other. Default: none.
+    pub browser_create: Vec<String>,
 }
 
 /// What `traits.tags` (a list of tag names) does.
@@ -265,6 +268,7 @@ pub struct Settings {
     deny: GlobSet,
     trigger: GlobSet,
     attributes: Option<GlobSet>,
+    browser_create: Option<GlobSet>,
 }
 
 impl Default for Settings {
@@ -317,6 +321,11 @@ impl Settings {
 
     pub fn tags(&self) -> &Tags {
         &self.document.tags
+    }
+
+    /// Whether an event sent with a browser key may create the custom attribute `name`.
+    pub fn browser_may_create(&self, name: &str) -> bool {
+        self.browser_create.as_ref().is_some_and(|globs| globs.is_match(name))
     }
 
     /// Whether a trait named `name` may become a contact custom attribute.

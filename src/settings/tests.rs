@@ -319,7 +319,7 @@ fn every_check_error_names_its_path() {
         (
             r#"{"colour": "red"}"#,
             &[
-                "colour: is not a setting (known here: $schema, types, events, trigger_paths, consent, identity, identify, page, screen, attributes)",
+                "colour: is not a setting (known here: $schema, types, events, trigger_paths, consent, identity, identify, page, screen, attributes, tags)",
             ],
         ),
         (

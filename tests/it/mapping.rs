@@ -172,9 +172,11 @@ fn cases() -> Vec<(&'static str, Outcome)> {
                      "custom_attributes": {"plan": "pro", "address_city": "London", "address_country": "GB",
                                            "address_geo_lat": 51.5, "address_geo_lng": -0.12, "logins": 42,
                                            "verified": true}},
-                    {"op": "merge_visitor", "anonymous_id": "anon-1001", "into": {"external_id": "user-1001"}}
+                    {"op": "merge_visitor", "anonymous_id": "anon-1001", "into": {"external_id": "user-1001"}},
+                    {"op": "tag_contact", "contact": {"external_id": "user-1001"}, "tags": ["mathematics", "engines"],
+                     "remove_missing": false}
                 ],
-                "dropped": [{"path": "traits.tags", "reason": "Intercom attributes cannot hold lists"}]
+                "dropped": []
             })),
         ),
         (

@@ -260,3 +260,60 @@ async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a
     assert_eq!(kinds, ["identify", "track", "erasure"], "in the person's lane, in order");
     assert!(sandbox.state().contacts.is_empty(), "erased after the events queued before it");
 }
+
+/// Ingest with a server key and a browser key, in front of an in-memory queue.
+fn app_with_browser_key() -> intercom_relay::ingest::Ingest<intercom_relay::queue::MemoryQueue> {
+    use secrecy::SecretString;
+    let keys = intercom_relay::ingest::WriteKeys::with_browser_keys(
+        &[SecretString::from("server-key")],
+        &[SecretString::from("browser-key")],
+    )
+    .unwrap();
+    let options = intercom_relay::ingest::IngestOptions { write_keys: keys, ..options() };
+    intercom_relay::ingest::Ingest::new(options, intercom_relay::queue::MemoryQueue::new())
+}
+
+#[tokio::test]
+async fn a_browser_key_cannot_create_an_attribute_set_an_owner_or_tag_and_a_server_key_can() {
+    let app = app_with_browser_key();
+    let identify = |key: &str, user: &str| {
+        json!({"writeKey": key, "batch": [{"type": "identify", "userId": user,
+            "traits": {"owner_id": "991266252", "unsubscribedFromEmails": true, "favourite_colour": "red",
+                       "plan": "pro", "tags": ["VIP"]}}]})
+        .to_string()
+    };
+    for (key, user) in [("browser-key", "u-browser"), ("server-key", "u-server")] {
+        let body = identify(key, user);
+        let headers = [("content-type", "application/json")];
+        let answer = send(&app, crate::helpers::request("POST", "/v1/batch", &headers, Some(body.as_bytes()))).await;
+        assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
+    }
+    let messages = app.queue().messages();
+    assert!(messages[0].body.contains(r#""key":"browser""#) && !messages[1].body.contains(r#""key""#));
+    let sandbox = sandbox().await;
+    // The workspace already has `plan`; settings let browsers create nothing else.
+    sandbox.seed_attribute(&intercom_relay::sandbox::SeedAttribute::new("contact", "plan", "string"));
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
+    let records: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            let mut r = record(&format!("r-{n}"), m.body.clone(), 1);
+            r.attributes.message_group_id = Some(m.ordering_key.clone());
+            r
+        })
+        .collect();
+    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    assert!(report.records.iter().all(|r| matches!(r.outcome, Outcome::Delivered { .. })), "{report:?}");
+    let state = sandbox.state();
+    let contact = |user: &str| state.contacts.values().find(|c| c.external_id.as_deref() == Some(user)).unwrap();
+    let (browser, server) = (contact("u-browser"), contact("u-server"));
+    assert_eq!(browser.custom_attributes.get("plan"), Some(&json!("pro")), "an attribute the workspace has is set");
+    assert_eq!(browser.custom_attributes.get("favourite_colour"), None, "none is created");
+    assert_eq!((browser.fields.get("owner_id"), browser.fields.get("unsubscribed_from_emails")), (None, None));
+    assert!(browser.tags.is_empty());
+    assert_eq!(server.custom_attributes.get("favourite_colour"), Some(&json!("red")));
+    assert!(server.fields.get("owner_id").is_some_and(|owner| owner.to_string().contains("991266252")), "{server:?}");
+    assert_eq!(server.fields.get("unsubscribed_from_emails"), Some(&json!(true)));
+    assert_eq!(server.tags.len(), 1);
+}
