@@ -464,7 +464,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
 /// The dead-letter reason for an Intercom failure.
 fn reason_of(error: &IntercomError, attempts: u32) -> Reason {
     let (code, message, request_id) = match error {
-        IntercomError::Api { code, message, request_id, .. } => (code.clone(), message.clone(), request_id.clone()),
+        // The message as shown: without the values Intercom quotes, which may be the event's personal data.
+        IntercomError::Api { code, redacted, request_id, .. } => (code.clone(), redacted.clone(), request_id.clone()),
         IntercomError::Transport(message) => ("transport".into(), message.clone(), None),
         IntercomError::Unexpected(message) => ("unexpected_answer".into(), message.clone(), None),
         IntercomError::Withheld(message) => ("intercom_failing".into(), message.clone(), None),

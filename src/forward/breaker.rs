@@ -352,6 +352,7 @@ mod tests {
             status,
             code: "x".into(),
             message: String::new(),
+            redacted: String::new(),
             request_id: None,
             retryable: false,
             link: None,

@@ -431,7 +431,8 @@ impl<A: IntercomApi> Executor<A> {
             } else {
                 return Err(error);
             };
-            warn!(path, intercom_message = message, "Intercom refused one value; sending the rest again without it.");
+            let shown = error.shown_message().unwrap_or_default();
+            warn!(path, intercom_message = shown, "Intercom refused one value; sending the rest again without it.");
             dropped.push(Dropped { path, reason });
             refusals += 1;
         }
@@ -1060,7 +1061,8 @@ impl<A: IntercomApi> Executor<A> {
                             let message = e.message().unwrap_or_default();
                             let refused = requests::attribute_refusal(message, model) == AttributeRefusal::Refused;
                             if refused {
-                                warn!(model, attribute = %name, intercom_message = message, "Intercom refused to create the attribute; its values are left out.");
+                                let shown = e.shown_message().unwrap_or_default();
+                                warn!(model, attribute = %name, intercom_message = shown, "Intercom refused to create the attribute; its values are left out.");
                             }
                             refused
                         }

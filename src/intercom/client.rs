@@ -17,12 +17,15 @@ const USER_AGENT: &str =
 /// Why a call did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum IntercomError {
-    /// Intercom answered with an error status.
-    #[error("Intercom answered {status} {code}: {message}")]
+    /// Intercom answered with an error status. Shown (in logs, dead letters) with the message redacted: Intercom quotes
+    /// the values it refuses, which may be personal data; `message` itself is only read, never shown.
+    #[error("Intercom answered {status} {code}: {redacted}")]
     Api {
         status: u16,
         code: String,
         message: String,
+        /// `message` with the values it quotes left out (`super::redact`).
+        redacted: String,
         request_id: Option<String>,
         retryable: bool,
         /// The `Link` header: a merged contact's 410 names the contact it became.
@@ -66,7 +69,15 @@ impl IntercomError {
         }
     }
 
-    /// Intercom's message, when it answered with one.
+    /// Intercom's message as it may be shown (logged, dead-lettered): the values it quotes left out.
+    pub fn shown_message(&self) -> Option<&str> {
+        match self {
+            IntercomError::Api { redacted, .. } => Some(redacted),
+            _ => None,
+        }
+    }
+
+    /// Intercom's message, when it answered with one: for reading (a conflict's id, a refused name), never for showing.
     pub fn message(&self) -> Option<&str> {
         match self {
             IntercomError::Api { message, .. } => Some(message),
@@ -215,10 +226,12 @@ impl IntercomClient {
                 .map_err(|e| IntercomError::Unexpected(e.to_string())),
             action => {
                 let list = ErrorList::decode(&bytes);
+                let message = list.message().unwrap_or_default().to_owned();
                 Err(IntercomError::Api {
                     status,
                     code: list.code().unwrap_or("unknown").to_owned(),
-                    message: list.message().unwrap_or_default().to_owned(),
+                    redacted: super::redact(&message, &super::request_keys(body)),
+                    message,
                     request_id: list.request_id.clone(),
                     retryable: matches!(action, RetryAction::Retry(_)),
                     link,
@@ -251,10 +264,12 @@ impl IntercomApi for IntercomClient {
             let pause = self.pause();
             if !pause.is_zero() {
                 if started.elapsed() + pause > self.max_wait {
+                    let message = format!("the rate-limit window resets in {pause:?}, later than this call may wait");
                     return Err(IntercomError::Api {
                         status: 429,
                         code: "rate_limit_exceeded".into(),
-                        message: format!("the rate-limit window resets in {pause:?}, later than this call may wait"),
+                        redacted: message.clone(),
+                        message,
                         request_id: None,
                         retryable: true,
                         link: None,

@@ -67,6 +67,59 @@ pub fn classify(status: u16) -> RetryAction {
     }
 }
 
+/// Intercom's `message` as it may be logged or kept in a dead letter: Intercom quotes values it refuses ("Email
+/// 'ada@example.com' is invalid"), which can be an event's personal data. Quoted text is kept only when it is a name the
+/// request used as a key (an attribute's, a field's: names, not values); other quoted text becomes `…`, and so do email
+/// addresses and runs of seven digits or more (phone numbers) outside quotes.
+pub fn redact(message: &str, request_keys: &std::collections::HashSet<String>) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['\'', '"', '`']) {
+        let quote = rest[start..].chars().next().expect("found above");
+        let Some(length) = rest[start + 1..].find(quote) else { break };
+        let inner = &rest[start + 1..start + 1 + length];
+        out.push_str(&redact_bare(&rest[..start]));
+        out.push(quote);
+        out.push_str(if request_keys.contains(inner) { inner } else { "…" });
+        out.push(quote);
+        rest = &rest[start + 1 + length + 1..];
+    }
+    out.push_str(&redact_bare(rest));
+    out
+}
+
+/// Email addresses and long digit runs of unquoted text, replaced.
+fn redact_bare(text: &str) -> String {
+    let words = text.split_inclusive(char::is_whitespace).map(|word| {
+        let core = word.trim_end();
+        let digits = core.chars().filter(char::is_ascii_digit).count();
+        let phone_like = digits >= 7 && core.chars().all(|c| c.is_ascii_digit() || "+-().".contains(c));
+        if core.contains('@') || phone_like { format!("…{}", &word[core.len()..]) } else { word.to_owned() }
+    });
+    words.collect()
+}
+
+/// The keys of every object in `body`, at any depth: the names a request used.
+pub fn request_keys(body: Option<&serde_json::Value>) -> std::collections::HashSet<String> {
+    fn walk(value: &serde_json::Value, keys: &mut std::collections::HashSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    keys.insert(key.clone());
+                    walk(value, keys);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| walk(item, keys)),
+            _ => {}
+        }
+    }
+    let mut keys = std::collections::HashSet::new();
+    if let Some(body) = body {
+        walk(body, &mut keys);
+    }
+    keys
+}
+
 /// The contact a 409 on `POST /contacts` names: "A contact matching those details already exists with id=<id>".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConflictingContact {
@@ -135,6 +188,32 @@ mod tests {
         assert_eq!(list.code(), Some("conflict"));
         assert_eq!(list.request_id.as_deref(), Some("f93ecfa8-d08a-4325-8694-89aeb89c8f85"));
         assert_eq!(ErrorList::decode(b"<html>Bad gateway</html>"), ErrorList::default());
+    }
+
+    #[test]
+    fn a_message_keeps_the_names_the_request_used_and_loses_the_values_it_quotes() {
+        let body = serde_json::json!({"email": "ada@example.com", "custom_attributes": {"plan": "x"}});
+        let keys = request_keys(Some(&body));
+        assert_eq!(
+            redact("Email 'ada@example.com' is not valid for \"email\"", &keys),
+            "Email '…' is not valid for \"email\""
+        );
+        assert_eq!(
+            redact(
+                "You already have 'plan' in your company data. To save this as new people data, use a different name.",
+                &keys
+            ),
+            "You already have 'plan' in your company data. To save this as new people data, use a different name."
+        );
+        assert_eq!(
+            redact("Phone number +442079460958 is invalid; write to bob@example.com", &keys),
+            "Phone number … is invalid; write to …"
+        );
+        assert_eq!(
+            redact("A contact matching those details already exists with id=6657a1b2c3d4e5f6a7b8c9d0", &keys),
+            "A contact matching those details already exists with id=6657a1b2c3d4e5f6a7b8c9d0"
+        );
+        assert_eq!(redact("unbalanced 'quote", &keys), "unbalanced 'quote");
     }
 
     #[test]

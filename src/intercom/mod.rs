@@ -6,7 +6,9 @@ mod rate_limit;
 pub mod requests;
 
 pub use client::{Exchange, IntercomApi, IntercomClient, IntercomError, Observer};
-pub use error::{ConflictingContact, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact};
+pub use error::{
+    ConflictingContact, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact, redact, request_keys,
+};
 pub use rate_limit::RateLimit;
 
 /// The API versions Intercom's OpenAPI spec lists for `Intercom-Version` (2.16 spec, `intercom_version` enum).

@@ -380,9 +380,16 @@ async fn a_value_intercom_still_refuses_is_left_out_and_the_write_sent_again_wit
     deliver(&executor, json!({"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})).await;
     // Made after this warm function read the workspace's attributes: it cannot know the list's options.
     sandbox.seed_attribute(&SeedAttribute::new("contact", "tier", "string").with_options(&["gold", "silver"]));
-    let identify = json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada", "tier": "bronze"}});
+    let identify = json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada", "tier": "bronze-7f3a"}});
+    let (logs, guard) = crate::helpers::Captured::start(tracing::Level::WARN, true);
     let delivery = deliver(&executor, identify).await;
+    drop(guard);
     assert_eq!(dropped_paths(&delivery), ["custom_attributes.tier"], "{delivery:?}");
+    // Intercom's message quotes the value it refused ("Custom attribute 'tier' has no option '…'"): the log keeps the
+    // attribute's name, which the request used as a key, and not the event's value.
+    let text = logs.text();
+    assert!(text.contains("Custom attribute 'tier' has no option '…'"), "{text}");
+    assert!(!text.contains("bronze-7f3a"), "{text}");
     let last: Vec<(String, u16)> =
         sandbox.requests().iter().rev().take(2).rev().map(|r| (r.method.clone(), r.status)).collect();
     assert_eq!(last, [("PUT".to_owned(), 400), ("PUT".to_owned(), 200)], "refused whole, then sent without it");
