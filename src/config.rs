@@ -1,5 +1,6 @@
 //! Every environment variable, typed and read once at start; secrets as `SecretString`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,13 +162,7 @@ impl ForwardConfig {
         };
         let base_url = match set("INTERCOM_BASE_URL") {
             None => region.base_url().to_owned(),
-            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
-                url.trim_end_matches('/').to_owned()
-            }
-            Some(url) => {
-                let reason = format!("must be an http(s) URL such as https://api.intercom.io, not `{url}`");
-                return Err(ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason });
-            }
+            Some(url) => base_url(&url).map_err(|reason| ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason })?,
         };
         let api_version = set("INTERCOM_API_VERSION").unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
@@ -250,6 +245,29 @@ impl ForwardConfig {
 
 /// The destination settings from `RELAY_SETTINGS` or the file `RELAY_SETTINGS_FILE` names (not both); every problem of
 /// a bad document is listed by its path.
+/// An API root for the Intercom client: `https://`, or plain `http://` only to a loopback address (a sandbox or a proxy
+/// on the same machine), as every request carries the access token.
+fn base_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("must be an http(s) URL such as https://api.intercom.io, not `{url}` ({e})"))?;
+    let loopback = || match parsed.host_str() {
+        Some("localhost") => true,
+        Some(host) => {
+            host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" if parsed.host_str().is_some() => Ok(url.trim_end_matches('/').to_owned()),
+        "http" if loopback() => Ok(url.trim_end_matches('/').to_owned()),
+        "http" => Err(format!(
+            "`{url}` would send the access token unencrypted: plain http:// is for a loopback address only (127.0.0.1, \
+             [::1], localhost); use https://"
+        )),
+        _ => Err(format!("must be an http(s) URL such as https://api.intercom.io, not `{url}`")),
+    }
+}
+
 fn settings(set: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
     let invalid = |name, reason| ConfigError::Invalid { name, reason };
     match (set("RELAY_SETTINGS"), set("RELAY_SETTINGS_FILE")) {
@@ -421,6 +439,33 @@ mod tests {
         let config = forward(&[TOKEN, DLQ, ("INTERCOM_REGION", "eu"), ("INTERCOM_BASE_URL", "http://127.0.0.1:4010/")]);
         let config = config.unwrap();
         assert_eq!((config.region, config.base_url.as_str()), (Region::Eu, "http://127.0.0.1:4010"));
+    }
+
+    #[test]
+    fn plain_http_reaches_intercom_only_on_this_machine() {
+        for url in ["http://127.0.0.1:4010", "http://127.8.9.10/", "http://[::1]:8080", "http://localhost:4010/v"] {
+            let config = forward(&[TOKEN, DLQ, ("INTERCOM_BASE_URL", url)]).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(config.base_url, url.trim_end_matches('/'));
+        }
+        for url in ["https://api.intercom.io", "https://proxy.internal:8443/intercom"] {
+            assert_eq!(forward(&[TOKEN, DLQ, ("INTERCOM_BASE_URL", url)]).unwrap().base_url, url);
+        }
+        let refused = [
+            "http://api.intercom.io",
+            "http://10.0.0.5:4010",
+            "http://[::ffff:10.0.0.5]",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+        ];
+        for url in refused {
+            let error = forward(&[TOKEN, DLQ, ("INTERCOM_BASE_URL", url)]).unwrap_err().to_string();
+            assert!(error.starts_with("INTERCOM_BASE_URL is invalid: "), "{error}");
+            assert!(error.contains("unencrypted") && error.contains("use https://"), "{url}: {error}");
+        }
+        for url in ["ftp://127.0.0.1", "https://", "127.0.0.1:4010"] {
+            let error = forward(&[TOKEN, DLQ, ("INTERCOM_BASE_URL", url)]).unwrap_err().to_string();
+            assert!(error.starts_with("INTERCOM_BASE_URL is invalid: must be an http(s) URL"), "{url}: {error}");
+        }
     }
 
     #[test]
