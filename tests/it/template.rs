@@ -695,3 +695,12 @@ fn the_readmes_secrets_commands_name_the_secrets_they_create_and_sam_validate_li
     let said = sam_validate(&variant).expect_err("a malformed reference");
     assert!(said.contains("E1050"), "{said}");
 }
+
+#[test]
+fn browser_write_keys_reach_the_ingest_function_from_their_own_parameter() {
+    let template = include_str!("../../template.yaml");
+    let ingest = &template[template.find("\n  IngestFunction:\n").expect("the ingest function")..];
+    let ingest = &ingest[..ingest[1..].find("\n  ForwardFunction").map_or(ingest.len(), |end| end + 1)];
+    assert!(ingest.contains("BROWSER_WRITE_KEYS: !Ref BrowserWriteKeys"), "{ingest}");
+    assert!(template.contains("\n  BrowserWriteKeys:\n    Type: String\n    Default: \"\"\n"));
+}
