@@ -332,10 +332,10 @@ impl Drop for ClearOnDrop {
 async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
     intercom_relay::logging::init_local(LevelFilter::INFO);
     let (write_keys, generated) = match env("WRITE_KEYS") {
-        Some(text) => (config::write_keys(Some(text))?, None),
+        Some(text) => (config::write_keys_of_both_kinds(Some(text), env("BROWSER_WRITE_KEYS"))?, None),
         None => {
             let key = format!("local-{}", uuid::Uuid::new_v4().simple());
-            (config::write_keys(Some(key.clone()))?, Some(key))
+            (config::write_keys_of_both_kinds(Some(key.clone()), env("BROWSER_WRITE_KEYS"))?, Some(key))
         }
     };
     let allowed_origins = match env("CORS_ALLOWED_ORIGINS") {
