@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use intercom_relay::config;
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
-    BackfillOptions, BackfillReport, Destination, Ending, GenerateOptions, LineRejection, LocalError, Progress,
+    BackfillOptions, BackfillReport, Destination, DryRun, Ending, GenerateOptions, LineRejection, LocalError, Progress,
     ReplayOptions, ServeOptions, Tally, backfill, generate, generate_archive, parse_time, replay, replay_archives,
     serve,
 };
@@ -153,6 +153,10 @@ struct ReplayArgs {
     /// without --limit sends the rest.
     #[arg(long, value_name = "EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
+    /// Read and validate every line, report the counts and the bad lines, and send nothing (no checkpoint either): a
+    /// check of an archive before a backfill.
+    #[arg(long, conflicts_with_all = ["to_queue", "intercom_url", "live", "checkpoint", "limit"])]
+    dry_run: bool,
     /// Events sent at once, and so between checkpoints.
     #[arg(long, value_name = "EVENTS", default_value_t = intercom_relay::local::BATCH_EVENTS, value_parser = batch_size)]
     batch: usize,
@@ -169,6 +173,7 @@ impl ReplayArgs {
     /// Whether the run is a backfill: streamed, filtered, resumable.
     fn is_backfill(&self) -> bool {
         self.to_queue.is_some()
+            || self.dry_run
             || self.since.is_some()
             || self.until.is_some()
             || self.checkpoint.is_some()
@@ -369,6 +374,7 @@ async fn run_backfill(args: ReplayArgs) -> Result<ExitCode, LocalError> {
         }
     };
     let (report, forwarded) = match &args.to_queue {
+        None if args.dry_run => (backfill(options, &DryRun, progress, stop, &on_rejected).await, None),
         Some(url) => {
             options.checkpoint = Some(options.checkpoint.unwrap_or_else(|| default_checkpoint(&args.paths[0])));
             let queue = events_queue(url).await?;

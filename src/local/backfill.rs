@@ -108,6 +108,22 @@ impl Sink for SqsQueue {
     }
 }
 
+/// Nowhere: a check of an archive (every line read and validated, the counts and bad lines reported) that sends nothing.
+pub struct DryRun;
+
+/// What a dry run's report names as its destination.
+pub const DRY_RUN: &str = "nowhere (--dry-run)";
+
+impl Sink for DryRun {
+    fn name(&self) -> String {
+        DRY_RUN.to_owned()
+    }
+
+    async fn send(&self, _: &[QueuedMessage], _: &[String]) -> Result<(), Unconfirmed> {
+        Ok(())
+    }
+}
+
 /// The local pipeline: confirmed is forwarded to the end (delivered, skipped or dead-lettered).
 pub struct InProcess<'a> {
     local: &'a Local,
@@ -230,15 +246,21 @@ impl BackfillReport {
     /// The counts in a sentence or two.
     pub fn summary(&self) -> String {
         let t = &self.totals;
+        let sent = if self.destination == DRY_RUN {
+            format!("{} valid (--dry-run: nothing sent)", t.sent)
+        } else {
+            format!("{} sent to {}", t.sent, self.destination)
+        };
         let mut out = format!(
-            "{} files, {} lines, {} events: {} sent to {}, {} outside --since/--until, {} rejected, {} duplicates dropped",
-            self.files, t.lines, t.events, t.sent, self.destination, t.filtered, t.rejected, t.duplicates
+            "{} files, {} lines, {} events: {sent}, {} outside --since/--until, {} rejected, {} duplicates dropped",
+            self.files, t.lines, t.events, t.filtered, t.rejected, t.duplicates
         );
         if self.resumed_at.is_some() {
             out.push_str(" (over every run)");
         }
+        let verb = if self.destination == DRY_RUN { "found" } else { "sent" };
         out.push_str(&format!(
-            "; this run sent {} in {:.1} s ({:.0} events/s).",
+            "; this run {verb} {} in {:.1} s ({:.0} events/s).",
             self.sent_this_run, self.seconds, self.events_per_second
         ));
         if let Some(at) = &self.resumed_at {
@@ -566,7 +588,11 @@ impl Reader {
         let mut produced = 0u64;
         let mut idle = 0u64;
         let mut line = Vec::with_capacity(4096);
-        let emit = |chunk: Chunk| tx.blocking_send(chunk).is_ok();
+        // Events past the chunk's end that the queue holds already go with it (a chunk may end before meeting them).
+        let emit = |mut chunk: Chunk, carried: &HashSet<String>| {
+            chunk.end.sent = carried.iter().cloned().collect();
+            tx.blocking_send(chunk).is_ok()
+        };
         for index in self.start.file..self.files.len() {
             let file = &self.files[index];
             let name = file.path.display().to_string();
@@ -587,7 +613,7 @@ impl Reader {
                     if self.strict {
                         chunk.rejections.extend(result.rejections);
                         chunk.last = Some(Ending::BadLine { file: name, line: 0 });
-                        emit(chunk);
+                        emit(chunk, &carried);
                         return;
                     }
                     self.commit(&mut chunk, &mut counts, result);
@@ -627,35 +653,33 @@ impl Reader {
                     let at = result.rejections[0].line;
                     chunk.rejections.extend(result.rejections);
                     chunk.last = Some(Ending::BadLine { file: name, line: at });
-                    emit(chunk);
+                    emit(chunk, &carried);
                     return;
                 }
                 let sending = !result.messages.is_empty();
                 produced += result.messages.len() as u64;
                 self.commit(&mut chunk, &mut counts, result);
                 if lines.is_some() {
-                    chunk.end = Position { file: index, lines: number, sent: carried.iter().cloned().collect() };
+                    chunk.end = Position { file: index, lines: number, sent: Vec::new() };
                 }
                 idle = if sending { 0 } else { idle + 1 };
                 if self.limit.is_some_and(|limit| produced >= limit) {
                     chunk.last = Some(Ending::Limit);
-                    emit(chunk);
+                    emit(chunk, &carried);
                     return;
                 }
                 if chunk.messages.len() >= self.batch || idle >= IDLE_LINES {
                     idle = 0;
                     let next = self.chunk(chunk.end.clone(), counts);
-                    if !emit(std::mem::replace(&mut chunk, next)) {
+                    if !emit(std::mem::replace(&mut chunk, next), &carried) {
                         return;
                     }
                 }
             }
-            // Past the file: what was carried for it was met, or its lines were not there to meet.
-            carried.clear();
             chunk.end = Position { file: index + 1, lines: 0, sent: Vec::new() };
         }
         chunk.last = Some(Ending::Finished);
-        emit(chunk);
+        emit(chunk, &carried);
     }
 
     fn chunk(&self, end: Position, counts: Totals) -> Chunk {

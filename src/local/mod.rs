@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use backfill::{
-    BATCH_EVENTS, BackfillOptions, BackfillReport, Ending, InProcess, LineRejection, MAX_LISTED, Progress, SEND_RETRY,
-    Sink, backfill, parse_time,
+    BATCH_EVENTS, BackfillOptions, BackfillReport, DRY_RUN, DryRun, Ending, InProcess, LineRejection, MAX_LISTED,
+    Progress, SEND_RETRY, Sink, backfill, parse_time,
 };
 pub use generate::{ARCHIVE_SOURCE_ID, ArchiveWritten, GenerateOptions, generate, generate_archive};
 pub use replay::{ReplayOptions, replay, replay_archives};
