@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +13,9 @@ use intercom_relay::config;
 use intercom_relay::erasure::ErasureRequest;
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
-    Destination, GenerateOptions, LocalError, ReplayOptions, ServeOptions, Tally, generate, replay, serve,
+    BackfillOptions, BackfillReport, Destination, DryRun, Ending, GenerateOptions, LineRejection, LocalError, Progress,
+    ReplayOptions, ServeOptions, Tally, backfill, generate, generate_archive, parse_time, replay, replay_archives,
+    serve,
 };
 use intercom_relay::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
@@ -34,6 +37,13 @@ enum Command {
     /// function-URL request event or an SQS event of envelopes; directories are walked for .json, .ndjson and .jsonl
     /// files. Exit status: 0 when the run completed, 1 with --strict if anything was rejected or dead-lettered,
     /// 2 for usage or input errors.
+    ///
+    /// A backfill from a CDP's archive: .gz files (gzipped NDJSON as Segment's S3 destination and RudderStack's event
+    /// replay archive write them) and directories of them are streamed a line at a time, and so are .ndjson and .jsonl
+    /// files with --to-queue, --since, --until, --checkpoint or --limit. Bad lines are reported with their file and
+    /// line and passed over (with --strict the run stops at the first one). --to-queue sends the accepted events to
+    /// the deployed events queue, keeping a checkpoint: rerun the same command to resume. Exit status: 0 when done,
+    /// 1 when it stopped before the end (--strict, the queue failing), 130 when interrupted, 2 for usage errors.
     Replay(ReplayArgs),
     /// Serve Segment's HTTP Tracking API on this machine, forwarding what it accepts as it arrives.
     ///
@@ -139,7 +149,8 @@ struct ReplayArgs {
     /// Include every Intercom request (method, path, status and body) in the report.
     #[arg(long)]
     show_requests: bool,
-    /// Exit with status 1 if any event was rejected or dead-lettered.
+    /// Exit with status 1 if any event was rejected or dead-lettered; in a backfill, stop at the first bad line (the
+    /// same command resumes there).
     #[arg(long)]
     strict: bool,
     #[command(flatten)]
@@ -148,6 +159,53 @@ struct ReplayArgs {
     /// the samples in events/requests.
     #[arg(long = "write-keys", env = "WRITE_KEYS", hide_env_values = true, default_value = "test-write-key")]
     write_keys: String,
+    /// Send the accepted events to this SQS queue (the stack's EventsQueueUrl output) with the envelope, message
+    /// group and deduplication id ingest gives them, for the deployed forwarders to pace, instead of forwarding here.
+    /// AWS credentials and region as the AWS CLI reads them.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["intercom_url", "live", "rate_limit", "search_lag", "file", "show_requests"])]
+    to_queue: Option<String>,
+    /// Only events at or after this time (RFC 3339, or a date: its midnight UTC), by their timestamp as the ingest API
+    /// normalises it (the event's own, corrected for clock skew; else when it was received or sent).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<time::OffsetDateTime>,
+    /// Only events before this time (RFC 3339, or a date: its midnight UTC, so `--until 2025-02-01` ends with January).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<time::OffsetDateTime>,
+    /// Keep the backfill's place in this file, written after every batch confirmed; the same command resumes from it.
+    /// With --to-queue the default is the first PATH with `.checkpoint` added (`archive.checkpoint`).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Stop once this many events were sent (at the end of the line that reaches it): a trial run; the same command
+    /// without --limit sends the rest.
+    #[arg(long, value_name = "EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Read and validate every line, report the counts and the bad lines, and send nothing (no checkpoint either): a
+    /// check of an archive before a backfill.
+    #[arg(long, conflicts_with_all = ["to_queue", "intercom_url", "live", "checkpoint", "limit"])]
+    dry_run: bool,
+    /// Events sent at once, and so between checkpoints.
+    #[arg(long, value_name = "EVENTS", default_value_t = intercom_relay::local::BATCH_EVENTS, value_parser = batch_size)]
+    batch: usize,
+}
+
+fn batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err("must be a number of events from 1 to 100000".into()),
+    }
+}
+
+impl ReplayArgs {
+    /// Whether the run is a backfill: streamed, filtered, resumable.
+    fn is_backfill(&self) -> bool {
+        self.to_queue.is_some()
+            || self.dry_run
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.checkpoint.is_some()
+            || self.limit.is_some()
+            || intercom_relay::local::archive::holds_gzip(&self.paths)
+    }
 }
 
 #[derive(Args)]
@@ -190,9 +248,16 @@ struct GenerateArgs {
     users: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// The day's start (RFC 3339); the events spread over the 24 hours after it.
+    /// The first day's start (RFC 3339); the events spread over the `--days` × 24 hours after it.
     #[arg(long, default_value = "2026-01-01T00:00:00Z")]
     start: String,
+    /// Days the events spread over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+    /// Write them as Segment's S3 destination archives events, under DIR/segment-logs/gen-source/<received-day>/
+    /// (one gzipped NDJSON file per hour), instead of NDJSON on stdout: a sample archive for `replay`.
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -276,6 +341,9 @@ fn env(name: &str) -> Option<String> {
 
 async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     intercom_relay::logging::init_local(LevelFilter::WARN);
+    if args.is_backfill() {
+        return run_backfill(args).await;
+    }
     let write_keys = config::write_keys(Some(args.write_keys))?;
     let options = ReplayOptions { paths: args.paths, destination: args.intercom.destination(), write_keys };
     let tally = Arc::new(Tally::new(true, args.show_requests));
@@ -319,6 +387,207 @@ fn progress_bar(tally: Arc<Tally>) -> Option<tokio::task::JoinHandle<()>> {
             }
         }
     }))
+}
+
+/// `replay` of archives: streamed, filtered, to the queue or forwarded here, with a checkpoint.
+async fn run_backfill(args: ReplayArgs) -> Result<ExitCode, LocalError> {
+    let mut options = BackfillOptions::new(args.paths.clone());
+    options.since = args.since;
+    options.until = args.until;
+    options.strict = args.strict;
+    options.limit = args.limit;
+    options.checkpoint = args.checkpoint.clone();
+    options.batch = args.batch;
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since >= until
+    {
+        return Err(LocalError::Usage("--since must be before --until".into()));
+    }
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopping.store(true, Ordering::Release);
+        let _ = writeln!(
+            std::io::stderr(),
+            "Stopping after the batch in flight, then writing the checkpoint (a second Ctrl-C quits at once: the \
+             last checkpoint written stays, and the batch in flight is sent again on resume)."
+        );
+        shutdown_signal().await;
+        std::process::exit(130);
+    });
+    let bar = backfill_bar(progress.clone());
+    let bar_handle = bar.as_ref().map(|(bar, _)| bar.clone());
+    let json = args.json;
+    let on_rejected = move |rejection: &LineRejection| {
+        if json {
+            return;
+        }
+        let line = format!("{:<13} {}\n", "rejected", rejection.text());
+        match &bar_handle {
+            Some(bar) => bar.suspend(|| out(&line)),
+            None => out(&line),
+        }
+    };
+    let (report, forwarded) = match &args.to_queue {
+        None if args.dry_run => (backfill(options, &DryRun, progress, stop, &on_rejected).await, None),
+        Some(url) => {
+            options.checkpoint = Some(options.checkpoint.unwrap_or_else(|| default_checkpoint(&args.paths[0])));
+            let queue = events_queue(url).await?;
+            (backfill(options, &queue, progress, stop, &on_rejected).await, None)
+        }
+        None => {
+            let write_keys = config::write_keys(Some(args.write_keys.clone()))?;
+            let replay_options =
+                ReplayOptions { paths: args.paths.clone(), destination: args.intercom.destination(), write_keys };
+            let tally = Arc::new(Tally::new(false, args.show_requests));
+            let result = replay_archives(
+                replay_options,
+                options,
+                args.settings.env(),
+                tally.clone(),
+                progress,
+                stop,
+                &on_rejected,
+            )
+            .await;
+            match result {
+                Ok((local, report)) => (Ok(report), Some((local, tally))),
+                Err(e) => (Err(e), None),
+            }
+        }
+    };
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    let forwarded_report = forwarded.as_ref().map(|(_, tally)| tally.report());
+    if args.json {
+        let mut document = serde_json::json!({"backfill": report});
+        if let Some(forwarded) = &forwarded_report {
+            document["forwarded"] = serde_json::to_value(forwarded).expect("a report serialises");
+        }
+        out(&format!("{}\n", serde_json::to_string_pretty(&document).expect("a report serialises")));
+    } else {
+        if report.rejected_not_listed > 0 {
+            out(&format!("… and {} more rejected (the report lists the first ones)\n", report.rejected_not_listed));
+        }
+        if let (Some((local, _)), Some(forwarded)) = (&forwarded, &forwarded_report) {
+            for letter in &forwarded.dead_lettered {
+                let id = letter.message_id.as_deref().unwrap_or("-");
+                out(&format!("dead-lettered {id} ({}): {}\n", letter.source, letter.reason));
+            }
+            out(&forwarded.summary());
+            let held = local.sandbox_summary().map(|s| format!(": it holds {s}")).unwrap_or_default();
+            let unchanged = local.sandbox.as_ref().map(|s| format!("; {}", unchanged(s))).unwrap_or_default();
+            out(&format!("Intercom: {}{held}{unchanged}.\n", local.destination));
+        }
+        out(&format!("Backfill: {}\n", report.summary()));
+    }
+    if let Some(next) = report.next_step() {
+        let _ = writeln!(std::io::stderr(), "{next}");
+    }
+    Ok(backfill_status(&report, args.strict, forwarded_report.as_ref()))
+}
+
+/// 0 when done, 1 when it stopped before the end (or, forwarding here with --strict, something was dead-lettered),
+/// 130 when interrupted.
+fn backfill_status(
+    report: &BackfillReport,
+    strict: bool,
+    forwarded: Option<&intercom_relay::local::Report>,
+) -> ExitCode {
+    match report.ending {
+        Ending::Finished | Ending::Limit => {
+            let dead = forwarded.is_some_and(|f| !f.dead_lettered.is_empty());
+            if strict && dead { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Ending::Interrupted => ExitCode::from(130),
+        Ending::BadLine { .. } | Ending::QueueFailed { .. } => ExitCode::from(1),
+    }
+}
+
+/// `archive.checkpoint` beside `archive` (a trailing slash left out); `backfill.checkpoint` for `.` or `/`.
+fn default_checkpoint(path: &std::path::Path) -> PathBuf {
+    match path.file_name() {
+        Some(name) => {
+            let mut name = name.to_os_string();
+            name.push(".checkpoint");
+            path.with_file_name(name)
+        }
+        None => PathBuf::from("backfill.checkpoint"),
+    }
+}
+
+/// The events queue at `url`, checked before anything is read: it exists and these credentials reach it.
+async fn events_queue(url: &str) -> Result<SqsQueue, LocalError> {
+    use aws_config::timeout::TimeoutConfig;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+    let client = aws_sdk_sqs::Client::new(&aws);
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::FifoQueue)
+        .send()
+        .await
+        .map_err(|e| {
+            LocalError::Usage(format!("cannot reach the queue {url}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+        })?;
+    let fifo = attributes.attributes().and_then(|a| a.get(&QueueAttributeName::FifoQueue)).is_some_and(|v| v == "true");
+    if !fifo {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {url} is not a FIFO queue: a person's events may be forwarded out of order, and an event sent \
+             twice is not dropped. The stack's EventsQueueUrl is FIFO."
+        );
+    }
+    Ok(SqsQueue::new(client, url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT))
+}
+
+/// A bar on stderr while a backfill runs, when stderr is a terminal: bytes of the archive read, events read, sent,
+/// filtered and rejected, the rate and the time left.
+fn backfill_bar(progress: Arc<Progress>) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {percent:>3}% {msg}, {elapsed} elapsed, {eta} left")
+            .expect("a valid template"),
+    );
+    let drawn = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut first = true;
+        loop {
+            let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            drawn.set_length(load(&progress.bytes_total).max(1));
+            drawn.set_position(load(&progress.bytes_read));
+            if first {
+                // Files done in an earlier run are not this run's speed.
+                drawn.reset_eta();
+                first = false;
+            }
+            let rate = load(&progress.sent_this_run) as f64 / started.elapsed().as_secs_f64().max(0.001);
+            drawn.set_message(format!(
+                "{} read, {} sent, {} filtered, {} rejected, {:.0} events/s",
+                indicatif::HumanCount(load(&progress.events)),
+                indicatif::HumanCount(load(&progress.sent)),
+                indicatif::HumanCount(load(&progress.filtered)),
+                indicatif::HumanCount(load(&progress.rejected)),
+                rate
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Some((bar, ticker))
 }
 
 struct ClearOnDrop(indicatif::ProgressBar);
@@ -443,7 +712,19 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode, LocalError> {
         time::OffsetDateTime::parse(&args.start, &time::format_description::well_known::Rfc3339).map_err(|e| {
             LocalError::Usage(format!("--start must be an RFC 3339 time such as 2026-01-01T00:00:00Z: {e}"))
         })?;
-    let options = GenerateOptions { events: args.events, users: args.users, seed: args.seed, start };
+    let options = GenerateOptions { events: args.events, users: args.users, seed: args.seed, start, days: args.days };
+    if let Some(dir) = &args.archive {
+        let written = generate_archive(&options, dir)
+            .map_err(|e| LocalError::Io(format!("cannot write the archive under {}: {e}", dir.display())))?;
+        out(&format!(
+            "{} events in {} files ({} bytes gzipped) under {}\n",
+            written.events,
+            written.files,
+            written.bytes,
+            written.root.display()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     generate(&options, &mut stdout)
         .and_then(|()| stdout.flush())

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 /// `events` events from `users` people (`intercom-relay generate`'s mix), one NDJSON line each.
 pub fn generated(events: usize, users: usize, seed: u64) -> Vec<String> {
-    let options = GenerateOptions { events, users, seed, start: OffsetDateTime::now_utc() };
+    let options = GenerateOptions { events, users, seed, start: OffsetDateTime::now_utc(), days: 1 };
     let mut ndjson = Vec::new();
     generate(&options, &mut ndjson).expect("generated");
     String::from_utf8(ndjson).expect("UTF-8").lines().map(str::to_owned).collect()

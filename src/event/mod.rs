@@ -12,6 +12,7 @@ pub(crate) use json::JsonObject;
 pub use json::{RawObject, TopLevel};
 pub use parse::{
     Batch, BatchDefaults, BodyError, FieldError, MAX_DEPTH, RawEvent, Rejected, parse_batch, parse_event, parse_single,
+    timestamp_member,
 };
 pub use timestamp::{TimestampError, format_timestamp, parse_timestamp, read_timestamp};
 

@@ -18,7 +18,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError { path: path.into(), message: message.into() }
     }
 }
@@ -79,6 +79,26 @@ impl<'a> RawEvent<'a> {
     /// size limit, and its values were checked.
     pub fn accepted(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
         Ok(RawEvent { bytes: 0, check_values: false, ..RawEvent::parse(text)? })
+    }
+
+    /// A top-level member as sent; `None` for a missing one, or when the event is not an object.
+    pub fn member(&self, key: &str) -> Option<&'a RawValue> {
+        self.members.as_ref()?.get(key)
+    }
+
+    /// Whether the event names its own `messageId` (a non-blank string or a number), rather than being given one.
+    pub fn has_message_id(&self) -> bool {
+        let mut errors = Vec::new();
+        self.member("messageId").and_then(|raw| id_field(raw, "messageId", &mut errors)).is_some()
+    }
+}
+
+/// A member holding a time (`receivedAt`, an archive's `createdAt`), read as the event's own times are: `None` when
+/// it is missing or null, the reason naming `path` when it is not an RFC 3339 timestamp.
+pub fn timestamp_member(raw: Option<&RawValue>, path: &str) -> Result<Option<OffsetDateTime>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => timestamp_field(raw).map_err(|message| FieldError::new(path, message)),
     }
 }
 

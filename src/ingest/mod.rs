@@ -382,20 +382,11 @@ pub fn accept_events(
                 if queued_bytes > MAX_QUEUED_BYTES {
                     return Err(IngestError::TooMuchToQueue);
                 }
-                if message.bytes() > MAX_MESSAGE_BYTES {
-                    // Only a large batch-level context merged into the event can get it here.
-                    let error = FieldError {
-                        path: "context".into(),
-                        message: format!(
-                            "with the batch's context merged in, the event and its attributes are {} bytes; a queue \
-                             message holds at most {} bytes",
-                            message.bytes(),
-                            MAX_MESSAGE_BYTES
-                        ),
-                    };
-                    rejected.push(Rejected { index, message_id: Some(message.message_id), errors: vec![error] });
-                } else {
-                    messages.push(message);
+                match oversize(&message) {
+                    Some(error) => {
+                        rejected.push(Rejected { index, message_id: Some(message.message_id), errors: vec![error] })
+                    }
+                    None => messages.push(message),
                 }
             }
             Err(mut refusal) => {
@@ -405,6 +396,20 @@ pub fn accept_events(
         }
     }
     Ok((messages, rejected))
+}
+
+/// Why `message` cannot be queued, when it is over what one SQS message holds. Only a large batch-level context merged
+/// into an event can get it there (an event is at most 32 KB).
+pub fn oversize(message: &QueuedMessage) -> Option<FieldError> {
+    (message.bytes() > MAX_MESSAGE_BYTES).then(|| FieldError {
+        path: "context".into(),
+        message: format!(
+            "with the batch's context merged in, the event and its attributes are {} bytes; a queue message holds at \
+             most {} bytes",
+            message.bytes(),
+            MAX_MESSAGE_BYTES
+        ),
+    })
 }
 
 fn all_rejected(route: Route, total: usize, rejected: Vec<Rejected>) -> Response<Body> {

@@ -1,7 +1,12 @@
-//! `intercom-relay generate`: a seeded, realistic day of events from a population of users, as NDJSON, for measuring
-//! calls per event, throughput and cost on a mix like production's.
+//! `intercom-relay generate`: seeded, realistic days of events from a population of users, as NDJSON or as the archive
+//! Segment's S3 destination writes, for measuring calls per event, throughput, cost and backfills on a mix like
+//! production's.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -12,8 +17,10 @@ pub struct GenerateOptions {
     pub events: usize,
     pub users: usize,
     pub seed: u64,
-    /// The day's start (the events spread over the 24 hours after it).
+    /// The first day's start (the events spread over the `days` × 24 hours after it).
     pub start: OffsetDateTime,
+    /// Days the events spread over (at least 1).
+    pub days: u32,
 }
 
 /// Shares of the mix, in per mille of the events that are not a new user's first identify; the rest are tracks.
@@ -38,10 +45,21 @@ const PAGES: [&str; 6] = ["/", "/pricing", "/docs/start", "/blog/launch", "/chec
 /// an identify with their traits (a new user); later events are a mix of tracks, pages, returning identifies, groups,
 /// screens and aliases, spread over the day in time order.
 pub fn generate(options: &GenerateOptions, out: &mut impl Write) -> std::io::Result<()> {
+    events(options, |event, _| {
+        serde_json::to_writer(&mut *out, &event)?;
+        out.write_all(b"\n")
+    })
+}
+
+/// Calls `each` with every event of [`generate`] and its time, in time order.
+fn events(
+    options: &GenerateOptions,
+    mut each: impl FnMut(Value, OffsetDateTime) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let users = options.users.max(1);
     let mut seen = vec![false; users];
-    let step = 86_400_000 / options.events.max(1) as i64;
+    let step = 86_400_000 * i64::from(options.days.max(1)) / options.events.max(1) as i64;
     for index in 0..options.events {
         let at = options.start + time::Duration::milliseconds(index as i64 * step + rng.i64(0..step.max(1)));
         let timestamp = crate::event::format_timestamp(at);
@@ -68,10 +86,77 @@ pub fn generate(options: &GenerateOptions, out: &mut impl Write) -> std::io::Res
         let mut event = event;
         event["messageId"] = Value::String(message_id);
         event["timestamp"] = Value::String(timestamp);
-        serde_json::to_writer(&mut *out, &event)?;
-        out.write_all(b"\n")?;
+        each(event, at)?;
     }
     Ok(())
+}
+
+/// What [`generate_archive`] wrote.
+#[derive(Debug)]
+pub struct ArchiveWritten {
+    /// `DIR/segment-logs/<source-id>`.
+    pub root: PathBuf,
+    pub files: usize,
+    pub events: usize,
+    /// Compressed bytes.
+    pub bytes: u64,
+}
+
+/// The source id in the archive's paths and every event's `projectId`.
+pub const ARCHIVE_SOURCE_ID: &str = "gen-source";
+
+/// Writes [`generate`]'s events as Segment's S3 destination archives them: gzipped NDJSON under
+/// `dir/segment-logs/<source-id>/<received-day>/<file>.gz` (the day as the Unix time of its UTC midnight in
+/// milliseconds), one file per hour of receipt, each line the whole event as Segment stored it: `originalTimestamp`
+/// and `sentAt` by the client's clock (a few clients' run minutes off), `receivedAt` by Segment's, and `timestamp`
+/// corrected for the skew, with `projectId`, `channel`, `version` and `integrations`.
+pub fn generate_archive(options: &GenerateOptions, dir: &Path) -> std::io::Result<ArchiveWritten> {
+    let root = dir.join("segment-logs").join(ARCHIVE_SOURCE_ID);
+    // Its own stream of draws, so the events are those of `generate` whatever the archive adds.
+    let mut rng = fastrand::Rng::with_seed(options.seed ^ 0x5e9_3e47);
+    let mut written = ArchiveWritten { root: root.clone(), files: 0, events: 0, bytes: 0 };
+    let mut current: Option<(i64, PathBuf, GzEncoder<std::io::BufWriter<std::fs::File>>)> = None;
+    let mut line = Vec::with_capacity(2048);
+    events(options, |mut event, at| {
+        let skew_ms = if rng.u8(0..20) == 0 { rng.i64(-600_000..600_000) } else { 0 };
+        let (batched, latency) = (rng.i64(0..5_000), rng.i64(20..400));
+        let client = |ms: i64| crate::event::format_timestamp(at + time::Duration::milliseconds(ms + skew_ms));
+        let received = at + time::Duration::milliseconds(batched + latency);
+        event["originalTimestamp"] = Value::String(client(0));
+        event["sentAt"] = Value::String(client(batched));
+        event["receivedAt"] = Value::String(crate::event::format_timestamp(received));
+        event["timestamp"] = Value::String(crate::event::format_timestamp(at + time::Duration::milliseconds(latency)));
+        event["projectId"] = Value::String(ARCHIVE_SOURCE_ID.into());
+        event["channel"] = Value::String("server".into());
+        event["version"] = Value::from(2);
+        event["integrations"] = json!({});
+        let received_ms = (received.unix_timestamp_nanos() / 1_000_000) as i64;
+        // Hours only go forward: an event received a moment late stays in the hour's file.
+        let hour = (received_ms / 3_600_000).max(current.as_ref().map_or(0, |(hour, _, _)| *hour));
+        if current.as_ref().is_none_or(|(open, _, _)| *open != hour) {
+            if let Some((_, path, file)) = current.take() {
+                file.finish()?.into_inner().map_err(|e| e.into_error())?;
+                written.bytes += std::fs::metadata(&path)?.len();
+            }
+            let day = root.join((hour / 24 * 86_400_000).to_string());
+            std::fs::create_dir_all(&day)?;
+            let path = day.join(format!("{received_ms}.{:012x}.gz", rng.u64(..) >> 16));
+            let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            current = Some((hour, path, GzEncoder::new(file, Compression::default())));
+            written.files += 1;
+        }
+        let (_, _, file) = current.as_mut().expect("opened above");
+        line.clear();
+        serde_json::to_writer(&mut line, &event)?;
+        line.push(b'\n');
+        written.events += 1;
+        file.write_all(&line)
+    })?;
+    if let Some((_, path, file)) = current {
+        file.finish()?.into_inner().map_err(|e| e.into_error())?;
+        written.bytes += std::fs::metadata(&path)?.len();
+    }
+    Ok(written)
 }
 
 /// A type from [`MIX`] by its share, or `None` for a track.
@@ -135,7 +220,7 @@ mod tests {
     fn generated(seed: u64, events: usize, users: usize) -> String {
         let start = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
         let mut out = Vec::new();
-        generate(&GenerateOptions { events, users, seed, start }, &mut out).unwrap();
+        generate(&GenerateOptions { events, users, seed, start, days: 1 }, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -1,6 +1,9 @@
 //! The local pipeline behind `intercom-relay replay` and `serve`: the Lambdas' own ingest and forwarder code, with an
 //! in-memory FIFO queue (or SQS) between them and Intercom played by the sandbox unless told otherwise.
 
+pub mod archive;
+mod backfill;
+pub mod checkpoint;
 mod generate;
 pub mod input;
 mod replay;
@@ -15,8 +18,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use generate::{GenerateOptions, generate};
-pub use replay::{ReplayOptions, replay};
+pub use backfill::{
+    BATCH_EVENTS, BackfillOptions, BackfillReport, DRY_RUN, DryRun, Ending, InProcess, LineRejection, MAX_LISTED,
+    Progress, SEND_RETRY, Sink, backfill, parse_time,
+};
+pub use generate::{ARCHIVE_SOURCE_ID, ArchiveWritten, GenerateOptions, generate, generate_archive};
+pub use replay::{ReplayOptions, replay, replay_archives};
 pub use report::{
     CallCounts, CallReport, EventReport, Finished, RejectedInput, Report, RequestReport, Tally, endpoint,
 };

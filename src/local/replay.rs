@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::backfill::{BackfillOptions, BackfillReport, InProcess, LineRejection, Progress, backfill};
 use super::input::{self, Input};
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
 use crate::envelope::Envelope;
@@ -94,6 +95,32 @@ pub async fn replay(
     }
     local.drain(ingest.queue(), &drained).await;
     Ok(local)
+}
+
+/// Streams archives (`.gz`, `.ndjson`, `.jsonl`) through the ingest validation and the forwarder in batches, as a
+/// backfill to the queue does, but forwarding here: a batch is confirmed once each of its events is delivered, skipped
+/// or dead-lettered. Memory holds a batch, not the archive. Returns the forwarding half (its tally holds the forwarder's
+/// report) and the backfill's report.
+pub async fn replay_archives(
+    options: ReplayOptions,
+    backfill_options: BackfillOptions,
+    env: impl Fn(&str) -> Option<String>,
+    tally: Arc<Tally>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    on_rejected: &(dyn Fn(&LineRejection) + Sync),
+) -> Result<(Local, BackfillReport), LocalError> {
+    let dead_letter = LocalDeadLetter::Memory(MemoryDeadLetter::new());
+    let local = Local::start(&options.destination, env, tally, dead_letter).await?;
+    // Stable across runs, for the checkpoint: the sandbox's port is new each time.
+    let name = match &options.destination {
+        Destination::Sandbox { .. } => "the built-in sandbox".to_owned(),
+        Destination::Url(url) => url.clone(),
+        Destination::Live => "Intercom (--live)".to_owned(),
+    };
+    let sink = InProcess::new(&local, name);
+    let report = backfill(backfill_options, &sink, progress, stop, on_rejected).await?;
+    Ok((local, report))
 }
 
 struct Files<'a> {

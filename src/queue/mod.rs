@@ -15,7 +15,7 @@ pub use error::QueueError;
 pub(crate) use memory::epoch_ms;
 pub use memory::{MemoryQueue, ReceivedMessage};
 pub use poll::{SqsHandBack, SqsPoller, queue_url_of_arn};
-pub use sqs::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, MAX_MESSAGE_BYTES, SqsQueue, sqs_id};
+pub use sqs::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, MAX_MESSAGE_BYTES, SqsQueue, Unconfirmed, sqs_id};
 pub(crate) use sqs::{MAX_ATTRIBUTE_CHARS, sqs_text};
 pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
 

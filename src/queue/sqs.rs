@@ -57,6 +57,10 @@ impl SqsQueue {
         self.fifo
     }
 
+    pub fn url(&self) -> &str {
+        &self.queue_url
+    }
+
     fn entry(&self, id: usize, message: &QueuedMessage) -> SendMessageBatchRequestEntry {
         let attribute = |value: &str| {
             MessageAttributeValue::builder()
@@ -80,8 +84,9 @@ impl SqsQueue {
         entry.build().expect("id and body are set")
     }
 
-    /// Sends one batch, retrying the entries SQS did not take; `Err` holds how many are left and why.
-    async fn send_batch(&self, batch: &[&QueuedMessage]) -> Result<(), (usize, String)> {
+    /// Sends one batch, retrying the entries SQS did not take; `Err` holds the indices SQS never confirmed, and why.
+    /// An entry of a request that got no answer counts as not confirmed, though SQS may hold it.
+    async fn send_batch(&self, batch: &[&QueuedMessage]) -> Result<(), (Vec<usize>, String)> {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut delays = self.retry.delays();
         loop {
@@ -111,7 +116,7 @@ impl SqsQueue {
                     );
                     if failed.iter().all(|f| f.sender_fault()) {
                         // The request itself is wrong: sending it again cannot help.
-                        return Err((pending.len(), reason));
+                        return Err((pending, reason));
                     }
                     reason
                 }
@@ -123,8 +128,58 @@ impl SqsQueue {
             };
             match delays.next() {
                 Some(delay) => tokio::time::sleep(delay).await,
-                None => return Err((pending.len(), reason)),
+                None => return Err((pending, reason)),
             }
+        }
+    }
+
+    /// Sends one lane's batches one after another. When a batch fails for good, the lane stops: the later batches hold
+    /// later events of the same people, which must not overtake the failed ones. `Err` holds the lane's indices SQS
+    /// did not confirm.
+    async fn send_lane(&self, lane: &[&QueuedMessage]) -> Result<(), (Vec<usize>, String)> {
+        let mut start = 0;
+        for batch in batches(lane) {
+            if let Err((pending, reason)) = self.send_batch(batch).await {
+                let mut unconfirmed: Vec<usize> = pending.into_iter().map(|i| start + i).collect();
+                unconfirmed.extend(start + batch.len()..lane.len());
+                return Err((unconfirmed, reason));
+            }
+            start += batch.len();
+        }
+        Ok(())
+    }
+
+    /// Sends `messages` as [`Enqueue::enqueue`] does, without its deadline, and says which SQS confirmed: `Err` holds
+    /// a flag per message (`true`: in the queue) and the last reason. Each person's messages are sent in order, and
+    /// none after one of theirs that failed, so sending the unconfirmed ones again keeps every person's order. (An
+    /// entry whose request got no answer is unconfirmed but may be in the queue: a FIFO queue drops it when it comes
+    /// again within five minutes, by its deduplication id.)
+    pub async fn send_each(&self, messages: &[QueuedMessage]) -> Result<(), Unconfirmed> {
+        // Each person's messages go to one lane, in order; lanes run concurrently. A FIFO queue keeps the order in
+        // which it receives each group's messages, so two batches of one person must never be in flight at once.
+        let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); self.concurrency];
+        for (index, message) in messages.iter().enumerate() {
+            lanes[lane_of(&message.ordering_key, self.concurrency)].push(index);
+        }
+        let lanes: Vec<Vec<usize>> = lanes.into_iter().filter(|lane| !lane.is_empty()).collect();
+        let sends = lanes.iter().map(|lane| async move {
+            let members: Vec<&QueuedMessage> = lane.iter().map(|&i| &messages[i]).collect();
+            self.send_lane(&members).await.map_err(|(unconfirmed, reason)| {
+                (unconfirmed.into_iter().map(|i| lane[i]).collect::<Vec<usize>>(), reason)
+            })
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let mut confirmed = vec![true; messages.len()];
+        let mut reason = None;
+        for (unconfirmed, why) in results.into_iter().filter_map(Result::err) {
+            for index in unconfirmed {
+                confirmed[index] = false;
+            }
+            reason = Some(why);
+        }
+        match reason {
+            None => Ok(()),
+            Some(reason) => Err(Unconfirmed { confirmed, reason }),
         }
     }
 }
@@ -146,46 +201,28 @@ impl SqsQueue {
         }
         sent.send().await.map(drop).map_err(|e| super::QueueError::call("SendMessage", e))
     }
+}
 
-    /// Sends one lane's batches one after another. When a batch fails for good, the lane stops: the later batches hold
-    /// later events of the same people, which must not overtake the failed ones; the client's retry brings them all.
-    async fn send_lane(&self, lane: &[&QueuedMessage]) -> Result<(), (usize, String)> {
-        let batches = batches(lane);
-        for (i, batch) in batches.iter().enumerate() {
-            if let Err((failed, reason)) = self.send_batch(batch).await {
-                let unsent: usize = batches[i + 1..].iter().map(|b| b.len()).sum();
-                return Err((failed + unsent, reason));
-            }
-        }
-        Ok(())
-    }
+/// Messages SQS did not confirm: which were (`true`) and which not, and why.
+#[derive(Debug)]
+pub struct Unconfirmed {
+    pub confirmed: Vec<bool>,
+    pub reason: String,
 }
 
 impl Enqueue for SqsQueue {
     async fn enqueue(&self, messages: Vec<QueuedMessage>) -> Result<(), EnqueueError> {
         let total = messages.len();
-        // Each person's messages go to one lane, in order; lanes run concurrently. A FIFO queue keeps the order in
-        // which it receives each group's messages, so two batches of one person must never be in flight at once.
-        let mut lanes: Vec<Vec<&QueuedMessage>> = vec![Vec::new(); self.concurrency];
-        for message in &messages {
-            lanes[lane_of(&message.ordering_key, self.concurrency)].push(message);
-        }
-        let mut sends = Vec::new();
-        for lane in lanes.iter().filter(|lane| !lane.is_empty()) {
-            sends.push(self.send_lane(lane));
-        }
-        let Ok(results) = tokio::time::timeout(self.deadline, futures_util::future::join_all(sends)).await else {
+        let Ok(result) = tokio::time::timeout(self.deadline, self.send_each(&messages)).await else {
             // Some may have landed; the client's retry is absorbed by deduplication on messageId.
             let reason = format!("SQS did not take them within {:?}", self.deadline);
             return Err(EnqueueError { failed: total, total, reason });
         };
-        let mut failed = 0;
-        let mut reason = String::new();
-        for (count, why) in results.into_iter().filter_map(Result::err) {
-            failed += count;
-            reason = why;
-        }
-        if failed == 0 { Ok(()) } else { Err(EnqueueError { failed, total, reason }) }
+        result.map_err(|Unconfirmed { confirmed, reason }| EnqueueError {
+            failed: confirmed.iter().filter(|sent| !**sent).count(),
+            total,
+            reason,
+        })
     }
 }
 

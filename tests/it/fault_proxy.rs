@@ -1,6 +1,6 @@
 //! A fault-injecting proxy in front of moto: SendMessageBatch entries it is told to fail (those of some calls, or a
 //! seeded share of all) never reach moto and come back as `Failed` (as SQS reports a partial failure); everything else
-//! passes through untouched.
+//! passes through untouched, SendMessageBatch calls held back by a delay when asked.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,8 @@ pub struct Faults {
     /// A share (0.0 to 1.0) of every call's entries that fail, drawn from `seed`, besides the `failing_calls`.
     pub share: f64,
     pub seed: u64,
+    /// How long each SendMessageBatch call is held before it goes on (a slow network).
+    pub delay: std::time::Duration,
     /// Made from `seed` at the first call.
     pub rng: Option<fastrand::Rng>,
     pub batch_calls: usize,
@@ -72,6 +74,8 @@ async fn serve(stream: TcpStream, client: reqwest::Client, upstream: String, fau
         let mut dropped = Vec::new();
         let mut nothing_left = false;
         if header("x-amz-target") == Some("AmazonSQS.SendMessageBatch") {
+            let delay = faults.lock().unwrap().delay;
+            tokio::time::sleep(delay).await;
             let mut faults = faults.lock().unwrap();
             faults.batch_calls += 1;
             let mut request: Value = serde_json::from_slice(&body).expect("a JSON request");

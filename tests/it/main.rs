@@ -1,5 +1,6 @@
 //! Integration tests: the real ingest handler, fed function-URL requests, against an in-memory queue and moto's SQS server.
 
+mod backfill;
 mod bad_inputs;
 mod cargo_lambda;
 mod cli;

@@ -190,7 +190,7 @@ fn day(events: usize, seed: u64) -> (Vec<Value>, Vec<Planned>) {
     let users = users(events);
     let start = OffsetDateTime::from_unix_timestamp(START).unwrap();
     let mut ndjson = Vec::new();
-    generate(&GenerateOptions { events, users, seed, start }, &mut ndjson).unwrap();
+    generate(&GenerateOptions { events, users, seed, start, days: 1 }, &mut ndjson).unwrap();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut generated: Vec<Value> =
         String::from_utf8(ndjson).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
