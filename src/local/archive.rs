@@ -91,13 +91,7 @@ pub fn holds_gzip(paths: &[PathBuf]) -> bool {
 
 fn walk(dir: &Path, files: &mut Vec<ArchiveFile>, passed_over: &mut usize) -> Result<(), InputError> {
     let error = |e: std::io::Error| InputError { path: dir.to_owned(), message: e.to_string() };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(error)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(error)?;
-    entries.sort();
-    for path in entries {
+    for path in super::input::sorted_entries(dir)? {
         // A symlinked directory is not followed (a link back up the tree would never end); name it to read it.
         let metadata = std::fs::symlink_metadata(&path).map_err(error)?;
         if metadata.is_dir() {

@@ -92,7 +92,8 @@ pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     Ok(files)
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
+/// The paths in `dir`, in name order.
+pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, InputError> {
     let error = |e: std::io::Error| InputError { path: dir.to_owned(), message: e.to_string() };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(error)?
@@ -100,7 +101,12 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
         .collect::<Result<_, _>>()
         .map_err(error)?;
     entries.sort();
-    for path in entries {
+    Ok(entries)
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let error = |e: std::io::Error| InputError { path: dir.to_owned(), message: e.to_string() };
+    for path in sorted_entries(dir)? {
         // A symlinked directory is not followed (a link back up the tree would never end); name it to replay it.
         let is_dir = std::fs::symlink_metadata(&path).map_err(error)?.is_dir();
         if is_dir {
