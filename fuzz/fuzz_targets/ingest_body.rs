@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let received_at = OffsetDateTime::from_unix_timestamp(1_714_564_800).expect("a time");
         for batch in [parse_single(text), parse_batch(text)].into_iter().flatten() {
-            if let Ok((messages, _)) = accept_events(&batch, None, received_at) {
+            if let Ok((messages, _)) = accept_events(&batch, None, received_at, intercom_relay::envelope::KeyKind::Server) {
                 messages.iter().for_each(|message| check_queued(&message.body));
             }
         }
