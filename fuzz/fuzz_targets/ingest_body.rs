@@ -41,7 +41,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// Every queued message reads back as the forwarder reads it, and maps to requests Intercom allows.
 fn check_queued(body: &str) {
-    let envelope = Envelope::from_body(body).unwrap_or_else(|e| panic!("a queued event does not read back ({e}): {body}"));
+    let envelope =
+        Envelope::from_body(body).unwrap_or_else(|e| panic!("a queued event does not read back ({e}): {body}"));
     if let Ok(plan) = map_event(&envelope.event) {
         if let Err(problem) = contract::plan_keeps_the_contract(&plan) {
             panic!("{problem} in {body}");
@@ -56,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let received_at = OffsetDateTime::from_unix_timestamp(1_714_564_800).expect("a time");
         for batch in [parse_single(text), parse_batch(text)].into_iter().flatten() {
-            if let Ok((messages, _)) = accept_events(&batch, None, received_at, intercom_relay::envelope::KeyKind::Server) {
+            if let Ok((messages, _)) =
+                accept_events(&batch, None, received_at, intercom_relay::envelope::KeyKind::Server)
+            {
                 messages.iter().for_each(|message| check_queued(&message.body));
             }
         }
@@ -69,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
         2 => (Some("gzip"), gzip(data)),
         _ => (Some("identity"), data.to_vec()),
     };
-    let mut request = lambda_http::http::Request::builder().method("POST").uri(path).header("authorization", "Basic dGVzdC13cml0ZS1rZXk6");
+    let mut request = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("authorization", "Basic dGVzdC13cml0ZS1rZXk6");
     if let Some(content_type) = CONTENT_TYPES[usize::from(mode >> 5) % CONTENT_TYPES.len()] {
         request = request.header("content-type", content_type);
     }
