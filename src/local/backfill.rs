@@ -343,6 +343,11 @@ pub async fn backfill<S: Sink>(
         let paths: Vec<String> = options.paths.iter().map(|p| p.display().to_string()).collect();
         return Err(LocalError::Usage(format!("no .gz, .ndjson or .jsonl files in {}", paths.join(", "))));
     }
+    // Two runs of one backfill at once would send its events twice.
+    let _lock = match &options.checkpoint {
+        Some(path) => Some(lock(path)?),
+        None => None,
+    };
     let digests = prefix_digests(&files);
     let run = Run {
         paths: options.paths.iter().map(|p| p.display().to_string()).collect(),
@@ -451,6 +456,29 @@ pub async fn backfill<S: Sink>(
         rejected,
         rejected_not_listed,
     })
+}
+
+/// Holds `<checkpoint>.lock` for the run: a second run of the same backfill is refused while the first goes on.
+fn lock(checkpoint: &std::path::Path) -> Result<std::fs::File, LocalError> {
+    let mut name = checkpoint.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    let path = checkpoint.with_file_name(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LocalError::Io(format!("cannot write the checkpoint's lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LocalError::Usage(format!(
+            "another run of this backfill is under way (it holds {}): wait for it, or stop it with Ctrl-C",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(LocalError::Io(format!("cannot lock the checkpoint's lock file {}: {e}", path.display())))
+        }
+    }
 }
 
 /// Sends one chunk, trying again what the destination did not confirm; `Err` holds the messageIds it confirmed (the

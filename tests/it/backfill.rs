@@ -262,6 +262,10 @@ async fn a_limited_run_and_an_interrupted_one_resume_where_they_stopped_and_a_fi
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += Duration::from_millis(20);
     }
+    // Meanwhile the same backfill again is refused: it would send the same events.
+    let twice = run_aws(&args).await;
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(text(&twice.stderr).contains("another run of this backfill is under way"), "{}", text(&twice.stderr));
     let signalled = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(signalled.success());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
@@ -442,6 +446,14 @@ async fn bad_lines_are_named_by_file_and_line_and_passed_over_and_strict_stops_a
     let ids: Vec<String> = drain(&sqs, &url).await.iter().map(message_id).collect();
     assert_eq!(ids[..3], ["ok-1", "ok-2", "ok-3"]);
     assert!(ids.len() > 50 && ids.len() < 303 && ids[3..].iter().all(|id| id.starts_with("cut-")), "{}", ids.len());
+
+    // --dry-run names the same lines, and sends nothing.
+    let dry = run_aws(&["replay", path.to_str().unwrap(), "--dry-run"]).await;
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let checked: Vec<String> =
+        text(&dry.stdout).lines().filter(|l| l.starts_with("rejected")).map(str::to_owned).collect();
+    assert_eq!(checked, rejected);
+    assert!(text(&dry.stdout).contains("valid (--dry-run: nothing sent)"), "{}", text(&dry.stdout));
 
     // --strict: the first bad line stops the run; nothing of it or after it is sent; the checkpoint is before it.
     let strict_ckpt = dir.join("strict.ckpt");
