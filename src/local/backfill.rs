@@ -170,7 +170,7 @@ pub struct Progress {
     pub sent: AtomicU64,
     pub filtered: AtomicU64,
     pub rejected: AtomicU64,
-    /// Events sent in this run, and when it started sending.
+    /// Events sent in this run (for its rate).
     pub sent_this_run: AtomicU64,
 }
 
@@ -401,7 +401,13 @@ pub async fn backfill<S: Sink>(
     let mut rejected_not_listed = 0;
     let mut sent_this_run = 0;
     let mut ending = Ending::Interrupted;
-    while let Some(chunk) = rx.recv().await {
+    loop {
+        // A stop is heard while the reader is still on its way to a chunk (skipping to a resume's place, say).
+        let chunk = tokio::select! {
+            chunk = rx.recv() => chunk,
+            () = stopped(&stop) => None,
+        };
+        let Some(chunk) = chunk else { break };
         for rejection in chunk.rejections {
             on_rejected(&rejection);
             if rejected.len() < MAX_LISTED {
@@ -439,7 +445,14 @@ pub async fn backfill<S: Sink>(
     // The reader stops at its next line, or once nothing receives its chunks.
     halt.store(true, Ordering::Release);
     drop(rx);
-    let _ = reading.await;
+    if let Err(error) = reading.await
+        && error.is_panic()
+    {
+        return Err(LocalError::Io(format!(
+            "reading the archive failed ({error}); the checkpoint holds the place: {}",
+            place_text(&files, confirmed.file, confirmed.lines)
+        )));
+    }
     let seconds = began.elapsed().as_secs_f64();
     Ok(BackfillReport {
         destination: saver.run.destination.clone(),
@@ -458,7 +471,15 @@ pub async fn backfill<S: Sink>(
     })
 }
 
-/// Holds `<checkpoint>.lock` for the run: a second run of the same backfill is refused while the first goes on.
+/// Returns once `stop` is set.
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Holds `<checkpoint>.lock` for the run: a second run of the same backfill is refused while the first goes on. The
+/// file stays when the run ends (removing it would let two later runs lock two different files).
 fn lock(checkpoint: &std::path::Path) -> Result<std::fs::File, LocalError> {
     let mut name = checkpoint.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".lock");
