@@ -61,10 +61,10 @@ enum Command {
     Settings(SettingsCommand),
     /// Erase a person from Intercom (GDPR, CCPA right to erasure), by userId and/or email.
     ///
-    /// With --queue-url, the request goes to the deployed events queue with your AWS credentials (never with a write
-    /// key: the ingest API takes no such request), in the person's FIFO lane, so it runs after the events already
-    /// queued for them; the forward function's log line `Erased.` (with the request id printed here) says what was
-    /// done. With --live (or --intercom-url) it is carried out here and the outcome printed.
+    /// With --queue-url (or --stack), the request goes to the deployed events queue with your AWS credentials (never
+    /// with a write key: the ingest API takes no such request), in the person's FIFO lane, so it runs after the events
+    /// already queued for them; the forward function's log line `Erased.` (with the request id printed here) says what
+    /// was done. With --live (or --intercom-url) it is carried out here and the outcome printed.
     Erase(EraseArgs),
 }
 
@@ -80,8 +80,12 @@ struct EraseArgs {
     #[arg(long)]
     leads: bool,
     /// The deployed events queue (the stack's EventsQueueUrl output).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["live", "intercom_url"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["live", "intercom_url", "stack"])]
     queue_url: Option<String>,
+    /// The deployed stack (its name or ARN, in AWS_REGION): its events queue is read from its EventsQueueUrl output,
+    /// which takes cloudformation:DescribeStacks.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["live", "intercom_url"])]
+    stack: Option<String>,
     #[command(flatten)]
     intercom: IntercomArgs,
 }
@@ -162,8 +166,12 @@ struct ReplayArgs {
     /// Send the accepted events to this SQS queue (the stack's EventsQueueUrl output) with the envelope, message
     /// group and deduplication id ingest gives them, for the deployed forwarders to pace, instead of forwarding here.
     /// AWS credentials and region as the AWS CLI reads them.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["intercom_url", "live", "rate_limit", "search_lag", "file", "show_requests"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["intercom_url", "live", "rate_limit", "search_lag", "file", "show_requests", "stack"])]
     to_queue: Option<String>,
+    /// As --to-queue, to the events queue of this deployed stack (its name or ARN, in AWS_REGION), read from its
+    /// EventsQueueUrl output (which takes cloudformation:DescribeStacks).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["intercom_url", "live", "rate_limit", "search_lag", "file", "show_requests"])]
+    stack: Option<String>,
     /// Only events at or after this time (RFC 3339, or a date: its midnight UTC), by their timestamp as the ingest API
     /// normalises it (the event's own, corrected for clock skew; else when it was received or sent).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -181,7 +189,7 @@ struct ReplayArgs {
     limit: Option<u64>,
     /// Read and validate every line, report the counts and the bad lines, and send nothing (no checkpoint either): a
     /// check of an archive before a backfill.
-    #[arg(long, conflicts_with_all = ["to_queue", "intercom_url", "live", "checkpoint", "limit"])]
+    #[arg(long, conflicts_with_all = ["to_queue", "stack", "intercom_url", "live", "checkpoint", "limit"])]
     dry_run: bool,
     /// Events sent at once, and so between checkpoints.
     #[arg(long, value_name = "EVENTS", default_value_t = intercom_relay::local::BATCH_EVENTS, value_parser = batch_size)]
@@ -199,6 +207,7 @@ impl ReplayArgs {
     /// Whether the run is a backfill: streamed, filtered, resumable.
     fn is_backfill(&self) -> bool {
         self.to_queue.is_some()
+            || self.stack.is_some()
             || self.dry_run
             || self.since.is_some()
             || self.until.is_some()
@@ -299,7 +308,7 @@ async fn run_erase(args: EraseArgs) -> Result<ExitCode, LocalError> {
     intercom_relay::logging::init_local(LevelFilter::WARN);
     let request = ErasureRequest::new(args.user_id, args.email, args.leads)
         .map_err(|e| LocalError::Usage(format!("erase: {e}")))?;
-    if let Some(url) = args.queue_url {
+    if let Some(url) = queue_of(args.queue_url, args.stack.as_deref()).await? {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT);
         queue.send_erasure(&request).await.map_err(|e| LocalError::Io(e.to_string()))?;
@@ -403,6 +412,7 @@ async fn run_backfill(args: ReplayArgs) -> Result<ExitCode, LocalError> {
     {
         return Err(LocalError::Usage("--since must be before --until".into()));
     }
+    let to_queue = queue_of(args.to_queue.clone(), args.stack.as_deref()).await?;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
@@ -430,7 +440,7 @@ async fn run_backfill(args: ReplayArgs) -> Result<ExitCode, LocalError> {
             None => out(&line),
         }
     };
-    let (report, forwarded) = match &args.to_queue {
+    let (report, forwarded) = match &to_queue {
         None if args.dry_run => (backfill(options, &DryRun, progress, stop, &on_rejected).await, None),
         Some(url) => {
             options.checkpoint = Some(options.checkpoint.unwrap_or_else(|| default_checkpoint(&args.paths[0])));
@@ -518,6 +528,21 @@ fn default_checkpoint(path: &std::path::Path) -> PathBuf {
             path.with_file_name(name)
         }
         None => PathBuf::from("backfill.checkpoint"),
+    }
+}
+
+/// The queue of `--to-queue URL` / `--queue-url URL`, or of `--stack NAME` (its EventsQueueUrl output), if either.
+async fn queue_of(url: Option<String>, stack: Option<&str>) -> Result<Option<String>, LocalError> {
+    use intercom_relay::queue::stack::{EVENTS_QUEUE_OUTPUT, StackError, events_queue_url};
+    let Some(stack) = stack.filter(|_| url.is_none()) else { return Ok(url) };
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    match events_queue_url(&aws, stack).await {
+        Ok(url) => {
+            let _ = writeln!(std::io::stderr(), "the stack {stack}'s {EVENTS_QUEUE_OUTPUT}: {url}");
+            Ok(Some(url))
+        }
+        Err(e @ (StackError::Unreachable { .. } | StackError::Malformed { .. })) => Err(LocalError::Io(e.to_string())),
+        Err(e) => Err(LocalError::Usage(e.to_string())),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The queues and everything that speaks SQS: the `Enqueue` trait with SQS and in-memory implementations, the
-//! dead-letter queue, Lambda's SQS event and its stand-in poller, and the waits of records handed back.
+//! dead-letter queue, Lambda's SQS event and its stand-in poller, the waits of records handed back, and the deployed
+//! stack's events queue.
 
 mod dead_letter;
 mod error;
@@ -7,6 +8,7 @@ mod memory;
 mod poll;
 mod sqs;
 mod sqs_event;
+pub mod stack;
 
 use std::future::Future;
 

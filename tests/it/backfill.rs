@@ -573,19 +573,16 @@ async fn the_readme_backfill_commands_run_as_written() {
     assert!(replayed.contains("events: 250 sent to the built-in sandbox, 250 outside --since/--until"), "{replayed}");
     assert!(replayed.contains("250 accepted, 0 rejected"), "{replayed}");
 
-    // The deployed block: the AWS CLI's commands need AWS; the backfill runs against moto, into a queue made here,
-    // from the local block's archive.
+    // The deployed block: `aws s3 sync` needs AWS; the backfill runs against moto, into the queue of a stack of the
+    // README's name deployed there, from the local block's archive.
     let deployed = &blocks[1];
     assert!(deployed.iter().any(|c| c.starts_with("aws s3 sync ")), "{deployed:?}");
-    assert!(deployed.iter().any(|c| c.contains("aws cloudformation describe-stacks") && c.contains("EventsQueueUrl")));
     let backfill = deployed.iter().find(|c| c.contains(" replay ")).expect("a replay command");
     std::fs::rename(dir.join("sample-archive"), dir.join("archive")).unwrap();
-    let sqs = client(&endpoint());
-    let url = fifo_queue(&sqs, 60).await;
-    let mut env = aws_env();
-    env.push(("URL", url.clone()));
-    let output = sh(&dir, backfill, &env);
+    let region = "eu-west-2";
+    let url = crate::stack::deploy("intercom-relay", region, crate::stack::events_queue_output()).await;
+    let output = sh(&dir, backfill, &crate::stack::operator(region));
     assert!(output.contains("events: 500 sent to"), "{output}");
-    assert_eq!(drain(&sqs, &url).await.len(), 500);
+    assert_eq!(crate::stack::held(&crate::stack::sqs_in(region), &url).await.len(), 500);
     assert!(dir.join("backfill.ckpt").exists());
 }

@@ -25,6 +25,7 @@ mod sdks;
 mod settings;
 mod soak;
 mod sqs;
+mod stack;
 mod startup;
 mod tags_erasure;
 mod template;

@@ -1,0 +1,295 @@
+//! The deployed stack's events queue, read from the stack's outputs: `replay --stack` and `erase --stack`.
+//!
+//! One CloudFormation call, `DescribeStacks` (the Query protocol, API version 2010-05-15:
+//! <https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DescribeStacks.html>), signed with SigV4 by
+//! the AWS SDK's own signer with the credentials and region the AWS CLI would use. A generated CloudFormation client of
+//! some 200 operations would cost every build minutes for this one call; the signer, the credential chain and the XML
+//! reader are the ones the SQS client already brings.
+//!
+//! The endpoint is `AWS_ENDPOINT_URL_CLOUDFORMATION`, else the SDK's global one (`AWS_ENDPOINT_URL`, a profile's
+//! `endpoint_url`), unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`, else CloudFormation's regional endpoint.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
+
+/// The template's output that names the events queue.
+pub const EVENTS_QUEUE_OUTPUT: &str = "EventsQueueUrl";
+
+/// How long the one call may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the stack's events queue could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("no AWS region to find the stack in: set AWS_REGION (or the profile's region) to the stack's region")]
+    NoRegion,
+    #[error("no AWS credentials to read the stack with: {0}")]
+    Credentials(String),
+    #[error(
+        "no stack named {stack} in {region}: CloudFormation answered \"{message}\" (is AWS_REGION the stack's region?)"
+    )]
+    NotFound { stack: String, region: String, message: String },
+    #[error(
+        "the stack {stack} in {region} has no {EVENTS_QUEUE_OUTPUT} output (its status: {status}; its outputs: {outputs}): \
+         is it an intercom-relay stack, and is its deployment done?"
+    )]
+    NoOutput { stack: String, region: String, status: String, outputs: String },
+    #[error("CloudFormation refused DescribeStacks for {stack} in {region}: HTTP {status} {code}: {message}{hint}")]
+    Refused { stack: String, region: String, status: u16, code: String, message: String, hint: &'static str },
+    #[error("cannot reach CloudFormation at {endpoint}: {message}")]
+    Unreachable { endpoint: String, message: String },
+    #[error("CloudFormation's answer from {endpoint} could not be read: {message}")]
+    Malformed { endpoint: String, message: String },
+}
+
+/// What `DescribeStacks` says of the one stack it was asked for.
+#[derive(Debug, PartialEq, Eq)]
+struct Described {
+    status: String,
+    outputs: Vec<(String, String)>,
+}
+
+/// The `EventsQueueUrl` output of the stack named `stack` (or its ARN), with the credentials and region of `aws`.
+pub async fn events_queue_url(aws: &aws_config::SdkConfig, stack: &str) -> Result<String, StackError> {
+    let region = aws.region().map(|r| r.as_ref().to_owned()).ok_or(StackError::NoRegion)?;
+    let endpoint = endpoint(&|name| std::env::var(name).ok(), aws.endpoint_url(), &region);
+    let provider = aws
+        .credentials_provider()
+        .ok_or_else(|| StackError::Credentials("no credential provider is configured".into()))?;
+    let credentials = provider.provide_credentials().await.map_err(|e| {
+        StackError::Credentials(aws_sdk_sqs::error::DisplayErrorContext(e).to_string().replace('\n', " "))
+    })?;
+    let identity = Identity::from(credentials);
+    let body = format!(
+        "Action=DescribeStacks&Version=2010-05-15&StackName={}",
+        percent_encoding::utf8_percent_encode(stack, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let url = format!("{}/", endpoint.trim_end_matches('/'));
+    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&region)
+        .name("cloudformation")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| StackError::Credentials(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        &url,
+        [("content-type", content_type)].into_iter(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .map_err(|e| StackError::Unreachable { endpoint: endpoint.clone(), message: e.to_string() })?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| StackError::Credentials(format!("cannot sign the request: {e}")))?
+        .into_parts();
+    let unreachable = |e: reqwest::Error| StackError::Unreachable {
+        endpoint: endpoint.clone(),
+        message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
+    };
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(unreachable)?;
+    let mut request = client.post(&url).header("content-type", content_type).body(body);
+    for (name, value) in instructions.headers() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(unreachable)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(unreachable)?;
+    let malformed = |message: String| StackError::Malformed { endpoint: endpoint.clone(), message };
+    if !(200..300).contains(&status) {
+        let (code, message) = parse_error(&text).unwrap_or_else(|| (String::new(), snippet(&text)));
+        if code == "ValidationError" && message.contains("does not exist") {
+            return Err(StackError::NotFound { stack: stack.to_owned(), region, message });
+        }
+        let hint = match (status, code.as_str()) {
+            (403, "AccessDenied" | "AccessDeniedException") => {
+                " (the credentials need cloudformation:DescribeStacks on the stack; or pass --queue-url)"
+            }
+            (403, _) => " (are the credentials valid, and the clock right?)",
+            _ => "",
+        };
+        return Err(StackError::Refused { stack: stack.to_owned(), region, status, code, message, hint });
+    }
+    let described = parse_stacks(&text).map_err(malformed)?;
+    match described.outputs.iter().find(|(key, _)| key == EVENTS_QUEUE_OUTPUT) {
+        Some((_, url)) if !url.is_empty() => Ok(url.clone()),
+        _ => {
+            let keys: Vec<&str> = described.outputs.iter().map(|(key, _)| key.as_str()).collect();
+            let outputs = if keys.is_empty() { "none".to_owned() } else { keys.join(", ") };
+            Err(StackError::NoOutput { stack: stack.to_owned(), region, status: described.status, outputs })
+        }
+    }
+}
+
+/// CloudFormation's endpoint in `region`, unless the environment or the SDK's configuration (`global`) names another.
+fn endpoint(env: &dyn Fn(&str) -> Option<String>, global: Option<&str>, region: &str) -> String {
+    let ignore = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let service = env("AWS_ENDPOINT_URL_CLOUDFORMATION").filter(|value| !value.trim().is_empty());
+    if !ignore && let Some(url) = service.or_else(|| global.map(str::to_owned)) {
+        return url;
+    }
+    let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+    format!("https://cloudformation.{region}.{suffix}")
+}
+
+/// The status and outputs of the first stack of a `DescribeStacksResponse`.
+fn parse_stacks(xml: &str) -> Result<Described, String> {
+    let mut document = Document::new(xml);
+    let mut root = document.root_element().map_err(|e| e.to_string())?;
+    if !root.start_el().matches("DescribeStacksResponse") {
+        return Err(format!("expected DescribeStacksResponse, found {}", root.start_el().local()));
+    }
+    while let Some(mut result) = root.next_tag() {
+        if !result.start_el().matches("DescribeStacksResult") {
+            continue;
+        }
+        while let Some(mut stacks) = result.next_tag() {
+            if !stacks.start_el().matches("Stacks") {
+                continue;
+            }
+            if let Some(mut member) = stacks.next_tag() {
+                return parse_stack(&mut member);
+            }
+        }
+    }
+    Err("the answer lists no stack".into())
+}
+
+fn parse_stack(stack: &mut ScopedDecoder) -> Result<Described, String> {
+    let mut described = Described { status: "unknown".into(), outputs: Vec::new() };
+    while let Some(mut field) = stack.next_tag() {
+        if field.start_el().matches("StackStatus") {
+            described.status = text(&mut field)?.into_owned();
+        } else if field.start_el().matches("Outputs") {
+            while let Some(mut member) = field.next_tag() {
+                let (mut key, mut value) = (String::new(), String::new());
+                while let Some(mut part) = member.next_tag() {
+                    if part.start_el().matches("OutputKey") {
+                        key = text(&mut part)?.into_owned();
+                    } else if part.start_el().matches("OutputValue") {
+                        value = text(&mut part)?.into_owned();
+                    }
+                }
+                described.outputs.push((key, value));
+            }
+        }
+    }
+    Ok(described)
+}
+
+/// The code and message of an `ErrorResponse`.
+fn parse_error(xml: &str) -> Option<(String, String)> {
+    let mut document = Document::new(xml);
+    let mut root = document.root_element().ok()?;
+    while let Some(mut error) = root.next_tag() {
+        if !error.start_el().matches("Error") {
+            continue;
+        }
+        let (mut code, mut message) = (String::new(), String::new());
+        while let Some(mut part) = error.next_tag() {
+            if part.start_el().matches("Code") {
+                code = text(&mut part).ok()?.into_owned();
+            } else if part.start_el().matches("Message") {
+                message = text(&mut part).ok()?.into_owned();
+            }
+        }
+        return Some((code, message));
+    }
+    None
+}
+
+fn text<'a>(element: &'a mut ScopedDecoder) -> Result<Cow<'a, str>, String> {
+    try_data(element).map_err(|e| e.to_string())
+}
+
+/// The start of an answer that is not CloudFormation's XML, on one line.
+fn snippet(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None if line.is_empty() => "(an empty answer)".into(),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_status_and_outputs_of_the_stack() {
+        // DescribeStacks' answer as the API reference shows it, with an escaped value.
+        let xml = r#"<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">
+          <DescribeStacksResult><Stacks><member>
+            <StackName>relay</StackName>
+            <StackId>arn:aws:cloudformation:eu-west-1:123456789012:stack/relay/abc</StackId>
+            <Parameters><member><ParameterKey>Region</ParameterKey><ParameterValue>eu</ParameterValue></member></Parameters>
+            <StackStatus>UPDATE_COMPLETE</StackStatus>
+            <Outputs>
+              <member><OutputKey>IngestUrl</OutputKey><OutputValue>https://x.lambda-url.eu-west-1.on.aws/</OutputValue></member>
+              <member><Description>The events queue</Description><OutputKey>EventsQueueUrl</OutputKey>
+                <OutputValue>https://sqs.eu-west-1.amazonaws.com/123456789012/relay-events.fifo?a=1&amp;b=2</OutputValue></member>
+            </Outputs>
+          </member></Stacks></DescribeStacksResult>
+          <ResponseMetadata><RequestId>b9b4b068</RequestId></ResponseMetadata>
+        </DescribeStacksResponse>"#;
+        let described = parse_stacks(xml).unwrap();
+        assert_eq!(described.status, "UPDATE_COMPLETE");
+        assert_eq!(
+            described.outputs,
+            [
+                ("IngestUrl".to_owned(), "https://x.lambda-url.eu-west-1.on.aws/".to_owned()),
+                (
+                    "EventsQueueUrl".to_owned(),
+                    "https://sqs.eu-west-1.amazonaws.com/123456789012/relay-events.fifo?a=1&b=2".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stack_without_outputs_and_an_answer_that_is_not_cloudformations() {
+        let xml = "<DescribeStacksResponse><DescribeStacksResult><Stacks><member><StackStatus>CREATE_IN_PROGRESS\
+                   </StackStatus></member></Stacks></DescribeStacksResult></DescribeStacksResponse>";
+        assert_eq!(parse_stacks(xml).unwrap(), Described { status: "CREATE_IN_PROGRESS".into(), outputs: vec![] });
+        assert!(parse_stacks("<html><body>proxy</body></html>").unwrap_err().contains("DescribeStacksResponse"));
+        assert!(parse_stacks("not xml").is_err());
+        let empty =
+            "<DescribeStacksResponse><DescribeStacksResult><Stacks/></DescribeStacksResult></DescribeStacksResponse>";
+        assert_eq!(parse_stacks(empty).unwrap_err(), "the answer lists no stack");
+    }
+
+    #[test]
+    fn reads_an_error_response() {
+        let xml = r#"<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error><Type>Sender</Type>
+            <Code>ValidationError</Code><Message>Stack with id nope does not exist</Message></Error>
+            <RequestId>1</RequestId></ErrorResponse>"#;
+        assert_eq!(parse_error(xml), Some(("ValidationError".into(), "Stack with id nope does not exist".into())));
+        assert_eq!(parse_error("<html/>"), None);
+        assert_eq!(snippet("  <html>\n  gateway\n timeout </html> "), "<html> gateway timeout </html>");
+        assert_eq!(snippet(""), "(an empty answer)");
+    }
+
+    #[test]
+    fn the_endpoint_is_the_environments_or_the_regions() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(endpoint(&env(&[]), None, "eu-west-1"), "https://cloudformation.eu-west-1.amazonaws.com");
+        assert_eq!(endpoint(&env(&[]), None, "cn-north-1"), "https://cloudformation.cn-north-1.amazonaws.com.cn");
+        assert_eq!(endpoint(&env(&[]), Some("http://127.0.0.1:5000"), "us-east-1"), "http://127.0.0.1:5000");
+        let service = env(&[("AWS_ENDPOINT_URL_CLOUDFORMATION", "http://b")]);
+        assert_eq!(endpoint(&service, Some("http://a"), "us-east-1"), "http://b");
+        let ignored =
+            env(&[("AWS_ENDPOINT_URL_CLOUDFORMATION", "http://b"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
+        assert_eq!(endpoint(&ignored, None, "ap-southeast-2"), "https://cloudformation.ap-southeast-2.amazonaws.com");
+    }
+}
