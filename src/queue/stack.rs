@@ -1,20 +1,12 @@
 //! The deployed stack's events queue, read from the stack's outputs: `replay --stack` and `erase --stack`.
 //!
 //! One CloudFormation call, `DescribeStacks` (the Query protocol, API version 2010-05-15:
-//! <https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DescribeStacks.html>), signed with SigV4 by
-//! the AWS SDK's own signer with the credentials and region the AWS CLI would use. A generated CloudFormation client of
-//! some 200 operations would cost every build minutes for this one call; the signer, the credential chain and the XML
-//! reader are the ones the SQS client already brings.
-//!
-//! The endpoint is `AWS_ENDPOINT_URL_CLOUDFORMATION`, else the SDK's global one (`AWS_ENDPOINT_URL`, a profile's
-//! `endpoint_url`), unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`, else CloudFormation's regional endpoint.
+//! <https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DescribeStacks.html>), signed as
+//! `crate::aws` signs (its endpoint: `AWS_ENDPOINT_URL_CLOUDFORMATION`, else the SDK's, else the region's).
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::ProvideCredentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
 
@@ -58,49 +50,21 @@ struct Described {
 /// The `EventsQueueUrl` output of the stack named `stack` (or its ARN), with the credentials and region of `aws`.
 pub async fn events_queue_url(aws: &aws_config::SdkConfig, stack: &str) -> Result<String, StackError> {
     let region = aws.region().map(|r| r.as_ref().to_owned()).ok_or(StackError::NoRegion)?;
-    let endpoint = endpoint(&|name| std::env::var(name).ok(), aws.endpoint_url(), &region);
-    let provider = aws
-        .credentials_provider()
-        .ok_or_else(|| StackError::Credentials("no credential provider is configured".into()))?;
-    let credentials = provider.provide_credentials().await.map_err(|e| {
-        StackError::Credentials(aws_sdk_sqs::error::DisplayErrorContext(e).to_string().replace('\n', " "))
-    })?;
-    let identity = Identity::from(credentials);
-    let body = format!(
-        "Action=DescribeStacks&Version=2010-05-15&StackName={}",
-        percent_encoding::utf8_percent_encode(stack, percent_encoding::NON_ALPHANUMERIC)
-    );
-    let url = format!("{}/", endpoint.trim_end_matches('/'));
-    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&region)
-        .name("cloudformation")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| StackError::Credentials(e.to_string()))?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        &url,
-        [("content-type", content_type)].into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .map_err(|e| StackError::Unreachable { endpoint: endpoint.clone(), message: e.to_string() })?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| StackError::Credentials(format!("cannot sign the request: {e}")))?
-        .into_parts();
+    let endpoint =
+        crate::aws::endpoint(&|name| std::env::var(name).ok(), aws.endpoint_url(), "cloudformation", &region);
+    let identity = crate::aws::identity(aws).await.map_err(StackError::Credentials)?;
+    let request = signed_request(&identity, &region, &endpoint, stack, SystemTime::now())
+        .map_err(|e| StackError::Credentials(format!("cannot sign the request: {e}")))?;
     let unreachable = |e: reqwest::Error| StackError::Unreachable {
         endpoint: endpoint.clone(),
-        message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
+        message: crate::aws::transport_message(&e),
     };
     let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(unreachable)?;
-    let mut request = client.post(&url).header("content-type", content_type).body(body);
-    for (name, value) in instructions.headers() {
-        request = request.header(name, value);
+    let mut builder = client.post(&request.url).body(request.body);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
     }
-    let response = request.send().await.map_err(unreachable)?;
+    let response = builder.send().await.map_err(unreachable)?;
     let status = response.status().as_u16();
     let text = response.text().await.map_err(unreachable)?;
     let malformed = |message: String| StackError::Malformed { endpoint: endpoint.clone(), message };
@@ -129,15 +93,31 @@ pub async fn events_queue_url(aws: &aws_config::SdkConfig, stack: &str) -> Resul
     }
 }
 
-/// CloudFormation's endpoint in `region`, unless the environment or the SDK's configuration (`global`) names another.
-fn endpoint(env: &dyn Fn(&str) -> Option<String>, global: Option<&str>, region: &str) -> String {
-    let ignore = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let service = env("AWS_ENDPOINT_URL_CLOUDFORMATION").filter(|value| !value.trim().is_empty());
-    if !ignore && let Some(url) = service.or_else(|| global.map(str::to_owned)) {
-        return url;
-    }
-    let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://cloudformation.{region}.{suffix}")
+/// A request, signed.
+#[derive(Debug)]
+struct Signed {
+    url: String,
+    /// Every header to send, the signature's among them.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// `DescribeStacks` of `stack` at `endpoint`, signed for CloudFormation in `region` at `time`.
+fn signed_request(
+    identity: &Identity,
+    region: &str,
+    endpoint: &str,
+    stack: &str,
+    time: SystemTime,
+) -> Result<Signed, String> {
+    let body = format!(
+        "Action=DescribeStacks&StackName={}&Version=2010-05-15",
+        percent_encoding::utf8_percent_encode(stack, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let url = format!("{}/", endpoint.trim_end_matches('/'));
+    let content_type = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
+    let headers = crate::aws::sign_post(identity, region, "cloudformation", &url, &content_type, &body, time)?;
+    Ok(Signed { url, headers, body })
 }
 
 /// The status and outputs of the first stack of a `DescribeStacksResponse`.
@@ -279,17 +259,34 @@ mod tests {
     }
 
     #[test]
-    fn the_endpoint_is_the_environments_or_the_regions() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
-        };
-        assert_eq!(endpoint(&env(&[]), None, "eu-west-1"), "https://cloudformation.eu-west-1.amazonaws.com");
-        assert_eq!(endpoint(&env(&[]), None, "cn-north-1"), "https://cloudformation.cn-north-1.amazonaws.com.cn");
-        assert_eq!(endpoint(&env(&[]), Some("http://127.0.0.1:5000"), "us-east-1"), "http://127.0.0.1:5000");
-        let service = env(&[("AWS_ENDPOINT_URL_CLOUDFORMATION", "http://b")]);
-        assert_eq!(endpoint(&service, Some("http://a"), "us-east-1"), "http://b");
-        let ignored =
-            env(&[("AWS_ENDPOINT_URL_CLOUDFORMATION", "http://b"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
-        assert_eq!(endpoint(&ignored, None, "ap-southeast-2"), "https://cloudformation.ap-southeast-2.amazonaws.com");
+    fn the_request_is_signed_as_botocore_signs_it() {
+        // The reference: botocore 1.43's `SigV4Auth(credentials, "cloudformation", "eu-west-1").add_auth(request)` on
+        // the same POST (URL, content-type, body), its clock at 2026-01-01T00:00:00Z; the AWS CLI signs with it.
+        let credentials = aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("SESSIONTOKEN".into()),
+            None,
+            "test",
+        );
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let endpoint = "https://cloudformation.eu-west-1.amazonaws.com";
+        let signed =
+            signed_request(&Identity::from(credentials), "eu-west-1", endpoint, "intercom-relay", time).unwrap();
+        assert_eq!(signed.url, "https://cloudformation.eu-west-1.amazonaws.com/");
+        assert_eq!(signed.body, "Action=DescribeStacks&StackName=intercom%2Drelay&Version=2010-05-15");
+        let header =
+            |name: &str| signed.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        assert_eq!(header("content-type"), Some("application/x-www-form-urlencoded; charset=utf-8"));
+        assert_eq!(header("x-amz-date"), Some("20260101T000000Z"));
+        assert_eq!(header("x-amz-security-token"), Some("SESSIONTOKEN"));
+        assert_eq!(
+            header("authorization"),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/eu-west-1/cloudformation/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, \
+                 Signature=7610d096bcd1b29041c6cc71327fc225b17906f4012930d1bf25eaf24d23924d"
+            )
+        );
     }
 }

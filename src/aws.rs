@@ -1,0 +1,104 @@
+//! Signed calls to AWS services the SDK's SQS client does not cover (CloudFormation's `DescribeStacks` for `--stack`,
+//! DynamoDB for the suppression list), with the SDK's own SigV4 signer and the credentials and region the AWS CLI would
+//! use. A generated client per service would cost every build minutes for one or three operations; the signer, the
+//! credential chain and the XML reader are those the SQS client already brings.
+//!
+//! A service's endpoint is `AWS_ENDPOINT_URL_<SERVICE>`, else the SDK's global one (`AWS_ENDPOINT_URL`, a profile's
+//! `endpoint_url`), unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`, else its regional endpoint.
+
+use std::time::SystemTime;
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+
+/// The identity to sign with: the credentials `aws`'s chain provides now (refreshed by the chain when they expire).
+pub(crate) async fn identity(aws: &aws_config::SdkConfig) -> Result<Identity, String> {
+    let provider = aws.credentials_provider().ok_or_else(|| "no credential provider is configured".to_owned())?;
+    let credentials = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string().replace('\n', " "))?;
+    Ok(Identity::from(credentials))
+}
+
+/// The endpoint of `service` (its endpoint id, `cloudformation`, `dynamodb`) in `region`, unless the environment or
+/// the SDK's configuration (`global`) names another.
+pub(crate) fn endpoint(
+    env: &dyn Fn(&str) -> Option<String>,
+    global: Option<&str>,
+    service: &str,
+    region: &str,
+) -> String {
+    let ignore = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let variable = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
+    let own = env(&variable).filter(|value| !value.trim().is_empty());
+    if !ignore && let Some(url) = own.or_else(|| global.map(str::to_owned)) {
+        return url;
+    }
+    let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+    format!("https://{service}.{region}.{suffix}")
+}
+
+/// The headers of a POST of `body` to `url` with `headers`, signed for `service` in `region` at `time`: `headers`
+/// and the signature's (`x-amz-date`, `authorization`, `x-amz-security-token` with temporary credentials).
+pub(crate) fn sign_post(
+    identity: &Identity,
+    region: &str,
+    service: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let params = v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signable = SignableRequest::new("POST", url, headers.iter().copied(), SignableBody::Bytes(body.as_bytes()))
+        .map_err(|e| e.to_string())?;
+    let (instructions, _signature) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+    let mut signed: Vec<(String, String)> = headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+    signed.extend(instructions.headers().map(|(name, value)| (name.to_owned(), value.to_owned())));
+    Ok(signed)
+}
+
+/// The message of a reqwest error with its cause (reqwest's own says only "error sending request").
+pub(crate) fn transport_message(e: &reqwest::Error) -> String {
+    std::error::Error::source(e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_is_the_environments_or_the_regions() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        let cfn = "cloudformation";
+        assert_eq!(endpoint(&env(&[]), None, cfn, "eu-west-1"), "https://cloudformation.eu-west-1.amazonaws.com");
+        assert_eq!(endpoint(&env(&[]), None, cfn, "cn-north-1"), "https://cloudformation.cn-north-1.amazonaws.com.cn");
+        assert_eq!(
+            endpoint(&env(&[]), None, "dynamodb", "ap-southeast-2"),
+            "https://dynamodb.ap-southeast-2.amazonaws.com"
+        );
+        assert_eq!(endpoint(&env(&[]), Some("http://127.0.0.1:5000"), cfn, "us-east-1"), "http://127.0.0.1:5000");
+        let own = env(&[("AWS_ENDPOINT_URL_CLOUDFORMATION", "http://b"), ("AWS_ENDPOINT_URL_DYNAMODB", "http://d")]);
+        assert_eq!(endpoint(&own, Some("http://a"), cfn, "us-east-1"), "http://b");
+        assert_eq!(endpoint(&own, Some("http://a"), "dynamodb", "us-east-1"), "http://d");
+        let ignored =
+            env(&[("AWS_ENDPOINT_URL_CLOUDFORMATION", "http://b"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
+        assert_eq!(
+            endpoint(&ignored, None, cfn, "ap-southeast-2"),
+            "https://cloudformation.ap-southeast-2.amazonaws.com"
+        );
+    }
+}
