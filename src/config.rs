@@ -126,6 +126,9 @@ pub struct ForwardConfig {
     /// `QUEUE_URL`: the events queue, where handed-back records' waits are set; unset, each record's
     /// `eventSourceARN` names it.
     pub queue_url: Option<String>,
+    /// `SUPPRESSION_TABLE`: the DynamoDB table of the people erased, whose later events are skipped (the template's
+    /// `SuppressionTable`); unset, none is kept and events after an erasure make the contact again.
+    pub suppression_table: Option<String>,
     /// `FUNCTION_TIMEOUT_SECONDS`: the function's timeout (default 30, the template's), which Lambda does not tell the
     /// function; an invocation whose deadline is not one (`cargo lambda watch`'s) takes this long from its start.
     pub function_timeout: Duration,
@@ -207,6 +210,18 @@ impl ForwardConfig {
             return Err(ConfigError::Invalid { name: "MAX_RECEIVES", reason });
         }
         let function_timeout = Duration::from_secs(number(&set, "FUNCTION_TIMEOUT_SECONDS", 30, 1..=900)?);
+        let suppression_table = set("SUPPRESSION_TABLE");
+        if let Some(name) = &suppression_table {
+            // DynamoDB's rule for a table name: 3 to 255 of a-z, A-Z, 0-9, `_`, `-` and `.`.
+            let valid = (3..=255).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid {
+                let reason = format!(
+                    "must be a DynamoDB table's name (3 to 255 of letters, digits, `_`, `-` and `.`), not `{name}`"
+                );
+                return Err(ConfigError::Invalid { name: "SUPPRESSION_TABLE", reason });
+            }
+        }
         Ok(ForwardConfig {
             access_token,
             region,
@@ -223,6 +238,7 @@ impl ForwardConfig {
             alias_wait,
             breaker,
             queue_url,
+            suppression_table,
             function_timeout,
         })
     }

@@ -19,3 +19,4 @@ pub mod queue;
 pub mod retry;
 pub mod sandbox;
 pub mod settings;
+pub mod suppression;

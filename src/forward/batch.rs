@@ -1,8 +1,8 @@
 //! One SQS batch: each record decoded on its own, a person's records in order, people concurrently, every record ending
 //! delivered, skipped, handed back to SQS, or in the dead-letter queue with the reason.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -19,6 +19,7 @@ use crate::mapping::{Unmapped, map_with};
 use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
 use crate::retry::RetryPolicy;
 use crate::settings::Settings;
+use crate::suppression::{Suppression, SuppressionError, email_key, keys_of, user_key};
 
 tokio::task_local! {
     /// The SQS message id of the record whose calls are being made.
@@ -180,7 +181,14 @@ pub struct Forwarder<A, D> {
     dead_letter: D,
     options: ForwardOptions,
     settings: Arc<Settings>,
+    /// The people erased, whose later events are skipped.
+    suppression: Arc<Suppression>,
+    /// The keys this function erased (an entry of the list is never removed by the forwarder): no call to know them.
+    erased_here: Mutex<HashSet<String>>,
 }
+
+/// What the suppression list holds of a batch's people, read once per batch; why not, if it could not be read.
+type Suppressed = Result<HashSet<String>, SuppressionError>;
 
 /// What a message holds: an event, or an operator's erasure request.
 enum Body {
@@ -225,7 +233,23 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// A forwarder; the executor's breaker takes `options.breaker`.
     pub fn new(executor: Executor<A>, dead_letter: D, options: ForwardOptions) -> Forwarder<A, D> {
         let executor = executor.with_breaker(options.breaker);
-        Forwarder { executor, dead_letter, options, settings: Arc::new(Settings::default()) }
+        Forwarder {
+            executor,
+            dead_letter,
+            options,
+            settings: Arc::new(Settings::default()),
+            suppression: Arc::new(Suppression::Off),
+            erased_here: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Keeps the people erased in `suppression`, and skips their later events (the default keeps none).
+    pub fn with_suppression(self, suppression: Arc<Suppression>) -> Forwarder<A, D> {
+        Forwarder { suppression, ..self }
+    }
+
+    pub fn suppression(&self) -> &Suppression {
+        &self.suppression
     }
 
     /// The destination settings every record is evaluated against (the defaults unless given).
@@ -275,9 +299,11 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
             groups[group].push(item);
         }
+        let suppressed = self.suppressed(&groups).await;
+        let suppressed = &suppressed;
         // The futures are made up front (none runs until polled): a closure in the stream would make the whole future
         // depend on a higher-ranked lifetime, which `tokio::spawn` (the local `serve`) cannot prove Send.
-        let work: Vec<_> = groups.into_iter().map(|group| self.group(group, stop)).collect();
+        let work: Vec<_> = groups.into_iter().map(|group| self.group(group, suppressed, stop)).collect();
         let mut outcomes: Vec<(usize, RecordOutcome)> = futures_util::stream::iter(work)
             .buffer_unordered(self.options.concurrency.max(1))
             .flat_map(futures_util::stream::iter)
@@ -290,7 +316,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// One person's records, in order; once one is handed back, so are the rest, to keep the order. In a FIFO queue they
     /// are visible again at once: SQS holds them behind the first while it waits (a message group is not handed out
     /// while one of its messages is in flight), and hands them out after it, in order. Elsewhere they wait as long.
-    async fn group(&self, group: Vec<Item<'_>>, stop: Instant) -> Vec<(usize, RecordOutcome)> {
+    async fn group(&self, group: Vec<Item<'_>>, suppressed: &Suppressed, stop: Instant) -> Vec<(usize, RecordOutcome)> {
         let mut handed_back: Option<Duration> = None;
         let mut outcomes = Vec::with_capacity(group.len());
         for item in group {
@@ -304,7 +330,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 let reason = "the invocation's time ran out before this event".into();
                 (Outcome::Retry { reason, calls: 0, retry_in: self.breaker_wait(Duration::ZERO) }, false)
             } else {
-                let record = RECORD.scope(item.record.message_id.clone(), self.record(&item, stop));
+                let record = RECORD.scope(item.record.message_id.clone(), self.record(&item, suppressed, stop));
                 match tokio::time::timeout_at(stop, record).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
@@ -332,7 +358,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     }
 
     /// What becomes of one record, and whether its line is quiet (held back with the rest while Intercom fails).
-    async fn record(&self, item: &Item<'_>, stop: Instant) -> (Outcome, bool) {
+    async fn record(&self, item: &Item<'_>, suppressed: &Suppressed, stop: Instant) -> (Outcome, bool) {
         let envelope = match &item.body {
             Ok(Body::Event(envelope)) => envelope,
             Ok(Body::Erasure(request)) => return self.erase(item, request, stop).await,
@@ -341,6 +367,21 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
+        if self.suppression.is_on() {
+            let keys = keys_of(&envelope.event);
+            let held = match suppressed {
+                Ok(held) => held,
+                Err(error) => {
+                    let clock = Clock::of(item.record, Some(envelope.event.received_at));
+                    return self.suppression_failed(item, &clock, error).await;
+                }
+            };
+            let erased_here = self.erased_here.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if keys.iter().any(|key| held.contains(key) || erased_here.contains(key)) {
+                let reason = "the person was erased (the suppression list holds them)".into();
+                return (Outcome::Skipped { reason, skipped_by: Some("suppression".into()), calls: 0 }, false);
+            }
+        }
         let plan = match map_with(&envelope.event, &self.settings) {
             Ok(plan) => plan,
             Err(Unmapped::Skipped(reason)) => {
@@ -388,7 +429,17 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
         match self.executor.erase(request, self.options.retry, until).await {
             Ok(erased) => {
-                let Erased { contacts, users, leads, notes, calls } = erased;
+                let Erased { contacts, users, leads, mut notes, calls, emails } = erased;
+                if self.suppression.is_on() {
+                    let mut keys: Vec<String> = request.user_id.iter().map(|id| user_key(id)).collect();
+                    keys.extend(request.email.iter().chain(&emails).map(|email| email_key(email)));
+                    if let Err(error) = self.suppression.add(&keys, &request.request_id).await {
+                        // Carried out again later: a contact already deleted is passed over.
+                        return self.suppression_failed(item, &clock, &error).await;
+                    }
+                    self.erased_here.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(keys);
+                    notes.push("kept in the suppression list: their later events are skipped".into());
+                }
                 info!(request_id = %request.request_id, erased = contacts.len(), users, leads, notes = ?notes, "Erased.");
                 (Outcome::Erased { contacts, notes, calls }, false)
             }
@@ -417,6 +468,41 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             reason.error_code = "retries_exhausted".into();
         }
         (self.send_to_dead_letter(item, reason, calls).await, false)
+    }
+
+    /// What the suppression list holds of the batch's people, in one read; nothing when none is kept.
+    async fn suppressed(&self, groups: &[Vec<Item<'_>>]) -> Suppressed {
+        if !self.suppression.is_on() {
+            return Ok(HashSet::new());
+        }
+        let events = groups.iter().flatten().filter_map(|item| match &item.body {
+            Ok(Body::Event(envelope)) => Some(&envelope.event),
+            _ => None,
+        });
+        let keys: Vec<String> = events.flat_map(keys_of).collect();
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let held = self.suppression.held(&keys).await;
+        if let Err(error) = &held {
+            error!(%error, "The suppression list could not be read: the batch's events wait.");
+        }
+        held
+    }
+
+    /// The suppression list failed: the record waits as though Intercom had failed, until its horizon; then it is
+    /// dead-lettered (kept, to be redriven), never forwarded unchecked.
+    async fn suppression_failed(&self, item: &Item<'_>, clock: &Clock, error: &SuppressionError) -> (Outcome, bool) {
+        if clock.age < self.horizon() {
+            let retry_in = self.wait(clock).min(self.horizon() - clock.age);
+            return (Outcome::Retry { reason: error.to_string(), calls: 0, retry_in }, false);
+        }
+        let message = format!(
+            "still failing {} after the event entered the queue (RETRY_HORIZON is {}); last: {error}",
+            humane(clock.age),
+            humane(self.horizon())
+        );
+        (self.send_to_dead_letter(item, Reason::ours("suppression_list_failing", message), 0).await, false)
     }
 
     /// The horizon in force: the configured one, but never so late that SQS deletes the event first.

@@ -105,6 +105,9 @@ pub struct Erased {
     /// What else there is to know: nobody found, a user left who shares the address, several users erased.
     pub notes: Vec<String>,
     pub calls: usize,
+    /// The addresses of the contacts found (for the suppression list; never logged).
+    #[serde(skip)]
+    pub emails: Vec<String>,
 }
 
 /// Why a plan was not carried out, and how hard we tried.
@@ -612,7 +615,8 @@ impl<A: IntercomApi> Executor<A> {
             notes.push("no contact holds this email".into());
         }
         let leads = targets.iter().filter(|t| t.is_lead).count();
-        Ok(Erased { contacts: erased, users, leads, notes, calls: 0 })
+        let emails = targets.iter().filter_map(|t| t.email.clone()).collect();
+        Ok(Erased { contacts: erased, users, leads, notes, calls: 0, emails })
     }
 
     /// The user with `external_id`, read without the search index; a merged one gives the contact it became.

@@ -27,5 +27,6 @@ mod soak;
 mod sqs;
 mod stack;
 mod startup;
+mod suppression;
 mod tags_erasure;
 mod template;

@@ -143,6 +143,13 @@ fn resolve(value: &Value, given: &Given) -> String {
         if template()["Resources"][name]["Type"] == "AWS::SQS::Queue" {
             return format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}.fifo");
         }
+        if template()["Resources"][name]["Type"] == "AWS::DynamoDB::Table" {
+            // The name CloudFormation gives a table it names: stack, logical id, a suffix.
+            return format!("intercom-relay-{name}-1A2B3C4D5E6F");
+        }
+        if name == "AWS::NoValue" {
+            return NO_VALUE.to_owned();
+        }
         return parameter(name, given);
     }
     if let Some([condition, then, otherwise]) = object.get("Fn::If").and_then(Value::as_array).map(Vec::as_slice) {
@@ -163,10 +170,14 @@ fn resolve(value: &Value, given: &Given) -> String {
     panic!("a value the test cannot resolve: {value}")
 }
 
+/// What `Ref: AWS::NoValue` resolves to here: CloudFormation leaves out the property (or variable) holding it.
+const NO_VALUE: &str = "\u{0}AWS::NoValue";
+
 /// The variables `function` gets, as CloudFormation resolves them with `given`.
 fn environment(function: &str, given: &Given) -> HashMap<String, String> {
     let variables = properties(function)["Environment"]["Variables"].as_object().unwrap();
-    variables.iter().map(|(name, value)| (name.clone(), resolve(value, given))).collect()
+    let resolved = variables.iter().map(|(name, value)| (name.clone(), resolve(value, given)));
+    resolved.filter(|(_, value)| value != NO_VALUE).collect()
 }
 
 /// The variables the forward function gets with every parameter at its default but the token, given as a value.
@@ -703,4 +714,41 @@ fn browser_write_keys_reach_the_ingest_function_from_their_own_parameter() {
     let ingest = &ingest[..ingest[1..].find("\n  ForwardFunction").map_or(ingest.len(), |end| end + 1)];
     assert!(ingest.contains("BROWSER_WRITE_KEYS: !Ref BrowserWriteKeys"), "{ingest}");
     assert!(template.contains("\n  BrowserWriteKeys:\n    Type: String\n    Default: \"\"\n"));
+}
+
+#[test]
+fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_read_and_add_to() {
+    let table = &template()["Resources"]["SuppressionTable"];
+    assert_eq!((&table["DeletionPolicy"], &table["UpdateReplacePolicy"]), (&json!("Retain"), &json!("Retain")));
+    let properties = &table["Properties"];
+    // The key the forwarder reads and writes (src/suppression.rs), and tests/it/suppression.rs's table in moto.
+    assert_eq!(properties["KeySchema"], json!([{"AttributeName": "key", "KeyType": "HASH"}]));
+    assert_eq!(properties["AttributeDefinitions"], json!([{"AttributeName": "key", "AttributeType": "S"}]));
+    assert_eq!(properties["BillingMode"], json!("PAY_PER_REQUEST"));
+    assert_eq!(properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], json!(true));
+    assert_eq!(properties["DeletionProtectionEnabled"], json!(true));
+
+    // On by default: the forwarder starts with the table; off, with none.
+    let on = forward_environment();
+    let config = intercom_relay::config::ForwardConfig::from_lookup(|name| on.get(name).cloned()).unwrap();
+    assert_eq!(config.suppression_table.as_deref(), Some("intercom-relay-SuppressionTable-1A2B3C4D5E6F"));
+    let off =
+        environment("ForwardFunction", &HashMap::from([("IntercomAccessToken", "tok"), ("SuppressErased", "false")]));
+    assert!(!off.contains_key("SUPPRESSION_TABLE"), "{off:?}");
+    let config = intercom_relay::config::ForwardConfig::from_lookup(|name| off.get(name).cloned()).unwrap();
+    assert_eq!(config.suppression_table, None);
+    let refused = intercom_relay::config::ForwardConfig::from_lookup(|name| match name {
+        "SUPPRESSION_TABLE" => Some("no spaces allowed".into()),
+        _ => on.get(name).cloned(),
+    });
+    assert!(refused.unwrap_err().to_string().contains("SUPPRESSION_TABLE"));
+
+    let table_arn = json!({"Fn::GetAtt": ["SuppressionTable", "Arn"]});
+    let forward = granted(&template()["Resources"]["ForwardFunctionRole"]);
+    let dynamodb: Vec<(&str, &Value)> =
+        forward.iter().filter(|(a, _)| a.starts_with("dynamodb:")).map(|(a, r)| (a.as_str(), *r)).collect();
+    assert_eq!(dynamodb, [("dynamodb:BatchGetItem", &table_arn), ("dynamodb:BatchWriteItem", &table_arn)]);
+    let ingest = granted(&template()["Resources"]["IngestFunctionRole"]);
+    assert!(ingest.iter().all(|(a, _)| !a.starts_with("dynamodb:")), "{ingest:?}");
+    assert_eq!(template()["Outputs"]["SuppressionTableName"]["Value"], json!({"Ref": "SuppressionTable"}));
 }

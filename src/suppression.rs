@@ -1,0 +1,301 @@
+//! The suppression list: the people an operator erased, so that events about them arriving later are not forwarded
+//! (an identify would make the contact again). Kept in a DynamoDB table of the stack's (`SUPPRESSION_TABLE`), never in
+//! the environment: a person's id is personal data.
+//!
+//! The table holds no id in the clear: each entry's key is the SHA-256 of what named the person (`user_id:<userId>`,
+//! `email:<address, lowercased>`), in hex. Whoever holds a userId or an address can tell whether it was erased, which is
+//! what the list is for; nobody can read one out of it. Each entry also holds when and by which request.
+//!
+//! The forwarder reads the list once per batch (`BatchGetItem` of the batch's people) and, when an erasure is carried
+//! out, writes the request's ids and the addresses of the contacts it deleted (`BatchWriteItem`). A batch whose list
+//! cannot be read is not forwarded: its events wait and are tried again, as when Intercom fails.
+//! DynamoDB's JSON protocol (`DynamoDB_20120810`): <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/>.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::event::Event;
+use crate::retry::RetryPolicy;
+
+/// Keys per `BatchGetItem` (DynamoDB's most) and per `BatchWriteItem` (likewise).
+const GET_MAX: usize = 100;
+const WRITE_MAX: usize = 25;
+
+/// The key of a person named by their userId.
+pub fn user_key(user_id: &str) -> String {
+    digest("user_id:", user_id.trim())
+}
+
+/// The key of a person named by their email (compared as Intercom does, ignoring case).
+pub fn email_key(email: &str) -> String {
+    digest("email:", &email.trim().to_lowercase())
+}
+
+fn digest(kind: &str, value: &str) -> String {
+    let hash = Sha256::new().chain_update(kind).chain_update(value).finalize();
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The keys of whoever an event is about: its userId, its `traits.email` and `context.traits.email`.
+pub fn keys_of(event: &Event) -> Vec<String> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(user_id) = event.user_id.as_deref().filter(|id| !id.trim().is_empty()) {
+        keys.push(user_key(user_id));
+    }
+    let text = |raw: &serde_json::value::RawValue| serde_json::from_str::<String>(raw.get()).ok();
+    let address = |email: String| Some(email.trim().to_owned()).filter(|e| e.contains('@'));
+    let traits_email = event.traits.as_ref().and_then(|traits| traits.members().get("email").and_then(text));
+    let context_email = event.context.as_ref().and_then(|context| {
+        let traits: Value = serde_json::from_str(context.members().get("traits")?.get()).ok()?;
+        traits.get("email")?.as_str().map(str::to_owned)
+    });
+    for email in [traits_email, context_email].into_iter().flatten().filter_map(address) {
+        let key = email_key(&email);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// Why the list could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("the suppression list (DynamoDB table {table}) {doing}: {message}")]
+pub struct SuppressionError {
+    pub table: String,
+    pub doing: &'static str,
+    pub message: String,
+    /// Whether trying again may help (throttling, DynamoDB's own failures, no answer).
+    pub retryable: bool,
+}
+
+/// Where the list is kept.
+pub enum Suppression {
+    /// None is kept (`SUPPRESSION_TABLE` unset): events after an erasure make the contact again.
+    Off,
+    /// The stack's DynamoDB table.
+    Table(Box<DynamoTable>),
+}
+
+impl Suppression {
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Suppression::Off)
+    }
+
+    /// Those of `keys` the list holds.
+    pub async fn held(&self, keys: &[String]) -> Result<HashSet<String>, SuppressionError> {
+        match self {
+            Suppression::Off => Ok(HashSet::new()),
+            Suppression::Table(table) => table.held(keys).await,
+        }
+    }
+
+    /// Adds `keys`, erased by `request_id`.
+    pub async fn add(&self, keys: &[String], request_id: &str) -> Result<(), SuppressionError> {
+        match self {
+            Suppression::Off => Ok(()),
+            Suppression::Table(table) => table.add(keys, request_id).await,
+        }
+    }
+}
+
+/// The stack's table: key `key` (a string, the hash), with `erased_at` (seconds since the epoch) and `request_id`.
+pub struct DynamoTable {
+    table: String,
+    region: String,
+    endpoint: String,
+    aws: aws_config::SdkConfig,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+}
+
+impl DynamoTable {
+    /// The table named `table`, reached with `aws`'s credentials and region; each call takes at most `timeout` a try.
+    pub fn new(aws: &aws_config::SdkConfig, table: &str, timeout: Duration) -> Result<DynamoTable, SuppressionError> {
+        let failure = |message: String| SuppressionError {
+            table: table.to_owned(),
+            doing: "cannot be reached",
+            message,
+            retryable: false,
+        };
+        let region = aws.region().map(|r| r.as_ref().to_owned()).ok_or_else(|| failure("no AWS region".into()))?;
+        let endpoint = crate::aws::endpoint(&|name| std::env::var(name).ok(), aws.endpoint_url(), "dynamodb", &region);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(1)))
+            .build()
+            .map_err(|e| failure(crate::aws::transport_message(&e)))?;
+        let retry =
+            RetryPolicy { attempts: 3, min_delay: Duration::from_millis(50), max_delay: Duration::from_millis(400) };
+        Ok(DynamoTable { table: table.to_owned(), region, endpoint, aws: aws.clone(), http, retry })
+    }
+
+    async fn held(&self, keys: &[String]) -> Result<HashSet<String>, SuppressionError> {
+        let mut held = HashSet::new();
+        let unique: Vec<&String> = keys.iter().collect::<HashSet<_>>().into_iter().collect();
+        for chunk in unique.chunks(GET_MAX) {
+            let mut pending: Vec<Value> = chunk.iter().map(|key| json!({"key": {"S": key}})).collect();
+            let mut delays = self.retry.delays();
+            while !pending.is_empty() {
+                let request = json!({"RequestItems": {&self.table: {"Keys": pending, "ProjectionExpression": "#k",
+                    "ExpressionAttributeNames": {"#k": "key"}, "ConsistentRead": true}}});
+                let answer = self.call("BatchGetItem", "cannot be read", &request).await?;
+                for item in answer["Responses"][&self.table].as_array().into_iter().flatten() {
+                    if let Some(key) = item["key"]["S"].as_str() {
+                        held.insert(key.to_owned());
+                    }
+                }
+                // Keys DynamoDB did not get to (throttled, or the answer's 16 MB): asked again after a wait.
+                pending = answer["UnprocessedKeys"][&self.table]["Keys"].as_array().cloned().unwrap_or_default();
+                if !pending.is_empty() {
+                    let Some(wait) = delays.next() else {
+                        return Err(self.error(
+                            "cannot be read",
+                            "DynamoDB left keys unprocessed after every try",
+                            true,
+                        ));
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    async fn add(&self, keys: &[String], request_id: &str) -> Result<(), SuppressionError> {
+        let erased_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
+        let unique: Vec<&String> = keys.iter().collect::<HashSet<_>>().into_iter().collect();
+        for chunk in unique.chunks(WRITE_MAX) {
+            let mut pending: Vec<Value> = chunk
+                .iter()
+                .map(|key| {
+                    json!({"PutRequest": {"Item": {"key": {"S": key}, "erased_at": {"N": erased_at},
+                        "request_id": {"S": request_id}}}})
+                })
+                .collect();
+            let mut delays = self.retry.delays();
+            while !pending.is_empty() {
+                let request = json!({"RequestItems": {&self.table: pending}});
+                let answer = self.call("BatchWriteItem", "cannot be written", &request).await?;
+                pending = answer["UnprocessedItems"][&self.table].as_array().cloned().unwrap_or_default();
+                if !pending.is_empty() {
+                    let Some(wait) = delays.next() else {
+                        return Err(self.error(
+                            "cannot be written",
+                            "DynamoDB left items unprocessed after every try",
+                            true,
+                        ));
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, doing: &'static str, message: impl Into<String>, retryable: bool) -> SuppressionError {
+        SuppressionError { table: self.table.clone(), doing, message: message.into(), retryable }
+    }
+
+    /// One operation, tried again (per the table's retry policy) while the failure is one that may pass.
+    async fn call(&self, operation: &str, doing: &'static str, request: &Value) -> Result<Value, SuppressionError> {
+        let mut delays = self.retry.delays();
+        loop {
+            let error = match self.call_once(operation, doing, request).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            match delays.next() {
+                Some(wait) if error.retryable => tokio::time::sleep(wait).await,
+                _ => return Err(error),
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        operation: &str,
+        doing: &'static str,
+        request: &Value,
+    ) -> Result<Value, SuppressionError> {
+        let body = request.to_string();
+        let url = format!("{}/", self.endpoint.trim_end_matches('/'));
+        let target = format!("DynamoDB_20120810.{operation}");
+        let identity = crate::aws::identity(&self.aws).await.map_err(|e| self.error(doing, e, false))?;
+        let headers = [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", target.as_str())];
+        let signed =
+            crate::aws::sign_post(&identity, &self.region, "dynamodb", &url, &headers, &body, SystemTime::now())
+                .map_err(|e| self.error(doing, format!("cannot sign the request: {e}"), false))?;
+        let mut builder = self.http.post(&url).body(body);
+        for (name, value) in &signed {
+            builder = builder.header(name, value);
+        }
+        let transport = |e: reqwest::Error| self.error(doing, crate::aws::transport_message(&e), true);
+        let response = builder.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(transport)?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return if answer.is_object() {
+                Ok(answer)
+            } else {
+                Err(self.error(
+                    doing,
+                    format!("DynamoDB's answer is not JSON: {}", text.chars().take(200).collect::<String>()),
+                    true,
+                ))
+            };
+        }
+        // `{"__type": "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException", "message": "…"}`
+        let code = answer["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t)).unwrap_or("").to_owned();
+        let message = answer["message"].as_str().or(answer["Message"].as_str()).unwrap_or("").to_owned();
+        let retryable = status >= 500
+            || matches!(
+                code.as_str(),
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "LimitExceededException"
+            );
+        let hint = match code.as_str() {
+            "ResourceNotFoundException" => " (does SUPPRESSION_TABLE name the stack's table, in this region?)",
+            "AccessDeniedException" => {
+                " (the function's role needs dynamodb:BatchGetItem and dynamodb:BatchWriteItem on it)"
+            }
+            _ => "",
+        };
+        Err(self.error(doing, format!("{operation}: HTTP {status} {code}: {message}{hint}"), retryable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(value: Value) -> Event {
+        use crate::event::{BatchDefaults, RawEvent, parse_event, parse_timestamp};
+        let text = value.to_string();
+        let received = parse_timestamp("2024-05-01T12:00:00Z").unwrap();
+        parse_event(&RawEvent::parse(&text).unwrap(), None, &BatchDefaults::default(), received).unwrap()
+    }
+
+    #[test]
+    fn an_events_keys_are_its_user_id_and_emails_hashed() {
+        let keys = keys_of(&event(json!({"type": "identify", "userId": "u-1", "messageId": "m",
+            "traits": {"email": " Ada@Example.com "}, "context": {"traits": {"email": "ada@example.com"}}})));
+        assert_eq!(keys, [user_key("u-1"), email_key("ada@example.com")], "one key per address, case ignored");
+        // `printf 'user_id:u-1' | sha256sum`, `printf 'email:ada@example.com' | sha256sum`
+        assert_eq!(user_key(" u-1"), "a8ae9346b4f3e606434b5bf77a2ba2ea81313df4283d69d85bcef9e93a78a4f8");
+        assert_eq!(email_key("ADA@example.com"), "9b62a3a2bce7c868f30d60f0818e84d225bceb56f6c2dccaa4ac388af5fd8f7f");
+        let other = keys_of(&event(json!({"type": "track", "anonymousId": "a-1", "event": "E", "messageId": "m",
+            "context": {"traits": {"email": "lead@example.com"}}})));
+        assert_eq!(other, [email_key("lead@example.com")], "no userId, the context's email");
+        let none = keys_of(&event(json!({"type": "track", "anonymousId": "a-1", "event": "E", "messageId": "m",
+            "traits": {"email": "not an address"}})));
+        assert!(none.is_empty());
+    }
+}

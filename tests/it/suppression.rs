@@ -1,0 +1,205 @@
+//! The suppression list in moto's DynamoDB: an erasure carried out by the real forwarder adds the person (hashed), their
+//! later events are skipped (by userId or address, in the same batch, and by another function's cold start), other
+//! people's land; what the table and the sandbox (over HTTP) end up holding. A list that cannot be read holds the
+//! batch back, and nothing reaches Intercom unchecked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use intercom_relay::erasure::ErasureRequest;
+use intercom_relay::forward::{Forwarder, Outcome};
+use intercom_relay::intercom::IntercomClient;
+use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsRecord};
+use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay::suppression::{DynamoTable, Suppression, email_key, user_key};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::forward_batch::{envelope, quick, record};
+use crate::helpers::forwarder;
+use crate::sqs::endpoint;
+
+/// AWS as the forward function finds it, but reaching moto.
+fn aws() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "tests")))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build()
+}
+
+/// A DynamoDB call to moto (which routes by `x-amz-target`, and checks no signature).
+async fn dynamodb(operation: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/", endpoint()))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{operation}: {answer}");
+    answer
+}
+
+/// A table as the template makes it: key `key`, a string.
+async fn table() -> String {
+    let name = format!("suppression-{}", uuid::Uuid::new_v4().simple());
+    dynamodb(
+        "CreateTable",
+        json!({"TableName": name, "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}]}),
+    )
+    .await;
+    name
+}
+
+/// Every item of the table, as (key, request_id), sorted.
+async fn items(table: &str) -> Vec<(String, String)> {
+    let answer = dynamodb("Scan", json!({"TableName": table})).await;
+    let mut items: Vec<(String, String)> = answer["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            assert!(item["erased_at"]["N"].as_str().is_some_and(|n| n.parse::<u64>().is_ok()), "{item}");
+            (item["key"]["S"].as_str().unwrap().to_owned(), item["request_id"]["S"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+fn suppressing(sandbox: &SandboxServer, table: &str) -> Forwarder<IntercomClient, MemoryDeadLetter> {
+    let store = DynamoTable::new(&aws(), table, Duration::from_secs(2)).unwrap();
+    forwarder(sandbox, MemoryDeadLetter::new(), quick()).with_suppression(Arc::new(Suppression::Table(Box::new(store))))
+}
+
+/// Records of `events` (in one person's lane, in order) or erasure bodies.
+async fn records(bodies: Vec<Result<Value, ErasureRequest>>) -> Vec<SqsRecord> {
+    let mut records = Vec::new();
+    for (n, body) in bodies.into_iter().enumerate() {
+        let (body, group) = match body {
+            Ok(event) => {
+                let group = event["userId"].as_str().or(event["anonymousId"].as_str()).unwrap().to_owned();
+                (envelope(event).await, group)
+            }
+            Err(request) => (request.to_body(), request.ordering_key().to_owned()),
+        };
+        let mut record = record(&format!("r-{n}"), body, 1);
+        record.attributes.message_group_id = Some(group);
+        records.push(record);
+    }
+    records
+}
+
+async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, records: Vec<SqsRecord>) -> Vec<Outcome> {
+    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    report.records.into_iter().map(|r| r.outcome).collect()
+}
+
+fn external_ids(sandbox: &SandboxServer) -> Vec<String> {
+    let mut ids: Vec<String> = sandbox.state().contacts.values().filter_map(|c| c.external_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn skipped_as_erased(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Skipped { skipped_by: Some(rule), .. } if rule == "suppression")
+}
+
+#[tokio::test]
+async fn an_erased_persons_later_events_are_skipped_by_user_id_and_address_and_others_land() {
+    let sandbox = SandboxServer::start(SandboxOptions { search_lag: 0, ..SandboxOptions::default() }, 0).await.unwrap();
+    let table = table().await;
+    let first = suppressing(&sandbox, &table);
+    let identify = |user: &str, email: &str| json!({"type": "identify", "userId": user, "traits": {"email": email}});
+    let outcomes = handle(&first, records(vec![Ok(identify("u-1", "Ada@example.com"))]).await).await;
+    assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
+
+    // Erased by userId alone: the address is the one Intercom held for them.
+    let request = ErasureRequest::new(Some("u-1".into()), None, false).unwrap();
+    let request_id = request.request_id.clone();
+    // In the same batch, after the erasure, in their lane: an identify that would make them again.
+    let batch = records(vec![Err(request), Ok(identify("u-1", "ada@example.com"))]).await;
+    let outcomes = handle(&first, batch).await;
+    assert!(
+        matches!(&outcomes[0], Outcome::Erased { contacts, notes, .. }
+        if contacts.len() == 1 && notes.iter().any(|n| n.contains("suppression list"))),
+        "{outcomes:?}"
+    );
+    assert!(skipped_as_erased(&outcomes[1]), "{outcomes:?}");
+    assert!(external_ids(&sandbox).is_empty());
+    let mut expected = vec![(user_key("u-1"), request_id.clone()), (email_key("ada@example.com"), request_id)];
+    expected.sort();
+    assert_eq!(items(&table).await, expected, "hashed, never in the clear");
+
+    // Another function, cold: it reads the table. By userId, by the address under another id or none, and others.
+    let second = suppressing(&sandbox, &table);
+    let later = records(vec![
+        Ok(json!({"type": "track", "userId": "u-1", "event": "Signed In"})),
+        Ok(identify("u-1-new", "ADA@example.com")),
+        Ok(json!({"type": "track", "anonymousId": "a-9", "event": "Viewed", "context": {"traits": {"email": "ada@example.com"}}})),
+        Ok(identify("u-2", "grace@example.com")),
+    ])
+    .await;
+    let outcomes = handle(&second, later).await;
+    assert!(outcomes[..3].iter().all(skipped_as_erased), "{outcomes:?}");
+    assert!(matches!(outcomes[3], Outcome::Delivered { .. }), "{outcomes:?}");
+    assert_eq!(external_ids(&sandbox), ["u-2"], "only the person never erased");
+}
+
+#[tokio::test]
+async fn a_suppression_list_that_cannot_be_read_holds_the_batch_back_and_nothing_reaches_intercom() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let missing = suppressing(&sandbox, "no-such-table");
+    let batch =
+        records(vec![Ok(json!({"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}}))]).await;
+    let outcomes = handle(&missing, batch).await;
+    match &outcomes[..] {
+        [Outcome::Retry { reason, calls: 0, retry_in }] => {
+            assert!(reason.contains("the suppression list (DynamoDB table no-such-table) cannot be read"), "{reason}");
+            assert!(reason.contains("ResourceNotFoundException"), "{reason}");
+            assert!(*retry_in >= quick().redelivery.min_delay / 2, "{retry_in:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sandbox.state().contacts.is_empty(), "not forwarded unchecked");
+    // An erasure whose entry cannot be written is carried out again later.
+    let request = ErasureRequest::new(Some("u-1".into()), None, false).unwrap();
+    let outcomes = handle(&missing, records(vec![Err(request)]).await).await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Retry { reason, .. }] if reason.contains("cannot be written")),
+        "{outcomes:?}"
+    );
+}
+
+#[test]
+fn the_readmes_command_to_let_a_person_back_names_the_key_the_forwarder_wrote() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("the README's delete-item");
+    // The key as the shell computes it: the command substitution, run as written.
+    let start = line.find("$(").unwrap() + 2;
+    let end = start + line[start..].find(")\\\"").unwrap();
+    let substitution = &line[start..end];
+    assert!(substitution.starts_with("printf 'user_id:%s' user-1 | sha256sum"), "{substitution}");
+    let output = std::process::Command::new("sh").args(["-c", substitution]).output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), user_key("user-1"));
+    let by_email = std::process::Command::new("sh")
+        .args(["-c", &substitution.replace("user_id:%s' user-1", "email:%s' ada@example.com")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(by_email.stdout).unwrap().trim(), email_key("Ada@Example.com"));
+    assert!(line.contains(r#"--key "{\"key\": {\"S\": \""#), "the table's key attribute: {line}");
+}
