@@ -6,8 +6,8 @@
 //! `email:<address, lowercased>`), in hex. Whoever holds a userId or an address can tell whether it was erased, which is
 //! what the list is for; nobody can read one out of it. Each entry also holds when and by which request.
 //!
-//! The forwarder reads the list once per batch (`BatchGetItem` of the batch's people) and, when an erasure is carried
-//! out, writes the request's ids and the addresses of the contacts it deleted (`BatchWriteItem`). A batch whose list
+//! The forwarder reads the list once per batch (`BatchGetItem` of the batch's people) and, for an erasure, writes the
+//! request's ids and the ids and addresses of the contacts it found (`PutItem`) before deleting any. A batch whose list
 //! cannot be read is not forwarded: its events wait and are tried again, as when Intercom fails.
 //! DynamoDB's JSON protocol (`DynamoDB_20120810`): <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/>.
 
@@ -17,12 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::event::Event;
+use aws_smithy_runtime_api::client::identity::Identity;
+
+use crate::mapping::ContactKey;
 use crate::retry::RetryPolicy;
 
-/// Keys per `BatchGetItem` (DynamoDB's most) and per `BatchWriteItem` (likewise).
+/// Keys per `BatchGetItem` (DynamoDB's most).
 const GET_MAX: usize = 100;
-const WRITE_MAX: usize = 25;
 
 /// The key of a person named by their userId.
 pub fn user_key(user_id: &str) -> String {
@@ -39,26 +40,14 @@ fn digest(kind: &str, value: &str) -> String {
     hash.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The keys of whoever an event is about: its userId, its `traits.email` and `context.traits.email`.
-pub fn keys_of(event: &Event) -> Vec<String> {
-    let mut keys = Vec::with_capacity(2);
-    if let Some(user_id) = event.user_id.as_deref().filter(|id| !id.trim().is_empty()) {
-        keys.push(user_key(user_id));
+/// The key of a contact a plan names: a user by their userId (their external_id), a lead by their address. An event
+/// is matched by the contacts it would write to, as the mapper names them: a user's events by their userId alone (not
+/// by an address they carry, which another user may share), a lead's by the address.
+pub fn key_of(contact: &ContactKey) -> String {
+    match contact {
+        ContactKey::ExternalId(id) => user_key(id),
+        ContactKey::Email(email) => email_key(email),
     }
-    let text = |raw: &serde_json::value::RawValue| serde_json::from_str::<String>(raw.get()).ok();
-    let address = |email: String| Some(email.trim().to_owned()).filter(|e| e.contains('@'));
-    let traits_email = event.traits.as_ref().and_then(|traits| traits.members().get("email").and_then(text));
-    let context_email = event.context.as_ref().and_then(|context| {
-        let traits: Value = serde_json::from_str(context.members().get("traits")?.get()).ok()?;
-        traits.get("email")?.as_str().map(str::to_owned)
-    });
-    for email in [traits_email, context_email].into_iter().flatten().filter_map(address) {
-        let key = email_key(&email);
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
-    }
-    keys
 }
 
 /// Why the list could not be read or written.
@@ -83,6 +72,16 @@ pub enum Suppression {
 impl Suppression {
     pub fn is_on(&self) -> bool {
         !matches!(self, Suppression::Off)
+    }
+
+    /// The error of a call cut off by the invocation's time.
+    pub fn too_slow(&self, doing: &'static str) -> SuppressionError {
+        let table = match self {
+            Suppression::Off => String::new(),
+            Suppression::Table(table) => table.table.clone(),
+        };
+        let message = "no answer in the time the invocation had left".into();
+        SuppressionError { table, doing, message, retryable: true }
     }
 
     /// Those of `keys` the list holds.
@@ -110,6 +109,8 @@ pub struct DynamoTable {
     aws: aws_config::SdkConfig,
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// The credentials last provided, until five minutes before they expire (the chain is not cached by itself).
+    identity: tokio::sync::Mutex<Option<Identity>>,
 }
 
 impl DynamoTable {
@@ -130,7 +131,8 @@ impl DynamoTable {
             .map_err(|e| failure(crate::aws::transport_message(&e)))?;
         let retry =
             RetryPolicy { attempts: 3, min_delay: Duration::from_millis(50), max_delay: Duration::from_millis(400) };
-        Ok(DynamoTable { table: table.to_owned(), region, endpoint, aws: aws.clone(), http, retry })
+        let identity = tokio::sync::Mutex::new(None);
+        Ok(DynamoTable { table: table.to_owned(), region, endpoint, aws: aws.clone(), http, retry, identity })
     }
 
     async fn held(&self, keys: &[String]) -> Result<HashSet<String>, SuppressionError> {
@@ -165,35 +167,35 @@ impl DynamoTable {
         Ok(held)
     }
 
+    /// One `PutItem` a key (an erasure names one to a few): the role may add entries and never delete one, which
+    /// `BatchWriteItem` would allow. An entry already there is left as it was (its first erasure's time).
     async fn add(&self, keys: &[String], request_id: &str) -> Result<(), SuppressionError> {
         let erased_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
         let unique: Vec<&String> = keys.iter().collect::<HashSet<_>>().into_iter().collect();
-        for chunk in unique.chunks(WRITE_MAX) {
-            let mut pending: Vec<Value> = chunk
-                .iter()
-                .map(|key| {
-                    json!({"PutRequest": {"Item": {"key": {"S": key}, "erased_at": {"N": erased_at},
-                        "request_id": {"S": request_id}}}})
-                })
-                .collect();
-            let mut delays = self.retry.delays();
-            while !pending.is_empty() {
-                let request = json!({"RequestItems": {&self.table: pending}});
-                let answer = self.call("BatchWriteItem", "cannot be written", &request).await?;
-                pending = answer["UnprocessedItems"][&self.table].as_array().cloned().unwrap_or_default();
-                if !pending.is_empty() {
-                    let Some(wait) = delays.next() else {
-                        return Err(self.error(
-                            "cannot be written",
-                            "DynamoDB left items unprocessed after every try",
-                            true,
-                        ));
-                    };
-                    tokio::time::sleep(wait).await;
-                }
+        for key in unique {
+            let request = json!({"TableName": self.table,
+                "Item": {"key": {"S": key}, "erased_at": {"N": erased_at}, "request_id": {"S": request_id}},
+                "ConditionExpression": "attribute_not_exists(#k)", "ExpressionAttributeNames": {"#k": "key"}});
+            match self.call("PutItem", "cannot be written", &request).await {
+                Ok(_) => {}
+                Err(error) if error.message.contains("ConditionalCheckFailedException") => {}
+                Err(error) => return Err(error),
             }
         }
         Ok(())
+    }
+
+    async fn identity(&self) -> Result<Identity, String> {
+        let mut cached = self.identity.lock().await;
+        let fresh = |identity: &Identity| {
+            identity.expiration().is_none_or(|at| at > SystemTime::now() + Duration::from_secs(300))
+        };
+        if let Some(identity) = cached.as_ref().filter(|identity| fresh(identity)) {
+            return Ok(identity.clone());
+        }
+        let identity = crate::aws::identity(&self.aws).await?;
+        *cached = Some(identity.clone());
+        Ok(identity)
     }
 
     fn error(&self, doing: &'static str, message: impl Into<String>, retryable: bool) -> SuppressionError {
@@ -224,7 +226,7 @@ impl DynamoTable {
         let body = request.to_string();
         let url = format!("{}/", self.endpoint.trim_end_matches('/'));
         let target = format!("DynamoDB_20120810.{operation}");
-        let identity = crate::aws::identity(&self.aws).await.map_err(|e| self.error(doing, e, false))?;
+        let identity = self.identity().await.map_err(|e| self.error(doing, e, false))?;
         let headers = [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", target.as_str())];
         let signed =
             crate::aws::sign_post(&identity, &self.region, "dynamodb", &url, &headers, &body, SystemTime::now())
@@ -276,26 +278,39 @@ impl DynamoTable {
 mod tests {
     use super::*;
 
-    fn event(value: Value) -> Event {
+    fn contacts(value: Value) -> Vec<String> {
         use crate::event::{BatchDefaults, RawEvent, parse_event, parse_timestamp};
         let text = value.to_string();
         let received = parse_timestamp("2024-05-01T12:00:00Z").unwrap();
-        parse_event(&RawEvent::parse(&text).unwrap(), None, &BatchDefaults::default(), received).unwrap()
+        let event = parse_event(&RawEvent::parse(&text).unwrap(), None, &BatchDefaults::default(), received).unwrap();
+        let plan = crate::mapping::map_event(&event).unwrap();
+        let mut keys: Vec<String> = plan.contacts().map(key_of).collect();
+        keys.dedup();
+        keys
     }
 
     #[test]
-    fn an_events_keys_are_its_user_id_and_emails_hashed() {
-        let keys = keys_of(&event(json!({"type": "identify", "userId": "u-1", "messageId": "m",
-            "traits": {"email": " Ada@Example.com "}, "context": {"traits": {"email": "ada@example.com"}}})));
-        assert_eq!(keys, [user_key("u-1"), email_key("ada@example.com")], "one key per address, case ignored");
+    fn an_event_is_matched_by_the_contacts_its_plan_names() {
         // `printf 'user_id:u-1' | sha256sum`, `printf 'email:ada@example.com' | sha256sum`
         assert_eq!(user_key(" u-1"), "a8ae9346b4f3e606434b5bf77a2ba2ea81313df4283d69d85bcef9e93a78a4f8");
         assert_eq!(email_key("ADA@example.com"), "9b62a3a2bce7c868f30d60f0818e84d225bceb56f6c2dccaa4ac388af5fd8f7f");
-        let other = keys_of(&event(json!({"type": "track", "anonymousId": "a-1", "event": "E", "messageId": "m",
-            "context": {"traits": {"email": "lead@example.com"}}})));
-        assert_eq!(other, [email_key("lead@example.com")], "no userId, the context's email");
-        let none = keys_of(&event(json!({"type": "track", "anonymousId": "a-1", "event": "E", "messageId": "m",
-            "traits": {"email": "not an address"}})));
-        assert!(none.is_empty());
+        // A user by their userId, not by the address they carry.
+        let identify = json!({"type": "identify", "userId": "u-1", "messageId": "m",
+            "traits": {"email": "ada@example.com", "company": {"id": "c-1"}}});
+        assert_eq!(contacts(identify), [user_key("u-1")]);
+        // A lead by the address the mapper finds: a track's properties.email, or context.traits.email.
+        let track = json!({"type": "track", "anonymousId": "a-1", "event": "E", "messageId": "m",
+            "properties": {"email": "Ada@Example.com"}});
+        assert_eq!(contacts(track), [email_key("ada@example.com")]);
+        let page = json!({"type": "page", "anonymousId": "a-1", "messageId": "m",
+            "context": {"traits": {"email": "lead@example.com"}}});
+        assert_eq!(contacts(page), [email_key("lead@example.com")]);
+        // A group names its contact, not the company's address.
+        let group = json!({"type": "group", "userId": "u-2", "groupId": "c-1", "messageId": "m",
+            "traits": {"email": "billing@example.com"}});
+        assert_eq!(contacts(group), [user_key("u-2")]);
+        // An alias names both people.
+        let alias = json!({"type": "alias", "userId": "u-3", "previousId": "u-old", "messageId": "m"});
+        assert_eq!(contacts(alias), [user_key("u-old"), user_key("u-3")]);
     }
 }

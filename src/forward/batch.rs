@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::breaker::{BreakerPolicy, is_workspace_failure};
-use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
+use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, ErasureTargets, Executor, Failed};
 use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
 use crate::intercom::{IntercomApi, IntercomError};
@@ -19,7 +19,7 @@ use crate::mapping::{Unmapped, map_with};
 use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
 use crate::retry::RetryPolicy;
 use crate::settings::Settings;
-use crate::suppression::{Suppression, SuppressionError, email_key, keys_of, user_key};
+use crate::suppression::{Suppression, SuppressionError, email_key, key_of, user_key};
 
 tokio::task_local! {
     /// The SQS message id of the record whose calls are being made.
@@ -183,12 +183,18 @@ pub struct Forwarder<A, D> {
     settings: Arc<Settings>,
     /// The people erased, whose later events are skipped.
     suppression: Arc<Suppression>,
-    /// The keys this function erased (an entry of the list is never removed by the forwarder): no call to know them.
-    erased_here: Mutex<HashSet<String>>,
 }
 
-/// What the suppression list holds of a batch's people, read once per batch; why not, if it could not be read.
-type Suppressed = Result<HashSet<String>, SuppressionError>;
+/// The suppression list as one batch sees it (all empty when none is kept).
+#[derive(Default)]
+struct Suppressed {
+    /// What the list holds of the batch's people (read once, with the entries its erasures added), or why it could not
+    /// be read.
+    held: Option<Result<HashSet<String>, SuppressionError>>,
+    /// Each erasure of the batch, by its record's index, prepared before anyone's records: whom it names, found and
+    /// kept in the list; or its outcome when that failed.
+    erasures: Mutex<HashMap<usize, Result<ErasureTargets, (Outcome, bool)>>>,
+}
 
 /// What a message holds: an event, or an operator's erasure request.
 enum Body {
@@ -239,7 +245,6 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             options,
             settings: Arc::new(Settings::default()),
             suppression: Arc::new(Suppression::Off),
-            erased_here: Mutex::new(HashSet::new()),
         }
     }
 
@@ -299,7 +304,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
             groups[group].push(item);
         }
-        let suppressed = self.suppressed(&groups).await;
+        let suppressed =
+            if self.suppression.is_on() { self.suppressed(&groups, stop).await } else { Suppressed::default() };
         let suppressed = &suppressed;
         // The futures are made up front (none runs until polled): a closure in the stream would make the whole future
         // depend on a higher-ranked lifetime, which `tokio::spawn` (the local `serve`) cannot prove Send.
@@ -361,27 +367,15 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     async fn record(&self, item: &Item<'_>, suppressed: &Suppressed, stop: Instant) -> (Outcome, bool) {
         let envelope = match &item.body {
             Ok(Body::Event(envelope)) => envelope,
-            Ok(Body::Erasure(request)) => return self.erase(item, request, stop).await,
+            Ok(Body::Erasure(request)) => {
+                let prepared = suppressed.erasures.lock().unwrap_or_else(|p| p.into_inner()).remove(&item.index);
+                return self.erase(item, request, prepared, stop).await;
+            }
             Err(message) => {
                 let reason = Reason::ours("malformed_envelope", message.clone());
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
-        if self.suppression.is_on() {
-            let keys = keys_of(&envelope.event);
-            let held = match suppressed {
-                Ok(held) => held,
-                Err(error) => {
-                    let clock = Clock::of(item.record, Some(envelope.event.received_at));
-                    return self.suppression_failed(item, &clock, error).await;
-                }
-            };
-            let erased_here = self.erased_here.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if keys.iter().any(|key| held.contains(key) || erased_here.contains(key)) {
-                let reason = "the person was erased (the suppression list holds them)".into();
-                return (Outcome::Skipped { reason, skipped_by: Some("suppression".into()), calls: 0 }, false);
-            }
-        }
         let plan = match map_with(&envelope.event, &self.settings) {
             Ok(plan) => plan,
             Err(Unmapped::Skipped(reason)) => {
@@ -398,6 +392,14 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         // Anyone may send with a browser key: its events decide nothing only the business should.
         let plan = if envelope.key == KeyKind::Browser { plan.for_browser_key(&self.settings) } else { plan };
         let clock = Clock::of(item.record, Some(envelope.event.received_at));
+        match &suppressed.held {
+            Some(Err(error)) => return self.suppression_failed(item, &clock, error).await,
+            Some(Ok(held)) if plan.contacts().any(|contact| held.contains(&key_of(contact))) => {
+                let reason = "the person was erased (the suppression list holds them)".into();
+                return (Outcome::Skipped { reason, skipped_by: Some("suppression".into()), calls: 0 }, false);
+            }
+            _ => {}
+        }
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
         match self.executor.execute(&plan, self.options.retry, until).await {
             Ok(delivery) => {
@@ -423,23 +425,30 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         }
     }
 
-    /// An erasure request: carried out, its outcome reported like an event's; failures as an event's.
-    async fn erase(&self, item: &Item<'_>, request: &ErasureRequest, stop: Instant) -> (Outcome, bool) {
+    /// An erasure request: carried out, its outcome reported like an event's; failures as an event's. With a
+    /// suppression list, the request was prepared with the batch (whom it names found and kept in the list); here the
+    /// contacts found are deleted.
+    async fn erase(
+        &self,
+        item: &Item<'_>,
+        request: &ErasureRequest,
+        prepared: Option<Result<ErasureTargets, (Outcome, bool)>>,
+        stop: Instant,
+    ) -> (Outcome, bool) {
         let clock = Clock::of(item.record, None);
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
-        match self.executor.erase(request, self.options.retry, until).await {
+        let (found, kept) = match prepared {
+            Some(Ok(found)) => (found, Some("kept in the suppression list: their later events are skipped".to_owned())),
+            Some(Err(outcome)) => return outcome,
+            None => match self.executor.erasure_targets(request, self.options.retry, until).await {
+                Ok(found) => (found, None),
+                Err(failed) => return self.failed(item, &clock, failed).await,
+            },
+        };
+        match self.executor.erase(found, self.options.retry, until).await {
             Ok(erased) => {
-                let Erased { contacts, users, leads, mut notes, calls, emails } = erased;
-                if self.suppression.is_on() {
-                    let mut keys: Vec<String> = request.user_id.iter().map(|id| user_key(id)).collect();
-                    keys.extend(request.email.iter().chain(&emails).map(|email| email_key(email)));
-                    if let Err(error) = self.suppression.add(&keys, &request.request_id).await {
-                        // Carried out again later: a contact already deleted is passed over.
-                        return self.suppression_failed(item, &clock, &error).await;
-                    }
-                    self.erased_here.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(keys);
-                    notes.push("kept in the suppression list: their later events are skipped".into());
-                }
+                let Erased { contacts, users, leads, mut notes, calls } = erased;
+                notes.extend(kept);
                 info!(request_id = %request.request_id, erased = contacts.len(), users, leads, notes = ?notes, "Erased.");
                 (Outcome::Erased { contacts, notes, calls }, false)
             }
@@ -470,24 +479,65 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         (self.send_to_dead_letter(item, reason, calls).await, false)
     }
 
-    /// What the suppression list holds of the batch's people, in one read; nothing when none is kept.
-    async fn suppressed(&self, groups: &[Vec<Item<'_>>]) -> Suppressed {
-        if !self.suppression.is_on() {
-            return Ok(HashSet::new());
+    /// The suppression list as the batch sees it, before anyone's records. First each erasure of the batch is
+    /// prepared: whom it names is found in Intercom, and its keys (the request's userId and email, the ids and
+    /// addresses of the contacts found) are added to the list before any contact is deleted, so that a request tried
+    /// again keeps the same and none deleted is left out. Then the list is read once for the contacts every event's plan
+    /// names, so that the batch's events about a person erased, in any lane, before or after the request, are skipped.
+    async fn suppressed(&self, groups: &[Vec<Item<'_>>], stop: Instant) -> Suppressed {
+        let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
+        let mut items: Vec<&Item<'_>> = groups.iter().flatten().collect();
+        items.sort_by_key(|item| item.index);
+        let mut added = HashSet::new();
+        let mut erasures = HashMap::new();
+        for item in &items {
+            let Ok(Body::Erasure(request)) = &item.body else { continue };
+            let clock = Clock::of(item.record, None);
+            let found = match self.executor.erasure_targets(request, self.options.retry, until).await {
+                Ok(found) => found,
+                Err(failed) => {
+                    erasures.insert(item.index, Err(self.failed(item, &clock, failed).await));
+                    continue;
+                }
+            };
+            let mut keys: Vec<String> = request.user_id.iter().map(|id| user_key(id)).collect();
+            keys.extend(request.email.iter().map(|email| email_key(email)));
+            keys.extend(found.external_ids().map(user_key));
+            keys.extend(found.emails().map(email_key));
+            let kept = tokio::time::timeout_at(until, self.suppression.add(&keys, &request.request_id)).await;
+            match kept.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be written"))) {
+                Ok(()) => {
+                    added.extend(keys);
+                    erasures.insert(item.index, Ok(found));
+                }
+                Err(error) => {
+                    error!(%error, request_id = %request.request_id, "The erasure could not be kept in the suppression list: it waits.");
+                    erasures.insert(item.index, Err(self.suppression_failed(item, &clock, &error).await));
+                }
+            }
         }
-        let events = groups.iter().flatten().filter_map(|item| match &item.body {
-            Ok(Body::Event(envelope)) => Some(&envelope.event),
-            _ => None,
+        let mut keys = Vec::new();
+        for item in &items {
+            if let Ok(Body::Event(envelope)) = &item.body
+                && let Ok(plan) = map_with(&envelope.event, &self.settings)
+            {
+                keys.extend(plan.contacts().map(key_of).filter(|key| !added.contains(key)));
+            }
+        }
+        let held = if keys.is_empty() {
+            Ok(HashSet::new())
+        } else {
+            let read = tokio::time::timeout_at(until, self.suppression.held(&keys)).await;
+            read.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be read")))
+        };
+        let held = held.map(|mut held| {
+            held.extend(added);
+            held
         });
-        let keys: Vec<String> = events.flat_map(keys_of).collect();
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let held = self.suppression.held(&keys).await;
         if let Err(error) = &held {
             error!(%error, "The suppression list could not be read: the batch's events wait.");
         }
-        held
+        Suppressed { held: Some(held), erasures: Mutex::new(erasures) }
     }
 
     /// The suppression list failed: the record waits as though Intercom had failed, until its horizon; then it is

@@ -105,9 +105,26 @@ pub struct Erased {
     /// What else there is to know: nobody found, a user left who shares the address, several users erased.
     pub notes: Vec<String>,
     pub calls: usize,
-    /// The addresses of the contacts found (for the suppression list; never logged).
-    #[serde(skip)]
-    pub emails: Vec<String>,
+}
+
+/// Whom an erasure request names, found and not yet deleted (no `Debug`: it holds their addresses).
+pub struct ErasureTargets {
+    targets: Vec<Person>,
+    notes: Vec<String>,
+    /// Intercom calls spent finding them.
+    calls: usize,
+}
+
+impl ErasureTargets {
+    /// The addresses the contacts found hold (for the suppression list; never logged).
+    pub fn emails(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().filter_map(|t| t.email.as_deref())
+    }
+
+    /// The users' external_ids among the contacts found (an erasure by email names them by nothing else).
+    pub fn external_ids(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().filter_map(|t| t.external_id.as_deref())
+    }
 }
 
 /// Why a plan was not carried out, and how hard we tried.
@@ -548,12 +565,27 @@ impl<A: IntercomApi> Executor<A> {
         Ok((!contacts.is_empty()).then(|| contacts.swap_remove(0)))
     }
 
-    /// Erases the person `request` names: their user (by `find_by_external_id`, no index lag), the contacts holding
-    /// their email (by search, behind its lag: the users when no userId is given, the leads when asked), one
-    /// `DELETE /contacts/{id}` each. What was found and done is in the answer.
-    pub async fn erase(&self, request: &ErasureRequest, retry: RetryPolicy, until: Instant) -> Result<Erased, Failed> {
+    /// Finds whom `request` names: their user (by `find_by_external_id`, no index lag), the contacts holding their
+    /// email (by search, behind its lag: the users when no userId is given, the leads when asked). Nothing is deleted
+    /// until [`Executor::erase`] is given the answer, so that what names them can be kept first.
+    pub async fn erasure_targets(
+        &self,
+        request: &ErasureRequest,
+        retry: RetryPolicy,
+        until: Instant,
+    ) -> Result<ErasureTargets, Failed> {
         let mut calls = Calls { made: 0, attempts: 0, retry, until, may_create: None };
-        match self.erase_with(request, &mut calls).await {
+        match self.find_targets(request, &mut calls).await {
+            Ok((targets, notes)) => Ok(ErasureTargets { targets, notes, calls: calls.made }),
+            Err(error) => Err(Failed { error, attempts: calls.attempts, calls: calls.made }),
+        }
+    }
+
+    /// Erases what [`Executor::erasure_targets`] found: one `DELETE /contacts/{id}` each (one gone already is passed
+    /// over). What was found and done is in the answer.
+    pub async fn erase(&self, found: ErasureTargets, retry: RetryPolicy, until: Instant) -> Result<Erased, Failed> {
+        let mut calls = Calls { made: found.calls, attempts: 0, retry, until, may_create: None };
+        match self.delete_targets(found, &mut calls).await {
             Ok(mut erased) => {
                 erased.calls = calls.made;
                 Ok(erased)
@@ -562,7 +594,11 @@ impl<A: IntercomApi> Executor<A> {
         }
     }
 
-    async fn erase_with(&self, request: &ErasureRequest, calls: &mut Calls) -> Result<Erased, IntercomError> {
+    async fn find_targets(
+        &self,
+        request: &ErasureRequest,
+        calls: &mut Calls,
+    ) -> Result<(Vec<Person>, Vec<String>), IntercomError> {
         let mut targets: Vec<Person> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
         if let Some(user_id) = &request.user_id {
@@ -596,6 +632,15 @@ impl<A: IntercomApi> Executor<A> {
         if request.user_id.is_none() && users > 1 {
             notes.push(format!("{users} users held the email; all were erased"));
         }
+        if targets.is_empty() && notes.is_empty() {
+            notes.push("no contact holds this email".into());
+        }
+        Ok((targets, notes))
+    }
+
+    async fn delete_targets(&self, found: ErasureTargets, calls: &mut Calls) -> Result<Erased, IntercomError> {
+        let ErasureTargets { targets, notes, .. } = found;
+        let users = targets.iter().filter(|t| !t.is_lead).count();
         let mut erased = Vec::with_capacity(targets.len());
         for person in &targets {
             match self.call(requests::delete_contact(&person.id), calls).await {
@@ -611,12 +656,8 @@ impl<A: IntercomApi> Executor<A> {
                 self.contacts.forget(&ContactKey::Email(email.clone()));
             }
         }
-        if targets.is_empty() && notes.is_empty() {
-            notes.push("no contact holds this email".into());
-        }
         let leads = targets.iter().filter(|t| t.is_lead).count();
-        let emails = targets.iter().filter_map(|t| t.email.clone()).collect();
-        Ok(Erased { contacts: erased, users, leads, notes, calls: 0, emails })
+        Ok(Erased { contacts: erased, users, leads, notes, calls: 0 })
     }
 
     /// The user with `external_id`, read without the search index; a merged one gives the contact it became.

@@ -118,53 +118,105 @@ fn skipped_as_erased(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Skipped { skipped_by: Some(rule), .. } if rule == "suppression")
 }
 
+async fn sandbox() -> SandboxServer {
+    SandboxServer::start(SandboxOptions { search_lag: 0, ..SandboxOptions::default() }, 0).await.unwrap()
+}
+
+fn identify(user: &str, email: &str) -> Value {
+    json!({"type": "identify", "userId": user, "traits": {"email": email}})
+}
+
 #[tokio::test]
-async fn an_erased_persons_later_events_are_skipped_by_user_id_and_address_and_others_land() {
-    let sandbox = SandboxServer::start(SandboxOptions { search_lag: 0, ..SandboxOptions::default() }, 0).await.unwrap();
+async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lead_by_address_and_others_land() {
+    let sandbox = sandbox().await;
     let table = table().await;
     let first = suppressing(&sandbox, &table);
-    let identify = |user: &str, email: &str| json!({"type": "identify", "userId": user, "traits": {"email": email}});
     let outcomes = handle(&first, records(vec![Ok(identify("u-1", "Ada@example.com"))]).await).await;
     assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
 
-    // Erased by userId alone: the address is the one Intercom held for them.
+    // Erased by userId alone: the address is the one Intercom held for them. In the same batch, after the erasure in
+    // their lane, an identify that would make them again; in another lane, a visitor's track with their address.
     let request = ErasureRequest::new(Some("u-1".into()), None, false).unwrap();
     let request_id = request.request_id.clone();
-    // In the same batch, after the erasure, in their lane: an identify that would make them again.
-    let batch = records(vec![Err(request), Ok(identify("u-1", "ada@example.com"))]).await;
+    let batch = records(vec![
+        Err(request),
+        Ok(identify("u-1", "ada@example.com")),
+        Ok(json!({"type": "track", "anonymousId": "a-9", "event": "Viewed", "properties": {"email": "ADA@example.com"}})),
+    ])
+    .await;
     let outcomes = handle(&first, batch).await;
     assert!(
         matches!(&outcomes[0], Outcome::Erased { contacts, notes, .. }
         if contacts.len() == 1 && notes.iter().any(|n| n.contains("suppression list"))),
         "{outcomes:?}"
     );
-    assert!(skipped_as_erased(&outcomes[1]), "{outcomes:?}");
-    assert!(external_ids(&sandbox).is_empty());
+    assert!(skipped_as_erased(&outcomes[1]) && skipped_as_erased(&outcomes[2]), "{outcomes:?}");
+    assert!(sandbox.state().contacts.is_empty(), "{:?}", sandbox.state().contacts);
     let mut expected = vec![(user_key("u-1"), request_id.clone()), (email_key("ada@example.com"), request_id)];
     expected.sort();
     assert_eq!(items(&table).await, expected, "hashed, never in the clear");
 
-    // Another function, cold: it reads the table. By userId, by the address under another id or none, and others.
+    // Another function, cold: it reads the table. Their userId, a lead by their address (context.traits.email), and
+    // people never erased: another user, and a new userId signing up with the address (a user is matched by userId).
     let second = suppressing(&sandbox, &table);
     let later = records(vec![
         Ok(json!({"type": "track", "userId": "u-1", "event": "Signed In"})),
-        Ok(identify("u-1-new", "ADA@example.com")),
-        Ok(json!({"type": "track", "anonymousId": "a-9", "event": "Viewed", "context": {"traits": {"email": "ada@example.com"}}})),
+        Ok(json!({"type": "page", "anonymousId": "a-7", "name": "Home", "context": {"traits": {"email": "ada@example.com"}}})),
         Ok(identify("u-2", "grace@example.com")),
+        Ok(identify("u-1-new", "ada@example.com")),
     ])
     .await;
     let outcomes = handle(&second, later).await;
-    assert!(outcomes[..3].iter().all(skipped_as_erased), "{outcomes:?}");
-    assert!(matches!(outcomes[3], Outcome::Delivered { .. }), "{outcomes:?}");
-    assert_eq!(external_ids(&sandbox), ["u-2"], "only the person never erased");
+    assert!(outcomes[..2].iter().all(skipped_as_erased), "{outcomes:?}");
+    assert!(outcomes[2..].iter().all(|o| matches!(o, Outcome::Delivered { .. })), "{outcomes:?}");
+    assert_eq!(external_ids(&sandbox), ["u-1-new", "u-2"]);
+
+    // The operator lets them back (the README's delete-item): the same warm functions forward their events again.
+    dynamodb("DeleteItem", json!({"TableName": table, "Key": {"key": {"S": user_key("u-1")}}})).await;
+    let outcomes = handle(&first, records(vec![Ok(identify("u-1", "ada@example.com"))]).await).await;
+    assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
+    assert_eq!(external_ids(&sandbox), ["u-1", "u-1-new", "u-2"]);
 }
 
 #[tokio::test]
-async fn a_suppression_list_that_cannot_be_read_holds_the_batch_back_and_nothing_reaches_intercom() {
-    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+async fn an_erasure_by_address_keeps_the_user_ids_it_found_and_the_user_left_alone_is_not_skipped() {
+    let sandbox = sandbox().await;
+    let table = table().await;
+    let forwarder = suppressing(&sandbox, &table);
+    let people = records(vec![Ok(identify("u-5", "five@example.com")), Ok(identify("u-6", "six@example.com"))]).await;
+    assert!(handle(&forwarder, people).await.iter().all(|o| matches!(o, Outcome::Delivered { .. })));
+    let request = ErasureRequest::new(None, Some("five@example.com".into()), false).unwrap();
+    let first_request = request.request_id.clone();
+    let outcomes = handle(&forwarder, records(vec![Err(request)]).await).await;
+    assert!(matches!(&outcomes[0], Outcome::Erased { contacts, .. } if contacts.len() == 1), "{outcomes:?}");
+    let mut expected = vec![(email_key("five@example.com"), first_request.clone()), (user_key("u-5"), first_request)];
+    expected.sort();
+    assert_eq!(items(&table).await, expected, "the address asked for and the userId of the user who held it");
+    // Asked again: nobody left to delete, and the entries stay as the first request wrote them (a conditional put).
+    let again = ErasureRequest::new(None, Some("five@example.com".into()), false).unwrap();
+    let outcomes = handle(&forwarder, records(vec![Err(again)]).await).await;
+    assert!(matches!(&outcomes[0], Outcome::Erased { contacts, .. } if contacts.is_empty()), "{outcomes:?}");
+    assert_eq!(items(&table).await, expected);
+    let later = records(vec![
+        Ok(json!({"type": "track", "userId": "u-5", "event": "Signed In"})),
+        Ok(json!({"type": "track", "userId": "u-6", "event": "Signed In"})),
+    ])
+    .await;
+    let outcomes = handle(&forwarder, later).await;
+    assert!(skipped_as_erased(&outcomes[0]), "{outcomes:?}");
+    assert!(matches!(outcomes[1], Outcome::Delivered { .. }), "{outcomes:?}");
+    assert_eq!(external_ids(&sandbox), ["u-6"]);
+}
+
+#[tokio::test]
+async fn a_suppression_list_that_cannot_be_read_or_written_holds_events_and_erasures_back_and_nothing_is_lost() {
+    let sandbox = sandbox().await;
+    let seeded = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
+    let outcomes = handle(&seeded, records(vec![Ok(identify("u-1", "ada@example.com"))]).await).await;
+    assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
+
     let missing = suppressing(&sandbox, "no-such-table");
-    let batch =
-        records(vec![Ok(json!({"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}}))]).await;
+    let batch = records(vec![Ok(identify("u-2", "grace@example.com"))]).await;
     let outcomes = handle(&missing, batch).await;
     match &outcomes[..] {
         [Outcome::Retry { reason, calls: 0, retry_in }] => {
@@ -174,14 +226,23 @@ async fn a_suppression_list_that_cannot_be_read_holds_the_batch_back_and_nothing
         }
         other => panic!("{other:?}"),
     }
-    assert!(sandbox.state().contacts.is_empty(), "not forwarded unchecked");
-    // An erasure whose entry cannot be written is carried out again later.
+    assert_eq!(external_ids(&sandbox), ["u-1"], "not forwarded unchecked");
+    // An erasure whose entries cannot be written deletes nobody yet: tried again, it finds and keeps the same.
     let request = ErasureRequest::new(Some("u-1".into()), None, false).unwrap();
-    let outcomes = handle(&missing, records(vec![Err(request)]).await).await;
+    let outcomes = handle(&missing, records(vec![Err(request.clone())]).await).await;
     assert!(
         matches!(&outcomes[..], [Outcome::Retry { reason, .. }] if reason.contains("cannot be written")),
         "{outcomes:?}"
     );
+    assert_eq!(external_ids(&sandbox), ["u-1"], "not deleted before it is kept");
+    // Once the list answers (here: the function's table exists), the same request keeps the address and deletes.
+    let table = table().await;
+    let outcomes = handle(&suppressing(&sandbox, &table), records(vec![Err(request)]).await).await;
+    assert!(matches!(&outcomes[..], [Outcome::Erased { contacts, .. }] if contacts.len() == 1), "{outcomes:?}");
+    let keys: Vec<String> = items(&table).await.into_iter().map(|(key, _)| key).collect();
+    let mut expected = vec![user_key("u-1"), email_key("ada@example.com")];
+    expected.sort();
+    assert_eq!(keys, expected);
 }
 
 #[test]
