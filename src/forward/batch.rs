@@ -193,8 +193,12 @@ struct Suppressed {
     held: Option<Result<HashSet<String>, SuppressionError>>,
     /// Each erasure of the batch, by its record's index, prepared before anyone's records: whom it names, found and
     /// kept in the list; or its outcome when that failed.
-    erasures: Mutex<HashMap<usize, Result<ErasureTargets, (Outcome, bool)>>>,
+    erasures: Mutex<HashMap<usize, Prepared>>,
 }
+
+/// An erasure prepared with its batch: whom it names, found and kept in the suppression list; else its outcome (and
+/// whether its line is quiet).
+type Prepared = Result<ErasureTargets, (Outcome, bool)>;
 
 /// What a message holds: an event, or an operator's erasure request.
 enum Body {
@@ -432,7 +436,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         &self,
         item: &Item<'_>,
         request: &ErasureRequest,
-        prepared: Option<Result<ErasureTargets, (Outcome, bool)>>,
+        prepared: Option<Prepared>,
         stop: Instant,
     ) -> (Outcome, bool) {
         let clock = Clock::of(item.record, None);
