@@ -34,6 +34,10 @@ pub enum StackError {
     NoOutput { stack: String, region: String, status: String, outputs: String },
     #[error("CloudFormation refused DescribeStacks for {stack} in {region}: HTTP {status} {code}: {message}{hint}")]
     Refused { stack: String, region: String, status: u16, code: String, message: String, hint: &'static str },
+    #[error(
+        "the stack {stack} is in {theirs}, and AWS_REGION is {ours}: set AWS_REGION={theirs}, where its queue is too"
+    )]
+    OtherRegion { stack: String, theirs: String, ours: String },
     #[error("cannot reach CloudFormation at {endpoint}: {message}")]
     Unreachable { endpoint: String, message: String },
     #[error("CloudFormation's answer from {endpoint} could not be read: {message}")]
@@ -50,6 +54,14 @@ struct Described {
 /// The `EventsQueueUrl` output of the stack named `stack` (or its ARN), with the credentials and region of `aws`.
 pub async fn events_queue_url(aws: &aws_config::SdkConfig, stack: &str) -> Result<String, StackError> {
     let region = aws.region().map(|r| r.as_ref().to_owned()).ok_or(StackError::NoRegion)?;
+    // A stack's ARN names its region (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/ID); the queue is there too,
+    // and the SQS client sends to AWS_REGION's endpoint.
+    if let Some(theirs) = stack.strip_prefix("arn:").and_then(|arn| arn.split(':').nth(2))
+        && !theirs.is_empty()
+        && theirs != region
+    {
+        return Err(StackError::OtherRegion { stack: stack.to_owned(), theirs: theirs.to_owned(), ours: region });
+    }
     let endpoint =
         crate::aws::endpoint(&|name| std::env::var(name).ok(), aws.endpoint_url(), "cloudformation", &region);
     let identity = crate::aws::identity(aws).await.map_err(StackError::Credentials)?;

@@ -208,6 +208,15 @@ async fn a_stack_that_is_missing_not_ours_or_unreachable_is_refused_and_nothing_
     assert_eq!(regionless.status.code(), Some(2), "{}", text(&regionless.stderr));
     assert!(text(&regionless.stderr).contains("no AWS region to find the stack in"), "{}", text(&regionless.stderr));
 
+    let arn = "arn:aws:cloudformation:eu-north-1:123456789012:stack/not-relay/0a1b2c3d";
+    let other_region = run_in(&dir, &["replay", "archive", "--stack", arn], &env, &[]).await;
+    assert_eq!(other_region.status.code(), Some(2), "{}", text(&other_region.stderr));
+    assert!(
+        text(&other_region.stderr).contains("is in eu-north-1, and AWS_REGION is sa-east-1: set AWS_REGION=eu-north-1"),
+        "{}",
+        text(&other_region.stderr)
+    );
+
     let both = run_in(&dir, &["replay", "archive", "--stack", "not-relay", "--to-queue", &queue], &env, &[]).await;
     assert_eq!(both.status.code(), Some(2));
     assert!(text(&both.stderr).contains("cannot be used with"), "{}", text(&both.stderr));
