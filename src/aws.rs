@@ -79,6 +79,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dynamodb_call_is_signed_as_botocore_signs_it() {
+        // The reference: botocore 1.43's `SigV4Auth(credentials, "dynamodb", "eu-west-1").add_auth(request)` on the
+        // same POST (URL, content-type, x-amz-target, body), its clock at 2026-01-01T00:00:00Z.
+        let credentials = aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("SESSIONTOKEN".into()),
+            None,
+            "test",
+        );
+        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+        let headers =
+            [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", "DynamoDB_20120810.BatchGetItem")];
+        let body = r#"{"RequestItems":{"t":{"Keys":[{"key":{"S":"k"}}]}}}"#;
+        let url = "https://dynamodb.eu-west-1.amazonaws.com/";
+        let signed =
+            sign_post(&Identity::from(credentials), "eu-west-1", "dynamodb", url, &headers, body, time).unwrap();
+        let header = |name: &str| signed.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        assert_eq!(header("x-amz-target"), Some("DynamoDB_20120810.BatchGetItem"));
+        assert_eq!(header("x-amz-date"), Some("20260101T000000Z"));
+        assert_eq!(
+            header("authorization"),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/eu-west-1/dynamodb/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, \
+                 Signature=716676387c5b14726d7d976fa15d061df1fa5e2c034752ec56cabfbe021a91ff"
+            )
+        );
+    }
+
+    #[test]
     fn the_endpoint_is_the_environments_or_the_regions() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())

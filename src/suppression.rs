@@ -239,39 +239,40 @@ impl DynamoTable {
         let response = builder.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(transport)?;
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return if answer.is_object() {
-                Ok(answer)
-            } else {
-                Err(self.error(
-                    doing,
-                    format!("DynamoDB's answer is not JSON: {}", text.chars().take(200).collect::<String>()),
-                    true,
-                ))
-            };
-        }
-        // `{"__type": "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException", "message": "…"}`
-        let code = answer["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t)).unwrap_or("").to_owned();
-        let message = answer["message"].as_str().or(answer["Message"].as_str()).unwrap_or("").to_owned();
-        let retryable = status >= 500
-            || matches!(
-                code.as_str(),
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "LimitExceededException"
-            );
-        let hint = match code.as_str() {
-            "ResourceNotFoundException" => " (does SUPPRESSION_TABLE name the stack's table, in this region?)",
-            "AccessDeniedException" => {
-                " (the function's role needs dynamodb:BatchGetItem and dynamodb:BatchWriteItem on it)"
-            }
-            _ => "",
-        };
-        Err(self.error(doing, format!("{operation}: HTTP {status} {code}: {message}{hint}"), retryable))
+        answer_of(operation, status, &text).map_err(|(message, retryable)| self.error(doing, message, retryable))
     }
+}
+
+/// DynamoDB's answer to `operation`, or what went wrong and whether trying again may help. Its errors are
+/// `{"__type": "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException", "message": "…"}` (`Message` for some);
+/// throttling and its own failures may pass, a request it refuses does not:
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html>.
+fn answer_of(operation: &str, status: u16, text: &str) -> Result<Value, (String, bool)> {
+    let answer: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    if (200..300).contains(&status) {
+        return if answer.is_object() {
+            Ok(answer)
+        } else {
+            Err((format!("DynamoDB's answer is not JSON: {}", text.chars().take(200).collect::<String>()), true))
+        };
+    }
+    let code = answer["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t)).unwrap_or("").to_owned();
+    let message = answer["message"].as_str().or(answer["Message"].as_str()).unwrap_or("").to_owned();
+    let retryable = status >= 500
+        || matches!(
+            code.as_str(),
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "LimitExceededException"
+        );
+    let hint = match code.as_str() {
+        "ResourceNotFoundException" => " (does SUPPRESSION_TABLE name the stack's table, in this region?)",
+        "AccessDeniedException" => " (the function's role needs dynamodb:BatchGetItem and dynamodb:PutItem on it)",
+        _ => "",
+    };
+    Err((format!("{operation}: HTTP {status} {code}: {message}{hint}"), retryable))
 }
 
 #[cfg(test)]
@@ -287,6 +288,28 @@ mod tests {
         let mut keys: Vec<String> = plan.contacts().map(key_of).collect();
         keys.dedup();
         keys
+    }
+
+    #[test]
+    fn dynamodbs_errors_are_read_and_only_those_that_may_pass_are_tried_again() {
+        let throttled = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"Rate of requests exceeds"}"#;
+        let (message, retryable) = answer_of("BatchGetItem", 400, throttled).unwrap_err();
+        assert!(retryable);
+        assert_eq!(message, "BatchGetItem: HTTP 400 ProvisionedThroughputExceededException: Rate of requests exceeds");
+        let missing = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#;
+        let (message, retryable) = answer_of("BatchGetItem", 400, missing).unwrap_err();
+        assert!(!retryable);
+        assert!(message.contains("ResourceNotFoundException: Requested resource not found (does SUPPRESSION_TABLE"));
+        let denied =
+            r#"{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"User is not authorized"}"#;
+        let (message, retryable) = answer_of("PutItem", 400, denied).unwrap_err();
+        assert!(!retryable && message.contains("User is not authorized (the function's role needs"), "{message}");
+        let (_, retryable) = answer_of("PutItem", 503, "<html>Service Unavailable</html>").unwrap_err();
+        assert!(retryable);
+        assert!(answer_of("PutItem", 200, "").unwrap_err().1, "a cut answer may pass");
+        let unprocessed = r#"{"Responses":{"t":[]},"UnprocessedKeys":{"t":{"Keys":[{"key":{"S":"k"}}]}}}"#;
+        let answer = answer_of("BatchGetItem", 200, unprocessed).unwrap();
+        assert_eq!(answer["UnprocessedKeys"]["t"]["Keys"][0]["key"]["S"], "k", "read back by `held`");
     }
 
     #[test]

@@ -17,7 +17,10 @@ use intercom_relay::suppression::{DynamoTable, Suppression, email_key, user_key}
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::forward_batch::{envelope, quick, record};
+use crate::forward_batch::{aged, envelope, quick, record};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
 use crate::helpers::forwarder;
 use crate::sqs::endpoint;
 
@@ -235,6 +238,19 @@ async fn a_suppression_list_that_cannot_be_read_or_written_holds_events_and_eras
         "{outcomes:?}"
     );
     assert_eq!(external_ids(&sandbox), ["u-1"], "not deleted before it is kept");
+    // Past the horizon, an event the list could not be checked for is dead-lettered with the reason (kept for a
+    // redrive), never forwarded.
+    let old = aged(records(vec![Ok(identify("u-3", "old@example.com"))]).await.remove(0), DAY + HOUR, HOUR);
+    let outcomes = handle(&missing, vec![old]).await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::DeadLettered { reason, .. }] if reason.error_code == "suppression_list_failing"
+        && reason.error_message.contains("still failing 25h 0m after the event entered the queue")),
+        "{outcomes:?}"
+    );
+    let letters = missing.dead_letter().letters();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].body.contains("old@example.com"), "the original body, for a redrive");
+    assert_eq!(external_ids(&sandbox), ["u-1"]);
     // Once the list answers (here: the function's table exists), the same request keeps the address and deletes.
     let table = table().await;
     let outcomes = handle(&suppressing(&sandbox, &table), records(vec![Err(request)]).await).await;
