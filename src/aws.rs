@@ -74,6 +74,20 @@ pub(crate) fn transport_message(e: &reqwest::Error) -> String {
     std::error::Error::source(e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"))
 }
 
+/// The credentials and clock the signing tests sign with, those of botocore's reference signatures: AWS's example
+/// key with a session token, at 2026-01-01T00:00:00Z.
+#[cfg(test)]
+pub(crate) fn reference_signer() -> (Identity, SystemTime) {
+    let credentials = aws_credential_types::Credentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        Some("SESSIONTOKEN".into()),
+        None,
+        "test",
+    );
+    (Identity::from(credentials), SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,20 +96,12 @@ mod tests {
     fn a_dynamodb_call_is_signed_as_botocore_signs_it() {
         // The reference: botocore 1.43's `SigV4Auth(credentials, "dynamodb", "eu-west-1").add_auth(request)` on the
         // same POST (URL, content-type, x-amz-target, body), its clock at 2026-01-01T00:00:00Z.
-        let credentials = aws_credential_types::Credentials::new(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            Some("SESSIONTOKEN".into()),
-            None,
-            "test",
-        );
-        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+        let (identity, time) = reference_signer();
         let headers =
             [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", "DynamoDB_20120810.BatchGetItem")];
         let body = r#"{"RequestItems":{"t":{"Keys":[{"key":{"S":"k"}}]}}}"#;
         let url = "https://dynamodb.eu-west-1.amazonaws.com/";
-        let signed =
-            sign_post(&Identity::from(credentials), "eu-west-1", "dynamodb", url, &headers, body, time).unwrap();
+        let signed = sign_post(&identity, "eu-west-1", "dynamodb", url, &headers, body, time).unwrap();
         let header = |name: &str| signed.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         assert_eq!(header("x-amz-target"), Some("DynamoDB_20120810.BatchGetItem"));
         assert_eq!(header("x-amz-date"), Some("20260101T000000Z"));

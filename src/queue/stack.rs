@@ -274,17 +274,9 @@ mod tests {
     fn the_request_is_signed_as_botocore_signs_it() {
         // The reference: botocore 1.43's `SigV4Auth(credentials, "cloudformation", "eu-west-1").add_auth(request)` on
         // the same POST (URL, content-type, body), its clock at 2026-01-01T00:00:00Z; the AWS CLI signs with it.
-        let credentials = aws_credential_types::Credentials::new(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            Some("SESSIONTOKEN".into()),
-            None,
-            "test",
-        );
-        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let (identity, time) = crate::aws::reference_signer();
         let endpoint = "https://cloudformation.eu-west-1.amazonaws.com";
-        let signed =
-            signed_request(&Identity::from(credentials), "eu-west-1", endpoint, "intercom-relay", time).unwrap();
+        let signed = signed_request(&identity, "eu-west-1", endpoint, "intercom-relay", time).unwrap();
         assert_eq!(signed.url, "https://cloudformation.eu-west-1.amazonaws.com/");
         assert_eq!(signed.body, "Action=DescribeStacks&StackName=intercom%2Drelay&Version=2010-05-15");
         let header =
