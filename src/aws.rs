@@ -13,7 +13,7 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
-/// The identity to sign with: the credentials `aws`'s chain provides now (refreshed by the chain when they expire).
+/// The identity to sign with: the credentials `aws`'s chain provides now (callers cache it until near expiry).
 pub(crate) async fn identity(aws: &aws_config::SdkConfig) -> Result<Identity, String> {
     let provider = aws.credentials_provider().ok_or_else(|| "no credential provider is configured".to_owned())?;
     let credentials = provider

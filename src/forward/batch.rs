@@ -2,7 +2,7 @@
 //! delivered, skipped, handed back to SQS, or in the dead-letter queue with the reason.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::breaker::{BreakerPolicy, is_workspace_failure};
-use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, ErasureTargets, Executor, Failed};
+use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
 use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
 use crate::intercom::{IntercomApi, IntercomError};
@@ -185,20 +185,9 @@ pub struct Forwarder<A, D> {
     suppression: Arc<Suppression>,
 }
 
-/// The suppression list as one batch sees it (all empty when none is kept).
-#[derive(Default)]
-struct Suppressed {
-    /// What the list holds of the batch's people (read once, with the entries its erasures added), or why it could not
-    /// be read.
-    held: Option<Result<HashSet<String>, SuppressionError>>,
-    /// Each erasure of the batch, by its record's index, prepared before anyone's records: whom it names, found and
-    /// kept in the list; or its outcome when that failed.
-    erasures: Mutex<HashMap<usize, Prepared>>,
-}
-
-/// An erasure prepared with its batch: whom it names, found and kept in the suppression list; else its outcome (and
-/// whether its line is quiet).
-type Prepared = Result<ErasureTargets, (Outcome, bool)>;
+/// The suppression list as one batch sees it: what it holds of the batch's people (read once), with whom the batch's
+/// erasures name; or why it could not be read. `None` when no list is kept.
+type Suppressed = Option<Result<HashSet<String>, SuppressionError>>;
 
 /// What a message holds: an event, or an operator's erasure request.
 enum Body {
@@ -308,8 +297,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
             groups[group].push(item);
         }
-        let suppressed =
-            if self.suppression.is_on() { self.suppressed(&groups, stop).await } else { Suppressed::default() };
+        let suppressed = if self.suppression.is_on() { Some(self.suppressed(&groups, stop).await) } else { None };
         let suppressed = &suppressed;
         // The futures are made up front (none runs until polled): a closure in the stream would make the whole future
         // depend on a higher-ranked lifetime, which `tokio::spawn` (the local `serve`) cannot prove Send.
@@ -371,10 +359,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     async fn record(&self, item: &Item<'_>, suppressed: &Suppressed, stop: Instant) -> (Outcome, bool) {
         let envelope = match &item.body {
             Ok(Body::Event(envelope)) => envelope,
-            Ok(Body::Erasure(request)) => {
-                let prepared = suppressed.erasures.lock().unwrap_or_else(|p| p.into_inner()).remove(&item.index);
-                return self.erase(item, request, prepared, stop).await;
-            }
+            Ok(Body::Erasure(request)) => return self.erase(item, request, stop).await,
             Err(message) => {
                 let reason = Reason::ours("malformed_envelope", message.clone());
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
@@ -396,8 +381,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         // Anyone may send with a browser key: its events decide nothing only the business should.
         let plan = if envelope.key == KeyKind::Browser { plan.for_browser_key(&self.settings) } else { plan };
         let clock = Clock::of(item.record, Some(envelope.event.received_at));
-        match &suppressed.held {
-            Some(Err(error)) => return self.suppression_failed(item, &clock, error).await,
+        match suppressed {
+            Some(Err(error)) => return self.suppression_failed(item, &clock, error, 0).await,
             Some(Ok(held)) if plan.contacts().any(|contact| held.contains(&key_of(contact))) => {
                 let reason = "the person was erased (the suppression list holds them)".into();
                 return (Outcome::Skipped { reason, skipped_by: Some("suppression".into()), calls: 0 }, false);
@@ -430,25 +415,28 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     }
 
     /// An erasure request: carried out, its outcome reported like an event's; failures as an event's. With a
-    /// suppression list, the request was prepared with the batch (whom it names found and kept in the list); here the
-    /// contacts found are deleted.
-    async fn erase(
-        &self,
-        item: &Item<'_>,
-        request: &ErasureRequest,
-        prepared: Option<Prepared>,
-        stop: Instant,
-    ) -> (Outcome, bool) {
+    /// suppression list, whom it names (the request's userId and email, the ids and addresses of the contacts found) is
+    /// added to the list before any contact is deleted: a request tried again (the list or a deletion failing) finds
+    /// and keeps the same, and no contact deleted is left out of the list.
+    async fn erase(&self, item: &Item<'_>, request: &ErasureRequest, stop: Instant) -> (Outcome, bool) {
         let clock = Clock::of(item.record, None);
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
-        let (found, kept) = match prepared {
-            Some(Ok(found)) => (found, Some("kept in the suppression list: their later events are skipped".to_owned())),
-            Some(Err(outcome)) => return outcome,
-            None => match self.executor.erasure_targets(request, self.options.retry, until).await {
-                Ok(found) => (found, None),
-                Err(failed) => return self.failed(item, &clock, failed).await,
-            },
+        let found = match self.executor.erasure_targets(request, self.options.retry, until).await {
+            Ok(found) => found,
+            Err(failed) => return self.failed(item, &clock, failed).await,
         };
+        let mut kept = None;
+        if self.suppression.is_on() {
+            let mut keys = request_keys(request);
+            keys.extend(found.external_ids().map(user_key));
+            keys.extend(found.emails().map(email_key));
+            let added = tokio::time::timeout_at(until, self.suppression.add(&keys, &request.request_id)).await;
+            if let Err(error) = added.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be written"))) {
+                error!(%error, request_id = %request.request_id, "The erasure could not be kept in the suppression list; it waits, nobody deleted yet.");
+                return self.suppression_failed(item, &clock, &error, found.calls()).await;
+            }
+            kept = Some("kept in the suppression list: their later events are skipped".to_owned());
+        }
         match self.executor.erase(found, self.options.retry, until).await {
             Ok(erased) => {
                 let Erased { contacts, users, leads, mut notes, calls } = erased;
@@ -483,49 +471,26 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         (self.send_to_dead_letter(item, reason, calls).await, false)
     }
 
-    /// The suppression list as the batch sees it, before anyone's records. First each erasure of the batch is
-    /// prepared: whom it names is found in Intercom, and its keys (the request's userId and email, the ids and
-    /// addresses of the contacts found) are added to the list before any contact is deleted, so that a request tried
-    /// again keeps the same and none deleted is left out. Then the list is read once for the contacts every event's plan
-    /// names, so that the batch's events about a person erased, in any lane, before or after the request, are skipped.
-    async fn suppressed(&self, groups: &[Vec<Item<'_>>], stop: Instant) -> Suppressed {
+    /// The suppression list as the batch sees it, before anyone's records: one read for the contacts every event's plan
+    /// names, with whom the batch's erasures name (their userId and email) added, so that the batch's events about a
+    /// person it erases, in any lane, before or after the request, are skipped. (The addresses and ids an erasure finds
+    /// in Intercom are added to the list as it runs, for the batches after.)
+    async fn suppressed(&self, groups: &[Vec<Item<'_>>], stop: Instant) -> Result<HashSet<String>, SuppressionError> {
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
-        let mut items: Vec<&Item<'_>> = groups.iter().flatten().collect();
-        items.sort_by_key(|item| item.index);
-        let mut added = HashSet::new();
-        let mut erasures = HashMap::new();
-        for item in &items {
-            let Ok(Body::Erasure(request)) = &item.body else { continue };
-            let clock = Clock::of(item.record, None);
-            let found = match self.executor.erasure_targets(request, self.options.retry, until).await {
-                Ok(found) => found,
-                Err(failed) => {
-                    erasures.insert(item.index, Err(self.failed(item, &clock, failed).await));
-                    continue;
-                }
-            };
-            let mut keys: Vec<String> = request.user_id.iter().map(|id| user_key(id)).collect();
-            keys.extend(request.email.iter().map(|email| email_key(email)));
-            keys.extend(found.external_ids().map(user_key));
-            keys.extend(found.emails().map(email_key));
-            let kept = tokio::time::timeout_at(until, self.suppression.add(&keys, &request.request_id)).await;
-            match kept.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be written"))) {
-                Ok(()) => {
-                    added.extend(keys);
-                    erasures.insert(item.index, Ok(found));
-                }
-                Err(error) => {
-                    error!(%error, request_id = %request.request_id, "The erasure could not be kept in the suppression list: it waits.");
-                    erasures.insert(item.index, Err(self.suppression_failed(item, &clock, &error).await));
-                }
-            }
-        }
+        let items = || groups.iter().flatten();
+        let erasing: HashSet<String> = items()
+            .filter_map(|item| match &item.body {
+                Ok(Body::Erasure(request)) => Some(request_keys(request)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
         let mut keys = Vec::new();
-        for item in &items {
+        for item in items() {
             if let Ok(Body::Event(envelope)) = &item.body
                 && let Ok(plan) = map_with(&envelope.event, &self.settings)
             {
-                keys.extend(plan.contacts().map(key_of).filter(|key| !added.contains(key)));
+                keys.extend(plan.contacts().map(key_of).filter(|key| !erasing.contains(key)));
             }
         }
         let held = if keys.is_empty() {
@@ -534,29 +499,31 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             let read = tokio::time::timeout_at(until, self.suppression.held(&keys)).await;
             read.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be read")))
         };
-        let held = held.map(|mut held| {
-            held.extend(added);
-            held
-        });
         if let Err(error) = &held {
             error!(%error, "The suppression list could not be read: the batch's events wait.");
         }
-        Suppressed { held: Some(held), erasures: Mutex::new(erasures) }
+        held.map(|held| held.into_iter().chain(erasing).collect())
     }
 
     /// The suppression list failed: the record waits as though Intercom had failed, until its horizon; then it is
     /// dead-lettered (kept, to be redriven), never forwarded unchecked.
-    async fn suppression_failed(&self, item: &Item<'_>, clock: &Clock, error: &SuppressionError) -> (Outcome, bool) {
+    async fn suppression_failed(
+        &self,
+        item: &Item<'_>,
+        clock: &Clock,
+        error: &SuppressionError,
+        calls: usize,
+    ) -> (Outcome, bool) {
         if clock.age < self.horizon() {
             let retry_in = self.wait(clock).min(self.horizon() - clock.age);
-            return (Outcome::Retry { reason: error.to_string(), calls: 0, retry_in }, false);
+            return (Outcome::Retry { reason: error.to_string(), calls, retry_in }, false);
         }
         let message = format!(
             "still failing {} after the event entered the queue (RETRY_HORIZON is {}); last: {error}",
             humane(clock.age),
             humane(self.horizon())
         );
-        (self.send_to_dead_letter(item, Reason::ours("suppression_list_failing", message), 0).await, false)
+        (self.send_to_dead_letter(item, Reason::ours("suppression_list_failing", message), calls).await, false)
     }
 
     /// The horizon in force: the configured one, but never so late that SQS deletes the event first.
@@ -599,6 +566,13 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
         }
     }
+}
+
+/// The keys of whom an erasure request names itself: its userId and email.
+fn request_keys(request: &ErasureRequest) -> Vec<String> {
+    let mut keys: Vec<String> = request.user_id.iter().map(|id| user_key(id)).collect();
+    keys.extend(request.email.iter().map(|email| email_key(email)));
+    keys
 }
 
 /// The dead-letter reason for an Intercom failure.

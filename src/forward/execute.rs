@@ -121,6 +121,11 @@ impl ErasureTargets {
         self.targets.iter().filter_map(|t| t.email.as_deref())
     }
 
+    /// Intercom calls spent finding them.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
     /// The users' external_ids among the contacts found (an erasure by email names them by nothing else).
     pub fn external_ids(&self) -> impl Iterator<Item = &str> {
         self.targets.iter().filter_map(|t| t.external_id.as_deref())
@@ -405,7 +410,8 @@ impl<A: IntercomApi> Executor<A> {
             if Instant::now() + delay > calls.until {
                 return Err(error);
             }
-            warn!(%method, path, attempt = calls.attempts, delay_ms = delay.as_millis() as u64, %error, "Trying again.");
+            let path = requests::path_for_logs(&path);
+            warn!(%method, %path, attempt = calls.attempts, delay_ms = delay.as_millis() as u64, %error, "Trying again.");
             tokio::time::sleep(delay).await;
         }
     }

@@ -280,7 +280,8 @@ impl IntercomApi for IntercomClient {
             }
             match self.send_once(&method, path, body).await {
                 Err(IntercomError::Api { status: 429, .. }) if !self.pause().is_zero() => {
-                    warn!(%method, path, "Intercom answered 429; waiting for the window to reset.");
+                    let path = super::requests::path_for_logs(path);
+                    warn!(%method, %path, "Intercom answered 429; waiting for the window to reset.");
                 }
                 outcome => return outcome.map(|(_, value)| value),
             }

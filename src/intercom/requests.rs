@@ -58,6 +58,15 @@ fn segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
+/// A request's path as a log line may show it: a user's external_id (their userId, personal data) left out.
+pub fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
+    const BY_EXTERNAL_ID: &str = "/contacts/find_by_external_id/";
+    match path.find(BY_EXTERNAL_ID) {
+        Some(at) => format!("{}{{external_id}}", &path[..at + BY_EXTERNAL_ID.len()]).into(),
+        None => path.into(),
+    }
+}
+
 /// The fields of a contact or company write, as the mapping planned them and the checks left them.
 #[derive(Clone, Copy, Debug)]
 pub struct Fields<'a> {
@@ -436,6 +445,14 @@ pub fn refused_owner(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_in_a_log_line_names_no_user() {
+        let path = find_by_external_id("ada@example.com").path;
+        assert_eq!(path, "/contacts/find_by_external_id/ada%40example.com");
+        assert_eq!(path_for_logs(&path), "/contacts/find_by_external_id/{external_id}");
+        assert_eq!(path_for_logs("/contacts/123/tags"), "/contacts/123/tags");
+    }
 
     fn body(request: &Request) -> &Value {
         request.body.as_ref().expect("a body")

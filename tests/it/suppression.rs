@@ -137,9 +137,9 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     let outcomes = handle(&first, records(vec![Ok(identify("u-1", "Ada@example.com"))]).await).await;
     assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
 
-    // Erased by userId alone: the address is the one Intercom held for them. In the same batch, after the erasure in
-    // their lane, an identify that would make them again; in another lane, a visitor's track with their address.
-    let request = ErasureRequest::new(Some("u-1".into()), None, false).unwrap();
+    // Erased by userId and address. In the same batch, after the erasure in their lane, an identify that would make
+    // them again; in another lane, a visitor's track with the address the request names.
+    let request = ErasureRequest::new(Some("u-1".into()), Some("ada@example.com".into()), false).unwrap();
     let request_id = request.request_id.clone();
     let batch = records(vec![
         Err(request),
@@ -158,6 +158,17 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     let mut expected = vec![(user_key("u-1"), request_id.clone()), (email_key("ada@example.com"), request_id)];
     expected.sort();
     assert_eq!(items(&table).await, expected, "hashed, never in the clear");
+
+    // An erasure by userId alone keeps the address Intercom held for them, for the batches after.
+    let found = ErasureRequest::new(Some("u-8".into()), None, false).unwrap();
+    let seeded = records(vec![Ok(identify("u-8", "eight@example.com"))]).await;
+    assert!(matches!(handle(&first, seeded).await[..], [Outcome::Delivered { .. }]));
+    let outcomes = handle(&first, records(vec![Err(found)]).await).await;
+    assert!(matches!(&outcomes[..], [Outcome::Erased { contacts, .. }] if contacts.len() == 1), "{outcomes:?}");
+    assert!(items(&table).await.iter().any(|(key, _)| *key == email_key("eight@example.com")));
+    let lead =
+        json!({"type": "track", "anonymousId": "a-8", "event": "Viewed", "properties": {"email": "eight@example.com"}});
+    assert!(skipped_as_erased(&handle(&first, records(vec![Ok(lead)]).await).await[0]));
 
     // Another function, cold: it reads the table. Their userId, a lead by their address (context.traits.email), and
     // people never erased: another user, and a new userId signing up with the address (a user is matched by userId).
