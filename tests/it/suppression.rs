@@ -291,3 +291,45 @@ fn the_readmes_command_to_let_a_person_back_names_the_key_the_forwarder_wrote() 
     assert_eq!(String::from_utf8(by_email.stdout).unwrap().trim(), email_key("Ada@Example.com"));
     assert!(line.contains(r#"--key "{\"key\": {\"S\": \""#), "the table's key attribute: {line}");
 }
+
+/// The forward binary as the template deploys it (`SUPPRESSION_TABLE`, credentials and region from the environment as
+/// Lambda gives them), under the real `lambda_runtime` loop: an erased person's events are skipped, the others land.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forward_binary_reads_the_suppression_list_the_template_names() {
+    use crate::payloads::{generated, sqs_event};
+    use crate::runtime_api::{Running, RuntimeApi};
+    let sandbox = sandbox().await;
+    let table = table().await;
+    let lines = generated(12, 4, 21);
+    let users: std::collections::BTreeSet<String> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).unwrap()["userId"].as_str().map(str::to_owned))
+        .collect();
+    let erased = users.iter().next().unwrap().clone();
+    dynamodb(
+        "PutItem",
+        json!({"TableName": table, "Item": {"key": {"S": user_key(&erased)}, "erased_at": {"N": "1"}, "request_id": {"S": "r"}}}),
+    )
+    .await;
+    let api = RuntimeApi::start().await.unwrap();
+    let id = api.invoke(&serde_json::to_value(sqs_event(&lines, "it")).unwrap());
+    let mut env = api.env();
+    env.push(("INTERCOM_BASE_URL", sandbox.url.clone()));
+    env.push(("INTERCOM_ACCESS_TOKEN", sandbox.token()));
+    env.push(("DLQ_URL", "http://127.0.0.1:9/000000000000/unused-dlq.fifo".into()));
+    env.push(("SUPPRESSION_TABLE", table.clone()));
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB", endpoint()));
+    let running = Running::spawn(env!("CARGO_BIN_EXE_forward"), env).unwrap();
+    let answer = api.answer_to(&id, Duration::from_secs(30)).await.expect("the binary answers the invocation");
+    assert_eq!(answer.body, json!({"batchItemFailures": []}), "{}", running.output());
+    let output = running.output();
+    let skipped = output.lines().filter(|line| line.contains("\"skipped_by\":\"suppression\"")).count();
+    let theirs = lines.iter().filter(|line| line.contains(&format!("\"userId\":\"{erased}\""))).count();
+    assert!(theirs > 0 && skipped == theirs, "{skipped} of {theirs} skipped:\n{output}");
+    assert!(!output.contains(&erased), "no userId in the log:\n{output}");
+    let held: std::collections::BTreeSet<String> =
+        sandbox.state().contacts.values().filter_map(|c| c.external_id.clone()).collect();
+    let mut others = users.clone();
+    others.remove(&erased);
+    assert_eq!(held, others, "everyone but the person erased");
+}
