@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use crate::cli::{by_external_id, relay, report, run, scratch, text};
 use crate::fault_proxy::{FaultProxy, Faults};
 use crate::forward_batch::fifo_queue;
-use crate::helpers::options;
+use crate::helpers::{options, readme_section, sh_blocks, without_comment};
 use crate::sqs::{FAST_DEADLINE, Received, client, drain, endpoint, fast_retry};
 
 /// What the binary needs to reach moto's SQS as the AWS CLI would reach SQS.
@@ -531,34 +531,10 @@ fn sh(dir: &Path, command: &str, env: &[(&str, String)]) -> String {
     text(&output.stdout)
 }
 
-/// The `sh` blocks of the README's backfill section, continuation lines joined, comments dropped.
+/// The `sh` blocks of the README's backfill section, comments dropped.
 fn readme_blocks() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find(SECTION).unwrap_or_else(|| panic!("README.md has no `{SECTION}`"));
-    let section = &readme[start + SECTION.len()..];
-    let end = ["\n## ", "\n### "].iter().filter_map(|heading| section.find(heading)).min();
-    let section = &section[..end.unwrap_or(section.len())];
-    section
-        .split("```sh\n")
-        .skip(1)
-        .map(|rest| {
-            let block = rest.split("\n```").next().unwrap();
-            let mut commands = vec![String::new()];
-            for line in block.lines() {
-                let line = line.split(" #").next().unwrap().trim_end();
-                let last = commands.last_mut().unwrap();
-                match line.strip_suffix('\\') {
-                    Some(part) => last.push_str(part),
-                    None => {
-                        last.push_str(line);
-                        commands.push(String::new());
-                    }
-                }
-            }
-            commands.retain(|c| !c.trim().is_empty() && !c.trim_start().starts_with('#'));
-            commands
-        })
-        .collect()
+    let blocks = sh_blocks(&readme_section(SECTION));
+    blocks.iter().map(|block| block.iter().filter_map(|command| without_comment(command)).collect()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::scratch;
-use crate::helpers::{envelope_events, events_dir};
+use crate::helpers::{envelope_events, events_dir, readme_section, sh_blocks};
 use crate::sdks::installed;
 use crate::sqs::{client, drain, endpoint};
 
@@ -19,26 +19,6 @@ const SECTION: &str = "### The real Lambdas on your machine";
 /// Building the binaries without the dev-dependencies' features (what `cargo run` builds) can take minutes on a cold
 /// target directory; an invocation whose function died waits for ever, so a dead function is spotted in the log.
 const PATIENCE: Duration = Duration::from_secs(15 * 60);
-
-/// The commands of the section's first `sh` block, continuation lines joined.
-fn readme_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find(SECTION).unwrap_or_else(|| panic!("README.md has no `{SECTION}`"))..];
-    let block = section.split("```sh\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("an sh block");
-    let mut commands = vec![String::new()];
-    for line in block.lines() {
-        let last = commands.last_mut().unwrap();
-        match line.strip_suffix('\\') {
-            Some(part) => last.push_str(part),
-            None => {
-                last.push_str(line);
-                commands.push(String::new());
-            }
-        }
-    }
-    commands.pop();
-    commands
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -163,7 +143,8 @@ async fn the_readme_commands_run_both_lambdas_under_cargo_lambda_watch() {
         ("--invoke-port 9000", format!("--invoke-port {lambda_port}")),
         ("--queue-name events", format!("--queue-name {queue}")),
     ];
-    let commands: Vec<String> = readme_commands()
+    let commands: Vec<String> = sh_blocks(&readme_section(SECTION))
+        .remove(0)
         .into_iter()
         .map(|command| replacements.iter().fold(command, |command, (from, to)| command.replace(from, to)))
         .collect();

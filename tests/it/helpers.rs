@@ -181,3 +181,41 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// The README section under `heading` (its text after the heading, up to the next heading of level 2 or 3).
+pub fn readme_section(heading: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find(heading).unwrap_or_else(|| panic!("README.md has no `{heading}`"));
+    let section = &readme[start + heading.len()..];
+    let end = ["\n## ", "\n### "].iter().filter_map(|next| section.find(next)).min();
+    section[..end.unwrap_or(section.len())].to_owned()
+}
+
+/// The commands of each `sh` block of `section`, as a shell reads them: continuation lines joined; blank lines (as
+/// empty commands) and comments kept.
+pub fn sh_blocks(section: &str) -> Vec<Vec<String>> {
+    let blocks = section.split("```sh\n").skip(1).map(|rest| rest.split("\n```").next().unwrap());
+    blocks
+        .map(|block| {
+            let mut commands = vec![String::new()];
+            for line in block.lines() {
+                let last = commands.last_mut().unwrap();
+                match line.strip_suffix('\\') {
+                    Some(part) => last.push_str(part),
+                    None => {
+                        last.push_str(line);
+                        commands.push(String::new());
+                    }
+                }
+            }
+            commands.pop();
+            commands
+        })
+        .collect()
+}
+
+/// A command of [`sh_blocks`] without its comment (` # …`), `None` for a blank line or a comment alone.
+pub fn without_comment(command: &str) -> Option<String> {
+    let command = command.split(" #").next().unwrap().trim_end();
+    (!command.trim().is_empty() && !command.trim_start().starts_with('#')).then(|| command.to_owned())
+}

@@ -11,6 +11,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{Value, json};
 
 use crate::cli::{relay, scratch, text};
+use crate::helpers::{readme_section, sh_blocks, without_comment};
 use crate::sqs::endpoint;
 
 /// The README's stack name.
@@ -146,10 +147,10 @@ async fn replay_and_erase_send_to_the_events_queue_the_stack_names() {
     assert!(dir.join("archive.checkpoint").exists(), "the default checkpoint, as with --to-queue");
 
     // The README's erase through the deployed forwarders, as written.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = &readme[readme.find("### Erasure (GDPR, CCPA)").expect("the README's erasure section")..];
-    let command = section.lines().find(|line| line.starts_with("intercom-relay erase ") && line.contains("--stack"));
-    let command = command.expect("an erase --stack command").split(" #").next().unwrap();
+    let commands = sh_blocks(&readme_section("### Erasure (GDPR, CCPA)")).concat();
+    let command = commands.iter().filter_map(|command| without_comment(command));
+    let command = command.into_iter().find(|c| c.starts_with("intercom-relay erase ") && c.contains("--stack"));
+    let command = command.expect("an erase --stack command");
     let args: Vec<&str> = command.split_whitespace().skip(1).collect();
     assert_eq!(args, ["erase", "--user-id", "user-1", "--leads", "--stack", STACK]);
     let erased = run_in(&dir, &args, &env, &[]).await;
