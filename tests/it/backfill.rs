@@ -515,6 +515,20 @@ async fn a_gz_replayed_into_the_built_in_sandbox_leaves_its_people_and_events_at
 
 const SECTION: &str = "### Backfill from a CDP's archive";
 
+/// Every file under `dir`, as paths.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
 /// Runs `command` with `sh` in `dir`, `cargo run --` being the binary under test; its stdout.
 fn sh(dir: &Path, command: &str, env: &[(&str, String)]) -> String {
     let binary = env!("CARGO_BIN_EXE_intercom-relay");
@@ -549,15 +563,26 @@ async fn the_readme_backfill_commands_run_as_written() {
     assert!(replayed.contains("events: 250 sent to the built-in sandbox, 250 outside --since/--until"), "{replayed}");
     assert!(replayed.contains("250 accepted, 0 rejected"), "{replayed}");
 
-    // The deployed block: `aws s3 sync` needs AWS; the backfill runs against moto, into the queue of a stack of the
-    // README's name deployed there, from the local block's archive.
+    // The deployed block, against moto: the local block's archive as Segment's S3 destination left it, in a bucket of
+    // moto's S3; the README's `aws s3 sync` (the AWS CLI); the backfill into the queue of a stack of the README's name.
     let deployed = &blocks[1];
-    assert!(deployed.iter().any(|c| c.starts_with("aws s3 sync ")), "{deployed:?}");
-    let backfill = deployed.iter().find(|c| c.contains(" replay ")).expect("a replay command");
-    std::fs::rename(dir.join("sample-archive"), dir.join("archive")).unwrap();
     let region = "eu-west-2";
+    let operator = crate::stack::operator(region);
+    let bucket = format!("segment-{}", uuid::Uuid::new_v4().simple());
+    let upload = format!(
+        "aws s3 mb s3://{bucket} && aws s3 cp sample-archive/segment-logs/gen-source \
+         s3://{bucket}/segment-logs/gen-source --recursive --quiet"
+    );
+    sh(&dir, &upload, &operator);
+    let sync = deployed.iter().find(|c| c.starts_with("aws s3 sync ")).expect("an aws s3 sync command");
+    let mut env = operator.clone();
+    env.extend([("BUCKET", bucket), ("SOURCE_ID", "gen-source".into())]);
+    sh(&dir, sync, &env);
+    let synced = walk(&dir.join("archive")).into_iter().filter(|path| path.ends_with(".gz")).count();
+    assert_eq!(synced, 48, "the archive's files, synced from S3");
+    let backfill = deployed.iter().find(|c| c.contains(" replay ")).expect("a replay command");
     let url = crate::stack::deploy("intercom-relay", region, crate::stack::events_queue_output()).await;
-    let output = sh(&dir, backfill, &crate::stack::operator(region));
+    let output = sh(&dir, backfill, &operator);
     assert!(output.contains("events: 500 sent to"), "{output}");
     assert_eq!(crate::stack::held(&crate::stack::sqs_in(region), &url).await.len(), 500);
     assert!(dir.join("backfill.ckpt").exists());

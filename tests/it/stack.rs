@@ -76,10 +76,15 @@ pub(crate) fn events_queue_output() -> Value {
     json!({"EventsQueueUrl": {"Value": {"Ref": "EventsQueue"}}, "IngestUrl": {"Value": "https://x.lambda-url.on.aws/"}})
 }
 
-/// The environment of an operator whose AWS CLI reaches moto (`AWS_ENDPOINT_URL`, as for every service), in `region`,
-/// and no profile of the machine's.
+/// The environment of an operator whose AWS CLI (the one scripts/test installs, first on `PATH`) reaches moto
+/// (`AWS_ENDPOINT_URL`, as for every service), in `region`, and no profile of the machine's.
 pub(crate) fn operator(region: &str) -> Vec<(&'static str, String)> {
+    let python = std::path::PathBuf::from(crate::sdks::installed("ANALYTICS_PYTHON"));
+    let mut path = vec![python.parent().unwrap().to_owned()];
+    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    let path = std::env::join_paths(path).unwrap().into_string().unwrap();
     vec![
+        ("PATH", path),
         ("AWS_ENDPOINT_URL", endpoint()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),

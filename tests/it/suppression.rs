@@ -134,16 +134,16 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     let sandbox = sandbox().await;
     let table = table().await;
     let first = suppressing(&sandbox, &table);
-    let outcomes = handle(&first, records(vec![Ok(identify("u-1", "Ada@example.com"))]).await).await;
+    let outcomes = handle(&first, records(vec![Ok(identify("user-1", "Ada@example.com"))]).await).await;
     assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
 
     // Erased by userId and address. In the same batch, after the erasure in their lane, an identify that would make
     // them again; in another lane, a visitor's track with the address the request names.
-    let request = ErasureRequest::new(Some("u-1".into()), Some("ada@example.com".into()), false).unwrap();
+    let request = ErasureRequest::new(Some("user-1".into()), Some("ada@example.com".into()), false).unwrap();
     let request_id = request.request_id.clone();
     let batch = records(vec![
         Err(request),
-        Ok(identify("u-1", "ada@example.com")),
+        Ok(identify("user-1", "ada@example.com")),
         Ok(json!({"type": "track", "anonymousId": "a-9", "event": "Viewed", "properties": {"email": "ADA@example.com"}})),
     ])
     .await;
@@ -155,7 +155,7 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     );
     assert!(skipped_as_erased(&outcomes[1]) && skipped_as_erased(&outcomes[2]), "{outcomes:?}");
     assert!(sandbox.state().contacts.is_empty(), "{:?}", sandbox.state().contacts);
-    let mut expected = vec![(user_key("u-1"), request_id.clone()), (email_key("ada@example.com"), request_id)];
+    let mut expected = vec![(user_key("user-1"), request_id.clone()), (email_key("ada@example.com"), request_id)];
     expected.sort();
     assert_eq!(items(&table).await, expected, "hashed, never in the clear");
 
@@ -174,22 +174,33 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     // people never erased: another user, and a new userId signing up with the address (a user is matched by userId).
     let second = suppressing(&sandbox, &table);
     let later = records(vec![
-        Ok(json!({"type": "track", "userId": "u-1", "event": "Signed In"})),
+        Ok(json!({"type": "track", "userId": "user-1", "event": "Signed In"})),
         Ok(json!({"type": "page", "anonymousId": "a-7", "name": "Home", "context": {"traits": {"email": "ada@example.com"}}})),
         Ok(identify("u-2", "grace@example.com")),
-        Ok(identify("u-1-new", "ada@example.com")),
+        Ok(identify("user-1-new", "ada@example.com")),
     ])
     .await;
     let outcomes = handle(&second, later).await;
     assert!(outcomes[..2].iter().all(skipped_as_erased), "{outcomes:?}");
     assert!(outcomes[2..].iter().all(|o| matches!(o, Outcome::Delivered { .. })), "{outcomes:?}");
-    assert_eq!(external_ids(&sandbox), ["u-1-new", "u-2"]);
+    assert_eq!(external_ids(&sandbox), ["u-2", "user-1-new"]);
 
     // The operator lets them back (the README's delete-item): the same warm functions forward their events again.
-    dynamodb("DeleteItem", json!({"TableName": table, "Key": {"key": {"S": user_key("u-1")}}})).await;
-    let outcomes = handle(&first, records(vec![Ok(identify("u-1", "ada@example.com"))]).await).await;
+    let section = crate::helpers::readme_section("### Erasure (GDPR, CCPA)");
+    let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("the README's delete-item");
+    let command = line.split('`').find(|part| part.starts_with("aws dynamodb delete-item")).unwrap();
+    let mut env = crate::stack::operator("us-east-1");
+    env.push(("TABLE", table.clone()));
+    let deleted = std::process::Command::new("sh")
+        .args(["-c", command])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(deleted.status.success(), "{command}: {}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(!items(&table).await.iter().any(|(key, _)| *key == user_key("user-1")), "the README's command deleted it");
+    let outcomes = handle(&first, records(vec![Ok(identify("user-1", "ada@example.com"))]).await).await;
     assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
-    assert_eq!(external_ids(&sandbox), ["u-1", "u-1-new", "u-2"]);
+    assert_eq!(external_ids(&sandbox), ["u-2", "user-1", "user-1-new"]);
 }
 
 #[tokio::test]
