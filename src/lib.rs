@@ -20,3 +20,8 @@ pub mod retry;
 pub mod sandbox;
 pub mod settings;
 pub mod suppression;
+
+/// Bytes in lower-case hex: digests in ids, keys and checkpoints.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

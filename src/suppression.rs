@@ -36,8 +36,7 @@ pub fn email_key(email: &str) -> String {
 }
 
 fn digest(kind: &str, value: &str) -> String {
-    let hash = Sha256::new().chain_update(kind).chain_update(value).finalize();
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::hex(&Sha256::new().chain_update(kind).chain_update(value).finalize())
 }
 
 /// The key of a contact a plan names: a user by their userId (their external_id), a lead by their address. An event
@@ -61,47 +60,8 @@ pub struct SuppressionError {
     pub retryable: bool,
 }
 
-/// Where the list is kept.
-pub enum Suppression {
-    /// None is kept (`SUPPRESSION_TABLE` unset): events after an erasure make the contact again.
-    Off,
-    /// The stack's DynamoDB table.
-    Table(Box<DynamoTable>),
-}
-
-impl Suppression {
-    pub fn is_on(&self) -> bool {
-        !matches!(self, Suppression::Off)
-    }
-
-    /// The error of a call cut off by the invocation's time.
-    pub fn too_slow(&self, doing: &'static str) -> SuppressionError {
-        let table = match self {
-            Suppression::Off => String::new(),
-            Suppression::Table(table) => table.table.clone(),
-        };
-        let message = "no answer in the time the invocation had left".into();
-        SuppressionError { table, doing, message, retryable: true }
-    }
-
-    /// Those of `keys` the list holds.
-    pub async fn held(&self, keys: &[String]) -> Result<HashSet<String>, SuppressionError> {
-        match self {
-            Suppression::Off => Ok(HashSet::new()),
-            Suppression::Table(table) => table.held(keys).await,
-        }
-    }
-
-    /// Adds `keys`, erased by `request_id`.
-    pub async fn add(&self, keys: &[String], request_id: &str) -> Result<(), SuppressionError> {
-        match self {
-            Suppression::Off => Ok(()),
-            Suppression::Table(table) => table.add(keys, request_id).await,
-        }
-    }
-}
-
 /// The stack's table: key `key` (a string, the hash), with `erased_at` (seconds since the epoch) and `request_id`.
+/// Without one (`SUPPRESSION_TABLE` unset) none is kept, and events after an erasure make the contact again.
 pub struct DynamoTable {
     table: String,
     region: String,
@@ -135,7 +95,13 @@ impl DynamoTable {
         Ok(DynamoTable { table: table.to_owned(), region, endpoint, aws: aws.clone(), http, retry, identity })
     }
 
-    async fn held(&self, keys: &[String]) -> Result<HashSet<String>, SuppressionError> {
+    /// The error of a call cut off by the invocation's time.
+    pub fn too_slow(&self, doing: &'static str) -> SuppressionError {
+        self.error(doing, "no answer in the time the invocation had left", true)
+    }
+
+    /// Those of `keys` the list holds.
+    pub async fn held(&self, keys: &[String]) -> Result<HashSet<String>, SuppressionError> {
         let mut held = HashSet::new();
         let unique: Vec<&String> = keys.iter().collect::<HashSet<_>>().into_iter().collect();
         for chunk in unique.chunks(GET_MAX) {
@@ -169,7 +135,7 @@ impl DynamoTable {
 
     /// One `PutItem` a key (an erasure names one to a few): the role may add entries and never delete one, which
     /// `BatchWriteItem` would allow. An entry already there is left as it was (its first erasure's time).
-    async fn add(&self, keys: &[String], request_id: &str) -> Result<(), SuppressionError> {
+    pub async fn add(&self, keys: &[String], request_id: &str) -> Result<(), SuppressionError> {
         let erased_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
         let unique: Vec<&String> = keys.iter().collect::<HashSet<_>>().into_iter().collect();
         for key in unique {

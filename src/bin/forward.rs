@@ -11,7 +11,7 @@ use intercom_relay::config::ForwardConfig;
 use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::queue::{SqsDeadLetter, SqsEvent, SqsHandBack};
-use intercom_relay::suppression::{DynamoTable, Suppression};
+use intercom_relay::suppression::DynamoTable;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 /// Contacts and companies remembered across invocations of one warm function.
@@ -37,20 +37,18 @@ async fn main() -> Result<(), Error> {
     // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
     let hand_back = SqsHandBack::new(sqs, config.queue_url.clone());
     let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
-    let suppression = match &config.suppression_table {
+    let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
+    let forwarder = match &config.suppression_table {
         // Its calls are made before a batch's Intercom calls and within the invocation: short tries.
         Some(table) => {
             let table = DynamoTable::new(&aws, table, Duration::from_secs(2)).unwrap_or_else(|error| {
                 tracing::error!(%error, "The forward function cannot start.");
                 std::process::exit(1)
             });
-            Suppression::Table(Box::new(table))
+            forwarder.with_suppression(Arc::new(table))
         }
-        None => Suppression::Off,
+        None => forwarder,
     };
-    let forwarder = Forwarder::new(executor, dead_letter, config.options())
-        .with_settings(config.settings.clone())
-        .with_suppression(Arc::new(suppression));
     let (forwarder, hand_back, timeout) = (&forwarder, &hand_back, config.function_timeout);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline, timeout);

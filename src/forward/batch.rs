@@ -19,7 +19,7 @@ use crate::mapping::{Unmapped, map_with};
 use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
 use crate::retry::RetryPolicy;
 use crate::settings::Settings;
-use crate::suppression::{Suppression, SuppressionError, email_key, key_of, user_key};
+use crate::suppression::{DynamoTable, SuppressionError, email_key, key_of, user_key};
 
 tokio::task_local! {
     /// The SQS message id of the record whose calls are being made.
@@ -182,7 +182,7 @@ pub struct Forwarder<A, D> {
     options: ForwardOptions,
     settings: Arc<Settings>,
     /// The people erased, whose later events are skipped.
-    suppression: Arc<Suppression>,
+    suppression: Option<Arc<DynamoTable>>,
 }
 
 /// The suppression list as one batch sees it: what it holds of the batch's people (read once), with whom the batch's
@@ -232,22 +232,12 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// A forwarder; the executor's breaker takes `options.breaker`.
     pub fn new(executor: Executor<A>, dead_letter: D, options: ForwardOptions) -> Forwarder<A, D> {
         let executor = executor.with_breaker(options.breaker);
-        Forwarder {
-            executor,
-            dead_letter,
-            options,
-            settings: Arc::new(Settings::default()),
-            suppression: Arc::new(Suppression::Off),
-        }
+        Forwarder { executor, dead_letter, options, settings: Arc::new(Settings::default()), suppression: None }
     }
 
     /// Keeps the people erased in `suppression`, and skips their later events (the default keeps none).
-    pub fn with_suppression(self, suppression: Arc<Suppression>) -> Forwarder<A, D> {
-        Forwarder { suppression, ..self }
-    }
-
-    pub fn suppression(&self) -> &Suppression {
-        &self.suppression
+    pub fn with_suppression(self, table: Arc<DynamoTable>) -> Forwarder<A, D> {
+        Forwarder { suppression: Some(table), ..self }
     }
 
     /// The destination settings every record is evaluated against (the defaults unless given).
@@ -297,7 +287,10 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
             groups[group].push(item);
         }
-        let suppressed = if self.suppression.is_on() { Some(self.suppressed(&groups, stop).await) } else { None };
+        let suppressed = match &self.suppression {
+            Some(table) => Some(self.suppressed(table, &groups, stop).await),
+            None => None,
+        };
         let suppressed = &suppressed;
         // The futures are made up front (none runs until polled): a closure in the stream would make the whole future
         // depend on a higher-ranked lifetime, which `tokio::spawn` (the local `serve`) cannot prove Send.
@@ -426,12 +419,12 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             Err(failed) => return self.failed(item, &clock, failed).await,
         };
         let mut kept = None;
-        if self.suppression.is_on() {
+        if let Some(table) = &self.suppression {
             let mut keys = request_keys(request);
             keys.extend(found.external_ids().map(user_key));
             keys.extend(found.emails().map(email_key));
-            let added = tokio::time::timeout_at(until, self.suppression.add(&keys, &request.request_id)).await;
-            if let Err(error) = added.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be written"))) {
+            let added = tokio::time::timeout_at(until, table.add(&keys, &request.request_id)).await;
+            if let Err(error) = added.unwrap_or_else(|_| Err(table.too_slow("cannot be written"))) {
                 error!(%error, request_id = %request.request_id, "The erasure could not be kept in the suppression list; it waits, nobody deleted yet.");
                 return self.suppression_failed(item, &clock, &error, found.calls()).await;
             }
@@ -475,7 +468,12 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// names, with whom the batch's erasures name (their userId and email) added, so that the batch's events about a
     /// person it erases, in any lane, before or after the request, are skipped. (The addresses and ids an erasure finds
     /// in Intercom are added to the list as it runs, for the batches after.)
-    async fn suppressed(&self, groups: &[Vec<Item<'_>>], stop: Instant) -> Result<HashSet<String>, SuppressionError> {
+    async fn suppressed(
+        &self,
+        table: &DynamoTable,
+        groups: &[Vec<Item<'_>>],
+        stop: Instant,
+    ) -> Result<HashSet<String>, SuppressionError> {
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
         let items = || groups.iter().flatten();
         let erasing: HashSet<String> = items()
@@ -496,8 +494,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         let held = if keys.is_empty() {
             Ok(HashSet::new())
         } else {
-            let read = tokio::time::timeout_at(until, self.suppression.held(&keys)).await;
-            read.unwrap_or_else(|_| Err(self.suppression.too_slow("cannot be read")))
+            let read = tokio::time::timeout_at(until, table.held(&keys)).await;
+            read.unwrap_or_else(|_| Err(table.too_slow("cannot be read")))
         };
         if let Err(error) = &held {
             error!(%error, "The suppression list could not be read: the batch's events wait.");

@@ -862,8 +862,7 @@ fn derived_id(file: &str, line: u64, index: usize, text: &str) -> String {
     hasher.update(format!("{name}:{line}:{index}:").as_bytes());
     hasher.update(text.as_bytes());
     let digest = hasher.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("backfill-{hex}")
+    format!("backfill-{}", crate::hex(&digest[..16]))
 }
 
 /// Reads `--since`/`--until`: an RFC 3339 time, or a date (`2025-01-01`, its midnight UTC).

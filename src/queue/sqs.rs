@@ -259,8 +259,7 @@ pub fn sqs_id(value: &str) -> String {
         return value.to_owned();
     }
     let digest = Sha256::digest(value.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256-{hex}")
+    format!("sha256-{}", crate::hex(&digest))
 }
 
 /// An attribute value SQS takes: characters outside its allowed set replaced, at most `max_chars` characters.

@@ -13,7 +13,7 @@ use intercom_relay::forward::{Forwarder, Outcome};
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsRecord};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use intercom_relay::suppression::{DynamoTable, Suppression, email_key, user_key};
+use intercom_relay::suppression::{DynamoTable, email_key, user_key};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -85,7 +85,7 @@ async fn items(table: &str) -> Vec<(String, String)> {
 
 fn suppressing(sandbox: &SandboxServer, table: &str) -> Forwarder<IntercomClient, MemoryDeadLetter> {
     let store = DynamoTable::new(&aws(), table, Duration::from_secs(2)).unwrap();
-    forwarder(sandbox, MemoryDeadLetter::new(), quick()).with_suppression(Arc::new(Suppression::Table(Box::new(store))))
+    forwarder(sandbox, MemoryDeadLetter::new(), quick()).with_suppression(Arc::new(store))
 }
 
 /// Records of `events` (in one person's lane, in order) or erasure bodies.
