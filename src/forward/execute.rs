@@ -618,6 +618,7 @@ impl<A: IntercomApi> Executor<A> {
         let by_email = request.user_id.is_none() || request.leads;
         if let (Some(email), true) = (&email, by_email) {
             let (total, people) = requests::read_people(&self.call(requests::search_email(email), calls).await?);
+            let read = people.len();
             for person in people {
                 if targets.iter().any(|t| t.id == person.id) {
                     continue;
@@ -630,7 +631,7 @@ impl<A: IntercomApi> Executor<A> {
                     notes.push("another user holds the same email and was left (name them by their userId)".into());
                 }
             }
-            if total as usize > targets.len() + notes.len() {
+            if total as usize > read {
                 notes.push(format!("{total} contacts hold the email; only the first page was read: ask again"));
             }
         }

@@ -378,8 +378,16 @@ impl SandboxState {
         if sort["order"].as_str() != Some("ascending") {
             found.reverse();
         }
-        let data: Vec<Value> = found.into_iter().filter_map(|c| self.contact_answer(&c.id).body).collect();
-        ok(200, json!({"type": "list", "data": data, "total_count": data.len()}))
+        // One page: `pagination.per_page` (starting_after_paging, 2.16 L33405-33418), "The default is `50` results per
+        // page" (L8725); `total_count` counts every match, `pages` is a contact_list's cursor_pages (L25540-25561,
+        // L28919-28946). The `starting_after` cursor of the next page is not modelled.
+        let per_page = body["pagination"]["per_page"].as_u64().filter(|n| *n >= 1).unwrap_or(50) as usize;
+        let total = found.len();
+        let data: Vec<Value> =
+            found.into_iter().take(per_page).filter_map(|c| self.contact_answer(&c.id).body).collect();
+        let pages =
+            json!({"type": "pages", "page": 1, "per_page": per_page, "total_pages": total.div_ceil(per_page).max(1)});
+        ok(200, json!({"type": "list", "data": data, "total_count": total, "pages": pages}))
     }
 
     /// `POST /contacts/merge` (2.16, lines 8650-8663; merge_contacts_request, lines 32412-32432): a lead into a user;

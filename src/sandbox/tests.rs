@@ -216,6 +216,27 @@ fn leads_may_share_an_email_and_search_finds_the_most_recently_updated_first() {
 }
 
 #[test]
+fn search_answers_one_page_and_counts_every_match() {
+    let mut sandbox = sandbox();
+    for _ in 0..7 {
+        sandbox.call("POST", "/contacts", Some(json!({"role": "lead", "email": "many@x.com"})));
+    }
+    let lag = SandboxOptions::default().search_lag;
+    let search = |per_page: Option<u64>| {
+        let mut query = json!({"query": {"field": "email", "operator": "=", "value": "many@x.com"}});
+        if let Some(n) = per_page {
+            query["pagination"] = json!({"per_page": n});
+        }
+        query
+    };
+    let page = sandbox.call_at("POST", "/contacts/search", Some(search(Some(5))), NOW + lag).body.unwrap();
+    assert_eq!((page["data"].as_array().unwrap().len(), &page["total_count"]), (5, &json!(7)));
+    assert_eq!(page["pages"], json!({"type": "pages", "page": 1, "per_page": 5, "total_pages": 2}));
+    let all = sandbox.call_at("POST", "/contacts/search", Some(search(None)), NOW + lag).body.unwrap();
+    assert_eq!((all["data"].as_array().unwrap().len(), &all["pages"]["per_page"]), (7, &json!(50)));
+}
+
+#[test]
 fn a_workspace_holds_at_most_120_active_event_names() {
     let mut sandbox = sandbox();
     sandbox.call("POST", "/contacts", Some(json!({"role": "user", "external_id": "u-1"})));

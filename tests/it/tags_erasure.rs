@@ -177,6 +177,40 @@ async fn an_erasure_by_email_takes_every_contact_holding_it_and_names_what_it_di
     assert!(sandbox.state().contacts.is_empty());
 }
 
+#[tokio::test]
+async fn an_erasure_by_an_unknown_user_id_with_more_leads_than_a_page_says_so_and_the_next_takes_the_rest() {
+    let sandbox = sandbox().await;
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
+    let http = reqwest::Client::new();
+    for _ in 0..6 {
+        let made = http
+            .post(format!("{}/contacts", sandbox.url))
+            .bearer_auth(sandbox.token())
+            .json(&json!({"role": "lead", "email": "visitor@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 200);
+    }
+    let request = ErasureRequest::new(Some("u-unknown".into()), Some("visitor@example.com".into()), true).unwrap();
+    let event = SqsEvent { records: vec![erasure_record(&request)] };
+    let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
+    match &report.records[0].outcome {
+        Outcome::Erased { contacts, notes, .. } => {
+            assert_eq!(contacts.len(), 5, "one page of the search");
+            assert!(notes.contains(&"6 contacts hold the email; only the first page was read: ask again".to_owned()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sandbox.state().contacts.len(), 1, "one lead left, and said so");
+    let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
+    assert!(
+        matches!(&report.records[0].outcome, Outcome::Erased { contacts, .. } if contacts.len() == 1),
+        "{report:?}"
+    );
+    assert!(sandbox.state().contacts.is_empty());
+}
+
 fn erasure_record(request: &ErasureRequest) -> intercom_relay::queue::SqsRecord {
     let mut record = record(&format!("erasure-{}", request.request_id), request.to_body(), 1);
     record.attributes.message_group_id = Some(request.ordering_key().to_owned());
