@@ -107,6 +107,12 @@ pub struct Erased {
     pub calls: usize,
 }
 
+/// A 404 for a tag Intercom no longer holds ("Resource Not Found"), not for the contact ("User Not Found"): 2.16
+/// L7883-7901, L7989-8007.
+fn is_unknown_tag(error: &IntercomError) -> bool {
+    error.status() == Some(404) && error.message() == Some("Resource Not Found")
+}
+
 /// Whom an erasure request names, found and not yet deleted (no `Debug`: it holds their addresses).
 pub struct ErasureTargets {
     targets: Vec<Person>,
@@ -804,7 +810,8 @@ impl<A: IntercomApi> Executor<A> {
         held: Option<HashSet<String>>,
         calls: &mut Calls,
     ) -> Result<(), IntercomError> {
-        let Some(id) = self.contacts.get(contact) else { return Ok(()) };
+        // Upserted just before, so known unless the cache let it go meanwhile: then read again, never left untagged.
+        let Some(id) = self.contact_id(contact, false, calls).await? else { return Ok(()) };
         let wanted = self.tag_ids(names, calls).await?;
         let held = match held {
             Some(held) => held,
@@ -817,7 +824,7 @@ impl<A: IntercomApi> Executor<A> {
             match self.call(requests::tag_contact(&id, tag), calls).await {
                 Ok(_) => {}
                 // The tag was deleted in Intercom since it was learned: learn the tags again, once.
-                Err(error) if error.status() == Some(404) => {
+                Err(error) if is_unknown_tag(&error) => {
                     self.workspace.lock().await.tags = None;
                     let again = self.tag_ids(names, calls).await?;
                     for tag in again.iter().filter(|tag| !held.contains(*tag)) {

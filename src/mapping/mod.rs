@@ -374,7 +374,8 @@ fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, pla
 }
 
 /// The tag names a `tags` value holds: trimmed, each once (Intercom's names are case-insensitive), empty and non-text
-/// ones left out with the reason; `None` when it plans nothing (no list, or an empty one that would remove nothing).
+/// ones left out with the reason; `None` when it plans nothing (no list, an empty one that would remove nothing, or
+/// one whose every name was refused: only a list written empty clears the tags under `remove_missing`).
 fn tag_names(value: &Value, path: &str, settings: &Settings, dropped: &mut Vec<Dropped>) -> Option<Vec<String>> {
     let Value::Array(items) = value else {
         dropped.push(Dropped { path: path.into(), reason: "tags must be a list of tag names" });
@@ -395,7 +396,7 @@ fn tag_names(value: &Value, path: &str, settings: &Settings, dropped: &mut Vec<D
         };
         dropped.push(Dropped { path: format!("{path}[{index}]"), reason });
     }
-    (!names.is_empty() || settings.tags().remove_missing).then_some(names)
+    (!names.is_empty() || (items.is_empty() && settings.tags().remove_missing)).then_some(names)
 }
 
 /// Who an identify is about: a user by userId, else a lead by the email trait when the settings allow leads.

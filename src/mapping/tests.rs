@@ -81,6 +81,16 @@ fn with_remove_missing_the_list_is_the_whole_set_even_an_empty_one_and_a_group_t
         tag,
         json!({"op": "tag_contact", "contact": {"external_id": "u-1"}, "tags": [], "remove_missing": true})
     );
+    // A list whose every name is refused is no list: it clears nothing.
+    let refused =
+        map_with(&event(json!({"type": "identify", "userId": "u-1", "traits": {"tags": ["", 7]}})), &settings);
+    let refused = refused.unwrap();
+    assert!(
+        !refused.operations.iter().any(|op| matches!(op, Operation::TagContact { .. })),
+        "{:?}",
+        refused.operations
+    );
+    assert_eq!(refused.dropped.len(), 2);
     let group = event(json!({"type": "group", "userId": "u-1", "groupId": "org-1",
         "traits": {"name": "Org", "tags": ["enterprise"]}}));
     let planned = map_with(&group, &settings).unwrap();

@@ -35,15 +35,10 @@ async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, events:
     report.records.into_iter().map(|r| r.outcome).collect()
 }
 
-/// The names of the tags a contact (by external_id) or a company (by company_id) carries.
+/// The names of the tags the contact with this external_id carries.
 fn contact_tags(state: &SandboxState, external_id: &str) -> BTreeSet<String> {
     let contact = state.contacts.values().find(|c| c.external_id.as_deref() == Some(external_id)).unwrap();
-    contact.tags.keys().map(|id| state.tags[id].name.clone()).collect()
-}
-
-fn company_tags(state: &SandboxState, company_id: &str) -> BTreeSet<String> {
-    let company = state.companies.values().find(|c| c.company_id == company_id).unwrap();
-    company.tags.iter().map(|id| state.tags[id].name.clone()).collect()
+    state.contact_tag_names(&contact.id)
 }
 
 fn tag_calls(sandbox: &SandboxServer) -> usize {
@@ -69,11 +64,37 @@ async fn an_identifys_tags_are_added_once_and_a_tag_the_contact_carries_costs_no
     // GET /tags once, two tags made, two attached.
     assert_eq!(tag_calls(&sandbox), 5);
     // Warm, the same list, and one more: only the new tag costs calls; nothing is removed by default.
-    handle(&forwarder, &[json!({"type": "identify", "userId": "u-1", "traits": {"tags": ["vip", "Beta"]}})]).await;
+    let outcomes =
+        handle(&forwarder, &[json!({"type": "identify", "userId": "u-1", "traits": {"tags": ["vip", "Beta"]}})]).await;
+    assert!(matches!(outcomes[0], Outcome::Delivered { .. }), "{outcomes:?}");
     assert_eq!(tag_calls(&sandbox), 5, "tags the contact carries cost no call");
-    handle(&forwarder, &[json!({"type": "identify", "userId": "u-1", "traits": {"tags": ["Gold"]}})]).await;
+    let outcomes =
+        handle(&forwarder, &[json!({"type": "identify", "userId": "u-1", "traits": {"tags": ["Gold"]}})]).await;
+    assert!(matches!(outcomes[0], Outcome::Delivered { .. }), "{outcomes:?}");
     assert_eq!(contact_tags(&sandbox.state(), "u-1"), names(&["VIP", "Beta", "Gold"]));
     assert_eq!(tag_calls(&sandbox), 7);
+}
+
+#[tokio::test]
+async fn a_tag_deleted_in_intercom_since_it_was_learned_is_made_again_and_attached() {
+    let sandbox = sandbox().await;
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
+    let vip = |user: &str| json!({"type": "identify", "userId": user, "traits": {"tags": ["VIP"]}});
+    assert!(matches!(handle(&forwarder, &[vip("u-1")]).await[0], Outcome::Delivered { .. }));
+    // An agent deletes the tag in Intercom; the warm function still knows its id.
+    let id = sandbox.state().tags.values().find(|t| t.name == "VIP").unwrap().id.clone();
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/tags/{id}", sandbox.url))
+        .bearer_auth(sandbox.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let outcomes = handle(&forwarder, &[vip("u-2")]).await;
+    assert!(matches!(outcomes[0], Outcome::Delivered { .. }), "{outcomes:?}");
+    let state = sandbox.state();
+    assert_eq!(contact_tags(&state, "u-2"), names(&["VIP"]));
+    assert_ne!(state.tags.values().find(|t| t.name == "VIP").unwrap().id, id, "made again");
 }
 
 #[tokio::test]
@@ -91,7 +112,7 @@ async fn with_remove_missing_the_list_is_the_whole_set_for_contacts_and_companie
     .await;
     let state = sandbox.state();
     assert_eq!(
-        (contact_tags(&state, "u-1"), company_tags(&state, "org-1")),
+        (contact_tags(&state, "u-1"), state.company_tag_names("org-1")),
         (names(&["VIP", "Beta"]), names(&["enterprise", "eu"]))
     );
     let outcomes = handle(
@@ -106,7 +127,7 @@ async fn with_remove_missing_the_list_is_the_whole_set_for_contacts_and_companie
     .await;
     assert!(outcomes.iter().all(|o| matches!(o, Outcome::Delivered { .. })), "{outcomes:?}");
     let state = sandbox.state();
-    assert_eq!((contact_tags(&state, "u-1"), company_tags(&state, "org-1")), (names(&["Beta"]), names(&["eu"])));
+    assert_eq!((contact_tags(&state, "u-1"), state.company_tag_names("org-1")), (names(&["Beta"]), names(&["eu"])));
 }
 
 #[tokio::test]
@@ -271,6 +292,7 @@ async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a
     let refused =
         send(&ingest, post("/v1/batch", &json!({"batch": [{"type": "erasure", "userId": "u-2"}]}).to_string())).await;
     assert_ne!(refused.body["success"], json!(true), "{}", refused.body);
+    assert!(refused.body.to_string().contains("must be one of"), "refused for its type: {}", refused.body);
     let body = ErasureRequest::new(Some("u-2".into()), None, false).unwrap().to_body();
     let refused = send(&ingest, post("/v1/track", &body)).await;
     assert_eq!(refused.status.as_u16(), 400, "{}", refused.body);
@@ -292,6 +314,8 @@ async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a
         }
     }
     assert_eq!(kinds, ["identify", "track", "erasure"], "in the person's lane, in order");
+    let rest = poller.receive(10).await.unwrap();
+    assert!(rest.records.is_empty(), "nothing a write key sent is queued: {:?}", rest.records);
     assert!(sandbox.state().contacts.is_empty(), "erased after the events queued before it");
 }
 
