@@ -675,7 +675,8 @@ impl Reader {
                 }
                 let result = match reader.next_line(&mut line) {
                     Ok(false) => break,
-                    Ok(true) if reader.number() <= skip => continue,
+                    // Lines before the checkpoint's place were counted by the run that read them.
+                    Ok(true) | Err(LineError::TooLong) if reader.number() <= skip => continue,
                     Ok(true) => self.line(&name, reader.number(), &line, &mut carried, &mut recent),
                     Err(LineError::TooLong) => LineResult {
                         rejections: vec![bad(
@@ -832,7 +833,8 @@ impl Reader {
                 event.message_id = derived_id(file, number, index, text);
             }
             if carried.remove(&event.message_id) {
-                // Confirmed by the queue in the run this resumes.
+                // Confirmed by the queue in the run this resumes: a repeat of it later is a duplicate.
+                recent.put(event.message_id.clone(), ());
                 result.counts.sent += 1;
                 continue;
             }

@@ -587,3 +587,35 @@ async fn the_readme_backfill_commands_run_as_written() {
     assert_eq!(crate::stack::held(&crate::stack::sqs_in(region), &url).await.len(), 500);
     assert!(dir.join("backfill.ckpt").exists());
 }
+
+#[tokio::test]
+async fn a_line_too_long_before_the_checkpoint_is_not_met_again_and_a_strict_resume_goes_past_it() {
+    let dir = scratch("backfill-too-long");
+    let event = |id: &str| json!({"type": "track", "userId": "u-1", "event": "E", "messageId": id}).to_string();
+    let long = "x".repeat(intercom_relay::local::archive::MAX_LINE_BYTES + 1);
+    let lines = [event("m-1"), long, event("m-2"), event("m-3")];
+    std::fs::create_dir_all(dir.join("archive")).unwrap();
+    std::fs::write(dir.join("archive/a.ndjson"), lines.join("\n") + "\n").unwrap();
+    let archive = dir.join("archive");
+    let checkpoint = dir.join("long.ckpt");
+    let sqs = client(&endpoint());
+    let url = fifo_queue(&sqs, 60).await;
+    let args = [
+        "replay",
+        archive.to_str().unwrap(),
+        "--to-queue",
+        &url,
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--json",
+    ];
+    let first = run_aws(&[&args[..], &["--limit", "2"]].concat()).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(report(&first)["backfill"]["totals"]["rejected"], json!(1), "the long line, once");
+    let resumed = run_aws(&[&args[..], &["--strict"]].concat()).await;
+    assert!(resumed.status.success(), "stopped at the line the first run passed: {}", text(&resumed.stdout));
+    let totals = &report(&resumed)["backfill"]["totals"];
+    assert_eq!((&totals["sent"], &totals["rejected"]), (&json!(3), &json!(1)), "{totals}");
+    let ids: Vec<String> = drain(&sqs, &url).await.iter().map(message_id).collect();
+    assert_eq!(ids, ["m-1", "m-2", "m-3"]);
+}
