@@ -481,9 +481,7 @@ async fn run_backfill(args: ReplayArgs) -> Result<ExitCode, LocalError> {
         }
         out(&format!("{}\n", serde_json::to_string_pretty(&document).expect("a report serialises")));
     } else {
-        if report.rejected_not_listed > 0 {
-            out(&format!("… and {} more rejected (the report lists the first ones)\n", report.rejected_not_listed));
-        }
+        // Every rejection was printed as it was met (`--json` lists the first 1,000 and counts the rest).
         if let (Some((local, _)), Some(forwarded)) = (&forwarded, &forwarded_report) {
             for letter in &forwarded.dead_lettered {
                 let id = letter.message_id.as_deref().unwrap_or("-");

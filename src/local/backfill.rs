@@ -630,7 +630,7 @@ struct LineResult {
 
 impl Reader {
     fn run(self, tx: mpsc::Sender<Chunk>) {
-        let mut counts = Totals { sent: self.start.totals.sent, ..self.start.totals };
+        let mut counts = self.start.totals;
         let mut carried: HashSet<String> = self.start.sent.iter().cloned().collect();
         let mut recent: LruCache<String, ()> = LruCache::new(RECENT_IDS);
         let mut chunk = self.chunk(Position { file: self.start.file, lines: self.start.lines, sent: vec![] }, counts);

@@ -113,25 +113,6 @@ pub enum Operation {
     },
 }
 
-impl Plan {
-    /// Every contact the plan names (a user by external_id, a lead by email), as often as named.
-    pub fn contacts(&self) -> impl Iterator<Item = &ContactKey> {
-        self.operations.iter().flat_map(|operation| {
-            let (first, second) = match operation {
-                Operation::UpsertContact(upsert) => (Some(&upsert.key), None),
-                Operation::SubmitEvent(submission) => (Some(&submission.contact), None),
-                Operation::AttachCompany { contact, .. }
-                | Operation::DetachCompany { contact, .. }
-                | Operation::TagContact { contact, .. } => (Some(contact), None),
-                Operation::Merge { from, into } => (Some(from), Some(into)),
-                Operation::MergeVisitor { into, .. } => (Some(into), None),
-                Operation::UpsertCompany(_) | Operation::TagCompany { .. } => (None, None),
-            };
-            first.into_iter().chain(second)
-        })
-    }
-}
-
 /// The custom attribute a lead made from a visitor carries their anonymousId in: leads hold no external_id, and an
 /// alias or a later identify names the visitor by nothing else.
 pub const ANONYMOUS_ID_ATTRIBUTE: &str = "anonymous_id";
@@ -152,6 +133,23 @@ const SERVER_ONLY_FIELDS: [(&str, &str); 2] =
     [("owner_id", "traits.owner_id"), ("unsubscribed_from_emails", "traits.unsubscribedFromEmails")];
 
 impl Plan {
+    /// Every contact the plan names (a user by external_id, a lead by email), as often as named.
+    pub fn contacts(&self) -> impl Iterator<Item = &ContactKey> {
+        self.operations.iter().flat_map(|operation| {
+            let (first, second) = match operation {
+                Operation::UpsertContact(upsert) => (Some(&upsert.key), None),
+                Operation::SubmitEvent(submission) => (Some(&submission.contact), None),
+                Operation::AttachCompany { contact, .. }
+                | Operation::DetachCompany { contact, .. }
+                | Operation::TagContact { contact, .. } => (Some(contact), None),
+                Operation::Merge { from, into } => (Some(from), Some(into)),
+                Operation::MergeVisitor { into, .. } => (Some(into), None),
+                Operation::UpsertCompany(_) | Operation::TagCompany { .. } => (None, None),
+            };
+            first.into_iter().chain(second)
+        })
+    }
+
     /// The plan as an event sent with a browser key may have it: no owner, no email consent, no tags, and custom
     /// attributes created only when `settings` name them (`attributes.browser_create`).
     pub fn for_browser_key(mut self, settings: &Settings) -> Plan {
