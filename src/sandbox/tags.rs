@@ -25,13 +25,11 @@ fn user_not_found() -> SandboxResponse {
     error(404, "not_found", "User Not Found")
 }
 
-/// A tag id as sent: a string, or an integer as the spec's own examples send one (2.16, line 7935).
+/// A tag id as sent: a string, as both request schemas declare it (2.16, lines 7923-7927 and 28707-28710). The
+/// attach example's integer (line 7935) contradicts its schema: what Intercom does with one is unverified, so it is
+/// refused here, and the relay sends strings.
 fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(id) if !id.is_empty() => Some(id.clone()),
-        Value::Number(id) if id.is_u64() => Some(id.to_string()),
-        _ => None,
-    }
+    value.as_str().filter(|id| !id.is_empty()).map(str::to_owned)
 }
 
 /// A tag's name as the sandbox takes it: a string, not empty, without whitespace at either end (what Intercom does
@@ -195,6 +193,11 @@ impl SandboxState {
         companies: &Value,
     ) -> Result<Tagging, SandboxResponse> {
         let entries = companies.as_array().filter(|entries| !entries.is_empty()).ok_or_else(invalid)?;
+        // Tagging and untagging are two request schemas (the `oneOf`, line 18269-18273): one request does one.
+        let untagging = entries.iter().filter(|entry| entry.get("untag").is_some()).count();
+        if untagging != 0 && untagging != entries.len() {
+            return Err(invalid());
+        }
         let mut found: Vec<(String, bool)> = Vec::new();
         for entry in entries {
             let untag = match entry.get("untag") {
@@ -203,10 +206,11 @@ impl SandboxState {
                 // "Always set to true" (line 34522).
                 Some(_) => return Err(invalid()),
             };
+            // "The Intercom defined id or company_id" (lines 33600, 34524): one of them, not both.
             let company = match (entry.get("id"), entry.get("company_id")) {
-                (Some(id), _) => self.companies.get(id.as_str().ok_or_else(invalid)?).map(|c| c.id.clone()),
+                (Some(id), None) => self.companies.get(id.as_str().ok_or_else(invalid)?).map(|c| c.id.clone()),
                 (None, Some(company_id)) => self.by_company_id.get(company_id.as_str().ok_or_else(invalid)?).cloned(),
-                (None, None) => return Err(invalid()),
+                _ => return Err(invalid()),
             };
             match company {
                 Some(id) if found.iter().all(|(held, _)| *held != id) => found.push((id, untag)),

@@ -927,7 +927,10 @@ fn a_contact_is_tagged_by_tag_id_once_and_its_object_lists_the_tags() {
     assert_eq!(sandbox.state.changes, changes, "and nothing changes");
     let beta = tag(&mut sandbox, "Beta");
     let by_number = sandbox.call("POST", &path, Some(json!({"id": beta.parse::<u64>().unwrap()})));
-    assert_eq!(by_number.status, 200, "the spec's own examples send the id as a number");
+    assert_eq!(by_number.status, 400, "the schema's id is a string; the example's integer is unverified");
+    assert_eq!(sandbox.state.contact_tag_names(&user), ["VIP".to_owned()].into(), "nothing attached");
+    let by_text = sandbox.call("POST", &path, Some(json!({"id": beta})));
+    assert_eq!(by_text.status, 200);
     assert_eq!(sandbox.state.contact_tag_names(&user), ["Beta".to_owned(), "VIP".to_owned()].into());
     let contact = sandbox.call("GET", &format!("/contacts/{user}"), None).body.unwrap();
     assert_eq!(
@@ -1026,6 +1029,16 @@ fn under_2_16_post_tags_tags_and_untags_companies_and_skips_those_not_found() {
     );
     assert_eq!((no_such_tag.status, message(&no_such_tag)), (404, "Resource Not Found"));
     assert_eq!(sandbox.state.tags.len(), 1, "untagging creates no tag");
+    // One request tags or untags (two schemas), and names a company by one id.
+    let changes = sandbox.state.changes;
+    let mixed =
+        json!({"name": "Enterprise", "companies": [{"company_id": "org-1"}, {"company_id": "org-2", "untag": true}]});
+    let both = json!({"name": "Enterprise", "companies": [{"id": one, "company_id": "org-1"}]});
+    for body in [mixed, both] {
+        let refused = sandbox.call("POST", "/tags", Some(body.clone()));
+        assert_eq!((refused.status, message(&refused)), (400, "invalid tag parameters"), "{body}");
+    }
+    assert_eq!(sandbox.state.changes, changes, "nothing changed");
 }
 
 #[test]
