@@ -74,29 +74,65 @@ pub fn classify(status: u16) -> RetryAction {
 pub fn redact(message: &str, request_keys: &std::collections::HashSet<String>) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
-    while let Some(start) = rest.find(['\'', '"', '`']) {
+    // A quote opens where no word goes on before it (the apostrophe of "can't" opens nothing), and closes at the next
+    // same quote no word goes on after.
+    let in_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    while let Some(start) = rest
+        .char_indices()
+        .find(|&(i, c)| "'\"`".contains(c) && !in_word(rest[..i].chars().next_back()))
+        .map(|(i, _)| i)
+    {
         let quote = rest[start..].chars().next().expect("found above");
-        let Some(length) = rest[start + 1..].find(quote) else { break };
-        let inner = &rest[start + 1..start + 1 + length];
+        let after = &rest[start + 1..];
+        let Some(length) = after
+            .char_indices()
+            .find(|&(i, c)| c == quote && !in_word(after[i + c.len_utf8()..].chars().next()))
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        let inner = &after[..length];
         out.push_str(&redact_bare(&rest[..start]));
         out.push(quote);
         out.push_str(if request_keys.contains(inner) { inner } else { "…" });
         out.push(quote);
-        rest = &rest[start + 1 + length + 1..];
+        rest = &after[length + 1..];
     }
     out.push_str(&redact_bare(rest));
     out
 }
 
-/// Email addresses and long digit runs of unquoted text, replaced.
+/// Email addresses and phone-like runs (seven digits or more, with `+-().` and spaces between them) of unquoted text,
+/// replaced.
 fn redact_bare(text: &str) -> String {
     let words = text.split_inclusive(char::is_whitespace).map(|word| {
         let core = word.trim_end();
-        let digits = core.chars().filter(char::is_ascii_digit).count();
-        let phone_like = digits >= 7 && core.chars().all(|c| c.is_ascii_digit() || "+-().".contains(c));
-        if core.contains('@') || phone_like { format!("…{}", &word[core.len()..]) } else { word.to_owned() }
+        if core.contains('@') { format!("…{}", &word[core.len()..]) } else { word.to_owned() }
     });
-    words.collect()
+    let text: String = words.collect();
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let kept = run.trim_end();
+        if kept.chars().filter(char::is_ascii_digit).count() >= 7 {
+            out.push('…');
+            out.push_str(&run[kept.len()..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        let starts = c.is_ascii_digit() || c == '+' || c == '(';
+        if (run.is_empty() && starts) || (!run.is_empty() && (c.is_ascii_digit() || "+-(). ".contains(c))) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// The keys of every object in `body`, at any depth: the names a request used.
@@ -214,6 +250,10 @@ mod tests {
             "A contact matching those details already exists with id=6657a1b2c3d4e5f6a7b8c9d0"
         );
         assert_eq!(redact("unbalanced 'quote", &keys), "unbalanced 'quote");
+        // An apostrophe opens no quote; a phone number written with spaces is one number.
+        assert_eq!(redact("We can't find 'Ada Lovelace'", &keys), "We can't find '…'");
+        assert_eq!(redact("Phone +44 20 7946 0958 is invalid", &keys), "Phone … is invalid");
+        assert_eq!(redact("Take 3 (or 4) of them", &keys), "Take 3 (or 4) of them");
     }
 
     #[test]
