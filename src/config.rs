@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::forward::{BreakerPolicy, ForwardOptions};
-use crate::ingest::{AllowedOrigins, IngestOptions, WriteKeys};
+use crate::ingest::{AllowedOrigins, CorsHeaders, IngestOptions, WriteKeys};
 use crate::intercom::{DEFAULT_API_VERSION, Region, SUPPORTED_API_VERSIONS};
 use crate::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT};
 use crate::retry::{RetryPolicy, parse_duration};
@@ -31,6 +31,9 @@ pub struct IngestConfig {
     pub queue_url: String,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser, or `*` (the default).
     pub allowed_origins: AllowedOrigins,
+    /// `CORS_BY_FUNCTION_URL`: `true` when the function URL's CORS configuration answers preflights and writes the
+    /// CORS headers (the template's); the function then writes none. Default `false`.
+    pub cors_headers: CorsHeaders,
     /// `ENQUEUE_MAX_ATTEMPTS`: attempts per SendMessageBatch before answering 503 (default 4);
     pub enqueue_retry: RetryPolicy,
     /// `ENQUEUE_TIMEOUT_MS`: the most enqueueing one request may take (default 7000, under the function's 10 s timeout).
@@ -61,6 +64,8 @@ impl IngestConfig {
             Some(text) => AllowedOrigins::parse(&text)
                 .map_err(|reason| ConfigError::Invalid { name: "CORS_ALLOWED_ORIGINS", reason })?,
         };
+        let cors_headers = CorsHeaders::parse(lookup("CORS_BY_FUNCTION_URL").as_deref().unwrap_or(""))
+            .map_err(|reason| ConfigError::Invalid { name: "CORS_BY_FUNCTION_URL", reason })?;
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let enqueue_retry = RetryPolicy {
             attempts: number(&set, "ENQUEUE_MAX_ATTEMPTS", ENQUEUE_RETRY.attempts as u64, 1..=20)? as u32,
@@ -72,6 +77,7 @@ impl IngestConfig {
             write_keys,
             queue_url: queue_url.trim().to_owned(),
             allowed_origins,
+            cors_headers,
             enqueue_retry,
             enqueue_timeout,
         })
@@ -79,7 +85,11 @@ impl IngestConfig {
 
     /// The HTTP API's part of the configuration.
     pub fn options(&self) -> IngestOptions {
-        IngestOptions { write_keys: self.write_keys.clone(), allowed_origins: self.allowed_origins.clone() }
+        IngestOptions {
+            write_keys: self.write_keys.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            cors_headers: self.cors_headers,
+        }
     }
 }
 

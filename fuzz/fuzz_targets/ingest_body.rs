@@ -22,8 +22,25 @@ use time::OffsetDateTime;
 #[path = "../../tests/it/contract.rs"]
 mod contract;
 
-const ROUTES: [&str; 8] =
-    ["/v1/identify", "/v1/track", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias", "/v1/batch", "/v1/import"];
+const ROUTES: [&str; 17] = [
+    "/v1/identify",
+    "/v1/track",
+    "/v1/page",
+    "/v1/screen",
+    "/v1/group",
+    "/v1/alias",
+    "/v1/batch",
+    "/v1/import",
+    "/v1/i",
+    "/v1/t",
+    "/v1/p",
+    "/v1/s",
+    "/v1/g",
+    "/v1/a",
+    "/v1/b",
+    "/v1/m",
+    "/beacon/v1/batch?writeKey=test-write-key",
+];
 const CONTENT_TYPES: [Option<&str>; 4] = [Some("application/json"), Some("text/plain"), None, Some("image/png")];
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> =
@@ -31,6 +48,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> =
 static OPTIONS: LazyLock<IngestOptions> = LazyLock::new(|| IngestOptions {
     write_keys: WriteKeys::new(&[SecretString::from("test-write-key")]).expect("one key"),
     allowed_origins: AllowedOrigins::parse("https://www.example.com").expect("an origin"),
+    cors_headers: Default::default(),
 });
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -97,6 +97,15 @@ pub fn basic_username(header: &[u8]) -> Result<String, BasicError> {
     Ok(username.to_owned())
 }
 
+/// The `writeKey` parameter of a query string, percent-decoded (`+` read as a space, as forms write it); `None` when
+/// absent. Where RudderStack's JS SDK puts the key of a beacon, which can carry no header.
+pub(crate) fn query_key(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("writeKey=")?.replace('+', " ");
+        Some(percent_encoding::percent_decode_str(&value).decode_utf8_lossy().into_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +142,14 @@ mod tests {
     #[test]
     fn no_keys_means_no_write_keys() {
         assert!(WriteKeys::new(&[]).is_none());
+    }
+
+    #[test]
+    fn the_query_key_is_the_write_key_parameter_decoded() {
+        assert_eq!(query_key("writeKey=abc").as_deref(), Some("abc"));
+        assert_eq!(query_key("x=1&writeKey=a%2Bb%3D&y=2").as_deref(), Some("a+b="));
+        assert_eq!(query_key("writeKey=").as_deref(), Some(""));
+        assert_eq!(query_key("writekey=abc&key=abc"), None);
     }
 
     #[test]

@@ -1,6 +1,39 @@
 //! CORS: which browser origins may send events, and the headers that tell the browser so.
 
-use http::HeaderValue;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW, VARY,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
+
+/// The methods the API answers: POST for events, GET for the mobile SDKs' settings.
+pub(crate) const ALLOWED_METHODS: &str = "GET, POST, OPTIONS";
+
+/// Every request header the SDKs send, on first tries and on retries, listed one by one: `*` does not cover
+/// `Authorization`, and Firefox and Safari refuse `*` alongside it. Sources (`docs/sdks.md` cites each):
+/// analytics.js 2.0 sends `X-Retry-Count` on retries; RudderStack's JS SDK v3 sends `AnonymousId` and `SentAt` always and
+/// the `Rsa-*` headers on retries; the mobile and server SDKs send `Authorization`, `Content-Type` and
+/// `Content-Encoding`. The template's function URL lists the same (`tests/it/browser.rs` checks they agree).
+pub const ALLOWED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "x-retry-count",
+    "anonymousid",
+    "sentat",
+    "rsa-retry-attempt",
+    "rsa-retry-reason",
+    "rsa-since-first-attempt",
+    "rsa-since-last-attempt",
+    "rsa-recovered",
+];
+
+/// Response headers a page may read: the wait a 429 or 503 asks for, which the SDKs' retries honour.
+pub const EXPOSED_HEADERS: &str = "retry-after";
+
+/// How long a browser may reuse a preflight's answer: a day (Chromium caps it at two hours, Firefox does not).
+pub const PREFLIGHT_MAX_AGE_SECONDS: u32 = 86_400;
 
 /// The origins allowed to call the API from a browser.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +74,51 @@ impl AllowedOrigins {
             }
         }
     }
+}
+
+/// Who writes the CORS headers of an answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CorsHeaders {
+    /// The relay: `serve`, and a function URL without a CORS configuration.
+    #[default]
+    Ours,
+    /// The function URL's CORS configuration (the template's): Lambda answers preflights without invoking the function
+    /// and adds the headers to every answer, its own 429s included, overriding any the function sets. The function
+    /// then adds none, so that no answer could carry two (it still refuses origins not listed).
+    FunctionUrl,
+}
+
+impl CorsHeaders {
+    /// Reads `CORS_BY_FUNCTION_URL` (`true` or `false`, default `false`).
+    pub fn parse(value: &str) -> Result<CorsHeaders, String> {
+        match value.trim() {
+            "true" => Ok(CorsHeaders::FunctionUrl),
+            "false" | "" => Ok(CorsHeaders::Ours),
+            other => Err(format!("must be true or false, not `{}`", other.escape_debug())),
+        }
+    }
+}
+
+/// The answer to a preflight, for any path: 204, so that the POST that follows gets its own, readable answer.
+pub(crate) fn preflight() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(ALLOW, ALLOWED_METHODS)
+        .header(ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS)
+        .header(ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS.join(", "))
+        .header(ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE_SECONDS)
+        .body(Body::Empty)
+        .expect("static headers are valid")
+}
+
+/// Adds to `headers` what lets the page of `origin` read the answer (nothing for an origin not allowed).
+pub(crate) fn decorate(allowed: &AllowedOrigins, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    let Some(origin) = origin else { return };
+    if let Some(allowed) = allowed.allow(origin) {
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
+    }
+    headers.append(VARY, HeaderValue::from_static("Origin"));
 }
 
 #[cfg(test)]

@@ -4,13 +4,12 @@ mod auth;
 mod body;
 mod cors;
 mod lambda;
+mod route;
+mod startup;
 
 use std::time::{Duration, Instant};
 
-use http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
-    ALLOW, AUTHORIZATION, CONTENT_TYPE, ORIGIN, VARY, WWW_AUTHENTICATE,
-};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
@@ -18,18 +17,17 @@ use time::OffsetDateTime;
 use tracing::{debug, info};
 
 pub use auth::{BasicError, WriteKeys, basic_username};
-pub use cors::AllowedOrigins;
+pub use cors::{ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS};
 pub use lambda::{Base64Guard, guard_base64};
+pub use route::Route;
 
 use crate::envelope::{Envelope, KeyKind};
-use crate::event::{
-    Batch, BodyError, EventType, FieldError, MAX_BATCH_BYTES, MAX_EVENT_BYTES, Rejected, parse_batch, parse_event,
-    parse_single,
-};
+use crate::event::{Batch, BodyError, EventType, FieldError, Rejected, parse_batch, parse_event, parse_single};
 use crate::queue::{Enqueue, EnqueueError, MAX_MESSAGE_BYTES, QueuedMessage};
 use body::read_body;
 
-const ALLOWED_METHODS: &str = "POST, OPTIONS";
+/// The wait a 503 asks for: SQS refusing is usually over within seconds, and the SDKs honour it.
+const RETRY_AFTER_SECONDS: &str = "5";
 
 /// Most events one batch request may hold. Segment's SDKs send at most 100; a person's events go to SQS in sequence
 /// (10 per call), so this keeps the slowest request well inside the function's timeout.
@@ -47,6 +45,8 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 pub struct IngestOptions {
     pub write_keys: WriteKeys,
     pub allowed_origins: AllowedOrigins,
+    /// Whether the relay writes the CORS headers or the function URL's configuration does.
+    pub cors_headers: CorsHeaders,
 }
 
 /// Segment's HTTP Tracking API in front of a queue.
@@ -56,39 +56,15 @@ pub struct Ingest<Q> {
     queue: Q,
 }
 
-/// The endpoints: one event of a type, or a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    Single(EventType),
-    Batch,
-}
-
-impl Route {
-    /// The route for `path`; trailing slashes are tolerated.
-    pub fn parse(path: &str) -> Option<Route> {
-        match path.trim_end_matches('/').strip_prefix("/v1/")? {
-            "batch" | "import" => Some(Route::Batch),
-            name => EventType::parse(name).map(Route::Single),
-        }
-    }
-
-    fn body_limit(self) -> usize {
-        match self {
-            Route::Single(_) => MAX_EVENT_BYTES,
-            Route::Batch => MAX_BATCH_BYTES,
-        }
-    }
-}
-
 /// Why a request was refused as a whole; each maps to one status in [`IngestError::status`].
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(
-        "there is no endpoint at {0}: POST to /v1/identify, /v1/track, /v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch or /v1/import"
+        "there is no endpoint at {0}: POST to /v1/identify, /v1/track, /v1/page, /v1/screen, /v1/group, /v1/alias (or /v1/i, /v1/t, /v1/p, /v1/s, /v1/g, /v1/a), /v1/batch, /v1/b, /v1/import or /beacon/v1/batch"
     )]
     NotFound(String),
-    #[error("{0} is not allowed here: use POST")]
-    MethodNotAllowed(Method),
+    #[error("{0} is not allowed here: use {1}")]
+    MethodNotAllowed(Method, Method),
     #[error("origin {0} is not allowed: add it to CORS_ALLOWED_ORIGINS")]
     OriginNotAllowed(String),
     #[error("{0}")]
@@ -130,8 +106,8 @@ impl From<BodyError> for IngestError {
     }
 }
 
-const KEY_MISSING: &str =
-    "a write key is required: send it as the HTTP Basic username with an empty password, or as writeKey in the body";
+const KEY_MISSING: &str = "a write key is required: send it as the HTTP Basic username with an empty password, as \
+                           writeKey in the body, or as writeKey in the query string";
 const KEY_INVALID: &str = "the write key is not valid";
 const KEY_NOT_BASIC: &str = "the Authorization header must be HTTP Basic with the write key as the username";
 
@@ -139,7 +115,7 @@ impl IngestError {
     fn status(&self) -> StatusCode {
         match self {
             IngestError::NotFound(_) => StatusCode::NOT_FOUND,
-            IngestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             IngestError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
@@ -161,7 +137,7 @@ impl IngestError {
     fn code(&self) -> &'static str {
         match self {
             IngestError::NotFound(_) => "not_found",
-            IngestError::MethodNotAllowed(_) => "method_not_allowed",
+            IngestError::MethodNotAllowed(..) => "method_not_allowed",
             IngestError::OriginNotAllowed(_) => "origin_not_allowed",
             IngestError::Unauthorized(_) => "unauthorized",
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -202,8 +178,12 @@ impl IngestError {
                     HeaderValue::from_static("Basic realm=\"intercom-relay\", charset=\"UTF-8\""),
                 );
             }
-            IngestError::MethodNotAllowed(_) => {
-                headers.insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            IngestError::MethodNotAllowed(_, allowed) => {
+                let allow = format!("{allowed}, OPTIONS");
+                headers.insert(ALLOW, HeaderValue::from_str(&allow).expect("a method is a valid header value"));
+            }
+            IngestError::QueueUnavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             }
             _ => {}
         }
@@ -238,7 +218,7 @@ impl<Q: Enqueue> Ingest<Q> {
         let time_left = time_left(&request);
         let (parts, body) = request.into_parts();
         let mut tally = Tally::default();
-        let respond = self.respond(&parts.method, parts.uri.path(), &parts.headers, &body, &mut tally);
+        let respond = self.respond(&parts.method, &parts.uri, &parts.headers, &body, &mut tally);
         let result = match time_left {
             Some(time_left) => tokio::time::timeout(time_left, respond).await.unwrap_or_else(|_| {
                 let reason = "the function's time ran out before SQS answered".to_owned();
@@ -257,17 +237,11 @@ impl<Q: Enqueue> Ingest<Q> {
             debug!(request_id, code = error.code(), "Request refused.");
             error.response()
         });
-        if let Some(origin) = parts.headers.get(ORIGIN) {
-            let headers = response.headers_mut();
-            if let Some(allowed) = self.options.allowed_origins.allow(origin) {
-                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-            }
-            headers.append(VARY, HeaderValue::from_static("Origin"));
-        }
+        self.add_cors_headers(&parts.headers, response.headers_mut());
         info!(
             request_id,
             method = %parts.method,
-            route = parts.uri.path().get(..64).unwrap_or(parts.uri.path()),
+            route = route::loggable(parts.uri.path()),
             status = response.status().as_u16(),
             accepted = tally.accepted,
             rejected = tally.rejected,
@@ -281,66 +255,45 @@ impl<Q: Enqueue> Ingest<Q> {
     async fn respond(
         &self,
         method: &Method,
-        path: &str,
+        uri: &http::Uri,
         headers: &HeaderMap,
         body: &[u8],
         tally: &mut Tally,
     ) -> Result<Response<Body>, IngestError> {
-        let route = Route::parse(path).ok_or_else(|| IngestError::NotFound(path.chars().take(128).collect()))?;
-        let origin = headers.get(ORIGIN);
-        if let Some(origin) = origin.filter(|o| self.options.allowed_origins.allow(o).is_none()) {
+        if let Some(origin) = headers.get(ORIGIN).filter(|o| self.options.allowed_origins.allow(o).is_none()) {
             return Err(IngestError::OriginNotAllowed(
                 String::from_utf8_lossy(origin.as_bytes()).chars().take(128).collect(),
             ));
         }
+        // Any path: the POST that follows a preflight gets its own answer (a 404 the page can read).
         if method == Method::OPTIONS {
-            return Ok(preflight());
+            return Ok(cors::preflight());
         }
-        if method != Method::POST {
-            return Err(IngestError::MethodNotAllowed(method.clone()));
+        let path = uri.path();
+        let route = Route::parse(path).ok_or_else(|| IngestError::NotFound(path.chars().take(128).collect()))?;
+        if method != route.method() {
+            return Err(IngestError::MethodNotAllowed(method.clone(), route.method()));
         }
-        let mut key_kind = None;
-        let key_in_header = match headers.get(AUTHORIZATION) {
-            None => false,
-            Some(value) => match basic_username(value.as_bytes()) {
-                Ok(key) => match self.options.write_keys.kind_of(&key) {
-                    Some(kind) => {
-                        key_kind = Some(kind);
-                        true
-                    }
-                    None => return Err(IngestError::Unauthorized(KEY_INVALID)),
-                },
-                Err(BasicError::EmptyUsername) => return Err(IngestError::Unauthorized(KEY_MISSING)),
-                Err(_) => return Err(IngestError::Unauthorized(KEY_NOT_BASIC)),
-            },
+        let expected = match route {
+            Route::Single(kind) => Some(kind),
+            Route::Batch => None,
+            Route::Metrics => return Ok(json_response(StatusCode::OK, &json!({"success": true}))),
+            Route::SegmentSettings | Route::SourceConfig => return self.startup(route, uri, headers),
         };
+        let key_outside_body = self.key_outside_body(headers, uri.query())?;
         if headers.contains_key(lambda::BAD_BASE64) {
             return Err(IngestError::BadBase64);
         }
         let bytes = read_body(headers, body, route.body_limit())?;
-        if !key_in_header && memchr::memmem::find(&bytes, b"\"writeKey\"").is_none() {
+        if key_outside_body.is_none() && memchr::memmem::find(&bytes, b"\"writeKey\"").is_none() {
             // No key anywhere: say so before reading the body, so an unauthenticated caller learns nothing about it.
             return Err(IngestError::Unauthorized(KEY_MISSING));
         }
         let text = std::str::from_utf8(&bytes).map_err(|e| IngestError::InvalidUtf8(e.valid_up_to()))?;
-        let batch = match route {
-            Route::Single(_) => parse_single(text),
-            Route::Batch => parse_batch(text),
-        }
-        .map_err(IngestError::from)?;
-        if !key_in_header {
-            match &batch.write_key {
-                Some(key) => match self.options.write_keys.kind_of(key) {
-                    Some(kind) => key_kind = Some(kind),
-                    None => return Err(IngestError::Unauthorized(KEY_INVALID)),
-                },
-                None => return Err(IngestError::Unauthorized(KEY_MISSING)),
-            }
-        }
-        let key = key_kind.unwrap_or_default();
-        let expected = match route {
-            Route::Single(kind) => Some(kind),
-            Route::Batch => None,
+        let batch = if expected.is_some() { parse_single(text) } else { parse_batch(text) }.map_err(IngestError::from)?;
+        let key = match key_outside_body {
+            Some(kind) => kind,
+            None => self.key_kind(batch.write_key.as_deref())?,
         };
         if batch.events.len() > MAX_BATCH_EVENTS {
             return Err(IngestError::TooManyEvents(batch.events.len()));
@@ -360,6 +313,49 @@ impl<Q: Enqueue> Ingest<Q> {
         } else {
             json_response(StatusCode::OK, &json!({"success": true, "accepted": accepted, "rejected": rejected}))
         })
+    }
+
+    /// The answer to an SDK's start-up request, for a valid key only.
+    fn startup(&self, route: Route, uri: &http::Uri, headers: &HeaderMap) -> Result<Response<Body>, IngestError> {
+        if route == Route::SourceConfig {
+            self.key_outside_body(headers, uri.query())?.ok_or(IngestError::Unauthorized(KEY_MISSING))?;
+            return Ok(startup::source_config());
+        }
+        let encoded = route::settings_key(uri.path().trim_end_matches('/')).unwrap_or_default();
+        let key = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+        self.key_kind(Some(&key))?;
+        Ok(startup::segment_settings(&key, headers.get(http::header::HOST)))
+    }
+
+    /// The kind of the key given in the `Authorization` header or, failing that, as `writeKey` in the query string
+    /// (RudderStack's beacons: `sendBeacon` can set no header); `None` when neither holds one, so the body must.
+    fn key_outside_body(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Option<KeyKind>, IngestError> {
+        if let Some(value) = headers.get(AUTHORIZATION) {
+            return match basic_username(value.as_bytes()) {
+                Ok(key) => self.key_kind(Some(&key)).map(Some),
+                Err(BasicError::EmptyUsername) => Err(IngestError::Unauthorized(KEY_MISSING)),
+                Err(_) => Err(IngestError::Unauthorized(KEY_NOT_BASIC)),
+            };
+        }
+        // An empty one is none: the body may still hold the key.
+        match query.and_then(auth::query_key).filter(|key| !key.is_empty()) {
+            Some(key) => self.key_kind(Some(&key)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn key_kind(&self, key: Option<&str>) -> Result<KeyKind, IngestError> {
+        match key {
+            None => Err(IngestError::Unauthorized(KEY_MISSING)),
+            Some(key) => self.options.write_keys.kind_of(key).ok_or(IngestError::Unauthorized(KEY_INVALID)),
+        }
+    }
+
+    /// Adds the CORS headers to an answer, unless the function URL adds its own.
+    pub fn add_cors_headers(&self, request: &HeaderMap, response: &mut HeaderMap) {
+        if self.options.cors_headers == CorsHeaders::Ours {
+            cors::decorate(&self.options.allowed_origins, request.get(ORIGIN), response);
+        }
     }
 }
 
@@ -418,7 +414,9 @@ fn all_rejected(route: Route, total: usize, rejected: Vec<Rejected>) -> Response
             let errors: Vec<String> = rejected.iter().flat_map(|r| &r.errors).map(ToString::to_string).collect();
             ("invalid_event", errors.join("; "))
         }
-        Route::Batch => ("invalid_batch", format!("none of the {total} events is valid; `rejected` says why for each")),
+        Route::Batch | Route::Metrics | Route::SegmentSettings | Route::SourceConfig => {
+            ("invalid_batch", format!("none of the {total} events is valid; `rejected` says why for each"))
+        }
     };
     let body = json!({
         "success": false,
@@ -427,17 +425,6 @@ fn all_rejected(route: Route, total: usize, rejected: Vec<Rejected>) -> Response
         "rejected": rejected,
     });
     json_response(StatusCode::BAD_REQUEST, &body)
-}
-
-fn preflight() -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header(ALLOW, ALLOWED_METHODS)
-        .header(ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS)
-        .header(ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type, content-encoding")
-        .header(ACCESS_CONTROL_MAX_AGE, "86400")
-        .body(Body::Empty)
-        .expect("static headers are valid")
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
@@ -464,21 +451,5 @@ fn request_id(request: &Request) -> String {
             context.request_id.clone().unwrap_or_default()
         }
         _ => String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_tolerate_trailing_slashes_and_nothing_else() {
-        assert_eq!(Route::parse("/v1/track"), Some(Route::Single(EventType::Track)));
-        assert_eq!(Route::parse("/v1/identify/"), Some(Route::Single(EventType::Identify)));
-        assert_eq!(Route::parse("/v1/import"), Some(Route::Batch));
-        assert_eq!(Route::parse("/v1/batch//"), Some(Route::Batch));
-        for path in ["/", "/v1", "/v1/", "/v1/Track", "/v2/track", "/v1/track/x", "/track"] {
-            assert_eq!(Route::parse(path), None, "{path}");
-        }
     }
 }

@@ -13,7 +13,7 @@ use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tall
 use crate::envelope::Envelope;
 use crate::envelope::KeyKind;
 use crate::event::{Rejected, parse_batch, parse_single};
-use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
+use crate::ingest::{AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
 use crate::queue::MemoryDeadLetter;
 use crate::queue::{Enqueue, MemoryQueue};
 
@@ -57,7 +57,11 @@ pub async fn replay(
     let dead_letter = LocalDeadLetter::Memory(MemoryDeadLetter::new());
     let local = Local::start(&options.destination, env, tally.clone(), dead_letter).await?;
     let ingest = Ingest::new(
-        IngestOptions { write_keys: options.write_keys, allowed_origins: AllowedOrigins::Any },
+        IngestOptions {
+            write_keys: options.write_keys,
+            allowed_origins: AllowedOrigins::Any,
+            cors_headers: CorsHeaders::Ours,
+        },
         MemoryQueue::new(),
     );
     let files = Files { ingest: &ingest, tally: &tally };

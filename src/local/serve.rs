@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
-use crate::ingest::{AllowedOrigins, Ingest, IngestError, IngestOptions, WriteKeys};
+use crate::ingest::{AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, WriteKeys};
 use crate::queue::{
     ENQUEUE_RETRY, ENQUEUE_TIMEOUT, Enqueue, EnqueueError, MemoryDeadLetter, MemoryQueue, QueuedMessage, SqsDeadLetter,
     SqsPoller, SqsQueue,
@@ -117,8 +117,12 @@ pub async fn serve(
     };
     let queue = Queue { kind: queue, tally: tally.clone() };
     let local = Local::start(&options.destination, env, tally, dead_letter).await?;
-    let ingest =
-        Ingest::new(IngestOptions { write_keys: options.write_keys, allowed_origins: options.allowed_origins }, queue);
+    let ingest_options = IngestOptions {
+        write_keys: options.write_keys,
+        allowed_origins: options.allowed_origins,
+        cors_headers: CorsHeaders::Ours,
+    };
+    let ingest = Ingest::new(ingest_options, queue);
     Ok(Server { url: format!("http://{address}"), listener, ingest: Arc::new(ingest), local: Arc::new(local) })
 }
 
@@ -234,11 +238,12 @@ async fn answer(
         Err(_) => {
             let error = IngestError::PayloadTooLarge { limit: MAX_REQUEST_BYTES }.to_json();
             let body = serde_json::json!({"success": false, "error": error});
-            let response = Response::builder()
+            let mut response = Response::builder()
                 .status(StatusCode::PAYLOAD_TOO_LARGE)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body.to_string())))
                 .expect("static headers are valid");
+            ingest.add_cors_headers(&parts.headers, response.headers_mut());
             return Ok(response);
         }
     };

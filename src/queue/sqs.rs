@@ -1,5 +1,6 @@
 //! SQS: SendMessageBatch in groups of 10 within SQS's size limits, failed entries retried with backoff.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -133,20 +134,47 @@ impl SqsQueue {
         }
     }
 
-    /// Sends one lane's batches one after another. When a batch fails for good, the lane stops: the later batches hold
-    /// later events of the same people, which must not overtake the failed ones. `Err` holds the lane's indices SQS
-    /// did not confirm.
+    /// Sends one lane's messages in rounds, each round the earliest unsent message of every person in the lane, so a
+    /// SendMessageBatch never holds two messages of one person. SQS reports each entry on its own and says nothing of
+    /// the order it keeps when it refuses one entry of a group and takes a later one of the same group: with one entry
+    /// per person per call, a person's later message is never sent before an earlier one has landed. A person whose
+    /// message fails for good is dropped from the rounds with all their later messages; others go on. `Err` holds the
+    /// lane's indices SQS did not confirm.
     async fn send_lane(&self, lane: &[&QueuedMessage]) -> Result<(), (Vec<usize>, String)> {
-        let mut start = 0;
-        for batch in batches(lane) {
-            if let Err((pending, reason)) = self.send_batch(batch).await {
-                let mut unconfirmed: Vec<usize> = pending.into_iter().map(|i| start + i).collect();
-                unconfirmed.extend(start + batch.len()..lane.len());
-                return Err((unconfirmed, reason));
-            }
-            start += batch.len();
+        let mut people: Vec<VecDeque<usize>> = Vec::new();
+        let mut person_of: HashMap<&str, usize> = HashMap::new();
+        for (index, message) in lane.iter().enumerate() {
+            let person = *person_of.entry(message.ordering_key.as_str()).or_insert_with(|| {
+                people.push(VecDeque::new());
+                people.len() - 1
+            });
+            people[person].push_back(index);
         }
-        Ok(())
+        let (mut unconfirmed, mut reason) = (Vec::new(), None);
+        loop {
+            let round: Vec<usize> = (0..people.len()).filter(|&p| !people[p].is_empty()).collect();
+            if round.is_empty() {
+                break;
+            }
+            let heads: Vec<&QueuedMessage> = round.iter().map(|&p| lane[people[p][0]]).collect();
+            let mut start = 0;
+            for batch in batches(&heads) {
+                if let Err((pending, why)) = self.send_batch(batch).await {
+                    for person in pending.into_iter().map(|i| round[start + i]) {
+                        unconfirmed.extend(people[person].drain(..));
+                    }
+                    reason = Some(why);
+                }
+                start += batch.len();
+            }
+            for &person in &round {
+                people[person].pop_front();
+            }
+        }
+        match reason {
+            None => Ok(()),
+            Some(reason) => Err((unconfirmed, reason)),
+        }
     }
 
     /// Sends `messages` as [`Enqueue::enqueue`] does, without its deadline, and says which SQS confirmed: `Err` holds

@@ -472,6 +472,13 @@ fn cases() -> Vec<Case> {
             "GET is not allowed here: use POST",
         ),
         case(
+            "POST to the settings",
+            post("/v1/projects/test-write-key/settings", "{}"),
+            405,
+            "method_not_allowed",
+            "POST is not allowed here: use GET",
+        ),
+        case(
             "PUT",
             request("PUT", "/v1/batch", &[AUTH, JSON], Some(b"{}")),
             405,

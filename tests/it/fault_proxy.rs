@@ -15,6 +15,9 @@ pub struct Faults {
     pub failing_calls: usize,
     /// The message group whose entries fail (as when SQS throttles one group); `None`: every entry fails.
     pub group: Option<String>,
+    /// Only the first of those entries in a failing call fails, and the call's later ones of the group land: what SQS
+    /// would do if it refused one entry on its own (its documentation does not say it cannot).
+    pub first_only: bool,
     /// A share (0.0 to 1.0) of every call's entries that fail, drawn from `seed`, besides the `failing_calls`.
     pub share: f64,
     pub seed: u64,
@@ -86,6 +89,9 @@ async fn serve(stream: TcpStream, client: reqwest::Client, upstream: String, fau
             if faults.failing_calls > 0 && kept.iter().any(in_group) {
                 faults.failing_calls -= 1;
                 (failed, kept) = kept.into_iter().partition(in_group);
+                if faults.first_only {
+                    kept.extend(failed.drain(1..));
+                }
             }
             let (share, seed) = (faults.share, faults.seed);
             if share > 0.0 {

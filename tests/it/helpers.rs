@@ -28,6 +28,7 @@ pub fn options() -> IngestOptions {
     IngestOptions {
         write_keys: WriteKeys::new(&[SecretString::from(WRITE_KEY)]).expect("one key"),
         allowed_origins: AllowedOrigins::parse(ALLOWED_ORIGIN).expect("a valid origin"),
+        cors_headers: Default::default(),
     }
 }
 
@@ -65,11 +66,12 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<
 pub fn encoded_request(method: &str, path: &str, headers: &[(&str, &str)], body: Value, base64: bool) -> Request {
     let headers: serde_json::Map<String, Value> =
         headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String((*v).to_owned()))).collect();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let event = json!({
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
         "headers": headers,
         "requestContext": {
             "accountId": "anonymous",

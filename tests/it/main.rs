@@ -21,6 +21,7 @@ mod redrive;
 #[path = "../../benches/support/runtime_api.rs"]
 mod runtime_api;
 mod runtime_loop;
+mod sdk_paths;
 mod sdks;
 mod settings;
 mod soak;

@@ -14,7 +14,7 @@ use intercom_relay::retry::RetryPolicy;
 use serde_json::{Value, json};
 
 use crate::fault_proxy::{FaultProxy, Faults};
-use crate::helpers::{envelope_events, fixture, options, post, send};
+use crate::helpers::{WRITE_KEY, envelope_events, fixture, options, post, send};
 
 const TEST_COMMAND: &str = "scripts/test";
 
@@ -309,6 +309,38 @@ async fn a_persons_later_batches_wait_for_the_earlier_one_to_land() {
     };
     assert_eq!(groups["user-x"], expected("user-x"));
     assert_eq!(groups["user-y"], expected("user-y"));
+}
+
+#[tokio::test]
+async fn one_refused_entry_of_a_person_is_never_overtaken_by_their_later_ones() {
+    // A browser's batch: one person's ten events, SQS refusing the first entry of theirs it is sent, twice.
+    let faults = Faults { failing_calls: 2, group: Some("visitor-1".into()), first_only: true, ..Faults::default() };
+    let (app, proxy, client, queue_url) = proxied_app(faults).await;
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "track", "anonymousId": "visitor-1", "event": "Step", "messageId": format!("v-{i}")}))
+        .collect();
+    let answer = send(&app, post("/v1/b", &json!({"batch": events, "writeKey": WRITE_KEY}).to_string())).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(proxy.faults.lock().unwrap().failed_entries, 2);
+    let groups = by_group(&drain(&client, &queue_url).await);
+    let expected: Vec<String> = (0..10).map(|i| format!("v-{i}")).collect();
+    assert_eq!(groups["visitor-1"], expected);
+}
+
+#[tokio::test]
+async fn a_person_whose_entry_keeps_failing_holds_back_only_their_own_later_events() {
+    let faults = Faults { failing_calls: usize::MAX, group: Some("user-x".into()), first_only: true, ..Faults::default() };
+    let (app, _proxy, client, queue_url) = proxied_app(faults).await;
+    let events: Vec<Value> = (0..6)
+        .map(|i| json!({"type": "track", "userId": if i % 2 == 0 { "user-x" } else { "user-y" }, "event": "Step", "messageId": format!("s-{i}")}))
+        .collect();
+    let answer = send(&app, post("/v1/batch", &json!({"batch": events}).to_string())).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 of 6 events could not be enqueued"), "{message}");
+    let groups = by_group(&drain(&client, &queue_url).await);
+    assert_eq!(groups.get("user-x"), None, "none of user-x's events went ahead of the refused one");
+    assert_eq!(groups["user-y"], ["s-1", "s-3", "s-5"]);
 }
 
 #[tokio::test]
