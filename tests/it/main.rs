@@ -13,6 +13,7 @@ mod helpers;
 mod ingest;
 mod intercom;
 mod mapping;
+mod mobile;
 mod outage;
 #[path = "../../benches/support/payloads.rs"]
 mod payloads;
