@@ -54,6 +54,10 @@ pub struct Executor<A> {
     /// Visitors' leads by anonymousId: leads carry no external_id, so this (and the lead's `anonymous_id` attribute,
     /// behind the search index's lag) is how an alias or an identify finds them.
     visitors: Ids<String>,
+    /// Visitors whose lead this forwarder merged into a user, by anonymousId: the user's id. Browser SDKs send each
+    /// event in its own request, so an identify naming the user and the visitor can land before the alias of the same
+    /// two, which then finds the lead gone: the alias is done, not skipped.
+    merged_visitors: Ids<String>,
     /// Intercom's company ids by company_id.
     companies: Ids<String>,
     /// What the workspace holds, learned once per cold start.
@@ -314,6 +318,7 @@ impl<A: IntercomApi> Executor<A> {
             create_attributes,
             contacts: Ids::new(cache_size),
             visitors: Ids::new(cache_size),
+            merged_visitors: Ids::new(cache_size),
             companies: Ids::new(cache_size),
             workspace: tokio::sync::Mutex::new(Workspace::default()),
             breaker: Breaker::new(BreakerPolicy::default()),
@@ -973,6 +978,11 @@ impl<A: IntercomApi> Executor<A> {
             return Ok(Some("alias_without_user_id"));
         };
         let Some(previous_contact) = self.previous_contact(previous, calls).await? else {
+            let merged_into = self.merged_visitors.get(previous);
+            if merged_into.is_some() && merged_into == self.contacts.get(into) {
+                info!("Alias: the visitor's lead was merged into the user already.");
+                return Ok(None);
+            }
             return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
         };
         let user = match self.contacts.get(into) {
@@ -987,6 +997,7 @@ impl<A: IntercomApi> Executor<A> {
             (FoundContact { id: lead, is_lead: true }, Some(user)) => {
                 self.merge(&lead, &user, calls).await?;
                 self.visitors.forget(previous);
+                self.merged_visitors.put(previous.clone(), &user);
                 self.contacts.put(into.clone(), &user);
                 Ok(None)
             }
@@ -1050,6 +1061,7 @@ impl<A: IntercomApi> Executor<A> {
         let Some(user) = self.contacts.get(into) else { return Ok(()) };
         self.merge(&lead, &user, calls).await?;
         self.visitors.forget(anonymous_id);
+        self.merged_visitors.put(anonymous_id.to_owned(), &user);
         Ok(())
     }
 

@@ -290,7 +290,8 @@ impl<Q: Enqueue> Ingest<Q> {
             return Err(IngestError::Unauthorized(KEY_MISSING));
         }
         let text = std::str::from_utf8(&bytes).map_err(|e| IngestError::InvalidUtf8(e.valid_up_to()))?;
-        let batch = if expected.is_some() { parse_single(text) } else { parse_batch(text) }.map_err(IngestError::from)?;
+        let batch =
+            if expected.is_some() { parse_single(text) } else { parse_batch(text) }.map_err(IngestError::from)?;
         let key = match key_outside_body {
             Some(kind) => kind,
             None => self.key_kind(batch.write_key.as_deref())?,

@@ -79,6 +79,9 @@ mod tests {
     #[test]
     fn the_source_is_enabled_with_no_destination() {
         let config = body(&source_config());
-        assert_eq!((config["source"]["enabled"].clone(), config["source"]["destinations"].clone()), (json!(true), json!([])));
+        assert_eq!(
+            (config["source"]["enabled"].clone(), config["source"]["destinations"].clone()),
+            (json!(true), json!([]))
+        );
     }
 }

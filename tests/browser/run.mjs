@@ -19,13 +19,13 @@ const AJS_DIR = path.join(MODULES, '@segment/analytics-next/dist/umd')
 const RSA_FILE = path.join(MODULES, '@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js')
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 
-// Bounds: five sequential runs must finish well under two minutes even when nothing arrives.
-const READY_TIMEOUT_MS = 8000 // page load plus SDK ready
-const DELIVERY_TIMEOUT_MS = 10000 // every expected event answered by the relay
-const UNLOAD_TIMEOUT_MS = 2000 // what leaving the page sends (beacons, keepalive flushes)
+// Bounds: five sequential runs take about 7 s when all goes well and under 90 s when nothing gets through.
+const READY_TIMEOUT_MS = 6000 // page load, SDK ready and the calls made
+const DELIVERY_TIMEOUT_MS = 8000 // every expected event answered by the relay
+const UNLOAD_TIMEOUT_MS = 1500 // what leaving the page sends (beacons, keepalive flushes)
 const QUIET_MS = 400 // no relay traffic for this long means the SDK is done
 const METRICS_FLUSH_MS = 250 // analytics.js metrics timer (default 30 s) so `/m` goes out within the run
-const WATCHDOG_MS = 110000
+const WATCHDOG_MS = 100000
 
 // Each run makes the same 8 calls, so the relay should receive 8 events (page, identify, alias, identify, page, track,
 // group, page), whatever the batching.
@@ -37,6 +37,9 @@ const RUNS = [
   { name: 'rs-xhr', sdk: 'rs' },
   { name: 'rs-batch', sdk: 'rs', batch: true },
   { name: 'rs-beacon', sdk: 'rs', beacon: true },
+  // Not an SDK: one request carrying every header the two SDKs add on retries (which a test cannot make them send
+  // without failing the relay), so Chromium's preflight is checked against them all.
+  { name: 'retry-headers', sdk: 'probe', expectedEvents: 1 },
 ]
 
 function usage(message) {
@@ -53,6 +56,7 @@ function parseArgs(argv) {
     else positional.push(argv[i])
   }
   if (positional.length !== 2) usage('expected a relay URL and a write key')
+  if (!positional[1]) usage('the write key is empty')
   if (!Number.isInteger(pagePort) || pagePort < 0 || pagePort > 65535) usage('--page-port must be a port number')
   let relay
   try {
@@ -60,18 +64,21 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${positional[0]}`)
   }
+  // Chromium resolves no other host, so e.g. `localhost` would make every relay request an outside one.
+  if (relay.hostname !== '127.0.0.1') process.stderr.write(`warning: relay host ${relay.hostname} is not 127.0.0.1\n`)
   return { relay, writeKey: positional[1], pagePort }
 }
 
 // The call sequence a web page makes, identical for both SDKs (their public APIs share these signatures). Runs in the
-// page; `anonymousId` reads the SDK's current anonymousId. Alias comes before identify(userId) because analytics.js
-// overwrites an alias's userId with the stored one once the user is identified.
+// page; `anonymousId` reads the SDK's current anonymousId. Alias comes before identify(userId), and the page waits for
+// alias() to settle: analytics.js fills in the alias's previousId only when its Segment.io plugin sends the event
+// (plugins/segmentio/index.ts, onAlias), so an identify or reset made in the same tick would become the previousId.
 const CALLS = `
-function runCalls(a, P, anonymousId) {
+async function runCalls(a, P, anonymousId) {
   var ids = []
   a.page('Landing')
   a.identify({ email: P + '-visitor@example.com' }) // traits only: no userId, sent with the anonymousId
-  a.alias(P + '-user') // still anonymous: previousId is the anonymousId
+  await a.alias(P + '-user') // still anonymous: previousId is the anonymousId
   a.identify(P + '-user', { email: P + '-user@example.com', name: 'Ada ' + P, plan: 'pro' })
   a.page('Docs')
   a.track('Report Exported', { rows: 3 })
@@ -82,55 +89,93 @@ function runCalls(a, P, anonymousId) {
   ids.push(anonymousId())
   return ids
 }
-function finish(run) {
-  try { window.__result = { anonymousIds: run() } } catch (e) { window.__result = { error: String(e && e.stack || e) } }
+function finish(calls) {
+  calls.then(
+    function (ids) { window.__result = { anonymousIds: ids } },
+    function (e) { window.__result = { error: String((e && e.stack) || e) } })
 }`
 
+// The setup a web developer copies: the recipe blocks of docs/sdks.md, taken as written but for the relay's address, the
+// key and the mode. Each change must find its text, so the page and the documentation cannot drift apart.
+const DOCS = path.join(HERE, '..', '..', 'docs', 'sdks.md')
+
+function recipe(name) {
+  const text = fs.readFileSync(DOCS, 'utf8')
+  const marker = `<!-- recipe: ${name} -->`
+  const at = text.indexOf(marker)
+  const block = at < 0 ? null : text.slice(at + marker.length).match(/^\s*```html\n([\s\S]*?)```/)
+  if (!block) throw new Error(`docs/sdks.md has no html block after ${marker}`)
+  return block[1]
+}
+
+function edit(text, from, to) {
+  if (!text.includes(from)) throw new Error(`docs/sdks.md recipe no longer holds ${JSON.stringify(from)}`)
+  return text.split(from).join(to)
+}
+
+function addressed(text, relay, writeKey) {
+  text = edit(text, 'YOUR_WRITE_KEY', writeKey)
+  if (text.includes('https://RELAY_HOST')) text = edit(text, 'https://RELAY_HOST', relay.origin)
+  if (text.includes("protocol: 'https'")) text = edit(text, "protocol: 'https'", `protocol: '${relay.protocol.replace(':', '')}'`)
+  return text.includes('RELAY_HOST') ? edit(text, 'RELAY_HOST', relay.host) : text
+}
+
 function ajsPage(run, relay, writeKey) {
-  const segmentio = { apiHost: `${relay.host}/v1`, protocol: relay.protocol.replace(':', '') } // apiHost takes no scheme
-  if (run.batching) segmentio.deliveryStrategy = { strategy: 'batching', config: { size: 3, timeout: 300 } }
-  const config = {
-    name: run.name,
-    settings: {
-      writeKey,
-      // Inline settings: no fetch of cdn.segment.com/v1/projects/<key>/settings. Only Segment.io, so no extra chunks.
-      cdnSettings: {
-        integrations: { 'Segment.io': { apiKey: writeKey } },
-        // Metrics follow apiHost/protocol, so when on they go to the relay's /v1/m.
-        metrics: run.metrics ? { flushTimer: METRICS_FLUSH_MS } : { sampleRate: 0 },
-      },
-    },
-    options: { integrations: { 'Segment.io': segmentio }, useQueryString: false },
+  let setup = addressed(recipe('analytics.js'), relay, writeKey)
+  // Metrics on: the recipe's "remove the line", with the timer shortened so `/v1/m` goes out within the run.
+  if (run.metrics) setup = edit(setup, 'metrics: { sampleRate: 0 },', `metrics: { flushTimer: ${METRICS_FLUSH_MS} },`)
+  if (run.batching) {
+    setup = edit(setup, '// deliveryStrategy:', 'deliveryStrategy:')
+    setup = edit(setup, 'size: 10, timeout: 5000', 'size: 3, timeout: 300')
   }
-  return html(`
-<script>window.analytics = { _cdn: location.origin }</script><!-- code-split chunks from this origin, not the CDN -->
-<script src="/analytics-next/bundles/index.js"></script>
+  return html(`${setup}
 <script>${CALLS}
-var config = ${json(config)}
-AnalyticsNext.AnalyticsBrowser.load(config.settings, config.options).then(function (loaded) {
-  var analytics = loaded[0]
-  finish(function () { return runCalls(analytics, config.name, function () { return analytics.user().anonymousId() }) })
+analytics.then(function (loaded) {
+  var a = loaded[0]
+  finish(runCalls(a, ${json(run.name)}, function () { return a.user().anonymousId() }))
 }, function (e) { window.__result = { error: 'load failed: ' + e } })
 </script>`)
 }
 
 function rsPage(run, relay, writeKey) {
-  const options = { polyfillIfRequired: false } // never polyfill-fastly.io
-  if (run.batch) options.queueOptions = { batch: { enabled: true, maxItems: 3, flushInterval: 300 } }
-  if (run.beacon) Object.assign(options, { useBeacon: true, beaconQueueOptions: { maxItems: 3, flushQueueInterval: 300 } })
-  // Inline source config: no request to api.rudderstack.com; no destinations, so no integration SDK from the CDN.
-  const sourceConfig = { source: { id: 'browser-test', config: {}, destinations: [] } }
-  const config = { name: run.name, writeKey, dataPlane: relay.origin, options, sourceConfig }
-  return html(`
-<script src="/rsa.js"></script>
+  let setup = addressed(recipe('rudderstack'), relay, writeKey)
+  if (run.batch) {
+    setup = edit(setup, '// queueOptions:', 'queueOptions:')
+    setup = edit(setup, 'maxItems: 10, flushInterval: 1000', 'maxItems: 3, flushInterval: 300')
+  }
+  if (run.beacon) {
+    setup = edit(setup, '// useBeacon:', 'useBeacon:')
+    setup = edit(setup, 'maxItems: 10, flushQueueInterval: 1000', 'maxItems: 3, flushQueueInterval: 300')
+  }
+  return html(`${setup}
 <script>${CALLS}
-var config = ${json(config)}
-config.options.getSourceConfig = function () { return config.sourceConfig }
-var analytics = new window.rudderanalytics.RudderAnalytics() // becomes window.rudderanalytics
-analytics.load(config.writeKey, config.dataPlane, config.options)
-analytics.ready(function () {
-  finish(function () { return runCalls(analytics, config.name, function () { return analytics.getAnonymousId() }) })
+rudderanalytics.ready(function () {
+  finish(runCalls(rudderanalytics, ${json(run.name)}, function () { return rudderanalytics.getAnonymousId() }))
 })
+</script>`)
+}
+
+// analytics.js adds X-Retry-Count (fetch-dispatcher.ts, batched-dispatcher.ts); RudderStack's XhrQueue the Rsa-*
+// headers (xhrQueue/utilities.ts), besides AnonymousId and SentAt on every request.
+function probePage(run, relay, writeKey) {
+  const headers = {
+    authorization: `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`,
+    'content-type': 'application/json;charset=UTF-8',
+    anonymousid: Buffer.from('probe-anon').toString('base64'),
+    sentat: new Date().toISOString(),
+    'x-retry-count': '1',
+    'rsa-retry-attempt': '1',
+    'rsa-retry-reason': 'server-503',
+    'rsa-since-first-attempt': '2000',
+    'rsa-since-last-attempt': '2000',
+    'rsa-recovered': 'true',
+  }
+  const event = { type: 'track', userId: 'retry-headers-user', event: 'Retried', properties: { attempt: 1 } }
+  return html(`<script>
+fetch(${json(`${relay.origin}/v1/track`)}, { method: 'POST', headers: ${json(headers)}, body: ${json(JSON.stringify(event))} })
+  .then(function (answer) { return answer.json() })
+  .then(function (body) { window.__result = body.success ? { anonymousIds: [] } : { error: JSON.stringify(body) } },
+        function (e) { window.__result = { error: String(e) } })
 </script>`)
 }
 
@@ -152,7 +197,7 @@ function startServer(pages, port) {
     }
     const page = url.pathname.match(/^\/([\w-]+)\.html$/)
     if (page && pages.has(page[1])) return send(200, 'text/html; charset=utf-8', pages.get(page[1]))
-    if (url.pathname === '/rsa.js') return send(200, 'text/javascript', fs.readFileSync(RSA_FILE))
+    if (url.pathname === '/rudderstack/index.js') return send(200, 'text/javascript', fs.readFileSync(RSA_FILE))
     const bundle = url.pathname.match(/^\/analytics-next\/bundles\/([\w.-]+\.js)$/)
     if (bundle && fs.existsSync(path.join(AJS_DIR, bundle[1]))) {
       return send(200, 'text/javascript', fs.readFileSync(path.join(AJS_DIR, bundle[1])))
@@ -192,13 +237,18 @@ function headerNames(headers) {
   return Object.keys(headers).map((h) => h.toLowerCase()).filter((h) => !generic.test(h)).sort()
 }
 
-// Events carried by one relay request body: a batch's length, 1 for a single event, 0 for metrics (`/m`).
+// The events one relay request carried (a batch's, or the single event; none for metrics, `/m`), with their ids.
 function eventsOf(pathname, body) {
   if (/\/m$/.test(pathname)) return []
   try {
     const parsed = JSON.parse(body)
     const events = Array.isArray(parsed.batch) ? parsed.batch : [parsed]
-    return events.map((e) => ({ type: e.type ?? null, userId: e.userId || null, anonymousId: e.anonymousId ?? null }))
+    return events.map((e) => ({
+      type: e.type ?? null,
+      userId: e.userId || null, // RudderStack sends "" for no user, analytics.js null
+      anonymousId: e.anonymousId ?? null,
+      ...(e.type === 'alias' ? { previousId: e.previousId ?? null } : {}),
+    }))
   } catch {
     return []
   }
@@ -220,7 +270,12 @@ async function runOne(browser, run, pageOrigin, relay, writeKey) {
   const relayRequests = new Map() // puppeteer request → recorded entry
   const wireHeaders = new Map() // CDP requestId → header names as sent
   const preflightIds = new Set()
-  const outside = new Set()
+  const outside = new Set() // request ids already listed in outsideRequests (puppeteer and CDP share them)
+  const noteOutside = (id, method, url, seenBy) => {
+    if (!isOutside(url) || outside.has(id)) return
+    outside.add(id)
+    result.outsideRequests.push({ method, url: mask(url), seenBy })
+  }
   let lastRelayActivity = Date.now()
 
   const context = await browser.createBrowserContext()
@@ -228,25 +283,19 @@ async function runOne(browser, run, pageOrigin, relay, writeKey) {
     const page = await context.newPage()
     const cdp = await page.createCDPSession()
     await cdp.send('Network.enable')
-    // Puppeteer hides CORS preflights; CDP reports them (Chromium ≥ 86) as their own requests of type Preflight.
-    cdp.on('Network.requestWillBeSent', ({ requestId, request, type }) => {
-      if (isOutside(request.url) && !outside.has(request.url)) {
-        outside.add(request.url)
-        result.outsideRequests.push({ method: request.method, url: request.url, seenBy: 'cdp' })
-      }
+    // CDP reports CORS preflights as requests of their own (type Preflight); puppeteer shows only some of them.
+    cdp.on('Network.requestWillBeSent', ({ requestId, request }) => {
+      noteOutside(requestId, request.method, request.url, 'cdp')
       if (request.method === 'OPTIONS' && new URL(request.url).origin === relay.origin) {
         preflightIds.add(requestId)
         lastRelayActivity = Date.now()
-      } else if (type === 'Preflight') preflightIds.add(requestId)
+      }
     })
     cdp.on('Network.requestWillBeSentExtraInfo', ({ requestId, headers }) => wireHeaders.set(requestId, headerNames(headers)))
 
     page.on('request', (request) => {
       const url = request.url()
-      if (isOutside(url) && !outside.has(url)) {
-        outside.add(url)
-        result.outsideRequests.push({ method: request.method(), url, seenBy: 'puppeteer' })
-      }
+      noteOutside(request.id, request.method(), url, 'puppeteer')
       if (new URL(url).origin !== relay.origin || request.method() === 'OPTIONS') return
       const parsed = new URL(url)
       const entry = { request, method: request.method(), path: mask(parsed.pathname + parsed.search), status: null, events: [], done: false }
@@ -295,7 +344,7 @@ async function runOne(browser, run, pageOrigin, relay, writeKey) {
       if (outcome.error) result.error = outcome.error
       else result.anonymousIds = outcome.anonymousIds
     } catch (error) {
-      result.error = `the SDK never became ready and ran the calls: ${error.message}`
+      result.error = `the page did not finish its calls (SDK not ready?): ${error.message}`
     }
 
     // Delivered when the relay answered every request and the expected events have gone out (plus a `/m` when metrics
@@ -307,7 +356,7 @@ async function runOne(browser, run, pageOrigin, relay, writeKey) {
     const quietFor = (ms) => Date.now() - lastRelayActivity >= ms
     if (!result.error) {
       await waitFor(
-        () => !pending() && eventsAnswered() >= EXPECTED_EVENTS && metricsSent() && quietFor(run.metrics ? 2 * METRICS_FLUSH_MS : QUIET_MS),
+        () => !pending() && eventsAnswered() >= (run.expectedEvents ?? EXPECTED_EVENTS) && metricsSent() && quietFor(run.metrics ? 2 * METRICS_FLUSH_MS : QUIET_MS),
         DELIVERY_TIMEOUT_MS,
       )
     }
@@ -317,7 +366,6 @@ async function runOne(browser, run, pageOrigin, relay, writeKey) {
     await waitFor(() => !pending() && quietFor(QUIET_MS), UNLOAD_TIMEOUT_MS)
     await Promise.all(result.requests.map((r) => r.body))
 
-    // Chromium ≥ 86 reports preflights to CDP; zero is a real count only because CDP would have shown them.
     result.preflights = preflightIds.size
     result.requests = result.requests.map(({ request, method, path, status, events }) => {
       const headers = wireHeaders.get(request.id) ?? headerNames(request.headers())
@@ -339,7 +387,8 @@ async function main() {
   }, WATCHDOG_MS)
   watchdog.unref()
 
-  const pages = new Map(RUNS.map((run) => [run.name, run.sdk === 'ajs' ? ajsPage(run, relay, writeKey) : rsPage(run, relay, writeKey)]))
+  const page = { ajs: ajsPage, rs: rsPage, probe: probePage }
+  const pages = new Map(RUNS.map((run) => [run.name, page[run.sdk](run, relay, writeKey)]))
   const server = await startServer(pages, pagePort)
   const pageOrigin = `http://127.0.0.1:${server.address().port}`
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-browser-'))
@@ -347,7 +396,7 @@ async function main() {
   try {
     browser = await puppeteer.launch({
       executablePath: CHROMIUM,
-      headless: true,
+      headless: true, // puppeteer adds --headless=new itself; listed below too, as the flags to run with
       userDataDir,
       args: [
         '--headless=new',
@@ -372,7 +421,8 @@ async function main() {
   try {
     const runs = []
     for (const run of RUNS) runs.push(await runOne(browser, run, pageOrigin, relay, writeKey))
-    process.stdout.write(`${JSON.stringify({ runs, pageOrigin, durationMs: Date.now() - started }, null, 2)}\n`)
+    const report = `${JSON.stringify({ runs, pageOrigin, durationMs: Date.now() - started }, null, 2)}\n`
+    await new Promise((resolve) => process.stdout.write(report, resolve)) // all of it out before process.exit
   } finally {
     await browser.close().catch(() => {})
     server.close()

@@ -299,6 +299,23 @@ async fn an_identify_naming_the_user_and_the_visitor_merges_the_visitors_lead() 
 }
 
 #[tokio::test]
+async fn an_alias_landing_after_the_identify_that_merged_its_visitor_is_done_not_skipped() {
+    // analytics.js sends each call in its own request: the identify can overtake the alias made before it.
+    let sandbox = sandbox().await;
+    let executor = executor(&sandbox, true);
+    let lead = json!({"type": "identify", "anonymousId": "anon-1", "traits": {"email": "visitor@example.com"}});
+    deliver(&executor, lead).await;
+    let signup = json!({"type": "identify", "userId": "u-1", "anonymousId": "anon-1", "traits": {"name": "Ada"}});
+    deliver(&executor, signup).await;
+    let alias = deliver(&executor, json!({"type": "alias", "userId": "u-1", "previousId": "anon-1"})).await;
+    assert_eq!(alias.skipped, None, "{alias:?}");
+    let other = deliver(&executor, json!({"type": "alias", "userId": "u-2", "previousId": "anon-1"})).await;
+    assert_eq!(other.skipped, Some(ALIAS_PREVIOUS_UNKNOWN), "merged into another user: still unknown for u-2");
+    let state = sandbox.state();
+    assert_eq!(only_contact(&state).external_id.as_deref(), Some("u-1"));
+}
+
+#[tokio::test]
 async fn an_alias_for_a_visitor_who_became_no_user_yet_makes_the_lead_that_user() {
     let sandbox = sandbox().await;
     let executor = executor(&sandbox, true);

@@ -2,6 +2,7 @@
 
 mod backfill;
 mod bad_inputs;
+mod browser;
 mod cargo_lambda;
 mod cli;
 mod contract;

@@ -39,7 +39,10 @@ fn session(sdk: &str, library: &str, version: &str) -> Vec<Value> {
         base
     };
     vec![
-        merge(common(1), json!({"type": "identify", "traits": {"email": format!("{user}@example.com"), "plan": "pro"}})),
+        merge(
+            common(1),
+            json!({"type": "identify", "traits": {"email": format!("{user}@example.com"), "plan": "pro"}}),
+        ),
         merge(common(2), json!({"type": "screen", "name": "Home", "properties": {}})),
         merge(common(3), json!({"type": "track", "event": "Order Completed", "properties": {"total": 42}})),
         merge(common(4), json!({"type": "group", "groupId": format!("{sdk}-org"), "traits": {"name": "Org"}})),
@@ -50,8 +53,11 @@ fn session(sdk: &str, library: &str, version: &str) -> Vec<Value> {
 /// second on prefixed with `,`), then `],"sentAt":…,"writeKey":…}` and a newline.
 fn swift_body(events: &[Value]) -> Vec<u8> {
     let lines: Vec<String> = events.iter().map(Value::to_string).collect();
-    format!("{{ \"batch\": [\n{}\n],\"sentAt\":\"2026-01-01T00:00:05.000Z\",\"writeKey\":\"{KEY}\"}}\n", lines.join("\n,"))
-        .into_bytes()
+    format!(
+        "{{ \"batch\": [\n{}\n],\"sentAt\":\"2026-01-01T00:00:05.000Z\",\"writeKey\":\"{KEY}\"}}\n",
+        lines.join("\n,")
+    )
+    .into_bytes()
 }
 
 /// What an SDK sends at start and then as its upload.
@@ -95,10 +101,11 @@ fn segment_sdks(client: &reqwest::Client, url: &str) -> Vec<Sdk> {
         Sdk {
             name: "react-native",
             startup: client.get(&settings).header("cache-control", "no-cache"),
-            upload: client
-                .post(&upload)
-                .header("content-type", "application/json; charset=utf-8")
-                .body(compact("react-native", "analytics-react-native", "2.21.4")),
+            upload: client.post(&upload).header("content-type", "application/json; charset=utf-8").body(compact(
+                "react-native",
+                "analytics-react-native",
+                "2.21.4",
+            )),
         },
     ]
 }

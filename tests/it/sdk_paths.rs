@@ -49,13 +49,15 @@ async fn the_batch_paths_of_analytics_js_the_mobile_sdks_and_rudderstacks_beacon
     let answer = send(&app, request("POST", "/v1/b", &[TEXT], Some(batch.to_string().as_bytes()))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     // RudderStack's beacon: text/plain, no header can be set, the key only in the query string.
-    let beacon = json!({"batch": [{"type": "track", "anonymousId": "a1", "event": "Two"}], "sentAt": "2026-01-01T00:00:00Z"});
+    let beacon =
+        json!({"batch": [{"type": "track", "anonymousId": "a1", "event": "Two"}], "sentAt": "2026-01-01T00:00:00Z"});
     let path = format!("/beacon/v1/batch?writeKey={WRITE_KEY}");
     let answer = send(&app, request("POST", &path, &[TEXT, ORIGIN], Some(beacon.to_string().as_bytes()))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let names: Vec<_> = queued(&app).iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
     assert_eq!(names, ["One", "Two"]);
-    for (query, message) in [("writeKey=wrong", "not valid"), ("writeKey=", "is required"), ("other=1", "is required")] {
+    for (query, message) in [("writeKey=wrong", "not valid"), ("writeKey=", "is required"), ("other=1", "is required")]
+    {
         let path = format!("/beacon/v1/batch?{query}");
         let answer = send(&app, request("POST", &path, &[TEXT], Some(beacon.to_string().as_bytes()))).await;
         assert_eq!(answer.status, 401, "{query}");
@@ -94,7 +96,8 @@ async fn analytics_js_metrics_are_answered_without_a_key_and_queue_nothing() {
 #[tokio::test]
 async fn a_preflight_for_any_path_is_answered_so_the_post_that_follows_gets_a_readable_404() {
     let app = memory_app();
-    let preflight = [ORIGIN, ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization")];
+    let preflight =
+        [ORIGIN, ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization")];
     let answer = send(&app, request("OPTIONS", "/v1/nowhere", &preflight, None)).await;
     assert_eq!(answer.status, 204);
     assert_eq!(answer.headers["access-control-allow-origin"], ALLOWED_ORIGIN);
@@ -161,7 +164,8 @@ async fn segment_mobile_settings_keep_the_sdk_on_the_host_it_reached_and_need_a_
 #[tokio::test]
 async fn rudderstacks_mobile_source_config_is_enabled_for_a_valid_key_only() {
     let app = memory_app();
-    let answer = send(&app, request("GET", "/sourceConfig?p=android&v=1.28.0", &[("authorization", BASIC_AUTH)], None)).await;
+    let answer =
+        send(&app, request("GET", "/sourceConfig?p=android&v=1.28.0", &[("authorization", BASIC_AUTH)], None)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["source"]["enabled"], true);
     assert_eq!(answer.body["source"]["destinations"], json!([]));

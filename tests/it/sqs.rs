@@ -329,7 +329,8 @@ async fn one_refused_entry_of_a_person_is_never_overtaken_by_their_later_ones() 
 
 #[tokio::test]
 async fn a_person_whose_entry_keeps_failing_holds_back_only_their_own_later_events() {
-    let faults = Faults { failing_calls: usize::MAX, group: Some("user-x".into()), first_only: true, ..Faults::default() };
+    let faults =
+        Faults { failing_calls: usize::MAX, group: Some("user-x".into()), first_only: true, ..Faults::default() };
     let (app, _proxy, client, queue_url) = proxied_app(faults).await;
     let events: Vec<Value> = (0..6)
         .map(|i| json!({"type": "track", "userId": if i % 2 == 0 { "user-x" } else { "user-y" }, "event": "Step", "messageId": format!("s-{i}")}))

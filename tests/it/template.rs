@@ -757,7 +757,9 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
 #[test]
 fn the_function_url_answers_preflights_with_the_headers_the_sdks_send_and_the_function_writes_none() {
     use intercom_relay::config::IngestConfig;
-    use intercom_relay::ingest::{ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS};
+    use intercom_relay::ingest::{
+        ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS,
+    };
     let cors = &properties("IngestFunctionUrl")["Cors"];
     assert_eq!(cors["AllowOrigins"], json!({"Fn::Split": [",", {"Ref": "CorsAllowedOrigins"}]}));
     assert_eq!(cors["AllowHeaders"], json!(ALLOWED_HEADERS), "the same list as src/ingest/cors.rs");
@@ -771,7 +773,8 @@ fn the_function_url_answers_preflights_with_the_headers_the_sdks_send_and_the_fu
     // What the parameter lets through, the function reads as the same origins the URL is given (split on commas).
     let pattern = template()["Parameters"]["CorsAllowedOrigins"]["AllowedPattern"].as_str().unwrap();
     let check = "import re, sys\nsys.stdout.write(' '.join('1' if re.fullmatch(sys.argv[1], v) else '0' for v in sys.argv[2:]))";
-    let values = ["*", "https://www.example.com,http://localhost:3000", "https://a.com, https://b.com", "https://a.com/x", ""];
+    let values =
+        ["*", "https://www.example.com,http://localhost:3000", "https://a.com, https://b.com", "https://a.com/x", ""];
     let verdicts = python(check, &[&[pattern][..], &values[..]].concat());
     assert_eq!(verdicts, "1 1 0 0 0");
     let listed = AllowedOrigins::parse(values[1]).unwrap();
