@@ -174,3 +174,23 @@ async fn rudderstacks_mobile_source_config_is_enabled_for_a_valid_key_only() {
     let wrong = ("authorization", "Basic d3Jvbmc6");
     assert_eq!(send(&app, request("GET", "/sourceConfig", &[wrong], None)).await.status, 401);
 }
+
+#[tokio::test]
+async fn a_browser_key_is_a_browser_key_on_every_path_and_in_the_query() {
+    use intercom_relay::envelope::{Envelope, KeyKind};
+    use intercom_relay::ingest::WriteKeys;
+    use secrecy::SecretString;
+    let keys = WriteKeys::with_browser_keys(&[SecretString::from("server-key")], &[SecretString::from("page-key")]);
+    let app = Ingest::new(IngestOptions { write_keys: keys.unwrap(), ..options() }, MemoryQueue::new());
+    let event = json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}});
+    let beacon = json!({"batch": [event]});
+    let path = "/beacon/v1/batch?writeKey=page-key";
+    assert_eq!(send(&app, request("POST", path, &[TEXT], Some(beacon.to_string().as_bytes()))).await.status, 200);
+    let short = json!({"type": "identify", "userId": "u1", "writeKey": "page-key"});
+    assert_eq!(send(&app, request("POST", "/v1/i", &[TEXT], Some(short.to_string().as_bytes()))).await.status, 200);
+    let server = json!({"batch": [event], "writeKey": "server-key"});
+    assert_eq!(send(&app, request("POST", "/v1/b", &[TEXT], Some(server.to_string().as_bytes()))).await.status, 200);
+    let kinds: Vec<KeyKind> =
+        app.queue().messages().iter().map(|m| Envelope::from_body(&m.body).unwrap().key).collect();
+    assert_eq!(kinds, [KeyKind::Browser, KeyKind::Browser, KeyKind::Server]);
+}
