@@ -296,10 +296,25 @@ impl<Q: Enqueue> Ingest<Q> {
             Some(kind) => kind,
             None => self.key_kind(batch.write_key.as_deref())?,
         };
+        self.enqueue(route, &batch, key, tally).await
+    }
+
+    /// Queues the valid events of `batch`, answering with what was accepted and what was refused, and why.
+    async fn enqueue(
+        &self,
+        route: Route,
+        batch: &Batch<'_>,
+        key: KeyKind,
+        tally: &mut Tally,
+    ) -> Result<Response<Body>, IngestError> {
         if batch.events.len() > MAX_BATCH_EVENTS {
             return Err(IngestError::TooManyEvents(batch.events.len()));
         }
-        let (messages, rejected) = accept_events(&batch, expected, OffsetDateTime::now_utc(), key)?;
+        let expected = match route {
+            Route::Single(kind) => Some(kind),
+            _ => None,
+        };
+        let (messages, rejected) = accept_events(batch, expected, OffsetDateTime::now_utc(), key)?;
         tally.rejected = rejected.len();
         if messages.is_empty() {
             return Ok(all_rejected(route, batch.events.len(), rejected));
