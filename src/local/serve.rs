@@ -248,7 +248,7 @@ async fn answer(
         }
     };
     let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
-    let source = format!("{} {}", parts.method, parts.uri.path());
+    let source = format!("{} {}", parts.method, crate::ingest::loggable_path(parts.uri.path()));
     let response = ingest.handle(http::Request::from_parts(parts, body)).await;
     let (parts, body) = response.into_parts();
     for refused in RejectedInput::from_answer(&source, parts.status.as_u16(), body.as_ref()) {
