@@ -977,12 +977,12 @@ impl<A: IntercomApi> Executor<A> {
         let (ContactKey::ExternalId(previous), ContactKey::ExternalId(user_id)) = (from, into) else {
             return Ok(Some("alias_without_user_id"));
         };
+        let merged_into = self.merged_visitors.get(previous);
+        if merged_into.is_some() && merged_into == self.contacts.get(into) {
+            info!("Alias: the visitor's lead was merged into the user already.");
+            return Ok(None);
+        }
         let Some(previous_contact) = self.previous_contact(previous, calls).await? else {
-            let merged_into = self.merged_visitors.get(previous);
-            if merged_into.is_some() && merged_into == self.contacts.get(into) {
-                info!("Alias: the visitor's lead was merged into the user already.");
-                return Ok(None);
-            }
             return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
         };
         let user = match self.contacts.get(into) {

@@ -30,8 +30,9 @@ use body::read_body;
 /// The wait a 503 asks for: SQS refusing is usually over within seconds, and the SDKs honour it.
 const RETRY_AFTER_SECONDS: &str = "5";
 
-/// Most events one batch request may hold. Segment's SDKs send at most 100; a person's events go to SQS in sequence
-/// (10 per call), so this keeps the slowest request well inside the function's timeout.
+/// Most events one batch request may hold. Segment's server SDKs send at most 100, analytics-react-native up to 500 KB;
+/// a person's events go to SQS one per call, in sequence, so one person's full batch is this many calls (about 10 ms
+/// each in a region, inside `ENQUEUE_TIMEOUT_MS`).
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Most bytes one request may put on the queue. A batch-level context is copied into every event, so a 500 KB
@@ -341,7 +342,7 @@ impl<Q: Enqueue> Ingest<Q> {
         let encoded = route::settings_key(uri.path().trim_end_matches('/')).unwrap_or_default();
         let key = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
         self.key_kind(Some(&key))?;
-        Ok(startup::segment_settings(&key, headers.get(http::header::HOST)))
+        Ok(startup::segment_settings(&key))
     }
 
     /// The kind of the key given in the `Authorization` header or, failing that, as `writeKey` in the query string

@@ -77,13 +77,16 @@ pub(crate) fn settings_key(path: &str) -> Option<&str> {
     (!key.is_empty() && !key.contains('/')).then_some(key)
 }
 
-/// `path` as it may be logged: a write key in it is masked.
+/// `path` as it may be logged: the segment after any `projects` (where the settings path holds a write key, and where
+/// an SDK pointed at the wrong base would put it) masked, then at most 64 characters.
 pub(crate) fn loggable(path: &str) -> String {
-    let path: String = path.chars().take(64).collect();
-    match settings_key(path.trim_end_matches('/')) {
-        Some(_) => "/v1/projects/***/settings".to_owned(),
-        None => path,
+    let mut masked = Vec::new();
+    let mut after_projects = false;
+    for segment in path.split('/') {
+        masked.push(if after_projects && !segment.is_empty() { "***" } else { segment });
+        after_projects = segment.eq_ignore_ascii_case("projects");
     }
+    masked.join("/").chars().take(64).collect()
 }
 
 #[cfg(test)]
@@ -137,7 +140,17 @@ mod tests {
 
     #[test]
     fn a_key_in_a_path_is_never_logged() {
-        assert_eq!(loggable("/v1/projects/secret-key/settings"), "/v1/projects/***/settings");
+        let long_key = "0123456789abcdef".repeat(4);
+        for path in [
+            "/v1/projects/secret-key/settings".to_owned(),
+            format!("/v1/projects/{long_key}/settings"),
+            format!("/projects/{long_key}/settings"),
+            format!("/x/Projects/{long_key}"),
+        ] {
+            let logged = loggable(&path);
+            assert!(logged.contains("/***") && !logged.contains("0123") && !logged.contains("secret"), "{logged}");
+        }
         assert_eq!(loggable("/v1/track"), "/v1/track");
+        assert_eq!(loggable(&format!("/v1/{}", "x".repeat(100))).len(), 64);
     }
 }

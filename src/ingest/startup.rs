@@ -3,24 +3,21 @@
 //! - Segment's mobile SDKs (analytics-swift 1.10.0 `Settings.swift`, analytics-kotlin 1.25.0 `Settings.kt`,
 //!   analytics-react-native 2.24.1 `analytics.ts`) always `GET {cdnHost}/projects/{writeKey}/settings` at start. The
 //!   answer must name the `Segment.io` destination (without it they drop every event), with `apiKey` (Kotlin requires
-//!   it) and `apiHost` (which overrides the one the app configured, so it must be the relay's own). `metrics.sampleRate`
-//!   0 keeps Swift's and Kotlin's telemetry, which posts to Segment's host whatever `apiHost` says, from starting.
+//!   it) and no `apiHost`: one there would override the host the app configured (Swift `SegmentDestination.swift`,
+//!   Kotlin `SegmentDestination.kt` keep theirs when it is absent), and the relay cannot know the address the app uses (a
+//!   custom domain, a CDN in front). `metrics.sampleRate` 0 keeps Swift's and Kotlin's telemetry, which posts to
+//!   Segment's host whatever `apiHost` says, from starting.
 //! - RudderStack's Android (1.28) and iOS (1.31) SDKs upload nothing until `GET {controlPlaneUrl}/sourceConfig` gives
 //!   an enabled source; no destinations, and statistics off so they post nothing else.
 
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use lambda_http::{Body, Response};
 use serde_json::json;
 
-/// The settings a Segment mobile SDK reads at start. `host` is the request's `Host`: the address the SDK reached the
-/// relay at, which is where its events must go. Without a usable one, `apiHost` is left out and the app's own stands.
-pub(crate) fn segment_settings(write_key: &str, host: Option<&HeaderValue>) -> Response<Body> {
-    let mut destination = json!({"apiKey": write_key});
-    if let Some(host) = host.and_then(|h| h.to_str().ok()).filter(|h| is_host(h)) {
-        destination["apiHost"] = format!("{host}/v1").into();
-    }
+/// The settings a Segment mobile SDK reads at start.
+pub(crate) fn segment_settings(write_key: &str) -> Response<Body> {
     let settings = json!({
-        "integrations": {"Segment.io": destination},
+        "integrations": {"Segment.io": {"apiKey": write_key}},
         "plan": {},
         "edgeFunction": {},
         "middlewareSettings": {},
@@ -45,13 +42,6 @@ pub(crate) fn source_config() -> Response<Body> {
     super::json_response(StatusCode::OK, &config)
 }
 
-/// A `Host` header worth echoing: a name or address and an optional port, nothing that could bend the JSON or a URL.
-fn is_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,19 +51,10 @@ mod tests {
     }
 
     #[test]
-    fn the_settings_send_the_sdk_back_to_the_host_it_reached() {
-        let answer = segment_settings("KEY", Some(&HeaderValue::from_static("relay.example.com")));
-        let settings = body(&answer);
-        assert_eq!(settings["integrations"]["Segment.io"], json!({"apiKey": "KEY", "apiHost": "relay.example.com/v1"}));
+    fn the_settings_enable_the_segment_destination_on_the_apps_own_host_with_telemetry_off() {
+        let settings = body(&segment_settings("KEY"));
+        assert_eq!(settings["integrations"]["Segment.io"], json!({"apiKey": "KEY"}));
         assert_eq!(settings["metrics"]["sampleRate"], json!(0));
-    }
-
-    #[test]
-    fn a_strange_host_is_not_echoed() {
-        for host in ["evil.com/x", "a b", ""] {
-            let answer = segment_settings("KEY", HeaderValue::from_str(host).ok().as_ref());
-            assert_eq!(body(&answer)["integrations"]["Segment.io"], json!({"apiKey": "KEY"}), "{host}");
-        }
     }
 
     #[test]

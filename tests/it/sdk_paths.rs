@@ -76,9 +76,13 @@ async fn a_key_in_the_query_string_is_never_logged() {
         send(&app, request("POST", &path, &[TEXT], Some(beacon.to_string().as_bytes()))).await;
     }
     send(&app, request("GET", "/v1/projects/settings-key-canary/settings", &[], None)).await;
+    // A 64-character key, and an SDK whose base lacks /v1 (a 404 path), are masked too.
+    let long_key = "long-key-canary-".repeat(4);
+    send(&app, request("GET", &format!("/v1/projects/{long_key}/settings"), &[], None)).await;
+    send(&app, request("GET", &format!("/projects/{WRITE_KEY}/settings"), &[], None)).await;
     let logs = captured.text();
     assert!(logs.contains("Ingest request handled."), "{logs}");
-    for secret in [WRITE_KEY, "wrong-key-canary", "settings-key-canary"] {
+    for secret in [WRITE_KEY, "wrong-key-canary", "settings-key-canary", "long-key-canary"] {
         assert!(!logs.contains(secret), "{secret} was logged: {logs}");
     }
 }
@@ -148,13 +152,14 @@ async fn behind_a_function_url_doing_cors_the_function_writes_no_cors_header_and
 }
 
 #[tokio::test]
-async fn segment_mobile_settings_keep_the_sdk_on_the_host_it_reached_and_need_a_valid_key() {
+async fn segment_mobile_settings_enable_the_destination_on_the_apps_host_and_need_a_valid_key() {
     let app = memory_app();
     let path = format!("/v1/projects/{WRITE_KEY}/settings");
     let answer = send(&app, request("GET", &path, &[("host", "relay.example.com")], None)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
+    // No apiHost: the SDKs keep the host the app was given (a custom domain, a CDN), which the relay cannot know.
     let segment = &answer.body["integrations"]["Segment.io"];
-    assert_eq!(segment, &json!({"apiKey": WRITE_KEY, "apiHost": "relay.example.com/v1"}));
+    assert_eq!(segment, &json!({"apiKey": WRITE_KEY}));
     assert_eq!(answer.body["metrics"]["sampleRate"], 0, "Swift's and Kotlin's telemetry stays off");
     let answer = send(&app, request("GET", "/v1/projects/not-a-key/settings", &[], None)).await;
     assert_eq!(answer.status, 401);
