@@ -36,7 +36,8 @@ pub struct IngestConfig {
     pub cors_headers: CorsHeaders,
     /// `ENQUEUE_MAX_ATTEMPTS`: attempts per SendMessageBatch before answering 503 (default 4);
     pub enqueue_retry: RetryPolicy,
-    /// `ENQUEUE_TIMEOUT_MS`: the most enqueueing one request may take (default 7000, under the function's 10 s timeout).
+    /// `ENQUEUE_TIMEOUT_MS`: the most enqueueing one request may take (default 7000; the template sets 25000, under the
+    /// function's 30 s timeout, for one person's large batch).
     pub enqueue_timeout: Duration,
 }
 

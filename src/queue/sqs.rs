@@ -25,8 +25,8 @@ const MAX_BATCH_ENTRIES: usize = 10;
 pub const ENQUEUE_RETRY: RetryPolicy =
     RetryPolicy { attempts: 4, min_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) };
 
-/// The most one `enqueue` may take by default, retries included: under the ingest function's 10 s timeout, so the
-/// client gets a 503 rather than a timeout.
+/// The most one `enqueue` may take by default, retries included, so the client gets a 503 rather than a timeout (the
+/// template raises it to 25 s, under the ingest function's 30 s, for one person's large batch: a call an event).
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// An SQS queue, FIFO when its URL ends in `.fifo`.
