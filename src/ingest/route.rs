@@ -7,7 +7,8 @@
 //!   usage metrics to `/v1/m`.
 //! - Segment's mobile SDKs (analytics-swift, analytics-kotlin, analytics-react-native): batches to `{apiHost}/b`,
 //!   `/v1/b` with the default `apiHost` layout.
-//! - RudderStack's JS SDK v3 with `useBeacon`: `/beacon/v1/batch?writeKey=KEY`.
+//! - RudderStack's JS SDK v3 with `useBeacon`: `/beacon/v1/batch?writeKey=KEY`; its error reports, when a source
+//!   configuration turns them on (the documented one does not): `/rsaMetrics`.
 //! - At start, Segment's mobile SDKs `GET {cdnHost}/projects/{writeKey}/settings` (they cannot skip it) and RudderStack's
 //!   Android and iOS SDKs `GET {controlPlaneUrl}/sourceConfig` (they upload nothing without it): pointed at the relay,
 //!   both get an answer that keeps the SDK on the relay ([`super::startup`]).
@@ -21,7 +22,8 @@ pub enum Route {
     Single(EventType),
     /// Several events in `{"batch": [...]}`.
     Batch,
-    /// analytics.js's usage metrics about itself: answered so it stops retrying, never queued, no key needed.
+    /// analytics.js's usage metrics (`/v1/m`) and RudderStack's error reports (`/rsaMetrics`) about themselves: answered so
+    /// they stop retrying, never queued, no key needed.
     Metrics,
     /// `GET /v1/projects/{writeKey}/settings`: a Segment mobile SDK's settings.
     SegmentSettings,
@@ -36,6 +38,7 @@ impl Route {
         match path {
             "/beacon/v1/batch" => return Some(Route::Batch),
             "/sourceConfig" => return Some(Route::SourceConfig),
+            "/rsaMetrics" => return Some(Route::Metrics),
             _ => {}
         }
         if settings_key(path).is_some() {
@@ -133,6 +136,7 @@ mod tests {
         }
         assert_eq!(Route::parse("/v1/b"), Some(Route::Batch));
         assert_eq!(Route::parse("/v1/m"), Some(Route::Metrics));
+        assert_eq!(Route::parse("/rsaMetrics"), Some(Route::Metrics));
         assert_eq!(Route::parse("/beacon/v1/batch"), Some(Route::Batch));
         assert_eq!(Route::parse("/v1/projects/KEY/settings"), Some(Route::SegmentSettings));
         assert_eq!(Route::parse("/sourceConfig/"), Some(Route::SourceConfig));
