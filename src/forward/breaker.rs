@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::intercom::IntercomError;
+use crate::intercom::{ErrorKind, IntercomError};
 
 /// When the breaker opens and how long it stays open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +46,16 @@ pub enum Permit {
 pub enum Health {
     /// Intercom answered about the request itself (success, or a refusal of this event's data): the workspace works.
     Answering,
-    /// A failure no event can cause: 401, 403, 408, 429, 5xx (but 501), a timeout, no connection. `token` when it is
-    /// a refusal of the token itself (401, 403), which says so whatever event the call was for.
-    Failing { failure: String, token: bool },
+    /// A failure no event can cause: 401, 403, 408, 429, 5xx (but 501), a timeout, no connection ([`ErrorKind`]'s
+    /// workspace failures).
+    Failing { failure: String, kind: ErrorKind },
 }
 
 impl Health {
     pub fn of(outcome: &Result<serde_json::Value, IntercomError>) -> Health {
         match outcome {
             Err(error) if is_workspace_failure(error) => {
-                Health::Failing { failure: error.to_string(), token: matches!(error.status(), Some(401 | 403)) }
+                Health::Failing { failure: error.to_string(), kind: error.kind() }
             }
             _ => Health::Answering,
         }
@@ -64,27 +64,20 @@ impl Health {
 
 /// A failure of the workspace rather than of the event: never the event's fault, so never a reason to dead-letter it.
 pub fn is_workspace_failure(error: &IntercomError) -> bool {
-    match error {
-        IntercomError::Api { status, .. } => {
-            matches!(status, 401 | 403 | 408 | 429) || (*status >= 500 && *status != 501)
-        }
-        IntercomError::Transport(_) | IntercomError::Withheld(_) => true,
-        IntercomError::Unexpected(_) => false,
-    }
+    error.kind().is_workspace_failure()
 }
 
 /// What an operator is told when the breaker opens: what is wrong and what to do.
-pub fn advice(error_text: &str) -> &'static str {
-    let status = error_text.strip_prefix("Intercom answered ").and_then(|rest| rest.get(..3));
-    match status {
-        Some("401") => {
+pub fn advice(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unauthorized => {
             "Intercom refuses the access token: set INTERCOM_ACCESS_TOKEN to a valid token, and INTERCOM_REGION to the \
              workspace's region (a token works in its own region only)"
         }
-        Some("403") => {
+        ErrorKind::Forbidden => {
             "Intercom forbids these calls to this token: check the app's permissions and the workspace's plan"
         }
-        Some("429") => {
+        ErrorKind::RateLimited => {
             "Intercom's rate limit is spent for longer than a call may wait: lower ForwardConcurrency or \
              INTERCOM_CONCURRENCY, or find the other apps sharing the workspace's limit"
         }
@@ -95,10 +88,10 @@ pub fn advice(error_text: &str) -> &'static str {
 /// A change of state worth one log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transition {
-    /// Closed → open: `failures` in a row, the last `failure`.
-    Opened { failure: String, open_for: Duration },
+    /// Closed → open: `failures` in a row, the last `failure`, of `kind`.
+    Opened { failure: String, kind: ErrorKind, open_for: Duration },
     /// A probe failed: open again, for longer.
-    StillFailing { failure: String, open_for: Duration },
+    StillFailing { failure: String, kind: ErrorKind, open_for: Duration },
     /// A call succeeded after the breaker was open: calls resume.
     Closed { was_open_for: Duration },
 }
@@ -199,7 +192,7 @@ impl Breaker {
     /// Tells the breaker how a call made under `permit` for the event `event` (its SQS message id, when known) ended.
     pub fn record(&self, permit: &Permit, health: Health, event: Option<&str>, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
-        let (failure, token) = match health {
+        let (failure, kind) = match health {
             Health::Answering => {
                 let was_open = !matches!(inner.state, State::Closed { .. });
                 if was_open {
@@ -212,8 +205,9 @@ impl Breaker {
                     was_open_for: opened_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
                 });
             }
-            Health::Failing { failure, token } => (failure, token),
+            Health::Failing { failure, kind } => (failure, kind),
         };
+        let token = kind.is_token_refused();
         inner.failure = failure.clone();
         match &mut inner.state {
             State::Closed { failures, events } => {
@@ -230,12 +224,12 @@ impl Breaker {
                 let period = self.policy.open_min;
                 inner.state = State::Open { until: now + period, period };
                 inner.opened_at = Some(now);
-                Some(Transition::Opened { failure, open_for: period })
+                Some(Transition::Opened { failure, kind, open_for: period })
             }
             State::Probing { period, .. } if *permit == Permit::Probe => {
                 let period = (*period * 2).min(self.policy.open_max);
                 inner.state = State::Open { until: now + period, period };
-                Some(Transition::StillFailing { failure, open_for: period })
+                Some(Transition::StillFailing { failure, kind, open_for: period })
             }
             // A call let through before it opened, failing late: it is open already.
             State::Open { .. } | State::Probing { .. } => None,
@@ -255,11 +249,17 @@ mod tests {
         BreakerPolicy { threshold: 3, open_min: Duration::from_secs(5), open_max: Duration::from_secs(20) };
 
     fn failing() -> Health {
-        Health::Failing { failure: "Intercom answered 503 service_unavailable: down".into(), token: false }
+        Health::Failing {
+            failure: "Intercom answered 503 service_unavailable: down".into(),
+            kind: ErrorKind::Transient,
+        }
     }
 
     fn refused() -> Health {
-        Health::Failing { failure: "Intercom answered 401 unauthorized: Access Token Invalid".into(), token: true }
+        Health::Failing {
+            failure: "Intercom answered 401 unauthorized: Access Token Invalid".into(),
+            kind: ErrorKind::Unauthorized,
+        }
     }
 
     #[test]
@@ -365,8 +365,10 @@ mod tests {
         }
         assert!(is_workspace_failure(&IntercomError::Transport("timed out".into())));
         assert!(!is_workspace_failure(&IntercomError::Unexpected("not JSON".into())));
-        assert!(advice(&api(401).to_string()).contains("INTERCOM_ACCESS_TOKEN"));
-        assert!(advice(&api(429).to_string()).contains("rate limit"));
-        assert!(advice(&api(503).to_string()).contains("intercomstatus"));
+        let advice_for = |status: u16| advice(api(status).kind());
+        assert!(advice_for(401).contains("INTERCOM_ACCESS_TOKEN"));
+        assert!(advice_for(403).contains("permissions"));
+        assert!(advice_for(429).contains("rate limit"));
+        assert!(advice_for(503).contains("intercomstatus"));
     }
 }

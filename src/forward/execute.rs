@@ -19,7 +19,7 @@ use crate::erasure::ErasureRequest;
 use crate::intercom::requests::{
     self, AttributeRefusal, DataAttribute, Dialect, EventContact, Fields, FoundContact, Person, Request,
 };
-use crate::intercom::{IntercomApi, IntercomError, conflicting_contact};
+use crate::intercom::{ErrorKind, IntercomApi, IntercomError, conflicting_contact};
 use crate::mapping::{
     ANONYMOUS_ID_ATTRIBUTE, CompanyUpsert, ContactKey, ContactUpsert, Dropped, EventSubmission, Operation, Plan,
 };
@@ -109,12 +109,6 @@ pub struct Erased {
     /// What else there is to know: nobody found, a user left who shares the address, several users erased.
     pub notes: Vec<String>,
     pub calls: usize,
-}
-
-/// A 404 for a tag Intercom no longer holds ("Resource Not Found"), not for the contact ("User Not Found"): 2.16
-/// L7883-7901, L7989-8007.
-fn is_unknown_tag(error: &IntercomError) -> bool {
-    error.status() == Some(404) && error.message() == Some("Resource Not Found")
 }
 
 /// Whom an erasure request names, found and not yet deleted (no `Debug`: it holds their addresses).
@@ -304,11 +298,6 @@ fn other_model(model: &'static str) -> &'static str {
     if model == "company" { "contact" } else { "company" }
 }
 
-/// A call about a contact id that no longer works: deleted, archived, or merged into another.
-fn gone(error: &IntercomError) -> bool {
-    matches!(error.status(), Some(404 | 410))
-}
-
 impl<A: IntercomApi> Executor<A> {
     /// An executor remembering up to `cache_size` contacts and companies.
     pub fn new(api: A, create_attributes: bool, cache_size: NonZeroUsize) -> Executor<A> {
@@ -436,8 +425,8 @@ impl<A: IntercomApi> Executor<A> {
         }
         match self.call(requests::get_contact(id), calls).await {
             Ok(_) => Ok(None),
-            Err(e) if e.status() == Some(410) => Ok(e.merged_into()),
-            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::Merged => Ok(e.merged_into()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -456,7 +445,7 @@ impl<A: IntercomApi> Executor<A> {
         loop {
             let fields = Fields { attributes, custom_attributes: custom };
             let error = match self.call(build(&fields), calls).await {
-                Err(error) if error.status() == Some(400) && refusals < MAX_REFUSALS => error,
+                Err(error) if error.kind() == ErrorKind::Refused && refusals < MAX_REFUSALS => error,
                 outcome => return outcome,
             };
             let message = error.message().unwrap_or_default();
@@ -493,7 +482,7 @@ impl<A: IntercomApi> Executor<A> {
                 let update = |f: &Fields<'_>| dialect.update_contact(&id, f);
                 match self.write(update, &mut attributes, &mut custom, calls, dropped).await {
                     Ok(answer) => break 'resolved (id, false, answer),
-                    Err(error) if gone(&error) => {
+                    Err(error) if error.kind().is_gone() => {
                         self.contacts.forget(key);
                         if let Some(target) = self.moved(&id, &error, calls).await? {
                             let update = |f: &Fields<'_>| dialect.update_contact(&target, f);
@@ -519,7 +508,7 @@ impl<A: IntercomApi> Executor<A> {
             };
             match self.write(create, &mut attributes, &mut custom, calls, dropped).await {
                 Ok(created) => (requests::read_id(&created)?, true, created),
-                Err(error) if error.status() == Some(409) => {
+                Err(error) if error.kind() == ErrorKind::Conflict => {
                     let existing = error.message().and_then(conflicting_contact).ok_or(error)?;
                     if existing.archived {
                         self.call(requests::unarchive(&existing.id), calls).await?;
@@ -621,7 +610,7 @@ impl<A: IntercomApi> Executor<A> {
         if let Some(user_id) = &request.user_id {
             match self.call(requests::find_by_external_id(user_id), calls).await {
                 Ok(contact) => targets.extend(requests::read_person(&contact)),
-                Err(error) if matches!(error.status(), Some(404 | 410)) => notes.push("no user has this userId".into()),
+                Err(error) if error.kind().is_gone() => notes.push("no user has this userId".into()),
                 Err(error) => return Err(error),
             }
         }
@@ -664,7 +653,7 @@ impl<A: IntercomApi> Executor<A> {
             match self.call(requests::delete_contact(&person.id), calls).await {
                 Ok(_) => erased.push(person.id.clone()),
                 // Gone already (merged, or erased by an earlier request).
-                Err(error) if matches!(error.status(), Some(404 | 410)) => {}
+                Err(error) if error.kind().is_gone() => {}
                 Err(error) => return Err(error),
             }
             if let Some(external_id) = &person.external_id {
@@ -682,8 +671,8 @@ impl<A: IntercomApi> Executor<A> {
     async fn find_user(&self, external_id: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
         match self.call(requests::find_by_external_id(external_id), calls).await {
             Ok(contact) => Ok(Some(requests::read_id(&contact)?)),
-            Err(error) if error.status() == Some(410) => Ok(error.merged_into()),
-            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) if error.kind() == ErrorKind::Merged => Ok(error.merged_into()),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -698,7 +687,7 @@ impl<A: IntercomApi> Executor<A> {
         };
         let id = match self.call(request, calls).await {
             Ok(created) => requests::read_id(&created)?,
-            Err(error) if error.status() == Some(409) => {
+            Err(error) if error.kind() == ErrorKind::Conflict => {
                 let existing = error.message().and_then(conflicting_contact).ok_or(error)?;
                 if existing.archived {
                     self.call(requests::unarchive(&existing.id), calls).await?;
@@ -742,7 +731,7 @@ impl<A: IntercomApi> Executor<A> {
         let id = match &event.contact {
             ContactKey::ExternalId(user_id) => match self.call(send(EventContact::UserId(user_id)), calls).await {
                 // A track that arrives before its identify: create the user, then send again.
-                Err(error) if error.status() == Some(404) => {
+                Err(error) if error.kind() == ErrorKind::NotFound => {
                     self.contacts.forget(&event.contact);
                     self.create_contact(&event.contact, calls).await?
                 }
@@ -751,7 +740,7 @@ impl<A: IntercomApi> Executor<A> {
             lead @ ContactKey::Email(_) => {
                 let id = self.contact_id(lead, true, calls).await?.expect("created when missing");
                 match self.call(send(EventContact::Id(&id)), calls).await {
-                    Err(error) if gone(&error) => {
+                    Err(error) if error.kind().is_gone() => {
                         self.contacts.forget(lead);
                         match self.moved(&id, &error, calls).await? {
                             Some(target) => target,
@@ -829,7 +818,7 @@ impl<A: IntercomApi> Executor<A> {
             match self.call(requests::tag_contact(&id, tag), calls).await {
                 Ok(_) => {}
                 // The tag was deleted in Intercom since it was learned: learn the tags again, once.
-                Err(error) if is_unknown_tag(&error) => {
+                Err(error) if error.is_unknown_tag() => {
                     self.workspace.lock().await.tags = None;
                     let again = self.tag_ids(names, calls).await?;
                     for tag in again.iter().filter(|tag| !held.contains(*tag)) {
@@ -844,7 +833,7 @@ impl<A: IntercomApi> Executor<A> {
             for tag in held.iter().filter(|tag| !wanted.contains(tag)) {
                 match self.call(requests::untag_contact(&id, tag), calls).await {
                     Ok(_) => {}
-                    Err(error) if error.status() == Some(404) => {}
+                    Err(error) if error.kind() == ErrorKind::NotFound => {}
                     Err(error) => return Err(error),
                 }
             }
@@ -897,7 +886,7 @@ impl<A: IntercomApi> Executor<A> {
         };
         let id = match self.call(request, calls).await {
             Ok(answer) => requests::read_id(&answer)?,
-            Err(error) if !create && error.status() == Some(404) => return Ok(None),
+            Err(error) if !create && error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
         self.companies.put(company_id.to_owned(), &id);
@@ -909,7 +898,7 @@ impl<A: IntercomApi> Executor<A> {
         let company = self.company_id(company_id, true, calls).await?.expect("created when missing");
         for retry in [false, true] {
             match self.call(requests::attach_company(&id, &company), calls).await {
-                Err(error) if gone(&error) && !retry && error.code() != Some("company_not_found") => {
+                Err(error) if error.kind().is_gone() && !retry && error.code() != Some("company_not_found") => {
                     self.contacts.forget(contact);
                     id = match self.moved(&id, &error, calls).await? {
                         Some(target) => target,
@@ -935,7 +924,7 @@ impl<A: IntercomApi> Executor<A> {
             return Ok(());
         };
         match self.call(requests::detach_company(&id, &company), calls).await {
-            Err(e) if gone(&e) => info!("Detach: the contact was not attached."),
+            Err(e) if e.kind().is_gone() => info!("Detach: the contact was not attached."),
             other => _ = other?,
         }
         Ok(())
@@ -961,7 +950,7 @@ impl<A: IntercomApi> Executor<A> {
     async fn find_visitor(&self, anonymous_id: &str, calls: &mut Calls) -> Result<Option<String>, IntercomError> {
         match self.call(requests::search_leads_by(ANONYMOUS_ID_ATTRIBUTE, anonymous_id), calls).await {
             Ok(found) => Ok(requests::read_search(&found).1.into_iter().find(|c| c.is_lead).map(|c| c.id)),
-            Err(error) if error.status() == Some(400) => Ok(None),
+            Err(error) if error.kind() == ErrorKind::Refused => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -1006,7 +995,7 @@ impl<A: IntercomApi> Executor<A> {
                 match self.call(self.dialect.convert_to_user(&id, user_id), calls).await {
                     Ok(_) => {}
                     // Another contact took the external id meanwhile: merge the lead into it.
-                    Err(error) if error.status() == Some(409) && is_lead => {
+                    Err(error) if error.kind() == ErrorKind::Conflict && is_lead => {
                         let user = error.message().and_then(conflicting_contact).ok_or(error)?;
                         self.merge(&id, &user.id, calls).await?;
                         self.visitors.forget(previous);
@@ -1029,7 +1018,7 @@ impl<A: IntercomApi> Executor<A> {
     /// Merges the lead into the user; a lead already merged (a retry, another forwarder) is done.
     async fn merge(&self, lead: &str, user: &str, calls: &mut Calls) -> Result<(), IntercomError> {
         match self.call(self.dialect.merge(lead, user), calls).await {
-            Err(error) if gone(&error) => {
+            Err(error) if error.kind().is_gone() => {
                 info!("Merge: the lead was merged already.");
                 Ok(())
             }
@@ -1128,7 +1117,7 @@ impl<A: IntercomApi> Executor<A> {
                     let this = workspace.models.get_mut(model).expect("loaded above");
                     let refused = match created {
                         Ok(_) => false,
-                        Err(e) if e.status() == Some(400) => {
+                        Err(e) if e.kind() == ErrorKind::Refused => {
                             let message = e.message().unwrap_or_default();
                             let refused = requests::attribute_refusal(message, model) == AttributeRefusal::Refused;
                             if refused {
@@ -1166,21 +1155,21 @@ impl<A: IntercomApi> Executor<A> {
 /// The one line an operator reads when the breaker changes state: what is wrong, what to do, and that nothing is lost.
 fn log_transition(transition: &Transition, policy: BreakerPolicy) {
     match transition {
-        Transition::Opened { failure, open_for } => error!(
+        Transition::Opened { failure, kind, open_for } => error!(
             circuit = "open",
             failure,
             probe_every_s = open_for.as_secs(),
             probe_at_most_every_s = policy.open_max.as_secs(),
             "Intercom is failing every call, so calls are held back: {}. Nothing is dead-lettered for this: events wait \
              in the queue and go on by themselves once a probe call succeeds.",
-            advice(failure)
+            advice(*kind)
         ),
-        Transition::StillFailing { failure, open_for } => warn!(
+        Transition::StillFailing { failure, kind, open_for } => warn!(
             circuit = "open",
             failure,
             next_probe_s = open_for.as_secs(),
             "Intercom still fails: {}. Events keep waiting in the queue.",
-            advice(failure)
+            advice(*kind)
         ),
         Transition::Closed { was_open_for } => info!(
             circuit = "closed",

@@ -53,6 +53,22 @@ impl IntercomError {
         }
     }
 
+    /// What the error means ([`super::ErrorKind`]).
+    pub fn kind(&self) -> super::ErrorKind {
+        match self {
+            IntercomError::Api { status, .. } => super::ErrorKind::of_status(*status),
+            IntercomError::Transport(_) => super::ErrorKind::Transient,
+            IntercomError::Withheld(_) => super::ErrorKind::Withheld,
+            IntercomError::Unexpected(_) => super::ErrorKind::Other,
+        }
+    }
+
+    /// A 404 for a tag Intercom no longer holds ("Resource Not Found"), not for the contact ("User Not Found"): 2.16
+    /// L7883-7901, L7989-8007.
+    pub fn is_unknown_tag(&self) -> bool {
+        self.kind() == super::ErrorKind::NotFound && self.message() == Some("Resource Not Found")
+    }
+
     /// The HTTP status, when Intercom answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -38,6 +38,66 @@ impl ErrorList {
     }
 }
 
+/// What a failed call means, decided here once from Intercom's status (and body), so that callers match meanings, never
+/// numbers or text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400: the request refused as it is (a value, a field, a query the workspace cannot run).
+    Refused,
+    /// 401: the token refused (wrong, revoked, or of another region): every call fails alike.
+    Unauthorized,
+    /// 403: what the token may do: every such call fails alike.
+    Forbidden,
+    /// 404: no such contact, company or tag.
+    NotFound,
+    /// 409: it exists already (Intercom's message names it).
+    Conflict,
+    /// 410: a contact merged into another (`IntercomError::merged_into` names it).
+    Merged,
+    /// 429: the workspace's rate limit is spent.
+    RateLimited,
+    /// 408, 5xx but 501, a timeout, no connection: worth trying again.
+    Transient,
+    /// Not sent: the circuit breaker holds calls back while the workspace keeps failing.
+    Withheld,
+    /// Any other answer, or one that cannot be read.
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of an error answer's status.
+    pub fn of_status(status: u16) -> ErrorKind {
+        match status {
+            400 => ErrorKind::Refused,
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            410 => ErrorKind::Merged,
+            429 => ErrorKind::RateLimited,
+            408 => ErrorKind::Transient,
+            500..=599 if status != 501 => ErrorKind::Transient,
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// A failure of the workspace rather than of the event: no event can cause it, so it is never a reason to
+    /// dead-letter one.
+    pub fn is_workspace_failure(self) -> bool {
+        self.is_token_refused() || matches!(self, ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::Withheld)
+    }
+
+    /// A refusal of the token itself (401, 403), which says so whatever event the call was for.
+    pub fn is_token_refused(self) -> bool {
+        matches!(self, ErrorKind::Unauthorized | ErrorKind::Forbidden)
+    }
+
+    /// A contact id that no longer works: deleted, archived, or merged into another.
+    pub fn is_gone(self) -> bool {
+        matches!(self, ErrorKind::NotFound | ErrorKind::Merged)
+    }
+}
+
 /// What to do after one outcome of a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RetryAction {
@@ -174,6 +234,32 @@ pub fn conflicting_contact(message: &str) -> Option<ConflictingContact> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_status_has_one_meaning() {
+        let table = [
+            (400, ErrorKind::Refused),
+            (401, ErrorKind::Unauthorized),
+            (403, ErrorKind::Forbidden),
+            (404, ErrorKind::NotFound),
+            (409, ErrorKind::Conflict),
+            (410, ErrorKind::Merged),
+            (429, ErrorKind::RateLimited),
+            (408, ErrorKind::Transient),
+            (500, ErrorKind::Transient),
+            (503, ErrorKind::Transient),
+            (501, ErrorKind::Other),
+            (422, ErrorKind::Other),
+        ];
+        for (status, kind) in table {
+            assert_eq!(ErrorKind::of_status(status), kind, "{status}");
+        }
+        let workspace: Vec<u16> = [400, 401, 403, 404, 408, 409, 410, 422, 429, 500, 501, 504]
+            .into_iter()
+            .filter(|s| ErrorKind::of_status(*s).is_workspace_failure())
+            .collect();
+        assert_eq!(workspace, [401, 403, 408, 429, 500, 504]);
+    }
+
     use super::*;
 
     #[test]

@@ -7,7 +7,8 @@ pub mod requests;
 
 pub use client::{Exchange, IntercomApi, IntercomClient, IntercomError, Observer};
 pub use error::{
-    ConflictingContact, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact, redact, request_keys,
+    ConflictingContact, ErrorKind, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact, redact,
+    request_keys,
 };
 pub use rate_limit::RateLimit;
 
