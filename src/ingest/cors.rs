@@ -14,7 +14,7 @@ pub(crate) const ALLOWED_METHODS: &str = "GET, POST, OPTIONS";
 /// `Authorization`, and Firefox and Safari refuse `*` alongside it. Sources (`docs/sdks.md` cites each):
 /// analytics.js 2.0 sends `X-Retry-Count` on retries; RudderStack's JS SDK v3 sends `AnonymousId` and `SentAt` always and
 /// the `Rsa-*` headers on retries; the mobile and server SDKs send `Authorization`, `Content-Type` and
-/// `Content-Encoding`. The template's function URL lists the same (`tests/it/browser.rs` checks they agree).
+/// `Content-Encoding`. The template's function URL lists the same (`tests/it/template.rs` checks they agree).
 pub const ALLOWED_HEADERS: &[&str] = &[
     "authorization",
     "content-type",

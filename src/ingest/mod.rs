@@ -31,8 +31,8 @@ use body::read_body;
 const RETRY_AFTER_SECONDS: &str = "5";
 
 /// Most events one batch request may hold. Segment's server SDKs send at most 100, analytics-react-native up to 500 KB;
-/// a person's events go to SQS one per call, in sequence, so one person's full batch is this many calls (about 10 ms
-/// each in a region, inside `ENQUEUE_TIMEOUT_MS`).
+/// a person's events go to SQS one per call, in sequence, so one person's full batch is this many calls (some 10 s at
+/// 10 ms a call: inside the template's `ENQUEUE_TIMEOUT_MS` of 25 s).
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Most bytes one request may put on the queue. A batch-level context is copied into every event, so a 500 KB
@@ -298,13 +298,14 @@ impl<Q: Enqueue> Ingest<Q> {
             Some(kind) => kind,
             None => self.key_kind(batch.write_key.as_deref())?,
         };
-        self.enqueue(route, &batch, key, tally).await
+        self.enqueue(expected, &batch, key, tally).await
     }
 
-    /// Queues the valid events of `batch`, answering with what was accepted and what was refused, and why.
+    /// Queues the valid events of `batch` (one event of the `expected` type, or a batch when `None`), answering with
+    /// what was accepted and what was refused, and why.
     async fn enqueue(
         &self,
-        route: Route,
+        expected: Option<EventType>,
         batch: &Batch<'_>,
         key: KeyKind,
         tally: &mut Tally,
@@ -312,14 +313,10 @@ impl<Q: Enqueue> Ingest<Q> {
         if batch.events.len() > MAX_BATCH_EVENTS {
             return Err(IngestError::TooManyEvents(batch.events.len()));
         }
-        let expected = match route {
-            Route::Single(kind) => Some(kind),
-            _ => None,
-        };
         let (messages, rejected) = accept_events(batch, expected, OffsetDateTime::now_utc(), key)?;
         tally.rejected = rejected.len();
         if messages.is_empty() {
-            return Ok(all_rejected(route, batch.events.len(), rejected));
+            return Ok(all_rejected(expected.is_some(), batch.events.len(), rejected));
         }
         let accepted = messages.len();
         // Counted before the await, so a deadline that cuts it short still knows how many were at stake.
@@ -426,15 +423,12 @@ pub fn oversize(message: &QueuedMessage) -> Option<FieldError> {
     })
 }
 
-fn all_rejected(route: Route, total: usize, rejected: Vec<Rejected>) -> Response<Body> {
-    let (code, message) = match route {
-        Route::Single(_) => {
-            let errors: Vec<String> = rejected.iter().flat_map(|r| &r.errors).map(ToString::to_string).collect();
-            ("invalid_event", errors.join("; "))
-        }
-        Route::Batch | Route::Metrics | Route::SegmentSettings | Route::SourceConfig => {
-            ("invalid_batch", format!("none of the {total} events is valid; `rejected` says why for each"))
-        }
+fn all_rejected(single: bool, total: usize, rejected: Vec<Rejected>) -> Response<Body> {
+    let (code, message) = if single {
+        let errors: Vec<String> = rejected.iter().flat_map(|r| &r.errors).map(ToString::to_string).collect();
+        ("invalid_event", errors.join("; "))
+    } else {
+        ("invalid_batch", format!("none of the {total} events is valid; `rejected` says why for each"))
     };
     let body = json!({
         "success": false,

@@ -38,7 +38,7 @@ impl ErrorList {
     }
 }
 
-/// What a failed call means, decided here once from Intercom's status (and body), so that callers match meanings, never
+/// What a failed call means, decided here once from Intercom's answer, so that callers match meanings, never status
 /// numbers or text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
