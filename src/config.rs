@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::forward::{BreakerPolicy, ForwardOptions};
 use crate::ingest::{AllowedOrigins, CorsHeaders, IngestOptions, WriteKeys};
-use crate::intercom::{DEFAULT_API_VERSION, Region, SUPPORTED_API_VERSIONS};
+use crate::intercom::{ApiVersion, Region};
 use crate::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT};
 use crate::retry::{RetryPolicy, parse_duration};
 use crate::settings::Settings;
@@ -94,7 +94,7 @@ impl IngestConfig {
     }
 }
 
-/// The forward Lambda's configuration.
+/// The forwarder's configuration, the Lambda's and the local pipeline's.
 #[derive(Clone, Debug)]
 pub struct ForwardConfig {
     /// `INTERCOM_ACCESS_TOKEN`: the workspace's access token (required).
@@ -103,11 +103,8 @@ pub struct ForwardConfig {
     pub region: Region,
     /// `INTERCOM_BASE_URL`: overrides the region's API root (a sandbox, a proxy).
     pub base_url: String,
-    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one of [`SUPPORTED_API_VERSIONS`]).
-    pub api_version: String,
-    /// `DLQ_URL`: the queue permanent failures go to, with their reason (required by the forward Lambda; local runs
-    /// keep dead letters in memory when it is unset).
-    pub dlq_url: Option<String>,
+    /// `INTERCOM_API_VERSION`: sent as `Intercom-Version` (default 2.16; one of [`ApiVersion::SUPPORTED`]).
+    pub api_version: ApiVersion,
     /// `INTERCOM_CREATE_ATTRIBUTES`: create custom data attributes Intercom lacks (default true), else drop them;
     /// the settings' `attributes.create_missing` overrides it.
     pub create_attributes: bool,
@@ -145,23 +142,34 @@ pub struct ForwardConfig {
     pub function_timeout: Duration,
 }
 
-impl ForwardConfig {
+/// The forward Lambda's configuration: the forwarder's, and the dead-letter queue it cannot run without.
+#[derive(Clone, Debug)]
+pub struct ForwardFunctionConfig {
+    /// `DLQ_URL`: the queue permanent failures go to, with their reason (required).
+    pub dlq_url: String,
+    pub forward: ForwardConfig,
+}
+
+impl ForwardFunctionConfig {
     /// Reads the process environment.
-    pub fn from_env() -> Result<ForwardConfig, ConfigError> {
-        ForwardConfig::from_lookup(|name| std::env::var(name).ok())
+    pub fn from_env() -> Result<ForwardFunctionConfig, ConfigError> {
+        ForwardFunctionConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads variables through `lookup`, so tests need not touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardConfig, ConfigError> {
-        let config = ForwardConfig::local_from_lookup(lookup)?;
-        if config.dlq_url.is_none() {
-            return Err(ConfigError::Missing { name: "DLQ_URL", hint: "set it to the URL of the dead-letter queue" });
-        }
-        Ok(config)
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardFunctionConfig, ConfigError> {
+        let forward = ForwardConfig::from_lookup(&lookup)?;
+        let dlq_url = lookup("DLQ_URL").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let hint = "set it to the URL of the dead-letter queue";
+        let dlq_url = dlq_url.ok_or(ConfigError::Missing { name: "DLQ_URL", hint })?;
+        Ok(ForwardFunctionConfig { dlq_url, forward })
     }
+}
 
-    /// As [`ForwardConfig::from_lookup`], but `DLQ_URL` may be unset: the local pipeline's reading.
-    pub fn local_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardConfig, ConfigError> {
+impl ForwardConfig {
+    /// Reads variables through `lookup` (the local pipeline's reading: dead letters stay in memory, or go where
+    /// `serve` is told).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ForwardConfig, ConfigError> {
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let access_token = set("INTERCOM_ACCESS_TOKEN").map(SecretString::from).ok_or(ConfigError::Missing {
             name: "INTERCOM_ACCESS_TOKEN",
@@ -178,15 +186,11 @@ impl ForwardConfig {
             None => region.base_url().to_owned(),
             Some(url) => base_url(&url).map_err(|reason| ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason })?,
         };
-        let api_version = set("INTERCOM_API_VERSION").unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
-        if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
-            let reason = format!(
-                "`{api_version}` is not a version intercom-relay's requests are written for; use one of {}",
-                SUPPORTED_API_VERSIONS.join(", ")
-            );
-            return Err(ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason });
-        }
-        let dlq_url = set("DLQ_URL");
+        let api_version = match set("INTERCOM_API_VERSION") {
+            None => ApiVersion::default(),
+            Some(text) => ApiVersion::parse(&text)
+                .map_err(|e| ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason: e.to_string() })?,
+        };
         let create_attributes = match set("INTERCOM_CREATE_ATTRIBUTES").map(|v| v.to_ascii_lowercase()) {
             None => true,
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
@@ -198,21 +202,26 @@ impl ForwardConfig {
         };
         let settings = settings(&set)?;
         let create_attributes = settings.create_missing().unwrap_or(create_attributes);
-        let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", 5000, 100..=60_000)?);
-        let concurrency = number(&set, "INTERCOM_CONCURRENCY", 8, 1..=64)? as usize;
-        let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", 4, 1..=10)? as u32;
+        // The defaults are the forwarder's own: one set, in `ForwardOptions::default`.
+        let defaults = ForwardOptions::default();
+        let default_ms = defaults.call_timeout.as_millis() as u64;
+        let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", default_ms, 100..=60_000)?);
+        let concurrency = number(&set, "INTERCOM_CONCURRENCY", defaults.concurrency as u64, 1..=64)? as usize;
+        let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", defaults.retry.attempts.into(), 1..=10)? as u32;
         let day = Duration::from_secs(86_400);
-        let horizon = duration(&set, "RETRY_HORIZON", day, Duration::from_secs(1)..=crate::forward::QUEUE_RETENTION)?;
+        let retention = Duration::from_secs(1)..=crate::forward::QUEUE_RETENTION;
+        let horizon = duration(&set, "RETRY_HORIZON", defaults.horizon, retention)?;
         // SQS's 12 hours from the receive, less what the receive took before the invocation (queue::MAX_VISIBILITY).
         let longest = Duration::from_secs(11 * 3600);
-        let backoff_min = duration(&set, "RETRY_BACKOFF_MIN", Duration::from_secs(10), Duration::ZERO..=longest)?;
-        let backoff_max = duration(&set, "RETRY_BACKOFF_MAX", Duration::from_secs(900), backoff_min..=longest)?;
-        let redelivery = RetryPolicy { attempts: u32::MAX, min_delay: backoff_min, max_delay: backoff_max };
-        let alias_wait = duration(&set, "ALIAS_WAIT", Duration::from_secs(300), Duration::ZERO..=day)?;
-        let defaults = BreakerPolicy::default();
-        let open_min = duration(&set, "CIRCUIT_OPEN_MIN", defaults.open_min, Duration::from_millis(100)..=longest)?;
-        let open_max = duration(&set, "CIRCUIT_OPEN_MAX", defaults.open_max, open_min..=longest)?;
-        let breaker = BreakerPolicy { open_min, open_max, ..defaults };
+        let (min_wait, max_wait) = (defaults.redelivery.min_delay, defaults.redelivery.max_delay);
+        let backoff_min = duration(&set, "RETRY_BACKOFF_MIN", min_wait, Duration::ZERO..=longest)?;
+        let backoff_max = duration(&set, "RETRY_BACKOFF_MAX", max_wait, backoff_min..=longest)?;
+        let redelivery = RetryPolicy { min_delay: backoff_min, max_delay: backoff_max, ..defaults.redelivery };
+        let alias_wait = duration(&set, "ALIAS_WAIT", defaults.alias_wait, Duration::ZERO..=day)?;
+        let breaker = defaults.breaker;
+        let open_min = duration(&set, "CIRCUIT_OPEN_MIN", breaker.open_min, Duration::from_millis(100)..=longest)?;
+        let open_max = duration(&set, "CIRCUIT_OPEN_MAX", breaker.open_max, open_min..=longest)?;
+        let breaker = BreakerPolicy { open_min, open_max, ..breaker };
         let queue_url = set("QUEUE_URL");
         if set("MAX_RECEIVES").is_some() {
             let reason = "no longer read: an event is tried until it is RETRY_HORIZON old (default 24h), whatever its \
@@ -238,7 +247,6 @@ impl ForwardConfig {
             region,
             base_url,
             api_version,
-            dlq_url,
             create_attributes,
             settings: Arc::new(settings),
             timeout,
@@ -426,7 +434,8 @@ mod tests {
     }
 
     fn forward(vars: &[(&str, &str)]) -> Result<ForwardConfig, ConfigError> {
-        ForwardConfig::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+        let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        ForwardFunctionConfig::from_lookup(lookup).map(|config| config.forward)
     }
 
     const TOKEN: (&str, &str) = ("INTERCOM_ACCESS_TOKEN", "dG9rOmEtc2VjcmV0LXRva2Vu");
@@ -436,7 +445,7 @@ mod tests {
     fn the_forwarder_defaults_to_the_us_region_and_the_pinned_version() {
         let config = forward(&[TOKEN, DLQ]).unwrap();
         assert_eq!((config.region, config.base_url.as_str()), (Region::Us, "https://api.intercom.io"));
-        assert_eq!(config.api_version, "2.16");
+        assert_eq!(config.api_version.as_str(), "2.16");
         assert!(config.create_attributes);
         assert_eq!((config.timeout, config.concurrency), (Duration::from_secs(5), 8));
         let options = config.options();
@@ -525,7 +534,7 @@ mod tests {
     #[test]
     fn only_the_api_versions_the_requests_are_written_for_are_accepted() {
         for version in ["2.15", "2.16", " 2.15 "] {
-            assert_eq!(forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap().api_version, version.trim());
+            assert_eq!(forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap().api_version.as_str(), version.trim());
         }
         // 1.x is another API; 2.14 is one Intercom still takes, but no spec we wrote the requests to.
         for version in ["1.0", "1.4", "2.0", "2.14", "2.17", "3.0", "v2.16"] {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
-use intercom_relay::config::ForwardConfig;
+use intercom_relay::config::ForwardFunctionConfig;
 use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::queue::{SqsDeadLetter, SqsEvent, SqsHandBack};
@@ -20,12 +20,12 @@ const CACHE_SIZE: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     intercom_relay::logging::init();
-    let config = ForwardConfig::from_env().unwrap_or_else(|error| {
+    let ForwardFunctionConfig { dlq_url, forward: config } = ForwardFunctionConfig::from_env().unwrap_or_else(|error| {
         tracing::error!(%error, "The forward function cannot start.");
         std::process::exit(1)
     });
     let client =
-        IntercomClient::new(&config.base_url, config.access_token.clone(), &config.api_version, config.timeout)?;
+        IntercomClient::new(&config.base_url, config.access_token.clone(), config.api_version, config.timeout)?;
     // Short SDK timeouts: a dead letter and the waits are sent within the invocation's last 1.5 s.
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
@@ -33,7 +33,7 @@ async fn main() -> Result<(), Error> {
         .build();
     let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let dead_letter = SqsDeadLetter::new(sqs.clone(), config.dlq_url.as_deref().expect("from_env requires DLQ_URL"));
+    let dead_letter = SqsDeadLetter::new(sqs.clone(), &dlq_url);
     // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
     let hand_back = SqsHandBack::new(sqs, config.queue_url.clone());
     let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);

@@ -101,8 +101,16 @@ impl IntercomError {
         }
     }
 
+    /// The contact a 409 on `POST /contacts` names as the one that exists.
+    pub fn conflicting_contact(&self) -> Option<super::ConflictingContact> {
+        match self {
+            IntercomError::Api { status: 409, message, .. } => super::conflicting_contact(message),
+            _ => None,
+        }
+    }
+
     /// The contact a merged contact became: a 410 `contact_merged` names it in its `Link` header.
-    pub fn merged_into(&self) -> Option<String> {
+    pub fn merged_into(&self) -> Option<super::ContactId> {
         match self {
             IntercomError::Api { status: 410, link: Some(link), .. } => super::requests::canonical_contact(link),
             _ => None,
@@ -121,8 +129,14 @@ pub trait IntercomApi: Send + Sync {
     ) -> impl Future<Output = Result<Value, IntercomError>> + Send;
 
     /// The `Intercom-Version` the calls are made under: it decides request shapes that differ between versions.
-    fn version(&self) -> &str {
-        super::DEFAULT_API_VERSION
+    fn version(&self) -> super::ApiVersion;
+
+    /// Makes `request`.
+    fn send(&self, request: super::requests::Request) -> impl Future<Output = Result<Value, IntercomError>> + Send
+    where
+        Self: Sized,
+    {
+        async move { self.call(request.method, &request.path, request.body.as_ref()).await }
     }
 }
 
@@ -146,7 +160,7 @@ pub struct IntercomClient {
     http: reqwest::Client,
     base_url: String,
     token: SecretString,
-    version: String,
+    version: super::ApiVersion,
     /// What the last answer said of the rate limit; calls pause when the window is spent.
     rate_limit: Mutex<Option<RateLimit>>,
     /// How long a call may wait for a window to reset after a 429 before giving up (the invocation's time is finite).
@@ -165,7 +179,7 @@ impl IntercomClient {
     pub fn new(
         base_url: &str,
         token: SecretString,
-        version: &str,
+        version: super::ApiVersion,
         timeout: Duration,
     ) -> Result<IntercomClient, IntercomError> {
         let http = reqwest::Client::builder()
@@ -178,7 +192,7 @@ impl IntercomClient {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
-            version: version.to_owned(),
+            version,
             rate_limit: Mutex::new(None),
             max_wait: Duration::from_secs(11),
             observer: None,
@@ -212,7 +226,7 @@ impl IntercomClient {
             .http
             .request(method.clone(), format!("{}{path}", self.base_url))
             .bearer_auth(self.token.expose_secret())
-            .header("Intercom-Version", &self.version)
+            .header("Intercom-Version", self.version.as_str())
             .header("Accept", "application/json");
         if let Some(body) = body {
             request = request.json(body);
@@ -270,8 +284,8 @@ fn without_url(error: reqwest::Error) -> String {
 }
 
 impl IntercomApi for IntercomClient {
-    fn version(&self) -> &str {
-        &self.version
+    fn version(&self) -> super::ApiVersion {
+        self.version
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, IntercomError> {

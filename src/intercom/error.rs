@@ -219,7 +219,7 @@ pub fn request_keys(body: Option<&serde_json::Value>) -> std::collections::HashS
 /// The contact a 409 on `POST /contacts` names: "A contact matching those details already exists with id=<id>".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConflictingContact {
-    pub id: String,
+    pub id: super::ContactId,
     /// "An archived contact matching…": it must be unarchived before it can be updated.
     pub archived: bool,
 }
@@ -229,7 +229,7 @@ pub fn conflicting_contact(message: &str) -> Option<ConflictingContact> {
     let (_, rest) = message.split_once("id=")?;
     let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
     let archived = message.trim_start().to_ascii_lowercase().starts_with("an archived contact");
-    (!id.is_empty()).then_some(ConflictingContact { id, archived })
+    (!id.is_empty()).then_some(ConflictingContact { id: super::ContactId::new(id), archived })
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl Local {
             }
             _ => Vec::new(),
         };
-        let config = ForwardConfig::local_from_lookup(|name| {
+        let config = ForwardConfig::from_lookup(|name| {
             if *destination == Destination::Live && name == "INTERCOM_BASE_URL" {
                 // --live means the region's own API root, whatever else the environment says.
                 return None;
@@ -151,7 +151,7 @@ impl Local {
         })?;
         let observed = tally.clone();
         let client =
-            IntercomClient::new(&config.base_url, config.access_token.clone(), &config.api_version, config.timeout)
+            IntercomClient::new(&config.base_url, config.access_token.clone(), config.api_version, config.timeout)
                 .map_err(|e: IntercomError| LocalError::Io(e.to_string()))?
                 .with_observer(Arc::new(move |exchange| observed.exchange(current_record(), exchange)));
         let destination = match &sandbox {

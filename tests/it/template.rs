@@ -192,8 +192,8 @@ fn the_forward_function_starts_with_the_template_defaults_and_tries_events_for_t
     assert_eq!(variables["QUEUE_URL"], json!({"Ref": "EventsQueue"}), "where the waits of records handed back are set");
     assert!(variables.get("MAX_RECEIVES").is_none(), "the forwarder refuses to start with MAX_RECEIVES");
     let environment = forward_environment();
-    let config = intercom_relay::config::ForwardConfig::from_lookup(|name| environment.get(name).cloned());
-    let config = config.unwrap_or_else(|e| panic!("the deployed forwarder would not start: {e}"));
+    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| environment.get(name).cloned());
+    let config = config.unwrap_or_else(|e| panic!("the deployed forwarder would not start: {e}")).forward;
     assert_eq!(config.options().horizon, Duration::from_secs(86_400));
     assert_eq!(config.queue_url.as_deref(), Some("https://sqs.us-east-1.amazonaws.com/123456789012/EventsQueue.fifo"));
 }
@@ -730,14 +730,14 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
 
     // On by default: the forwarder starts with the table; off, with none.
     let on = forward_environment();
-    let config = intercom_relay::config::ForwardConfig::from_lookup(|name| on.get(name).cloned()).unwrap();
+    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap().forward;
     assert_eq!(config.suppression_table.as_deref(), Some("intercom-relay-SuppressionTable-1A2B3C4D5E6F"));
     let off =
         environment("ForwardFunction", &HashMap::from([("IntercomAccessToken", "tok"), ("SuppressErased", "false")]));
     assert!(!off.contains_key("SUPPRESSION_TABLE"), "{off:?}");
-    let config = intercom_relay::config::ForwardConfig::from_lookup(|name| off.get(name).cloned()).unwrap();
+    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| off.get(name).cloned()).unwrap().forward;
     assert_eq!(config.suppression_table, None);
-    let refused = intercom_relay::config::ForwardConfig::from_lookup(|name| match name {
+    let refused = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| match name {
         "SUPPRESSION_TABLE" => Some("no spaces allowed".into()),
         _ => on.get(name).cloned(),
     });
