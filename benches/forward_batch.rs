@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use intercom_relay::forward::{Executor, ForwardOptions, Forwarder};
-use intercom_relay::intercom::{IntercomApi, IntercomError};
+use intercom_relay::intercom::{ApiVersion, IntercomApi, IntercomError};
 use intercom_relay::queue::MemoryDeadLetter;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -39,6 +39,10 @@ impl IntercomApi for Instant {
             }
             _ => json!({}),
         })
+    }
+
+    fn version(&self) -> ApiVersion {
+        ApiVersion::V2_16
     }
 }
 

@@ -11,10 +11,10 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::breaker::{BreakerPolicy, is_workspace_failure};
-use super::execute::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
+use super::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
 use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
-use crate::intercom::{IntercomApi, IntercomError};
+use crate::intercom::{ContactId, IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_with};
 use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
 use crate::retry::RetryPolicy;
@@ -111,7 +111,7 @@ pub enum Outcome {
     DeadLettered { reason: Reason, calls: usize },
     /// An erasure request carried out: Intercom's ids of the contacts deleted (none when nobody was found), and what
     /// else there is to know.
-    Erased { contacts: Vec<String>, notes: Vec<String>, calls: usize },
+    Erased { contacts: Vec<ContactId>, notes: Vec<String>, calls: usize },
 }
 
 impl Outcome {

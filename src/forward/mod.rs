@@ -1,13 +1,27 @@
 //! The forwarder: an SQS batch decoded, mapped and carried out against Intercom in per-person order, every record ending
 //! delivered, skipped, handed back to SQS, or dead-lettered with the reason.
 
+mod attribute_rules;
+mod attributes;
 mod batch;
 mod breaker;
-mod execute;
+mod companies;
+mod contacts;
+mod erasure;
+mod executor;
+mod guard;
+mod ids;
+mod learned;
+mod merges;
+mod tags;
+mod workspace;
+mod write;
 
 pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, QUEUE_RETENTION, RecordOutcome, current_record};
 pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition, is_workspace_failure};
-pub use execute::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor, Failed};
+pub use erasure::{Erased, ErasureTargets};
+pub use executor::{Delivery, Executor, Failed};
+pub use merges::ALIAS_PREVIOUS_UNKNOWN;
 
 /// `deadline_ms` (Unix milliseconds, as Lambda's context gives it) as an instant on tokio's clock; `timeout` (the
 /// function's, `FUNCTION_TIMEOUT_SECONDS`) from now when it is not a deadline (`cargo lambda watch`'s).

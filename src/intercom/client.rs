@@ -69,6 +69,11 @@ impl IntercomError {
         self.kind() == super::ErrorKind::NotFound && self.message() == Some("Resource Not Found")
     }
 
+    /// A 404 for the company a call named, not for the contact ("Company Not Found": SOURCE.txt; 2.16 L6185).
+    pub fn is_unknown_company(&self) -> bool {
+        self.kind() == super::ErrorKind::NotFound && self.code() == Some("company_not_found")
+    }
+
     /// The HTTP status, when Intercom answered.
     pub fn status(&self) -> Option<u16> {
         match self {

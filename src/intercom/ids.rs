@@ -32,6 +32,12 @@ macro_rules! intercom_id {
             }
         }
 
+        impl From<&str> for $name {
+            fn from(id: &str) -> $name {
+                $name(id.to_owned())
+            }
+        }
+
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0

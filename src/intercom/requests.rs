@@ -1,7 +1,7 @@
 //! Intercom's request shapes and answer readers, pure: what each endpoint takes under the pinned version, and what its
 //! answers say. The executor only orchestrates; a new API version touches this file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
@@ -411,8 +411,8 @@ mod tests {
         let attributes: Map<String, Value> =
             json!({"owner_id": "991266252", "name": "Ada"}).as_object().unwrap().clone();
         let fields = Fields { attributes: &attributes, custom_attributes: &Map::new() };
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_16).update_contact("c1", &fields))["owner_id"], json!("991266252"));
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_15).update_contact("c1", &fields))["owner_id"], json!(991266252));
+        assert_eq!(body(&Dialect::of(ApiVersion::V2_16).update_contact(&"c1".into(), &fields))["owner_id"], json!("991266252"));
+        assert_eq!(body(&Dialect::of(ApiVersion::V2_15).update_contact(&"c1".into(), &fields))["owner_id"], json!(991266252));
         assert_eq!(Dialect::of(ApiVersion::V2_16).owner_id("admin-7"), None);
     }
 
@@ -420,7 +420,7 @@ mod tests {
     fn an_update_never_carries_a_role_and_a_lead_never_an_external_id() {
         let empty = Map::new();
         let fields = Fields { attributes: &empty, custom_attributes: &empty };
-        let update = Dialect::of(ApiVersion::V2_16).update_contact("c1", &fields);
+        let update = Dialect::of(ApiVersion::V2_16).update_contact(&"c1".into(), &fields);
         assert_eq!((update.method.clone(), update.path.as_str()), (Method::PUT, "/contacts/c1"));
         assert_eq!(body(&update), &json!({}));
         let lead = Dialect::of(ApiVersion::V2_16).create_lead("a@example.com", &fields);
@@ -431,8 +431,8 @@ mod tests {
 
     #[test]
     fn merges_skip_the_duplicate_check_only_where_2_16_makes_one() {
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_16).merge("l", "u"))["skip_duplicate_validation"], json!(true));
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_15).merge("l", "u")), &json!({"from": "l", "into": "u"}));
+        assert_eq!(body(&Dialect::of(ApiVersion::V2_16).merge(&"l".into(), &"u".into()))["skip_duplicate_validation"], json!(true));
+        assert_eq!(body(&Dialect::of(ApiVersion::V2_15).merge(&"l".into(), &"u".into())), &json!({"from": "l", "into": "u"}));
     }
 
     #[test]
@@ -444,7 +444,7 @@ mod tests {
     #[test]
     fn a_merged_contacts_link_names_the_canonical_contact() {
         let link = r#"</contacts/6762f0df1bb69f9f2193bb84>; rel="canonical""#;
-        assert_eq!(canonical_contact(link).as_deref(), Some("6762f0df1bb69f9f2193bb84"));
+        assert_eq!(canonical_contact(link), Some("6762f0df1bb69f9f2193bb84".into()));
         assert_eq!(canonical_contact("<https://example.com/x>; rel=\"next\""), None);
     }
 

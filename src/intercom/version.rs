@@ -10,7 +10,7 @@ pub const API_VERSIONS: [&str; 22] = [
 
 /// A version whose spec the request builders are written to: 1.x is another API, and our requests were never checked
 /// against the specs of 2.0–2.14.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ApiVersion {
     V2_15,
     /// The version this build is written and tested against.

@@ -31,6 +31,7 @@ fn executor(sandbox: &SandboxServer, create_attributes: bool) -> Executor<Interc
 
 fn executor_for(sandbox: &SandboxServer, version: &str) -> Executor<IntercomClient> {
     let token = secrecy::SecretString::from(sandbox.token());
+    let version = intercom_relay::intercom::ApiVersion::parse(version).unwrap();
     let client = IntercomClient::new(&sandbox.url, token, version, Duration::from_secs(5)).unwrap();
     Executor::new(client, true, NonZeroUsize::new(1000).unwrap())
 }

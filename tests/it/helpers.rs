@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use intercom_relay::forward::{Executor, ForwardOptions, Forwarder};
 use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, guard_base64};
-use intercom_relay::intercom::IntercomClient;
+use intercom_relay::intercom::{ApiVersion, IntercomClient};
 use intercom_relay::queue::DeadLetter;
 use intercom_relay::queue::{Enqueue, MemoryQueue};
 use intercom_relay::sandbox::SandboxServer;
@@ -129,7 +129,7 @@ pub fn envelope_events(bodies: impl IntoIterator<Item = String>) -> Vec<Value> {
 
 /// The real Intercom client pointed at a sandbox, authenticating with `token` (the sandbox's own, or a wrong one).
 pub fn sandbox_client(sandbox: &SandboxServer, token: &str, timeout: Duration) -> IntercomClient {
-    IntercomClient::new(&sandbox.url, SecretString::from(token), "2.16", timeout).expect("a client")
+    IntercomClient::new(&sandbox.url, SecretString::from(token), ApiVersion::V2_16, timeout).expect("a client")
 }
 
 /// A forwarder (one cold start) for `sandbox`, creating missing custom attributes.

@@ -1,0 +1,146 @@
+//! Merges: an alias's previous contact (a visitor's lead, or a user) taken into the user it names, and an identify's
+//! visitor lead merged into the user it became.
+
+use tracing::info;
+
+use super::executor::Run;
+use crate::intercom::requests::{self, FoundContact};
+use crate::intercom::{ContactId, ErrorKind, IntercomApi, IntercomError, Model};
+use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey};
+
+/// The skip of an alias whose previous contact Intercom does not hold (yet: it may travel in another FIFO group, so the
+/// forwarder hands the alias back for a while first).
+pub const ALIAS_PREVIOUS_UNKNOWN: &str = "alias_previous_contact_unknown";
+
+impl<A: IntercomApi> Run<'_, A> {
+    /// The contact an alias's previous id names: a visitor's lead (by its anonymousId) or a user (by external id).
+    async fn previous_contact(&self, previous: &str) -> Result<Option<FoundContact>, IntercomError> {
+        let ids = &self.executor.ids;
+        if let Some(id) = ids.visitors.get(previous) {
+            return Ok(Some(FoundContact { id, is_lead: true }));
+        }
+        let key = ContactKey::ExternalId(previous.to_owned());
+        if let Some(id) = ids.contacts.get(&key) {
+            return Ok(Some(FoundContact { id, is_lead: false }));
+        }
+        if let Some(id) = self.find_user(previous).await? {
+            return Ok(Some(FoundContact { id, is_lead: false }));
+        }
+        self.find_visitor(previous).await.map(|id| id.map(|id| FoundContact { id, is_lead: true }))
+    }
+
+    /// A visitor's lead by the `anonymous_id` the relay gave it, through search (it lags behind new leads). A workspace
+    /// without that attribute may refuse the query: then there is no such lead.
+    async fn find_visitor(&self, anonymous_id: &str) -> Result<Option<ContactId>, IntercomError> {
+        match self.call(requests::search_leads_by(ANONYMOUS_ID_ATTRIBUTE, anonymous_id)).await {
+            Ok(found) => Ok(requests::read_search(&found).1.into_iter().find(|c| c.is_lead).map(|c| c.id)),
+            Err(error) if error.kind() == ErrorKind::Refused => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Alias: the previous contact (a visitor's lead) merged into the user, or (when the user does not exist yet) made
+    /// that user; `Some(reason)` when there is nothing to do.
+    pub(super) async fn alias(
+        &self,
+        from: &ContactKey,
+        into: &ContactKey,
+    ) -> Result<Option<&'static str>, IntercomError> {
+        let (ContactKey::ExternalId(previous), ContactKey::ExternalId(user_id)) = (from, into) else {
+            return Ok(Some("alias_without_user_id"));
+        };
+        let ids = &self.executor.ids;
+        let merged_into = ids.merged_visitors.get(previous);
+        if merged_into.is_some() && merged_into == ids.contacts.get(into) {
+            info!("Alias: the visitor's lead was merged into the user already.");
+            return Ok(None);
+        }
+        let Some(previous_contact) = self.previous_contact(previous).await? else {
+            return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
+        };
+        let user = match ids.contacts.get(into) {
+            Some(id) => Some(id),
+            None => self.find_user(user_id).await?,
+        };
+        match (previous_contact, user) {
+            (previous, Some(user)) if previous.id == user => {
+                ids.contacts.put(into.clone(), &user);
+                Ok(None)
+            }
+            (FoundContact { id: lead, is_lead: true }, Some(user)) => {
+                self.merge(&lead, &user).await?;
+                ids.visitors.forget(previous);
+                ids.merged_visitors.put(previous.clone(), &user);
+                ids.contacts.put(into.clone(), &user);
+                Ok(None)
+            }
+            (FoundContact { is_lead: false, .. }, Some(_)) => Ok(Some("alias_both_users")),
+            (found, None) => self.become_user(found, previous, user_id).await.map(|()| None),
+        }
+    }
+
+    /// The alias's previous contact made the user `into` names (a lead converted, a user given the new external id);
+    /// when another contact took that external id meanwhile, the lead is merged into it.
+    async fn become_user(&self, found: FoundContact, previous: &str, user_id: &str) -> Result<(), IntercomError> {
+        let (from, into) = (ContactKey::ExternalId(previous.to_owned()), ContactKey::ExternalId(user_id.to_owned()));
+        let ids = &self.executor.ids;
+        let FoundContact { id, is_lead } = found;
+        match self.call(self.executor.dialect.convert_to_user(&id, user_id)).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == ErrorKind::Conflict && is_lead => {
+                let user = error.conflicting_contact().ok_or(error)?;
+                self.merge(&id, &user.id).await?;
+                ids.visitors.forget(previous);
+                ids.contacts.put(into, &user.id);
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
+        if is_lead {
+            ids.visitors.forget(previous);
+        } else {
+            ids.contacts.forget(&from);
+        }
+        ids.contacts.put(into, &id);
+        Ok(())
+    }
+
+    /// Merges the lead into the user; a lead already merged (a retry, another forwarder) is done.
+    async fn merge(&self, lead: &ContactId, user: &ContactId) -> Result<(), IntercomError> {
+        match self.call(self.executor.dialect.merge(lead, user)).await {
+            Err(error) if error.kind().is_gone() => {
+                info!("Merge: the lead was merged already.");
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// An identify naming the user and the visitor they were: the visitor's lead, when the relay knows one, is merged
+    /// into the user. A user met before is asked about only from the warm cache: searching on every identify would
+    /// double their cost.
+    pub(super) async fn merge_visitor(
+        &self,
+        anonymous_id: &str,
+        into: &ContactKey,
+        created: bool,
+    ) -> Result<(), IntercomError> {
+        let ids = &self.executor.ids;
+        let lead = match ids.visitors.get(anonymous_id) {
+            Some(lead) => lead,
+            // Asked only where a lead can carry the attribute: a search for every new user would cost a call each.
+            None if created && self.has_attribute(Model::Contact, ANONYMOUS_ID_ATTRIBUTE).await? => {
+                match self.find_visitor(anonymous_id).await? {
+                    Some(lead) => lead,
+                    None => return Ok(()),
+                }
+            }
+            None => return Ok(()),
+        };
+        let Some(user) = ids.contacts.get(into) else { return Ok(()) };
+        self.merge(&lead, &user).await?;
+        ids.visitors.forget(anonymous_id);
+        ids.merged_visitors.put(anonymous_id.to_owned(), &user);
+        Ok(())
+    }
+}
