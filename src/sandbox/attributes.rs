@@ -3,28 +3,39 @@
 use serde_json::{Map, Value, json};
 
 use super::state::{SandboxResponse, SandboxState, error, ok, query_param};
+use crate::intercom::{DataAttribute, DataType, MAX_CUSTOM_ATTRIBUTES, Model};
 
-/// At most this many custom data attributes per workspace, archived ones not counted (Intercom help, article 179).
-pub const MAX_CUSTOM_ATTRIBUTES: usize = 250;
-
-/// A custom data attribute as Intercom holds it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct DataAttribute {
+/// A custom data attribute as the sandbox holds it: Intercom's shape (`crate::intercom::DataAttribute`, shared with
+/// the forwarder), and what only an answer shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldAttribute {
     pub id: u64,
-    /// `string`, `integer`, `float`, `boolean` or `date`; a list attribute is a `string` with `options`.
-    pub data_type: String,
-    /// The only values a list attribute takes (empty: any value of its type).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
-    pub archived: bool,
+    pub attribute: DataAttribute,
     pub created_at: u64,
+}
+
+/// Shown (in the sandbox's state over HTTP) as `{id, data_type, options, archived, created_at}`, options only for a list.
+impl serde::Serialize for HeldAttribute {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let attribute = &self.attribute;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("data_type", attribute.data_type.as_str())?;
+        if !attribute.options.is_empty() {
+            map.serialize_entry("options", &attribute.options)?;
+        }
+        map.serialize_entry("archived", &attribute.archived)?;
+        map.serialize_entry("created_at", &self.created_at)?;
+        map.end()
+    }
 }
 
 /// Compares the data type, so `state.data_attributes["contact"]["plan"] == "string"` reads as it did when only the
 /// type was held.
-impl PartialEq<&str> for DataAttribute {
+impl PartialEq<&str> for HeldAttribute {
     fn eq(&self, other: &&str) -> bool {
-        self.data_type == *other
+        self.attribute.data_type.as_str() == *other
     }
 }
 
@@ -141,22 +152,22 @@ fn is_currency_symbol(c: char) -> bool {
 }
 
 /// What a value of `data_type` must be, for the refusal's wording.
-fn expected(data_type: &str) -> &'static str {
+fn expected(data_type: DataType) -> &'static str {
     match data_type {
-        "integer" => "an integer",
-        "float" => "a number",
-        "boolean" => "a boolean",
-        "date" => "a date in Unix seconds (an integer)",
-        _ => "a string",
+        DataType::Integer => "an integer",
+        DataType::Float => "a number",
+        DataType::Boolean => "a boolean",
+        DataType::Date => "a date in Unix seconds (an integer)",
+        DataType::String | DataType::Other => "a string",
     }
 }
 
-fn has_type(data_type: &str, value: &Value) -> bool {
+fn has_type(data_type: DataType, value: &Value) -> bool {
     match data_type {
-        "integer" | "date" => value.is_i64() || value.is_u64(),
-        "float" => value.is_number(),
-        "boolean" => value.is_boolean(),
-        _ => value.is_string(),
+        DataType::Integer | DataType::Date => value.is_i64() || value.is_u64(),
+        DataType::Float => value.is_number(),
+        DataType::Boolean => value.is_boolean(),
+        DataType::String | DataType::Other => value.is_string(),
     }
 }
 
@@ -186,14 +197,14 @@ fn parse_options(options: &Value) -> Result<Vec<String>, SandboxResponse> {
 impl SandboxState {
     /// Adds `seed` as it stands, without the checks a create makes (and not counted as a change).
     pub fn seed_attribute(&mut self, seed: &SeedAttribute) {
+        let data_type = DataType::parse(&seed.data_type).unwrap_or(DataType::Other);
         let attribute = DataAttribute {
-            id: self.next_attribute_id(),
-            data_type: seed.data_type.clone(),
             options: seed.options.clone(),
             archived: seed.archived,
-            created_at: 0,
+            ..DataAttribute::created(&seed.name, data_type)
         };
-        self.data_attributes.entry(seed.model.clone()).or_default().insert(seed.name.clone(), attribute);
+        let held = HeldAttribute { id: self.next_attribute_id(), attribute, created_at: 0 };
+        self.data_attributes.entry(seed.model.clone()).or_default().insert(seed.name.clone(), held);
     }
 
     fn next_attribute_id(&mut self) -> u64 {
@@ -210,7 +221,8 @@ impl SandboxState {
         };
         let known = self.data_attributes.get(model);
         for (name, value) in attributes {
-            let Some(attribute) = known.and_then(|k| k.get(name)).filter(|a| !a.archived) else {
+            let held = known.and_then(|k| k.get(name)).map(|h| &h.attribute);
+            let Some(attribute) = held.filter(|a| !a.archived) else {
                 return Some(error(400, "parameter_invalid", &format!("Custom attribute '{name}' does not exist")));
             };
             if value.is_null() {
@@ -222,8 +234,8 @@ impl SandboxState {
                 let message = format!("Custom attribute '{name}' has no option '{}'", text_of(value));
                 return Some(error(400, "parameter_invalid", &message));
             }
-            if !has_type(&attribute.data_type, value) {
-                let message = format!("Custom attribute '{name}' must be {}", expected(&attribute.data_type));
+            if !has_type(attribute.data_type, value) {
+                let message = format!("Custom attribute '{name}' must be {}", expected(attribute.data_type));
                 return Some(error(400, "parameter_invalid", &message));
             }
         }
@@ -256,8 +268,8 @@ impl SandboxState {
                     "model": model}));
             }
             let custom = self.data_attributes.get(*model).into_iter().flatten();
-            for (name, attribute) in custom.filter(|(_, a)| include_archived || !a.archived) {
-                data.push(attribute_answer(model, name, attribute));
+            for held in custom.map(|(_, h)| h).filter(|h| include_archived || !h.attribute.archived) {
+                data.push(attribute_answer(model, held));
             }
         }
         ok(200, json!({"type": "list", "data": data}))
@@ -269,89 +281,72 @@ impl SandboxState {
         else {
             return error(400, "parameter_not_found", "name, model and data_type are required");
         };
-        if !matches!(model, "contact" | "company") {
+        let Some(model) = Model::parse(model) else {
             return error(400, "parameter_invalid", "The Data Attribute model field must be either contact or company");
-        }
-        // `datetime` is in 2.16's create request but not its data_attribute schema: held as `date` (unverified).
-        let (data_type, options) = match (data_type, body.get("options")) {
-            ("options", None) => {
-                return error(
-                    400,
-                    "parameter_invalid",
-                    "You must have at least two options on a list type data attribute",
-                );
-            }
-            // 2.16 (create_data_attribute_request) says `options`; Intercom's SDKs say `string` with options.
-            ("options" | "string", Some(options)) => match parse_options(options) {
-                Ok(options) => ("string", options),
-                Err(refused) => return refused,
-            },
-            ("string" | "integer" | "float" | "boolean" | "date", None) => (data_type, Vec::new()),
-            ("datetime", None) => ("date", Vec::new()),
-            ("integer" | "float" | "boolean" | "date" | "datetime", Some(_)) => {
-                return error(400, "parameter_invalid", "Options can only be given to a list attribute");
-            }
-            _ => return error(400, "parameter_invalid", "Data Type isn't an option"),
         };
-        if !valid_name(name) {
-            let message =
-                "Your name for this attribute must only contain alphanumeric characters, currency symbols, and hyphens";
-            return error(400, "parameter_invalid", message);
+        let (data_type, options) = match creatable(data_type, body.get("options")) {
+            Ok(created) => created,
+            Err(refused) => return refused,
+        };
+        if let Some(refused) = self.refuse_name(name, model) {
+            return refused;
         }
-        let word = data_word(model);
-        if let Some((_, _, label, ..)) = standard(model)
-            .iter()
-            .find(|(standard, _, label, ..)| standard.eq_ignore_ascii_case(name) || label.eq_ignore_ascii_case(name))
-        {
-            let message = format!(
-                "'{label}' is one of our standard attributes for your {word} data. To save this as new {word} data, use a different name."
-            );
-            return error(400, "parameter_invalid", &message);
-        }
-        for held_in in [model, if model == "company" { "contact" } else { "company" }] {
-            let held =
-                self.data_attributes.get(held_in).into_iter().flatten().find(|(n, _)| n.eq_ignore_ascii_case(name));
-            if let Some((held, _)) = held {
-                let message = format!(
-                    "You already have '{held}' in your {} data. To save this as new {word} data, use a different name.",
-                    data_word(held_in)
-                );
-                return error(400, "parameter_invalid", &message);
-            }
-        }
-        let active = self.data_attributes.values().flat_map(|m| m.values()).filter(|a| !a.archived).count();
+        let active = self.data_attributes.values().flat_map(|m| m.values()).filter(|h| !h.attribute.archived).count();
         if active >= MAX_CUSTOM_ATTRIBUTES {
             let message = format!(
                 "You have reached the limit of {MAX_CUSTOM_ATTRIBUTES} custom data attributes; archive unused ones to free up space"
             );
             return error(400, "parameter_invalid", &message);
         }
-        let attribute = DataAttribute {
-            id: self.next_attribute_id(),
-            data_type: data_type.to_owned(),
-            options,
-            archived: false,
-            created_at: now,
-        };
-        let answer = attribute_answer(model, name, &attribute);
-        self.data_attributes.entry(model.to_owned()).or_default().insert(name.to_owned(), attribute);
+        let attribute = DataAttribute { options, ..DataAttribute::created(name, data_type) };
+        let held = HeldAttribute { id: self.next_attribute_id(), attribute, created_at: now };
+        let answer = attribute_answer(model.as_str(), &held);
+        self.data_attributes.entry(model.as_str().to_owned()).or_default().insert(name.to_owned(), held);
         self.changes += 1;
         ok(200, answer)
+    }
+
+    /// Why `name` cannot be a new attribute of `model`: not a valid name, a standard attribute's, or held already by
+    /// either model.
+    fn refuse_name(&self, name: &str, model: Model) -> Option<SandboxResponse> {
+        if !valid_name(name) {
+            let message =
+                "Your name for this attribute must only contain alphanumeric characters, currency symbols, and hyphens";
+            return Some(error(400, "parameter_invalid", message));
+        }
+        let word = data_word(model.as_str());
+        if let Some((_, _, label, ..)) = standard(model.as_str())
+            .iter()
+            .find(|(standard, _, label, ..)| standard.eq_ignore_ascii_case(name) || label.eq_ignore_ascii_case(name))
+        {
+            let message = format!(
+                "'{label}' is one of our standard attributes for your {word} data. To save this as new {word} data, use a different name."
+            );
+            return Some(error(400, "parameter_invalid", &message));
+        }
+        for held_in in [model, model.other()] {
+            let held = self.data_attributes.get(held_in.as_str()).into_iter().flatten();
+            if let Some((held, _)) = held.clone().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                let message = format!(
+                    "You already have '{held}' in your {} data. To save this as new {word} data, use a different name.",
+                    data_word(held_in.as_str())
+                );
+                return Some(error(400, "parameter_invalid", &message));
+            }
+        }
+        None
     }
 
     /// `PUT /data_attributes/{id}`: archives (or restores) a custom attribute, or replaces a list attribute's options.
     pub(super) fn update_attribute(&mut self, id: &str, body: &Value) -> SandboxResponse {
         let found = self.data_attributes.iter_mut().find_map(|(model, attributes)| {
-            attributes
-                .iter_mut()
-                .find(|(_, a)| a.id.to_string() == id)
-                .map(|(name, a)| (model.clone(), name.clone(), a))
+            attributes.values_mut().find(|h| h.id.to_string() == id).map(|held| (model.clone(), held))
         });
-        let Some((model, name, attribute)) = found else {
+        let Some((model, held)) = found else {
             return error(404, "field_not_found", "We couldn't find that data attribute to update");
         };
         let options = match body.get("options") {
-            Some(_) if attribute.options.is_empty() => {
+            Some(_) if held.attribute.options.is_empty() => {
                 return error(400, "parameter_invalid", "Options can only be given to a list attribute");
             }
             Some(options) => match parse_options(options) {
@@ -365,15 +360,15 @@ impl SandboxState {
             Some(Value::Bool(archived)) => Some(*archived),
             Some(_) => return error(400, "parameter_invalid", "'archived' must be a boolean"),
         };
-        let before = attribute.clone();
+        let before = held.clone();
         if let Some(options) = options {
-            attribute.options = options;
+            held.attribute.options = options;
         }
         if let Some(archived) = archived {
-            attribute.archived = archived;
+            held.attribute.archived = archived;
         }
-        let changed = *attribute != before;
-        let answer = attribute_answer(&model, &name, attribute);
+        let changed = *held != before;
+        let answer = attribute_answer(&model, held);
         if changed {
             self.changes += 1;
         }
@@ -381,11 +376,30 @@ impl SandboxState {
     }
 }
 
-fn attribute_answer(model: &str, name: &str, attribute: &DataAttribute) -> Value {
-    let mut answer = json!({"type": "data_attribute", "id": attribute.id, "name": name,
-        "full_name": format!("custom_attributes.{name}"), "label": name, "data_type": attribute.data_type,
+/// The data type and options a create asks for, or its refusal.
+fn creatable(data_type: &str, options: Option<&Value>) -> Result<(DataType, Vec<String>), SandboxResponse> {
+    // `datetime` is in 2.16's create request but not its data_attribute schema: held as `date` (unverified).
+    match (data_type, options) {
+        ("options", None) => {
+            Err(error(400, "parameter_invalid", "You must have at least two options on a list type data attribute"))
+        }
+        // 2.16 (create_data_attribute_request) says `options`; Intercom's SDKs say `string` with options.
+        ("options" | "string", Some(options)) => Ok((DataType::String, parse_options(options)?)),
+        ("datetime", None) => Ok((DataType::Date, Vec::new())),
+        (text, None) if DataType::parse(text).is_some() => Ok((DataType::parse(text).expect("parsed"), Vec::new())),
+        ("integer" | "float" | "boolean" | "date" | "datetime", Some(_)) => {
+            Err(error(400, "parameter_invalid", "Options can only be given to a list attribute"))
+        }
+        _ => Err(error(400, "parameter_invalid", "Data Type isn't an option")),
+    }
+}
+
+fn attribute_answer(model: &str, held: &HeldAttribute) -> Value {
+    let (attribute, name) = (&held.attribute, &held.attribute.name);
+    let mut answer = json!({"type": "data_attribute", "id": held.id, "name": name,
+        "full_name": format!("custom_attributes.{name}"), "label": name, "data_type": attribute.data_type.as_str(),
         "api_writable": true, "custom": true, "archived": attribute.archived, "model": model,
-        "created_at": attribute.created_at, "updated_at": attribute.created_at});
+        "created_at": held.created_at, "updated_at": held.created_at});
     if !attribute.options.is_empty() {
         answer["options"] = json!(attribute.options);
     }

@@ -6,7 +6,8 @@ mod server;
 mod state;
 mod tags;
 
-pub use attributes::{DataAttribute, MAX_CUSTOM_ATTRIBUTES, SeedAttribute};
+pub use crate::intercom::MAX_CUSTOM_ATTRIBUTES;
+pub use attributes::{HeldAttribute, SeedAttribute};
 pub use contacts::LEAD_EXTERNAL_ID;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{

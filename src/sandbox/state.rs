@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::attributes::{DataAttribute, SeedAttribute, apply_custom};
+use super::attributes::{HeldAttribute, SeedAttribute, apply_custom};
 use super::tags::tag_basic;
 use crate::intercom::API_VERSIONS;
 
@@ -172,7 +172,7 @@ pub struct SandboxState {
     pub companies: BTreeMap<String, Company>,
     pub events: Vec<DataEvent>,
     /// Custom data attributes per model (`contact`, `company`), by name.
-    pub data_attributes: BTreeMap<String, BTreeMap<String, DataAttribute>>,
+    pub data_attributes: BTreeMap<String, BTreeMap<String, HeldAttribute>>,
     /// Contacts merged away (always leads), each with the contact it was merged into.
     pub merged_into: BTreeMap<String, String>,
     /// The workspace's tags, by id.

@@ -404,3 +404,46 @@ async fn a_value_intercom_still_refuses_is_left_out_and_the_write_sent_again_wit
     assert_eq!(contact.fields["name"], "Ada");
     assert!(!contact.custom_attributes.contains_key("tier"));
 }
+
+/// One person's backoff holds nobody else back: while one identify waits to try again to create its new attribute
+/// (Intercom answering 5xx), another person's identify is written. The executor once held the workspace's lock across
+/// that creation and its retry sleeps, so the second write came only after the first person's last try.
+#[tokio::test]
+async fn one_persons_backoff_does_not_delay_another_persons_write() {
+    use intercom_relay::sandbox::{Faults, SeedAttribute};
+    let faults = Faults { seed: 3, server_errors: 1.0, only_matching: Some("flaky_attr".into()), ..Faults::default() };
+    let sandbox = SandboxServer::start(SandboxOptions { faults, ..SandboxOptions::default() }, 0).await.unwrap();
+    sandbox.seed_attribute(&SeedAttribute::new("contact", "tier", "string"));
+    let executor = executor(&sandbox, true);
+    let plan = |event: Value| {
+        let text = event.to_string();
+        let raw = RawEvent::parse(&text).unwrap();
+        let event = parse_event(&raw, None, &BatchDefaults::default(), OffsetDateTime::now_utc()).unwrap();
+        map_event(&event).unwrap()
+    };
+    let backing_off = plan(json!({"type": "identify", "userId": "u-a", "traits": {"flaky_attr": "x"}}));
+    let other = plan(json!({"type": "identify", "userId": "u-b", "traits": {"tier": "gold"}}));
+    let retry = RetryPolicy { attempts: 3, min_delay: Duration::from_millis(700), max_delay: Duration::from_secs(1) };
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let creates = |sandbox: &SandboxServer| {
+        let requests = sandbox.requests();
+        requests.iter().filter(|r| r.method == "POST" && r.path == "/data_attributes").count()
+    };
+    let first = executor.execute(&backing_off, retry, until);
+    let second = async {
+        // Once the first person's create has failed once, they are in their backoff.
+        while creates(&sandbox) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let delivered = executor.execute(&other, retry, until).await;
+        (delivered, creates(&sandbox))
+    };
+    let (first, (second, creates_before_second_was_done)) = tokio::join!(first, second);
+    assert!(first.is_err(), "the first person's attribute never gets created");
+    assert_eq!(second.unwrap().calls, 1, "the second person's write, its attributes known already");
+    assert_eq!(creates(&sandbox), 3, "the first person tried three times");
+    assert!(creates_before_second_was_done < 3, "the second write waited for the first person's last try");
+    let state = sandbox.state();
+    let written = state.contacts.values().find(|c| c.external_id.as_deref() == Some("u-b")).expect("u-b written");
+    assert_eq!(Value::Object(written.custom_attributes.clone()), json!({"tier": "gold"}));
+}
