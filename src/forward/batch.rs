@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::breaker::{BreakerPolicy, is_workspace_failure};
+use super::breaker::BreakerPolicy;
 use super::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
 use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
@@ -444,7 +444,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// A failure: handed back while it may pass and the horizon allows, else dead-lettered with the reason.
     async fn failed(&self, item: &Item<'_>, clock: &Clock, failed: Failed) -> (Outcome, bool) {
         let Failed { error, attempts, calls } = failed;
-        let may_pass = error.is_retryable() || is_workspace_failure(&error);
+        let may_pass = error.is_retryable() || error.is_workspace_failure();
         if may_pass && clock.age < self.horizon() {
             let retry_in = self.breaker_wait(self.wait(clock));
             // Back by the horizon at the latest, to be dead-lettered then rather than deleted by SQS later.

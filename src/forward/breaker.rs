@@ -54,17 +54,12 @@ pub enum Health {
 impl Health {
     pub fn of(outcome: &Result<serde_json::Value, IntercomError>) -> Health {
         match outcome {
-            Err(error) if is_workspace_failure(error) => {
+            Err(error) if error.is_workspace_failure() => {
                 Health::Failing { failure: error.to_string(), kind: error.kind() }
             }
             _ => Health::Answering,
         }
     }
-}
-
-/// A failure of the workspace rather than of the event: never the event's fault, so never a reason to dead-letter it.
-pub fn is_workspace_failure(error: &IntercomError) -> bool {
-    error.kind().is_workspace_failure()
 }
 
 /// What an operator is told when the breaker opens: what is wrong and what to do.
@@ -347,28 +342,10 @@ mod tests {
     }
 
     #[test]
-    fn workspace_failures_are_told_from_the_events_own() {
-        let api = |status: u16| IntercomError::Api {
-            status,
-            code: "x".into(),
-            message: String::new(),
-            redacted: String::new(),
-            request_id: None,
-            retryable: false,
-            link: None,
-        };
-        for status in [401, 403, 408, 429, 500, 502, 503, 504] {
-            assert!(is_workspace_failure(&api(status)), "{status}");
-        }
-        for status in [400, 404, 409, 410, 422, 501] {
-            assert!(!is_workspace_failure(&api(status)), "{status}");
-        }
-        assert!(is_workspace_failure(&IntercomError::Transport("timed out".into())));
-        assert!(!is_workspace_failure(&IntercomError::Unexpected("not JSON".into())));
-        let advice_for = |status: u16| advice(api(status).kind());
-        assert!(advice_for(401).contains("INTERCOM_ACCESS_TOKEN"));
-        assert!(advice_for(403).contains("permissions"));
-        assert!(advice_for(429).contains("rate limit"));
-        assert!(advice_for(503).contains("intercomstatus"));
+    fn the_advice_names_what_to_do_for_each_kind_of_workspace_failure() {
+        assert!(advice(ErrorKind::Unauthorized).contains("INTERCOM_ACCESS_TOKEN"));
+        assert!(advice(ErrorKind::Forbidden).contains("permissions"));
+        assert!(advice(ErrorKind::RateLimited).contains("rate limit"));
+        assert!(advice(ErrorKind::Transient).contains("intercomstatus"));
     }
 }

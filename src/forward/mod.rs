@@ -18,7 +18,7 @@ mod workspace;
 mod write;
 
 pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, QUEUE_RETENTION, RecordOutcome, current_record};
-pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition, is_workspace_failure};
+pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition};
 pub use erasure::{Erased, ErasureTargets};
 pub use executor::{Delivery, Executor, Failed};
 pub use merges::ALIAS_PREVIOUS_UNKNOWN;

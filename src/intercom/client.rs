@@ -53,6 +53,11 @@ impl IntercomError {
         }
     }
 
+    /// A failure of the workspace rather than of the event: never the event's fault, so never a reason to dead-letter it.
+    pub fn is_workspace_failure(&self) -> bool {
+        self.kind().is_workspace_failure()
+    }
+
     /// What the error means ([`super::ErrorKind`]).
     pub fn kind(&self) -> super::ErrorKind {
         match self {
@@ -321,5 +326,31 @@ impl IntercomApi for IntercomClient {
                 outcome => return outcome.map(|(_, value)| value),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_failures_are_told_from_the_events_own() {
+        let api = |status: u16| IntercomError::Api {
+            status,
+            code: "x".into(),
+            message: String::new(),
+            redacted: String::new(),
+            request_id: None,
+            retryable: false,
+            link: None,
+        };
+        for status in [401, 403, 408, 429, 500, 502, 503, 504] {
+            assert!(api(status).is_workspace_failure(), "{status}");
+        }
+        for status in [400, 404, 409, 410, 422, 501] {
+            assert!(!api(status).is_workspace_failure(), "{status}");
+        }
+        assert!(IntercomError::Transport("timed out".into()).is_workspace_failure());
+        assert!(!IntercomError::Unexpected("not JSON".into()).is_workspace_failure());
     }
 }
