@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use intercom_relay::aws::DynamoSuppression;
 use intercom_relay::erasure::ErasureRequest;
 use intercom_relay::forward::{Forwarder, Outcome};
 use intercom_relay::intercom::IntercomClient;
-use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsRecord};
+use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsRecord, sqs_event_of};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use intercom_relay::suppression::{DynamoTable, email_key, user_key};
+use intercom_relay::suppression::{email_key, user_key};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -84,7 +84,7 @@ async fn items(table: &str) -> Vec<(String, String)> {
 }
 
 fn suppressing(sandbox: &SandboxServer, table: &str) -> Forwarder<IntercomClient, MemoryDeadLetter> {
-    let store = DynamoTable::new(&aws(), table, Duration::from_secs(2)).unwrap();
+    let store = DynamoSuppression::new(&aws(), table, Duration::from_secs(2)).unwrap();
     forwarder(sandbox, MemoryDeadLetter::new(), quick()).with_suppression(Arc::new(store))
 }
 
@@ -100,14 +100,14 @@ async fn records(bodies: Vec<Result<Value, ErasureRequest>>) -> Vec<SqsRecord> {
             Err(request) => (request.to_body(), request.ordering_key().to_owned()),
         };
         let mut record = record(&format!("r-{n}"), body, 1);
-        record.attributes.message_group_id = Some(group);
+        record.attributes.insert(MESSAGE_GROUP_ID.into(), group);
         records.push(record);
     }
     records
 }
 
 async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, records: Vec<SqsRecord>) -> Vec<Outcome> {
-    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(records), Instant::now() + Duration::from_secs(30)).await;
     report.records.into_iter().map(|r| r.outcome).collect()
 }
 
