@@ -722,7 +722,7 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
     let table = &template()["Resources"]["SuppressionTable"];
     assert_eq!((&table["DeletionPolicy"], &table["UpdateReplacePolicy"]), (&json!("Retain"), &json!("Retain")));
     let properties = &table["Properties"];
-    // The key the forwarder reads and writes (src/suppression.rs), and tests/it/suppression.rs's table in moto.
+    // The key the forwarder reads and writes (src/aws/suppression.rs), and tests/it/suppression.rs's table in moto.
     assert_eq!(properties["KeySchema"], json!([{"AttributeName": "key", "KeyType": "HASH"}]));
     assert_eq!(properties["AttributeDefinitions"], json!([{"AttributeName": "key", "AttributeType": "S"}]));
     assert_eq!(properties["BillingMode"], json!("PAY_PER_REQUEST"));
