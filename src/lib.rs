@@ -3,7 +3,7 @@
 //! Pure modules ([`event`], [`envelope`]) know nothing of I/O; [`ingest`] handles HTTP generically over
 //! [`queue::Enqueue`]; the binaries in `src/bin/` only wire clients to handlers.
 
-pub(crate) mod aws;
+pub mod aws;
 pub mod config;
 pub mod deadline;
 pub mod envelope;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use intercom_relay::aws::Caller;
 use intercom_relay::config;
 use intercom_relay::erasure::ErasureRequest;
 use intercom_relay::ingest::AllowedOrigins;
@@ -309,7 +310,7 @@ async fn run_erase(args: EraseArgs) -> Result<ExitCode, LocalError> {
     let request = ErasureRequest::new(args.user_id, args.email, args.leads)
         .map_err(|e| LocalError::Usage(format!("erase: {e}")))?;
     if let Some(url) = queue_of(args.queue_url, args.stack.as_deref()).await? {
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let aws = intercom_relay::aws::load(Caller::Cli).await;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT);
         queue.send_erasure(&request).await.map_err(|e| LocalError::Io(e.to_string()))?;
         out(&format!(
@@ -531,9 +532,9 @@ fn default_checkpoint(path: &std::path::Path) -> PathBuf {
 
 /// The queue of `--to-queue URL` / `--queue-url URL`, or of `--stack NAME` (its EventsQueueUrl output), if either.
 async fn queue_of(url: Option<String>, stack: Option<&str>) -> Result<Option<String>, LocalError> {
-    use intercom_relay::queue::stack::{EVENTS_QUEUE_OUTPUT, StackError, events_queue_url};
+    use intercom_relay::aws::stack::{EVENTS_QUEUE_OUTPUT, StackError, events_queue_url};
     let Some(stack) = stack.filter(|_| url.is_none()) else { return Ok(url) };
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let aws = intercom_relay::aws::load(Caller::Cli).await;
     match events_queue_url(&aws, stack).await {
         Ok(url) => {
             let _ = writeln!(std::io::stderr(), "the stack {stack}'s {EVENTS_QUEUE_OUTPUT}: {url}");
@@ -546,13 +547,8 @@ async fn queue_of(url: Option<String>, stack: Option<&str>) -> Result<Option<Str
 
 /// The events queue at `url`, checked before anything is read: it exists and these credentials reach it.
 async fn events_queue(url: &str) -> Result<SqsQueue, LocalError> {
-    use aws_config::timeout::TimeoutConfig;
     use aws_sdk_sqs::types::QueueAttributeName;
-    let timeouts = TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(10))
-        .operation_timeout(Duration::from_secs(30))
-        .build();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+    let aws = intercom_relay::aws::load(Caller::Cli).await;
     let client = aws_sdk_sqs::Client::new(&aws);
     let attributes = client
         .get_queue_attributes()

@@ -8,7 +8,7 @@ use intercom_relay::envelope::KeyKind;
 use intercom_relay::event::{parse_batch, parse_single};
 use intercom_relay::ingest::accept_events;
 use intercom_relay::local::{GenerateOptions, generate};
-use intercom_relay::queue::{RecordAttributes, SqsEvent, SqsRecord};
+use intercom_relay::queue::{APPROXIMATE_RECEIVE_COUNT, MESSAGE_GROUP_ID, SqsEvent, sqs_event_of, sqs_record};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -31,20 +31,16 @@ pub fn sqs_event(lines: &[String], tag: &str) -> SqsEvent {
             let (mut messages, _) =
                 accept_events(&body, None, OffsetDateTime::now_utc(), KeyKind::Server).expect("valid");
             let message = messages.pop().expect("one event");
-            SqsRecord {
-                message_id: format!("sqs-{tag}-{index}"),
-                body: Some(message.body),
-                attributes: RecordAttributes {
-                    approximate_receive_count: Some("1".into()),
-                    message_group_id: Some(message.ordering_key),
-                    message_deduplication_id: Some(message.message_id),
-                    ..RecordAttributes::default()
-                },
-                ..SqsRecord::default()
-            }
+            let mut record = sqs_record(&format!("sqs-{tag}-{index}"), Some(message.body));
+            record.attributes = std::collections::HashMap::from([
+                (APPROXIMATE_RECEIVE_COUNT.to_owned(), "1".to_owned()),
+                (MESSAGE_GROUP_ID.to_owned(), message.ordering_key),
+                ("MessageDeduplicationId".to_owned(), message.message_id),
+            ]);
+            record
         })
         .collect();
-    SqsEvent { records }
+    sqs_event_of(records)
 }
 
 /// A function-URL request posting `lines` to `/v1/batch` with `write_key`, as Lambda hands it to the ingest function.

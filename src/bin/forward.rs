@@ -5,13 +5,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::timeout::TimeoutConfig;
+use intercom_relay::aws::{Caller, DynamoSuppression};
 use intercom_relay::config::ForwardFunctionConfig;
 use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::queue::{SqsDeadLetter, SqsEvent, SqsHandBack};
-use intercom_relay::suppression::DynamoTable;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 /// Contacts and companies remembered across invocations of one warm function.
@@ -26,12 +24,7 @@ async fn main() -> Result<(), Error> {
     });
     let client =
         IntercomClient::new(&config.base_url, config.access_token.clone(), config.api_version, config.timeout)?;
-    // Short SDK timeouts: a dead letter and the waits are sent within the invocation's last 1.5 s.
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(2))
-        .build();
-    let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+    let aws = intercom_relay::aws::load(Caller::Forward).await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let dead_letter = SqsDeadLetter::new(sqs.clone(), &dlq_url);
     // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
@@ -41,7 +34,7 @@ async fn main() -> Result<(), Error> {
     let forwarder = match &config.suppression_table {
         // Its calls are made before a batch's Intercom calls and within the invocation: short tries.
         Some(table) => {
-            let table = DynamoTable::new(&aws, table, Duration::from_secs(2)).unwrap_or_else(|error| {
+            let table = DynamoSuppression::new(&aws, table, Duration::from_secs(2)).unwrap_or_else(|error| {
                 tracing::error!(%error, "The forward function cannot start.");
                 std::process::exit(1)
             });

@@ -1,10 +1,8 @@
 //! The ingest Lambda: Segment's HTTP Tracking API behind a function URL, events into SQS.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::timeout::TimeoutConfig;
+use intercom_relay::aws::Caller;
 use intercom_relay::config::IngestConfig;
 use intercom_relay::ingest::{Base64Guard, Ingest};
 use intercom_relay::queue::SqsQueue;
@@ -17,12 +15,7 @@ async fn main() -> Result<(), Error> {
         tracing::error!(%error, "The ingest function cannot start.");
         std::process::exit(1)
     });
-    // Short SDK timeouts leave room for our own retries within the function's timeout.
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(3))
-        .build();
-    let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+    let aws = intercom_relay::aws::load(Caller::Ingest).await;
     let queue =
         SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url, config.enqueue_retry, config.enqueue_timeout);
     let ingest = Ingest::new(config.options(), queue);

@@ -16,10 +16,12 @@ use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
 use crate::intercom::{ContactId, IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_with};
-use crate::queue::{BatchItemFailure, DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord};
+use crate::queue::{
+    DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord, SqsRecordExt, batch_response,
+};
 use crate::retry::RetryPolicy;
 use crate::settings::Settings;
-use crate::suppression::{DynamoTable, SuppressionError, email_key, key_of, user_key};
+use crate::suppression::{SuppressionError, SuppressionList, email_key, key_of, user_key};
 
 tokio::task_local! {
     /// The SQS message id of the record whose calls are being made.
@@ -153,11 +155,7 @@ impl BatchReport {
     /// The answer for Lambda: the records SQS must hand out again.
     pub fn response(&self) -> SqsBatchResponse {
         let failures = self.records.iter().filter(|r| matches!(r.outcome, Outcome::Retry { .. }));
-        SqsBatchResponse {
-            batch_item_failures: failures
-                .map(|r| BatchItemFailure { item_identifier: r.sqs_message_id.clone() })
-                .collect(),
-        }
+        batch_response(failures.map(|r| r.sqs_message_id.clone()))
     }
 
     /// The records handed back, each with its wait (SQS message id, wait): what `ChangeMessageVisibility` is told.
@@ -182,7 +180,7 @@ pub struct Forwarder<A, D> {
     options: ForwardOptions,
     settings: Arc<Settings>,
     /// The people erased, whose later events are skipped.
-    suppression: Option<Arc<DynamoTable>>,
+    suppression: Option<Arc<dyn SuppressionList>>,
 }
 
 /// The suppression list as one batch sees it: what it holds of the batch's people (read once), with whom the batch's
@@ -236,7 +234,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     }
 
     /// Keeps the people erased in `suppression`, and skips their later events (the default keeps none).
-    pub fn with_suppression(self, table: Arc<DynamoTable>) -> Forwarder<A, D> {
+    pub fn with_suppression(self, table: Arc<dyn SuppressionList>) -> Forwarder<A, D> {
         Forwarder { suppression: Some(table), ..self }
     }
 
@@ -268,12 +266,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 },
                 None => Err("the message has no body".to_owned()),
             };
-            let group = record
-                .attributes
-                .message_group_id
-                .clone()
+            let group = (record.group().map(str::to_owned))
                 .or_else(|| body.as_ref().ok().map(|b| b.ordering_key().to_owned()))
-                .unwrap_or_else(|| record.message_id.clone());
+                .unwrap_or_else(|| record.id().to_owned());
             Item { index, record, body, group }
         });
         // A person's records in the order SQS gave them; people in the order first seen.
@@ -313,7 +308,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         for item in group {
             let (outcome, quiet) = if let Some(retry_in) = handed_back {
                 let reason = "an earlier event of the same person was handed back".into();
-                let fifo = item.record.attributes.message_group_id.is_some();
+                let fifo = item.record.group().is_some();
                 let retry_in = if fifo { Duration::ZERO } else { retry_in };
                 (Outcome::Retry { reason, calls: 0, retry_in }, true)
             } else if Instant::now() >= stop {
@@ -321,7 +316,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 let reason = "the invocation's time ran out before this event".into();
                 (Outcome::Retry { reason, calls: 0, retry_in: self.breaker_wait(Duration::ZERO) }, false)
             } else {
-                let record = RECORD.scope(item.record.message_id.clone(), self.record(&item, suppressed, stop));
+                let record = RECORD.scope(item.record.id().to_owned(), self.record(&item, suppressed, stop));
                 match tokio::time::timeout_at(stop, record).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
@@ -337,7 +332,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             }
             let body = item.body.as_ref().ok();
             let outcome = RecordOutcome {
-                sqs_message_id: item.record.message_id.clone(),
+                sqs_message_id: item.record.id().to_owned(),
                 message_id: body.map(|b| b.message_id().to_owned()),
                 event_type: body.map(|b| b.kind().to_owned()),
                 outcome,
@@ -470,7 +465,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// in Intercom are added to the list as it runs, for the batches after.)
     async fn suppressed(
         &self,
-        table: &DynamoTable,
+        table: &Arc<dyn SuppressionList>,
         groups: &[Vec<Item<'_>>],
         stop: Instant,
     ) -> Result<HashSet<String>, SuppressionError> {
@@ -547,7 +542,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         let letter = DeadLetterMessage {
             body: record.body.clone().unwrap_or_default(),
             group_id: item.group.clone(),
-            dedup_id: record.message_id.clone(),
+            dedup_id: record.id().to_owned(),
             receive_count: record.receive_count(),
             event_type: record.attribute("event_type").map(str::to_owned),
             event_name: record.attribute("event_name").map(str::to_owned),
@@ -558,7 +553,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             Err(problem) => {
                 let hint =
                     if problem.is_retryable() { "" } else { " Check DLQ_URL and the function's sqs:SendMessage." };
-                error!(sqs_message_id = %record.message_id, %problem, "The dead-letter queue did not take the event; handing it back.{hint}");
+                error!(sqs_message_id = %record.id(), %problem, "The dead-letter queue did not take the event; handing it back.{hint}");
                 let reason = format!("the dead-letter queue did not take it: {problem}");
                 Outcome::Retry { reason, calls, retry_in: self.options.redelivery.min_delay }
             }

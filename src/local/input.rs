@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::queue::SqsEvent;
+use crate::queue::{SqsEvent, SqsRecordExt};
 
 /// What a file holds.
 #[derive(Debug)]
@@ -161,10 +161,10 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
         let event: SqsEvent = serde_json::from_str(&text)
             .map_err(|e| format!("looks like an SQS event (it has \"Records\") but is not one: {e}"))?;
         let mut seen = HashSet::new();
-        if let Some(twice) = event.records.iter().find(|r| !seen.insert(r.message_id.as_str())) {
+        if let Some(twice) = event.records.iter().find(|r| !seen.insert(r.id())) {
             return Err(format!(
                 "holds the SQS messageId {} twice: each record of an SQS event is one message",
-                twice.message_id
+                twice.id()
             ));
         }
         return Ok(Input::Sqs(event));

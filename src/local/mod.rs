@@ -10,7 +10,7 @@ mod replay;
 mod report;
 mod serve;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +33,9 @@ use crate::config::{ConfigError, ForwardConfig};
 use crate::forward::{BatchReport, Executor, Forwarder, Outcome, current_record};
 use crate::intercom::{IntercomClient, IntercomError};
 use crate::queue::{
-    DeadLetter, DeadLetterMessage, MemoryDeadLetter, MemoryQueue, MessageAttribute, QueueError, ReceivedMessage,
-    RecordAttributes, SqsDeadLetter, SqsEvent, SqsRecord,
+    APPROXIMATE_FIRST_RECEIVE_TIMESTAMP, APPROXIMATE_RECEIVE_COUNT, DeadLetter, DeadLetterMessage, MESSAGE_GROUP_ID,
+    MemoryDeadLetter, MemoryQueue, QueueError, ReceivedMessage, SENT_TIMESTAMP, SqsDeadLetter, SqsEvent, SqsRecord,
+    SqsRecordExt, sqs_event_of, sqs_record, string_attribute,
 };
 use crate::sandbox::{SandboxOptions, SandboxServer};
 
@@ -185,11 +186,11 @@ impl Local {
         let now = crate::queue::epoch_ms().to_string();
         let mut waiting: Vec<(usize, SqsRecord, Instant)> = Vec::with_capacity(event.records.len());
         for (index, mut record) in event.records.into_iter().enumerate() {
-            record.attributes.sent_timestamp = Some(now.clone());
-            record.attributes.approximate_first_receive_timestamp = Some(now.clone());
+            record.attributes.insert(SENT_TIMESTAMP.into(), now.clone());
+            record.attributes.insert(APPROXIMATE_FIRST_RECEIVE_TIMESTAMP.into(), now.clone());
             waiting.push((index, record, Instant::now()));
         }
-        let group = |record: &SqsRecord| record.attributes.message_group_id.clone();
+        let group = |record: &SqsRecord| record.group().map(str::to_owned);
         while !waiting.is_empty() {
             let now = Instant::now();
             // As SQS FIFO does: none of a person's records while an earlier one of theirs waits.
@@ -212,11 +213,12 @@ impl Local {
             }
             due.sort_by_key(|(index, _, _)| *index);
             let indices: Vec<usize> = due.iter().map(|(index, _, _)| *index).collect();
-            let event = SqsEvent { records: due.into_iter().map(|(_, record, _)| record).collect() };
+            let event = sqs_event_of(due.into_iter().map(|(_, record, _)| record).collect());
             let again = self.forward(&event).await.handed_back();
             for (index, mut record) in indices.into_iter().zip(event.records) {
-                if let Some((_, wait)) = again.iter().find(|(id, _)| *id == record.message_id) {
-                    record.attributes.approximate_receive_count = Some((record.receive_count() + 1).to_string());
+                if let Some((_, wait)) = again.iter().find(|(id, _)| id == record.id()) {
+                    let count = (record.receive_count() + 1).to_string();
+                    record.attributes.insert(APPROXIMATE_RECEIVE_COUNT.into(), count);
                     waiting.push((index, record, Instant::now() + *wait));
                 }
             }
@@ -236,7 +238,7 @@ impl Local {
                 queue.changed(queue.next_visible_at().map_or(soon, |at| at.min(soon))).await;
                 continue;
             }
-            let event = SqsEvent { records: received.iter().map(record).collect() };
+            let event = sqs_event_of(received.iter().map(record).collect());
             let report = self.forward(&event).await;
             for (message, outcome) in received.iter().zip(&report.records) {
                 match outcome.outcome {
@@ -262,44 +264,34 @@ pub async fn erase_here(
     let tally = Arc::new(Tally::new(false, false));
     let local = Local::start(destination, env, tally.clone(), LocalDeadLetter::Memory(MemoryDeadLetter::new())).await?;
     let now = crate::queue::epoch_ms().to_string();
-    let record = SqsRecord {
-        message_id: format!("erasure-{}", request.request_id),
-        body: Some(request.to_body()),
-        attributes: RecordAttributes {
-            approximate_receive_count: Some("1".into()),
-            message_group_id: Some(request.ordering_key().to_owned()),
-            sent_timestamp: Some(now.clone()),
-            approximate_first_receive_timestamp: Some(now),
-            ..RecordAttributes::default()
-        },
-        ..SqsRecord::default()
-    };
-    local.forward_until_done(SqsEvent { records: vec![record] }).await;
+    let mut record = sqs_record(&format!("erasure-{}", request.request_id), Some(request.to_body()));
+    record.attributes = HashMap::from([
+        (APPROXIMATE_RECEIVE_COUNT.to_owned(), "1".to_owned()),
+        (MESSAGE_GROUP_ID.to_owned(), request.ordering_key().to_owned()),
+        (SENT_TIMESTAMP.to_owned(), now.clone()),
+        (APPROXIMATE_FIRST_RECEIVE_TIMESTAMP.to_owned(), now),
+    ]);
+    local.forward_until_done(sqs_event_of(vec![record])).await;
     Ok((tally.report(), local))
 }
 
 /// A queue message as Lambda's SQS event source presents it.
 fn record(received: &ReceivedMessage) -> SqsRecord {
     let message = &received.message;
-    let text = |value: &str| MessageAttribute { string_value: Some(value.to_owned()), data_type: "String".into() };
-    let mut message_attributes = BTreeMap::from([("event_type".to_owned(), text(message.event_type.as_str()))]);
+    let mut record = sqs_record(&received.id, Some(message.body.clone()));
+    record.message_attributes =
+        HashMap::from([("event_type".to_owned(), string_attribute(message.event_type.as_str()))]);
     if let Some(name) = &message.event_name {
-        message_attributes.insert("event_name".into(), text(name));
+        record.message_attributes.insert("event_name".into(), string_attribute(name));
     }
-    SqsRecord {
-        message_id: received.id.clone(),
-        receipt_handle: None,
-        body: Some(message.body.clone()),
-        attributes: RecordAttributes {
-            approximate_receive_count: Some(received.receive_count.to_string()),
-            message_group_id: Some(message.ordering_key.clone()),
-            message_deduplication_id: Some(message.message_id.clone()),
-            sent_timestamp: Some(received.sent_at_ms.to_string()),
-            approximate_first_receive_timestamp: Some(received.first_received_at_ms.to_string()),
-        },
-        message_attributes,
-        event_source_arn: None,
-    }
+    record.attributes = HashMap::from([
+        (APPROXIMATE_RECEIVE_COUNT.to_owned(), received.receive_count.to_string()),
+        (MESSAGE_GROUP_ID.to_owned(), message.ordering_key.clone()),
+        ("MessageDeduplicationId".to_owned(), message.message_id.clone()),
+        (SENT_TIMESTAMP.to_owned(), received.sent_at_ms.to_string()),
+        (APPROXIMATE_FIRST_RECEIVE_TIMESTAMP.to_owned(), received.first_received_at_ms.to_string()),
+    ]);
+    record
 }
 
 /// Whether `url` is one of Intercom's own API hosts.

@@ -15,7 +15,7 @@ use crate::envelope::KeyKind;
 use crate::event::{Rejected, parse_batch, parse_single};
 use crate::ingest::{AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
 use crate::queue::MemoryDeadLetter;
-use crate::queue::{Enqueue, MemoryQueue};
+use crate::queue::{Enqueue, MemoryQueue, SqsRecordExt};
 
 /// What to replay and where to.
 pub struct ReplayOptions {
@@ -91,7 +91,7 @@ pub async fn replay(
                 tally.accepted(event.records.len());
                 for record in &event.records {
                     let envelope = record.body.as_deref().and_then(|body| Envelope::from_body(body).ok());
-                    tally.origin(&record.message_id, &source, envelope.as_ref().map(|e| e.event.message_id.as_str()));
+                    tally.origin(record.id(), &source, envelope.as_ref().map(|e| e.event.message_id.as_str()));
                 }
                 local.forward_until_done(event).await;
             }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use http::{Response, StatusCode};
@@ -95,7 +94,7 @@ pub async fn serve(
     let (queue, dead_letter) = match &options.queue_url {
         None => (QueueKind::Memory(MemoryQueue::new()), LocalDeadLetter::Memory(MemoryDeadLetter::new())),
         Some(url) => {
-            let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            let aws = crate::aws::load(crate::aws::Caller::Cli).await;
             let client = aws_sdk_sqs::Client::new(&aws);
             let dead_letter = match &options.dlq_url {
                 Some(dlq) => LocalDeadLetter::Sqs(SqsDeadLetter::new(client.clone(), dlq)),

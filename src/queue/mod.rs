@@ -1,6 +1,6 @@
 //! The queues and everything that speaks SQS: the `Enqueue` trait with SQS and in-memory implementations, the
-//! dead-letter queue, Lambda's SQS event and its stand-in poller, the waits of records handed back, and the deployed
-//! stack's events queue.
+//! dead-letter queue, Lambda's SQS event (`aws_lambda_events`') and its stand-in poller, and the waits of records
+//! handed back.
 
 mod dead_letter;
 mod error;
@@ -8,7 +8,6 @@ mod memory;
 mod poll;
 mod sqs;
 mod sqs_event;
-pub mod stack;
 
 use std::future::Future;
 
@@ -19,7 +18,11 @@ pub use memory::{MemoryQueue, ReceivedMessage};
 pub use poll::{SqsHandBack, SqsPoller, queue_url_of_arn};
 pub use sqs::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, MAX_MESSAGE_BYTES, SqsQueue, Unconfirmed, sqs_id};
 pub(crate) use sqs::{MAX_ATTRIBUTE_CHARS, sqs_text};
-pub use sqs_event::{BatchItemFailure, MessageAttribute, RecordAttributes, SqsBatchResponse, SqsEvent, SqsRecord};
+pub use sqs_event::{
+    APPROXIMATE_FIRST_RECEIVE_TIMESTAMP, APPROXIMATE_RECEIVE_COUNT, BatchItemFailure, MESSAGE_GROUP_ID,
+    MessageAttribute, SENT_TIMESTAMP, SqsBatchResponse, SqsEvent, SqsRecord, SqsRecordExt, batch_response,
+    sqs_event_of, sqs_record, string_attribute,
+};
 
 use crate::envelope::Envelope;
 use crate::event::EventType;

@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message};
 
 use super::QueueError;
-use super::sqs_event::{MessageAttribute, RecordAttributes, SqsEvent, SqsRecord};
+use super::sqs_event::{MessageAttribute, SqsEvent, SqsRecord, SqsRecordExt, sqs_event_of, sqs_record};
 
 /// The longest wait set: SQS takes at most 12 hours from the receive, which came before the invocation (its batching
 /// window, its run): 20 minutes are kept back for those.
@@ -32,7 +32,7 @@ impl SqsHandBack {
     pub async fn hand_back(&self, event: &SqsEvent, delays: &[(String, Duration)]) -> Result<(), QueueError> {
         let mut by_queue: Vec<(String, Vec<ChangeMessageVisibilityBatchRequestEntry>)> = Vec::new();
         for (id, delay) in delays {
-            let Some(record) = event.records.iter().find(|r| &r.message_id == id) else { continue };
+            let Some(record) = event.records.iter().find(|r| r.id() == id) else { continue };
             let (Some(handle), Some(url)) = (record.receipt_handle.as_deref(), self.url_of(record)) else {
                 tracing::warn!(sqs_message_id = %id, "No receipt handle or queue for this record: its wait is the queue's.");
                 continue;
@@ -116,7 +116,7 @@ impl SqsPoller {
             .send()
             .await
             .map_err(|e| QueueError::call("ReceiveMessage", e))?;
-        Ok(SqsEvent { records: output.messages().iter().map(record).collect() })
+        Ok(sqs_event_of(output.messages().iter().map(record).collect()))
     }
 
     /// Deletes every record of `event` not handed back, and sets the wait of those handed back (SQS message id, wait),
@@ -126,14 +126,10 @@ impl SqsPoller {
         let entries: Vec<DeleteMessageBatchRequestEntry> = event
             .records
             .iter()
-            .filter(|r| !is_handed_back(&r.message_id))
+            .filter(|r| !is_handed_back(r.id()))
             .filter_map(|r| {
                 let handle = r.receipt_handle.as_deref()?;
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(sqs_entry_id(&r.message_id))
-                    .receipt_handle(handle)
-                    .build()
-                    .ok()
+                DeleteMessageBatchRequestEntry::builder().id(sqs_entry_id(r.id())).receipt_handle(handle).build().ok()
             })
             .collect();
         let waits = SqsHandBack::new(self.client.clone(), Some(self.queue_url.clone()));
@@ -176,32 +172,22 @@ fn sqs_entry_id(message_id: &str) -> String {
 }
 
 fn record(message: &Message) -> SqsRecord {
-    let system = |name: MessageSystemAttributeName| message.attributes().and_then(|a| a.get(&name)).cloned();
-    SqsRecord {
-        message_id: message.message_id().unwrap_or_default().to_owned(),
-        receipt_handle: message.receipt_handle().map(str::to_owned),
-        body: message.body().map(str::to_owned),
-        attributes: RecordAttributes {
-            approximate_receive_count: system(MessageSystemAttributeName::ApproximateReceiveCount),
-            message_group_id: system(MessageSystemAttributeName::MessageGroupId),
-            message_deduplication_id: system(MessageSystemAttributeName::MessageDeduplicationId),
-            sent_timestamp: system(MessageSystemAttributeName::SentTimestamp),
-            approximate_first_receive_timestamp: system(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
-        },
-        message_attributes: message
-            .message_attributes()
-            .into_iter()
-            .flatten()
-            .map(|(name, value)| {
-                let attribute = MessageAttribute {
-                    string_value: value.string_value().map(str::to_owned),
-                    data_type: value.data_type().to_owned(),
-                };
-                (name.clone(), attribute)
-            })
-            .collect(),
-        event_source_arn: None,
-    }
+    let mut record = sqs_record(message.message_id().unwrap_or_default(), message.body().map(str::to_owned));
+    record.receipt_handle = message.receipt_handle().map(str::to_owned);
+    record.attributes =
+        message.attributes().into_iter().flatten().map(|(n, v)| (n.as_str().to_owned(), v.clone())).collect();
+    record.message_attributes = message
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| {
+            let mut attribute = MessageAttribute::default();
+            attribute.string_value = value.string_value().map(str::to_owned);
+            attribute.data_type = Some(value.data_type().to_owned());
+            (name.clone(), attribute)
+        })
+        .collect();
+    record
 }
 
 #[cfg(test)]

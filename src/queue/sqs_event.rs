@@ -1,95 +1,95 @@
-//! The SQS event Lambda hands the forwarder, and the partial-batch answer it expects back.
+//! The SQS event Lambda hands the forwarder, and the partial-batch answer it expects back: `aws_lambda_events`' types.
+//! Here, what it lacks: reading the attributes the forwarder uses (SQS sends them all as strings), and making an
+//! event and an answer (its types are `#[non_exhaustive]`: no struct literals outside it).
 
-use std::collections::BTreeMap;
+pub use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+pub use aws_lambda_events::sqs::{SqsMessage as SqsRecord, SqsMessageAttribute as MessageAttribute};
 
-use serde::{Deserialize, Serialize};
+/// The system attributes read here, as SQS names them.
+pub const APPROXIMATE_RECEIVE_COUNT: &str = "ApproximateReceiveCount";
+pub const MESSAGE_GROUP_ID: &str = "MessageGroupId";
+/// When the message entered this queue, in Unix milliseconds (a redriven message is a new one: its own time).
+pub const SENT_TIMESTAMP: &str = "SentTimestamp";
+/// When it was first received, in Unix milliseconds: when trying it began.
+pub const APPROXIMATE_FIRST_RECEIVE_TIMESTAMP: &str = "ApproximateFirstReceiveTimestamp";
 
-/// `{"Records": [...]}` as Lambda's SQS event source sends it.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-pub struct SqsEvent {
-    #[serde(rename = "Records")]
-    pub records: Vec<SqsRecord>,
-}
-
-/// One SQS message.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SqsRecord {
-    /// SQS's id of the message: what `batchItemFailures` names.
-    pub message_id: String,
-    #[serde(default)]
-    pub receipt_handle: Option<String>,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub attributes: RecordAttributes,
-    #[serde(default)]
-    pub message_attributes: BTreeMap<String, MessageAttribute>,
-    #[serde(default, rename = "eventSourceARN")]
-    pub event_source_arn: Option<String>,
-}
-
-/// The system attributes the forwarder reads (SQS sends them all as strings).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct RecordAttributes {
-    #[serde(default)]
-    pub approximate_receive_count: Option<String>,
-    #[serde(default)]
-    pub message_group_id: Option<String>,
-    #[serde(default)]
-    pub message_deduplication_id: Option<String>,
-    /// When the message entered this queue, in Unix milliseconds (a redriven message is a new one: its own time).
-    #[serde(default)]
-    pub sent_timestamp: Option<String>,
-    /// When it was first received, in Unix milliseconds: when trying it began.
-    #[serde(default)]
-    pub approximate_first_receive_timestamp: Option<String>,
-}
-
-/// A message attribute, as Lambda presents it.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageAttribute {
-    #[serde(default)]
-    pub string_value: Option<String>,
-    #[serde(default)]
-    pub data_type: String,
-}
-
-impl SqsRecord {
+/// What the forwarder reads of a record.
+pub trait SqsRecordExt {
+    /// SQS's id of the message: what `batchItemFailures` names (empty when Lambda gave none).
+    fn id(&self) -> &str;
+    /// Its FIFO message group.
+    fn group(&self) -> Option<&str>;
     /// How many times SQS has handed this message out, this time included (1 when unknown).
-    pub fn receive_count(&self) -> u32 {
-        self.attributes.approximate_receive_count.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1)
-    }
-
+    fn receive_count(&self) -> u32;
     /// When the message entered the queue, in Unix milliseconds.
-    pub fn sent_at_ms(&self) -> Option<u64> {
-        self.attributes.sent_timestamp.as_deref()?.parse().ok()
-    }
-
+    fn sent_at_ms(&self) -> Option<u64>;
     /// When it was first received, in Unix milliseconds.
-    pub fn first_received_at_ms(&self) -> Option<u64> {
-        self.attributes.approximate_first_receive_timestamp.as_deref()?.parse().ok()
+    fn first_received_at_ms(&self) -> Option<u64>;
+    /// A string message attribute.
+    fn attribute(&self, name: &str) -> Option<&str>;
+}
+
+impl SqsRecordExt for SqsRecord {
+    fn id(&self) -> &str {
+        self.message_id.as_deref().unwrap_or_default()
     }
 
-    /// A string message attribute.
-    pub fn attribute(&self, name: &str) -> Option<&str> {
+    fn group(&self) -> Option<&str> {
+        self.attributes.get(MESSAGE_GROUP_ID).map(String::as_str)
+    }
+
+    fn receive_count(&self) -> u32 {
+        self.attributes.get(APPROXIMATE_RECEIVE_COUNT).and_then(|n| n.parse().ok()).unwrap_or(1)
+    }
+
+    fn sent_at_ms(&self) -> Option<u64> {
+        self.attributes.get(SENT_TIMESTAMP)?.parse().ok()
+    }
+
+    fn first_received_at_ms(&self) -> Option<u64> {
+        self.attributes.get(APPROXIMATE_FIRST_RECEIVE_TIMESTAMP)?.parse().ok()
+    }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
         self.message_attributes.get(name)?.string_value.as_deref()
     }
 }
 
-/// The answer for `ReportBatchItemFailures`: the messages SQS must hand out again.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct SqsBatchResponse {
-    pub batch_item_failures: Vec<BatchItemFailure>,
+/// An event of `records`.
+pub fn sqs_event_of(records: Vec<SqsRecord>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemFailure {
-    pub item_identifier: String,
+/// A record with SQS's message id `id` and `body`.
+pub fn sqs_record(id: &str, body: Option<String>) -> SqsRecord {
+    let mut record = SqsRecord::default();
+    record.message_id = Some(id.to_owned());
+    record.body = body;
+    record
+}
+
+/// A string message attribute, as Lambda presents it.
+pub fn string_attribute(value: &str) -> MessageAttribute {
+    let mut attribute = MessageAttribute::default();
+    attribute.string_value = Some(value.to_owned());
+    attribute.data_type = Some("String".into());
+    attribute
+}
+
+/// The answer for `ReportBatchItemFailures`: the messages (SQS message ids) SQS must hand out again.
+pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
 }
 
 #[cfg(test)]
@@ -110,9 +110,9 @@ mod tests {
         .unwrap();
         let record = &event.records[0];
         assert_eq!((record.receive_count(), record.attribute("event_type")), (3, Some("track")));
-        assert_eq!(record.attributes.message_group_id.as_deref(), Some("u-1"));
+        assert_eq!(record.group(), Some("u-1"));
         assert_eq!((record.sent_at_ms(), record.first_received_at_ms()), (Some(1545082649183), Some(1545082649185)));
-        let answer = SqsBatchResponse { batch_item_failures: vec![BatchItemFailure { item_identifier: "a".into() }] };
+        let answer = batch_response(["a".to_owned()]);
         assert_eq!(serde_json::to_string(&answer).unwrap(), r#"{"batchItemFailures":[{"itemIdentifier":"a"}]}"#);
     }
 }

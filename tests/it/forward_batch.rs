@@ -10,7 +10,8 @@ use intercom_relay::forward::{BatchReport, Executor, ForwardOptions, Forwarder, 
 use intercom_relay::ingest::Ingest;
 use intercom_relay::intercom::{IntercomApi, IntercomClient};
 use intercom_relay::queue::{
-    MemoryDeadLetter, RecordAttributes, SqsDeadLetter, SqsEvent, SqsPoller, SqsQueue, SqsRecord,
+    APPROXIMATE_FIRST_RECEIVE_TIMESTAMP, APPROXIMATE_RECEIVE_COUNT, MESSAGE_GROUP_ID, MemoryDeadLetter, SENT_TIMESTAMP,
+    SqsDeadLetter, SqsEvent, SqsPoller, SqsQueue, SqsRecord, SqsRecordExt, sqs_event_of, sqs_record,
 };
 use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer, SandboxState, SeedAttribute};
@@ -329,8 +330,8 @@ async fn a_retryable_failure_hands_back_the_event_and_the_persons_later_events_k
     let report = pipeline.invoke(&pipeline.forwarder, &event).await;
     let of = |user: &str| -> Vec<(String, Outcome)> {
         let records = event.records.iter().zip(&report.records);
-        let mine = records.filter(|(record, _)| record.attributes.message_group_id.as_deref() == Some(user));
-        mine.map(|(record, outcome)| (record.message_id.clone(), outcome.outcome.clone())).collect()
+        let mine = records.filter(|(record, _)| record.group() == Some(user));
+        mine.map(|(record, outcome)| (record.id().to_owned(), outcome.outcome.clone())).collect()
     };
     let (bad, good) = (of("u-bad"), of("u-good"));
     assert!(good.iter().all(|(_, o)| matches!(o, Outcome::Delivered { .. })), "{good:?}");
@@ -350,7 +351,7 @@ async fn a_retryable_failure_hands_back_the_event_and_the_persons_later_events_k
     // forwarder here as SQS would: moto's FIFO emulation releases a group's re-visible messages out of order.)
     pipeline.sandbox.set_faults(Faults::default());
     let again =
-        SqsEvent { records: event.records.iter().filter(|r| handed_back.contains(&r.message_id)).cloned().collect() };
+        sqs_event_of(event.records.iter().filter(|r| handed_back.iter().any(|id| id == r.id())).cloned().collect());
     let report = pipeline.forwarder.handle(&again, Instant::now() + Duration::from_secs(30)).await;
     assert!(report.records.iter().all(|r| matches!(r.outcome, Outcome::Delivered { .. })), "{report:?}");
     let delivered: Vec<String> = pipeline
@@ -387,24 +388,20 @@ pub(crate) async fn envelope(event: Value) -> String {
 }
 
 pub(crate) fn record(id: &str, body: String, receive_count: u32) -> SqsRecord {
-    SqsRecord {
-        message_id: id.into(),
-        body: Some(body),
-        attributes: RecordAttributes {
-            approximate_receive_count: Some(receive_count.to_string()),
-            message_group_id: Some("u-1".into()),
-            message_deduplication_id: Some(format!("dedup-{id}")),
-            ..RecordAttributes::default()
-        },
-        ..SqsRecord::default()
-    }
+    let mut record = sqs_record(id, Some(body));
+    record.attributes = std::collections::HashMap::from([
+        (APPROXIMATE_RECEIVE_COUNT.to_owned(), receive_count.to_string()),
+        (MESSAGE_GROUP_ID.to_owned(), "u-1".into()),
+        ("MessageDeduplicationId".to_owned(), format!("dedup-{id}")),
+    ]);
+    record
 }
 
 /// `record` as SQS hands it out when it entered the queue `sent` ago and was first received `tried` ago.
 pub(crate) fn aged(mut record: SqsRecord, sent: Duration, tried: Duration) -> SqsRecord {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    record.attributes.sent_timestamp = Some((now - sent).as_millis().to_string());
-    record.attributes.approximate_first_receive_timestamp = Some((now - tried).as_millis().to_string());
+    record.attributes.insert(SENT_TIMESTAMP.into(), (now - sent).as_millis().to_string());
+    record.attributes.insert(APPROXIMATE_FIRST_RECEIVE_TIMESTAMP.into(), (now - tried).as_millis().to_string());
     record
 }
 
@@ -414,7 +411,7 @@ async fn when_the_dead_letter_queue_does_not_take_the_event_it_is_handed_back() 
     let sqs = client(&endpoint());
     let missing = format!("{}/000000000000/no-such-queue.fifo", endpoint().trim_end_matches('/'));
     let forwarder = forwarder(&sandbox, SqsDeadLetter::new(sqs, missing), quick());
-    let event = SqsEvent { records: vec![record("r-1", "garbage".into(), 1)] };
+    let event = sqs_event_of(vec![record("r-1", "garbage".into(), 1)]);
     let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
     match &report.records[0].outcome {
         Outcome::Retry { reason, .. } => {
@@ -436,15 +433,14 @@ async fn an_event_still_failing_past_its_horizon_is_dead_lettered_with_the_last_
     // been failing (5 minutes), and the person's next event waits with it.
     let young = aged(record("young", body.clone(), 60), Duration::from_secs(3000), Duration::from_secs(300));
     let next = record("next", body.clone(), 1);
-    let report =
-        forwarder.handle(&SqsEvent { records: vec![young, next] }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(vec![young, next]), Instant::now() + Duration::from_secs(30)).await;
     let waits: Vec<Duration> = report.handed_back().into_iter().map(|(_, wait)| wait).collect();
     assert_eq!(waits.len(), 2, "{report:?}");
     assert!(waits[0] >= Duration::from_secs(225) && waits[0] <= Duration::from_secs(375), "{waits:?}");
     assert_eq!(waits[1], Duration::ZERO, "visible at once: SQS FIFO holds it behind the first, which waits");
     // Its third receive, but in the queue for longer than its horizon: dead-lettered, with what Intercom last said.
     let old = aged(record("old", body, 3), Duration::from_secs(3700), Duration::from_secs(3600));
-    let report = forwarder.handle(&SqsEvent { records: vec![old] }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(vec![old]), Instant::now() + Duration::from_secs(30)).await;
     assert!(matches!(report.records[0].outcome, Outcome::DeadLettered { calls: 2, .. }), "{report:?}");
     let letters = forwarder.dead_letter().letters();
     let reason = &letters[0].reason;
@@ -467,7 +463,7 @@ async fn an_invocation_near_its_deadline_hands_back_what_it_cannot_finish() {
         ForwardOptions { call_timeout: Duration::from_millis(500), margin: Duration::from_millis(200), ..quick() };
     let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), options);
     let body = envelope(json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada"}})).await;
-    let event = SqsEvent { records: vec![record("a", body.clone(), 1), record("b", body, 1)] };
+    let event = sqs_event_of(vec![record("a", body.clone(), 1), record("b", body, 1)]);
     let report = forwarder.handle(&event, Instant::now() + Duration::from_millis(1500)).await;
     assert!(report.records.iter().all(|r| matches!(r.outcome, Outcome::Retry { .. })), "{report:?}");
     assert_eq!(report.response().batch_item_failures.len(), 2);
@@ -483,7 +479,7 @@ async fn neither_the_token_nor_personal_fields_reach_the_logs() {
     let body = envelope(json!({"type": "identify", "userId": "u-1",
         "traits": {"email": "ada@example.com", "name": "Ada Lovelace", "plan": "pro"}}))
     .await;
-    let event = SqsEvent { records: vec![record("r-1", body, 1)] };
+    let event = sqs_event_of(vec![record("r-1", body, 1)]);
     let good = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
     let report = good.handle(&event, Instant::now() + Duration::from_secs(30)).await;
     assert!(matches!(report.records[0].outcome, Outcome::Delivered { .. }), "{report:?}");
@@ -517,11 +513,11 @@ async fn a_mixed_batch_of_new_users_costs_fewer_calls_than_the_peers_and_deliver
         ];
         for event in events {
             let mut record = record(&format!("r-{}", records.len()), envelope(event).await, 1);
-            record.attributes.message_group_id = Some(user_id.clone());
+            record.attributes.insert(MESSAGE_GROUP_ID.into(), user_id.clone());
             records.push(record);
         }
     }
-    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(records), Instant::now() + Duration::from_secs(30)).await;
     assert!(report.records.iter().all(|r| matches!(r.outcome, Outcome::Delivered { .. })), "{report:?}");
     // 2 attribute lists + 1 attribute created + 5 contacts created; 10 events; 5 page views; 5 × (company upsert +
     // attach). The peers: 5 × 2 per identify, 10 tracks, no pages, 5 × 3 per group = 35 calls for 20 of the 25 events.
@@ -540,7 +536,7 @@ async fn an_alias_whose_previous_contact_is_not_there_yet_is_handed_back_for_a_w
     let alias = json!({"type": "alias", "userId": "u-1", "previousId": "anon-1"});
     let body = envelope(alias).await;
     let outcome = async |receive: u32, tried: Duration| {
-        let event = SqsEvent { records: vec![aged(record("r-alias", body.clone(), receive), tried, tried)] };
+        let event = sqs_event_of(vec![aged(record("r-alias", body.clone(), receive), tried, tried)]);
         forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await.records[0].outcome.clone()
     };
     // Tried for no time, and for a long time but with this forwarder only just started (after an outage the previous

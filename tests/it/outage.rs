@@ -10,7 +10,7 @@ use std::time::Duration;
 use intercom_relay::forward::{BatchReport, BreakerPolicy, Executor, ForwardOptions, Forwarder, Outcome};
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::local::{Destination, ReplayOptions, Tally, replay};
-use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsPoller};
+use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsEvent, SqsPoller, SqsRecordExt, sqs_event_of};
 use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{Faults, Outage, SandboxOptions, SandboxServer};
 use serde_json::json;
@@ -41,10 +41,10 @@ async fn identifies(people: usize) -> SqsEvent {
         let body =
             envelope(json!({"type": "identify", "userId": format!("u-{n}"), "traits": {"name": format!("P{n}")}}));
         let mut record = record(&format!("r-{n}"), body.await, 1);
-        record.attributes.message_group_id = Some(format!("u-{n}"));
+        record.attributes.insert(MESSAGE_GROUP_ID.into(), format!("u-{n}"));
         records.push(record);
     }
-    SqsEvent { records }
+    sqs_event_of(records)
 }
 
 async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, event: &SqsEvent) -> BatchReport {
@@ -59,7 +59,7 @@ async fn until_settled(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, 
         if again.is_empty() {
             return invocation;
         }
-        event.records.retain(|r| again.iter().any(|(id, _)| *id == r.message_id));
+        event.records.retain(|r| again.iter().any(|(id, _)| id == r.id()));
         tokio::time::sleep(again.iter().map(|(_, wait)| *wait).min().unwrap()).await;
     }
     panic!("still handed back after 20 invocations")
@@ -191,14 +191,14 @@ async fn a_handed_back_message_comes_again_after_its_own_wait_not_the_queues_vis
     let poller = SqsPoller::new(sqs.clone(), &queue_url, Duration::from_secs(1));
     let event = poller.receive(10).await.unwrap();
     assert_eq!(event.records.len(), 2);
-    let ids: Vec<String> = event.records.iter().map(|r| r.message_id.clone()).collect();
+    let ids: Vec<String> = event.records.iter().map(|r| r.id().to_owned()).collect();
     // One back in 2 s, one in 20 s (the event source would leave both for 30 s).
     let waits = [(ids[0].clone(), Duration::from_secs(2)), (ids[1].clone(), Duration::from_secs(20))];
     poller.acknowledge(&event, &waits).await.unwrap();
     assert!(poller.receive(10).await.unwrap().records.is_empty(), "neither is back at once");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let back = poller.receive(10).await.unwrap();
-    let back: Vec<(&str, u32)> = back.records.iter().map(|r| (r.message_id.as_str(), r.receive_count())).collect();
+    let back: Vec<(&str, u32)> = back.records.iter().map(|r| (r.id(), r.receive_count())).collect();
     assert_eq!(back, [(ids[0].as_str(), 2)], "the first after its 2 s, the other still waiting");
 }
 

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use intercom_relay::aws::DynamoSuppression;
 use intercom_relay::erasure::ErasureRequest;
 use intercom_relay::forward::{Forwarder, Outcome};
 use intercom_relay::intercom::IntercomClient;
-use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsRecord};
+use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsRecord, sqs_event_of};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use intercom_relay::suppression::{DynamoTable, email_key, user_key};
+use intercom_relay::suppression::{MemorySuppression, email_key, user_key};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -84,7 +84,7 @@ async fn items(table: &str) -> Vec<(String, String)> {
 }
 
 fn suppressing(sandbox: &SandboxServer, table: &str) -> Forwarder<IntercomClient, MemoryDeadLetter> {
-    let store = DynamoTable::new(&aws(), table, Duration::from_secs(2)).unwrap();
+    let store = DynamoSuppression::new(&aws(), table, Duration::from_secs(2)).unwrap();
     forwarder(sandbox, MemoryDeadLetter::new(), quick()).with_suppression(Arc::new(store))
 }
 
@@ -100,14 +100,14 @@ async fn records(bodies: Vec<Result<Value, ErasureRequest>>) -> Vec<SqsRecord> {
             Err(request) => (request.to_body(), request.ordering_key().to_owned()),
         };
         let mut record = record(&format!("r-{n}"), body, 1);
-        record.attributes.message_group_id = Some(group);
+        record.attributes.insert(MESSAGE_GROUP_ID.into(), group);
         records.push(record);
     }
     records
 }
 
 async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, records: Vec<SqsRecord>) -> Vec<Outcome> {
-    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(records), Instant::now() + Duration::from_secs(30)).await;
     report.records.into_iter().map(|r| r.outcome).collect()
 }
 
@@ -231,6 +231,26 @@ async fn an_erasure_by_address_keeps_the_user_ids_it_found_and_the_user_left_alo
     assert!(skipped_as_erased(&outcomes[0]), "{outcomes:?}");
     assert!(matches!(outcomes[1], Outcome::Delivered { .. }), "{outcomes:?}");
     assert_eq!(external_ids(&sandbox), ["u-6"]);
+}
+
+/// The forwarder holds a list, not a table: the same erasure and skip with the list in memory, no DynamoDB.
+#[tokio::test]
+async fn an_erased_persons_later_event_is_skipped_with_the_list_in_memory() {
+    let sandbox = sandbox().await;
+    let list = Arc::new(MemorySuppression::new());
+    let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick()).with_suppression(list.clone());
+    let outcomes = handle(&forwarder, records(vec![Ok(identify("u-1", "ada@example.com"))]).await).await;
+    assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
+    let request = ErasureRequest::new(Some("u-1".into()), None, false).unwrap();
+    let request_id = request.request_id.clone();
+    let outcomes = handle(&forwarder, records(vec![Err(request)]).await).await;
+    assert!(matches!(&outcomes[..], [Outcome::Erased { contacts, .. }] if contacts.len() == 1), "{outcomes:?}");
+    let mut expected = vec![(user_key("u-1"), request_id.clone()), (email_key("ada@example.com"), request_id)];
+    expected.sort();
+    assert_eq!(list.entries(), expected);
+    let later = records(vec![Ok(json!({"type": "track", "userId": "u-1", "event": "Signed In"}))]).await;
+    assert!(skipped_as_erased(&handle(&forwarder, later).await[0]));
+    assert!(external_ids(&sandbox).is_empty());
 }
 
 #[tokio::test]

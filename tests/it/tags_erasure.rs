@@ -8,7 +8,7 @@ use std::time::Duration;
 use intercom_relay::erasure::ErasureRequest;
 use intercom_relay::forward::{ForwardOptions, Forwarder, Outcome};
 use intercom_relay::intercom::IntercomClient;
-use intercom_relay::queue::{MemoryDeadLetter, SqsEvent, SqsPoller, SqsQueue};
+use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsPoller, SqsQueue, sqs_event_of};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
 use intercom_relay::settings::Settings;
 use serde_json::{Value, json};
@@ -28,10 +28,10 @@ async fn handle(forwarder: &Forwarder<IntercomClient, MemoryDeadLetter>, events:
     let mut records = Vec::new();
     for (n, event) in events.iter().enumerate() {
         let mut record = record(&format!("r-{n}"), envelope(event.clone()).await, 1);
-        record.attributes.message_group_id = Some("lane".into());
+        record.attributes.insert(MESSAGE_GROUP_ID.into(), "lane".into());
         records.push(record);
     }
-    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(records), Instant::now() + Duration::from_secs(30)).await;
     report.records.into_iter().map(|r| r.outcome).collect()
 }
 
@@ -154,7 +154,7 @@ async fn an_erasure_deletes_the_user_and_when_asked_the_leads_holding_their_addr
         .unwrap();
     assert_eq!(made.status(), 200);
     let request = ErasureRequest::new(Some("u-1".into()), None, true).unwrap();
-    let event = SqsEvent { records: vec![erasure_record(&request)] };
+    let event = sqs_event_of(vec![erasure_record(&request)]);
     let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
     match &report.records[0].outcome {
         Outcome::Erased { contacts, notes, .. } => assert_eq!((contacts.len(), notes.len()), (2, 0), "{notes:?}"),
@@ -187,9 +187,8 @@ async fn an_erasure_by_email_takes_every_contact_holding_it_and_names_what_it_di
     )
     .await;
     let request = ErasureRequest::new(None, Some("shared@example.com".into()), false).unwrap();
-    let report = forwarder
-        .handle(&SqsEvent { records: vec![erasure_record(&request)] }, Instant::now() + Duration::from_secs(30))
-        .await;
+    let report =
+        forwarder.handle(&sqs_event_of(vec![erasure_record(&request)]), Instant::now() + Duration::from_secs(30)).await;
     assert!(
         matches!(&report.records[0].outcome, Outcome::Erased { contacts, notes, .. }
             if contacts.len() == 2 && notes == &["2 users held the email; all were erased"]),
@@ -214,7 +213,7 @@ async fn an_erasure_by_an_unknown_user_id_with_more_leads_than_a_page_says_so_an
         assert_eq!(made.status(), 200);
     }
     let request = ErasureRequest::new(Some("u-unknown".into()), Some("visitor@example.com".into()), true).unwrap();
-    let event = SqsEvent { records: vec![erasure_record(&request)] };
+    let event = sqs_event_of(vec![erasure_record(&request)]);
     let report = forwarder.handle(&event, Instant::now() + Duration::from_secs(30)).await;
     match &report.records[0].outcome {
         Outcome::Erased { contacts, notes, .. } => {
@@ -234,7 +233,7 @@ async fn an_erasure_by_an_unknown_user_id_with_more_leads_than_a_page_says_so_an
 
 fn erasure_record(request: &ErasureRequest) -> intercom_relay::queue::SqsRecord {
     let mut record = record(&format!("erasure-{}", request.request_id), request.to_body(), 1);
-    record.attributes.message_group_id = Some(request.ordering_key().to_owned());
+    record.attributes.insert(MESSAGE_GROUP_ID.into(), request.ordering_key().to_owned());
     record
 }
 
@@ -357,11 +356,11 @@ async fn a_browser_key_cannot_create_an_attribute_set_an_owner_or_tag_and_a_serv
         .enumerate()
         .map(|(n, m)| {
             let mut r = record(&format!("r-{n}"), m.body.clone(), 1);
-            r.attributes.message_group_id = Some(m.ordering_key.clone());
+            r.attributes.insert(MESSAGE_GROUP_ID.into(), m.ordering_key.clone());
             r
         })
         .collect();
-    let report = forwarder.handle(&SqsEvent { records }, Instant::now() + Duration::from_secs(30)).await;
+    let report = forwarder.handle(&sqs_event_of(records), Instant::now() + Duration::from_secs(30)).await;
     assert!(report.records.iter().all(|r| matches!(r.outcome, Outcome::Delivered { .. })), "{report:?}");
     let state = sandbox.state();
     let contact = |user: &str| state.contacts.values().find(|c| c.external_id.as_deref() == Some(user)).unwrap();

@@ -8,7 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use intercom_relay::forward::{BreakerPolicy, ForwardOptions, Outcome, QUEUE_RETENTION};
-use intercom_relay::queue::{MAX_DEAD_LETTER_BYTES, MemoryDeadLetter, RecordAttributes, SqsEvent, SqsRecord};
+use intercom_relay::queue::{
+    APPROXIMATE_RECEIVE_COUNT, MAX_DEAD_LETTER_BYTES, MESSAGE_GROUP_ID, MemoryDeadLetter, SqsRecord, sqs_event_of,
+    sqs_record,
+};
 use intercom_relay::retry::parse_duration;
 use intercom_relay::sandbox::{Outage, SandboxOptions, SandboxServer};
 use serde_json::{Value, json};
@@ -335,19 +338,17 @@ async fn the_metric_filter_counts_the_lines_the_forwarder_logs_while_intercom_re
         .collect();
     let answer = send(&app, post("/v1/batch", &json!({ "batch": events }).to_string())).await;
     assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
-    let records = app.queue().messages().into_iter().map(|message| SqsRecord {
-        body: Some(message.body),
-        attributes: RecordAttributes {
-            approximate_receive_count: Some("1".into()),
-            message_group_id: Some(message.ordering_key),
-            message_deduplication_id: Some(message.message_id.clone()),
-            ..RecordAttributes::default()
-        },
-        message_id: message.message_id,
-        ..SqsRecord::default()
+    let records = app.queue().messages().into_iter().map(|message| {
+        let mut record = sqs_record(&message.message_id, Some(message.body));
+        record.attributes = std::collections::HashMap::from([
+            (APPROXIMATE_RECEIVE_COUNT.to_owned(), "1".to_owned()),
+            (MESSAGE_GROUP_ID.to_owned(), message.ordering_key),
+            ("MessageDeduplicationId".to_owned(), message.message_id),
+        ]);
+        record
     });
     let records: Vec<SqsRecord> = records.collect();
-    let batch = SqsEvent { records };
+    let batch = sqs_event_of(records);
     let deadline = || Instant::now() + Duration::from_secs(30);
     sandbox.set_outage(Some(Outage::Unauthorized));
     // Opens (ERROR), then a probe that fails (WARN); then Intercom takes the token again and the probe closes it.
@@ -721,7 +722,7 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
     let table = &template()["Resources"]["SuppressionTable"];
     assert_eq!((&table["DeletionPolicy"], &table["UpdateReplacePolicy"]), (&json!("Retain"), &json!("Retain")));
     let properties = &table["Properties"];
-    // The key the forwarder reads and writes (src/suppression.rs), and tests/it/suppression.rs's table in moto.
+    // The key the forwarder reads and writes (src/aws/suppression.rs), and tests/it/suppression.rs's table in moto.
     assert_eq!(properties["KeySchema"], json!([{"AttributeName": "key", "KeyType": "HASH"}]));
     assert_eq!(properties["AttributeDefinitions"], json!([{"AttributeName": "key", "AttributeType": "S"}]));
     assert_eq!(properties["BillingMode"], json!("PAY_PER_REQUEST"));
