@@ -534,7 +534,10 @@ mod tests {
     #[test]
     fn only_the_api_versions_the_requests_are_written_for_are_accepted() {
         for version in ["2.15", "2.16", " 2.15 "] {
-            assert_eq!(forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap().api_version.as_str(), version.trim());
+            assert_eq!(
+                forward(&[TOKEN, DLQ, ("INTERCOM_API_VERSION", version)]).unwrap().api_version.as_str(),
+                version.trim()
+            );
         }
         // 1.x is another API; 2.14 is one Intercom still takes, but no spec we wrote the requests to.
         for version in ["1.0", "1.4", "2.0", "2.14", "2.17", "3.0", "v2.16"] {

@@ -18,10 +18,11 @@ const CACHE_SIZE: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     intercom_relay::logging::init();
-    let ForwardFunctionConfig { dlq_url, forward: config } = ForwardFunctionConfig::from_env().unwrap_or_else(|error| {
-        tracing::error!(%error, "The forward function cannot start.");
-        std::process::exit(1)
-    });
+    let ForwardFunctionConfig { dlq_url, forward: config } =
+        ForwardFunctionConfig::from_env().unwrap_or_else(|error| {
+            tracing::error!(%error, "The forward function cannot start.");
+            std::process::exit(1)
+        });
     let client =
         IntercomClient::new(&config.base_url, config.access_token.clone(), config.api_version, config.timeout)?;
     let aws = intercom_relay::aws::load(Caller::Forward).await;

@@ -96,7 +96,8 @@ impl<A: IntercomApi> Run<'_, A> {
             match self.call(requests::create_data_attribute(name, model, data_type)).await {
                 Ok(_) => Ok(false),
                 Err(e) if e.kind() == ErrorKind::Refused => {
-                    let refused = attribute_refusal(e.message().unwrap_or_default(), model) == AttributeRefusal::Refused;
+                    let refused =
+                        attribute_refusal(e.message().unwrap_or_default(), model) == AttributeRefusal::Refused;
                     if refused {
                         let shown = e.shown_message().unwrap_or_default();
                         warn!(%model, attribute = %name, intercom_message = shown, "Intercom refused to create the attribute; its values are left out.");

@@ -6,20 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use serde::Serialize;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
-use super::breaker::BreakerPolicy;
+use super::options::{HORIZON_SHARE, QUEUE_RETENTION};
+use super::outcome::{log, reason_of};
 use super::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
+use super::{BatchReport, ForwardOptions, Outcome, RecordOutcome};
 use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
-use crate::intercom::{ContactId, IntercomApi, IntercomError};
+use crate::intercom::{IntercomApi, IntercomError};
 use crate::mapping::{Unmapped, map_with};
-use crate::queue::{
-    DeadLetter, DeadLetterMessage, Reason, SqsBatchResponse, SqsEvent, SqsRecord, SqsRecordExt, batch_response,
-};
-use crate::retry::RetryPolicy;
+use crate::queue::{DeadLetter, DeadLetterMessage, Reason, SqsEvent, SqsRecord, SqsRecordExt};
 use crate::settings::Settings;
 use crate::suppression::{SuppressionError, SuppressionList, email_key, key_of, user_key};
 
@@ -32,145 +30,6 @@ tokio::task_local! {
 /// Intercom client's observer tell which event each call served, though people are worked on concurrently.
 pub fn current_record() -> Option<String> {
     RECORD.try_with(String::clone).ok()
-}
-
-/// How a batch is worked through, and how its failures are tried again.
-#[derive(Clone, Copy, Debug)]
-pub struct ForwardOptions {
-    /// People (message groups) worked on at once.
-    pub concurrency: usize,
-    /// Tries of one Intercom call within an invocation.
-    pub retry: RetryPolicy,
-    /// The Intercom client's timeout: no try starts unless it can end before the stop.
-    pub call_timeout: Duration,
-    /// Time kept back from the invocation's deadline to dead-letter, answer and log.
-    pub margin: Duration,
-    /// The waits of an event handed back, growing with the time it has been failing (`attempts` is not used: the
-    /// horizon ends its tries).
-    pub redelivery: RetryPolicy,
-    /// An event still failing for a reason that may pass once it is older than this (in its queue) is dead-lettered
-    /// with `retries_exhausted` and the last reason (`RETRY_HORIZON`).
-    pub horizon: Duration,
-    /// An alias whose previous contact Intercom does not hold is handed back for this long, then skipped.
-    pub alias_wait: Duration,
-    /// When calls are held back because every call fails for a reason of the workspace.
-    pub breaker: BreakerPolicy,
-}
-
-/// What the template sets: the longest SQS keeps a message (`MessageRetentionPeriod`, 14 days, on both queues).
-pub const QUEUE_RETENTION: Duration = Duration::from_secs(14 * 86_400);
-
-/// The longest wait is at least this share of the horizon: a capped wait is jittered to 3/4 of it at the shortest,
-/// so a horizon takes at most 800 tries, and an event never meets the queue's redrive `maxReceiveCount` (1000,
-/// template.yaml) before its horizon.
-const HORIZON_SHARE: u32 = 580;
-
-impl Default for ForwardOptions {
-    fn default() -> ForwardOptions {
-        ForwardOptions {
-            concurrency: 8,
-            retry: RetryPolicy {
-                attempts: 4,
-                min_delay: Duration::from_millis(200),
-                max_delay: Duration::from_secs(3),
-            },
-            call_timeout: Duration::from_secs(5),
-            margin: Duration::from_millis(1500),
-            redelivery: RetryPolicy {
-                attempts: u32::MAX,
-                min_delay: Duration::from_secs(10),
-                max_delay: Duration::from_secs(900),
-            },
-            horizon: Duration::from_secs(86_400),
-            alias_wait: Duration::from_secs(300),
-            breaker: BreakerPolicy::default(),
-        }
-    }
-}
-
-/// What became of one record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Intercom holds it.
-    Delivered { calls: usize },
-    /// Nothing Intercom can hold (no contact identifier, an alias for unknown contacts…), or the destination settings
-    /// said no (`skipped_by` names the rule: `events.deny[2]`); acknowledged.
-    Skipped {
-        reason: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        skipped_by: Option<String>,
-        calls: usize,
-    },
-    /// Handed back to SQS, which delivers it again after `retry_in` (its visibility timeout, set per message).
-    Retry {
-        reason: String,
-        calls: usize,
-        #[serde(rename = "retry_in_ms", serialize_with = "millis")]
-        retry_in: Duration,
-    },
-    /// In the dead-letter queue with the reason, acknowledged.
-    DeadLettered { reason: Reason, calls: usize },
-    /// An erasure request carried out: Intercom's ids of the contacts deleted (none when nobody was found), and what
-    /// else there is to know.
-    Erased { contacts: Vec<ContactId>, notes: Vec<String>, calls: usize },
-}
-
-impl Outcome {
-    /// Intercom calls spent on the record in this invocation.
-    pub fn calls(&self) -> usize {
-        match self {
-            Outcome::Delivered { calls }
-            | Outcome::Skipped { calls, .. }
-            | Outcome::Retry { calls, .. }
-            | Outcome::DeadLettered { calls, .. }
-            | Outcome::Erased { calls, .. } => *calls,
-        }
-    }
-}
-
-fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_u64(duration.as_millis() as u64)
-}
-
-/// One record's outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RecordOutcome {
-    /// SQS's message id.
-    pub sqs_message_id: String,
-    /// The event's `messageId`, when the body could be read.
-    pub message_id: Option<String>,
-    pub event_type: Option<String>,
-    #[serde(flatten)]
-    pub outcome: Outcome,
-}
-
-/// Every record's outcome, in the order of the batch.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BatchReport {
-    pub records: Vec<RecordOutcome>,
-}
-
-impl BatchReport {
-    /// The answer for Lambda: the records SQS must hand out again.
-    pub fn response(&self) -> SqsBatchResponse {
-        let failures = self.records.iter().filter(|r| matches!(r.outcome, Outcome::Retry { .. }));
-        batch_response(failures.map(|r| r.sqs_message_id.clone()))
-    }
-
-    /// The records handed back, each with its wait (SQS message id, wait): what `ChangeMessageVisibility` is told.
-    pub fn handed_back(&self) -> Vec<(String, Duration)> {
-        let waits = self.records.iter().filter_map(|r| match r.outcome {
-            Outcome::Retry { retry_in, .. } => Some((r.sqs_message_id.clone(), retry_in)),
-            _ => None,
-        });
-        waits.collect()
-    }
-
-    /// Intercom calls spent on the whole batch.
-    pub fn calls(&self) -> usize {
-        self.records.iter().map(|r| r.outcome.calls()).sum()
-    }
 }
 
 /// The forwarder: an executor for Intercom and a place for dead letters; one per cold start.
@@ -568,25 +427,6 @@ fn request_keys(request: &ErasureRequest) -> Vec<String> {
     keys
 }
 
-/// The dead-letter reason for an Intercom failure.
-fn reason_of(error: &IntercomError, attempts: u32) -> Reason {
-    let (code, message, request_id) = match error {
-        // The message as shown: without the values Intercom quotes, which may be the event's personal data.
-        IntercomError::Api { code, redacted, request_id, .. } => (code.clone(), redacted.clone(), request_id.clone()),
-        IntercomError::Transport(message) => ("transport".into(), message.clone(), None),
-        IntercomError::Unexpected(message) => ("unexpected_answer".into(), message.clone(), None),
-        IntercomError::Withheld(message) => ("intercom_failing".into(), message.clone(), None),
-    };
-    let message = if message.is_empty() { error.to_string() } else { message };
-    Reason {
-        error_code: code,
-        error_message: message,
-        http_status: error.status(),
-        intercom_request_id: request_id,
-        attempts,
-    }
-}
-
 /// When a record entered its queue and began to be tried, as ages now.
 struct Clock {
     /// Since it entered the queue (SQS's `SentTimestamp`; a redriven message's own); the envelope's `received_at`
@@ -614,62 +454,5 @@ fn humane(duration: Duration) -> String {
         0..60 => format!("{seconds}s"),
         60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
         _ => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
-    }
-}
-
-/// One line per record; nothing personal (no user ids, emails or traits), only ids and reasons. `quiet` records
-/// (held back with the rest while Intercom fails, which the breaker reports once) are logged at DEBUG.
-fn log(record: &RecordOutcome, quiet: bool) {
-    let (sqs_message_id, message_id, event_type) = (
-        &record.sqs_message_id,
-        record.message_id.as_deref().unwrap_or("-"),
-        record.event_type.as_deref().unwrap_or("-"),
-    );
-    match &record.outcome {
-        Outcome::Delivered { calls } => info!(sqs_message_id, message_id, event_type, calls, "Delivered."),
-        // Its own line ("Erased.") is logged where it is carried out.
-        Outcome::Erased { calls, .. } => debug!(sqs_message_id, message_id, calls, "Erasure done."),
-        Outcome::Skipped { reason, skipped_by, calls } => {
-            let skipped_by = skipped_by.as_deref();
-            info!(sqs_message_id, message_id, event_type, calls, reason, skipped_by, "Skipped.")
-        }
-        Outcome::Retry { reason, calls, retry_in } => {
-            let retry_in_s = retry_in.as_secs();
-            if quiet {
-                debug!(sqs_message_id, message_id, event_type, calls, reason, retry_in_s, "Handed back to SQS.")
-            } else {
-                warn!(sqs_message_id, message_id, event_type, calls, reason, retry_in_s, "Handed back to SQS.")
-            }
-        }
-        Outcome::DeadLettered { reason, calls } => error!(
-            sqs_message_id,
-            message_id,
-            event_type,
-            calls,
-            error_code = reason.error_code,
-            http_status = reason.http_status,
-            error_message = reason.error_message,
-            "Dead-lettered."
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_longest_horizon_takes_fewer_tries_than_the_queues_redrive_allows_even_at_the_shortest_waits() {
-        let options = ForwardOptions { horizon: QUEUE_RETENTION, ..ForwardOptions::default() };
-        let horizon = options.horizon.min(QUEUE_RETENTION - Duration::from_secs(3600));
-        let mut redelivery = options.redelivery;
-        redelivery.max_delay = redelivery.max_delay.max(horizon / HORIZON_SHARE);
-        let (mut failing, mut tries) = (Duration::ZERO, 0);
-        while failing < horizon {
-            failing += redelivery.delay_after(failing, 0.0);
-            tries += 1;
-        }
-        assert!(tries <= 800, "{tries} tries");
-        assert!(tries > 600, "the waits are not stretched more than needed: {tries}");
     }
 }

@@ -13,15 +13,19 @@ mod guard;
 mod ids;
 mod learned;
 mod merges;
+mod options;
+mod outcome;
 mod tags;
 mod workspace;
 mod write;
 
-pub use batch::{BatchReport, ForwardOptions, Forwarder, Outcome, QUEUE_RETENTION, RecordOutcome, current_record};
+pub use batch::{Forwarder, current_record};
 pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition};
 pub use erasure::{Erased, ErasureTargets};
 pub use executor::{Delivery, Executor, Failed};
 pub use merges::ALIAS_PREVIOUS_UNKNOWN;
+pub use options::{ForwardOptions, QUEUE_RETENTION};
+pub use outcome::{BatchReport, Outcome, RecordOutcome};
 
 /// `deadline_ms` (Unix milliseconds, as Lambda's context gives it) as an instant on tokio's clock; `timeout` (the
 /// function's, `FUNCTION_TIMEOUT_SECONDS`) from now when it is not a deadline (`cargo lambda watch`'s).

@@ -58,7 +58,8 @@ impl<A: IntercomApi> Run<'_, A> {
         if unknown {
             attributes.remove("owner_id");
             warn!("An owner_id that is not an admin of the workspace was left out.");
-            self.dropped.push(Dropped { path: "traits.owner_id".into(), reason: "not an admin of the Intercom workspace" });
+            self.dropped
+                .push(Dropped { path: "traits.owner_id".into(), reason: "not an admin of the Intercom workspace" });
         }
         Ok(())
     }

@@ -12,14 +12,14 @@ mod version;
 pub use attributes::{
     AttributeRefusal, DataAttribute, DataType, MAX_CUSTOM_ATTRIBUTES, Model, attribute_refusal, read_data_attributes,
 };
-pub use ids::{CompanyId, ContactId, TagId};
-pub use version::{API_VERSIONS, ApiVersion, UnsupportedVersion};
 pub use client::{Exchange, IntercomApi, IntercomClient, IntercomError, Observer};
 pub use error::{
     ConflictingContact, ErrorKind, ErrorList, IntercomErrorItem, RetryAction, classify, conflicting_contact, redact,
     request_keys,
 };
+pub use ids::{CompanyId, ContactId, TagId};
 pub use rate_limit::RateLimit;
+pub use version::{API_VERSIONS, ApiVersion, UnsupportedVersion};
 
 /// Where a workspace's data lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

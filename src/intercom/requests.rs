@@ -217,12 +217,20 @@ pub fn find_company(company_id: &str) -> Request {
 
 /// `POST /contacts/{id}/companies` with Intercom's id of the company (not its company_id).
 pub fn attach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
-    Request::new(Method::POST, format!("/contacts/{}/companies", segment(contact_id.as_str())), Some(json!({"id": company.as_str()})))
+    Request::new(
+        Method::POST,
+        format!("/contacts/{}/companies", segment(contact_id.as_str())),
+        Some(json!({"id": company.as_str()})),
+    )
 }
 
 /// `DELETE /contacts/{id}/companies/{company}`.
 pub fn detach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
-    Request::new(Method::DELETE, format!("/contacts/{}/companies/{}", segment(contact_id.as_str()), segment(company.as_str())), None)
+    Request::new(
+        Method::DELETE,
+        format!("/contacts/{}/companies/{}", segment(contact_id.as_str()), segment(company.as_str())),
+        None,
+    )
 }
 
 /// `GET /data_attributes` of one model, archived ones included (they are listed only when asked for, and a name that is
@@ -250,12 +258,20 @@ pub fn create_tag(name: &str) -> Request {
 
 /// `POST /contacts/{id}/tags`: the contact carries the tag.
 pub fn tag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
-    Request::new(Method::POST, format!("/contacts/{}/tags", segment(contact_id.as_str())), Some(json!({"id": tag_id.as_str()})))
+    Request::new(
+        Method::POST,
+        format!("/contacts/{}/tags", segment(contact_id.as_str())),
+        Some(json!({"id": tag_id.as_str()})),
+    )
 }
 
 /// `DELETE /contacts/{id}/tags/{tag_id}`: the contact no longer carries the tag.
 pub fn untag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
-    Request::new(Method::DELETE, format!("/contacts/{}/tags/{}", segment(contact_id.as_str()), segment(tag_id.as_str())), None)
+    Request::new(
+        Method::DELETE,
+        format!("/contacts/{}/tags/{}", segment(contact_id.as_str()), segment(tag_id.as_str())),
+        None,
+    )
 }
 
 /// `GET /contacts/{id}/tags`: every tag the contact carries (its object shows ten at most).
@@ -279,9 +295,8 @@ pub fn delete_contact(id: &ContactId) -> Request {
 /// The tags of a `tag_list` (`{"type": "list", "data": [tag…]}`) or a contact's tag list: `(id, name)`.
 pub fn read_tags(answer: &Value) -> Vec<(TagId, String)> {
     let tags = answer["data"].as_array().into_iter().flatten();
-    let read = |tag: &Value| {
-        Some((TagId::new(tag["id"].as_str()?), tag["name"].as_str().unwrap_or_default().to_owned()))
-    };
+    let read =
+        |tag: &Value| Some((TagId::new(tag["id"].as_str()?), tag["name"].as_str().unwrap_or_default().to_owned()));
     tags.filter_map(read).collect()
 }
 
@@ -411,8 +426,14 @@ mod tests {
         let attributes: Map<String, Value> =
             json!({"owner_id": "991266252", "name": "Ada"}).as_object().unwrap().clone();
         let fields = Fields { attributes: &attributes, custom_attributes: &Map::new() };
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_16).update_contact(&"c1".into(), &fields))["owner_id"], json!("991266252"));
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_15).update_contact(&"c1".into(), &fields))["owner_id"], json!(991266252));
+        assert_eq!(
+            body(&Dialect::of(ApiVersion::V2_16).update_contact(&"c1".into(), &fields))["owner_id"],
+            json!("991266252")
+        );
+        assert_eq!(
+            body(&Dialect::of(ApiVersion::V2_15).update_contact(&"c1".into(), &fields))["owner_id"],
+            json!(991266252)
+        );
         assert_eq!(Dialect::of(ApiVersion::V2_16).owner_id("admin-7"), None);
     }
 
@@ -431,8 +452,14 @@ mod tests {
 
     #[test]
     fn merges_skip_the_duplicate_check_only_where_2_16_makes_one() {
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_16).merge(&"l".into(), &"u".into()))["skip_duplicate_validation"], json!(true));
-        assert_eq!(body(&Dialect::of(ApiVersion::V2_15).merge(&"l".into(), &"u".into())), &json!({"from": "l", "into": "u"}));
+        assert_eq!(
+            body(&Dialect::of(ApiVersion::V2_16).merge(&"l".into(), &"u".into()))["skip_duplicate_validation"],
+            json!(true)
+        );
+        assert_eq!(
+            body(&Dialect::of(ApiVersion::V2_15).merge(&"l".into(), &"u".into())),
+            &json!({"from": "l", "into": "u"})
+        );
     }
 
     #[test]

@@ -731,12 +731,14 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
 
     // On by default: the forwarder starts with the table; off, with none.
     let on = forward_environment();
-    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap().forward;
+    let config =
+        intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap().forward;
     assert_eq!(config.suppression_table.as_deref(), Some("intercom-relay-SuppressionTable-1A2B3C4D5E6F"));
     let off =
         environment("ForwardFunction", &HashMap::from([("IntercomAccessToken", "tok"), ("SuppressErased", "false")]));
     assert!(!off.contains_key("SUPPRESSION_TABLE"), "{off:?}");
-    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| off.get(name).cloned()).unwrap().forward;
+    let config =
+        intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| off.get(name).cloned()).unwrap().forward;
     assert_eq!(config.suppression_table, None);
     let refused = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| match name {
         "SUPPRESSION_TABLE" => Some("no spaces allowed".into()),
