@@ -184,7 +184,8 @@ impl ForwardConfig {
         };
         let base_url = match set("INTERCOM_BASE_URL") {
             None => region.base_url().to_owned(),
-            Some(url) => base_url(&url).map_err(|reason| ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason })?,
+            Some(url) => base_url(&url)
+                .map_err(|e| ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason: e.to_string() })?,
         };
         let api_version = match set("INTERCOM_API_VERSION") {
             None => ApiVersion::default(),
@@ -282,9 +283,9 @@ impl ForwardConfig {
 /// a bad document is listed by its path.
 /// An API root for the Intercom client: `https://`, or plain `http://` only to a loopback address (a sandbox or a proxy
 /// on the same machine), as every request carries the access token.
-fn base_url(url: &str) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| format!("must be an http(s) URL such as https://api.intercom.io, not `{url}` ({e})"))?;
+fn base_url(url: &str) -> Result<String, BaseUrlError> {
+    let not_a_url = |e: &dyn std::fmt::Display| BaseUrlError::NotAUrl { url: url.to_owned(), reason: e.to_string() };
+    let parsed = reqwest::Url::parse(url).map_err(|e| not_a_url(&e))?;
     let loopback = || match parsed.host_str() {
         Some("localhost") => true,
         Some(host) => {
@@ -295,12 +296,23 @@ fn base_url(url: &str) -> Result<String, String> {
     match parsed.scheme() {
         "https" if parsed.host_str().is_some() => Ok(url.trim_end_matches('/').to_owned()),
         "http" if loopback() => Ok(url.trim_end_matches('/').to_owned()),
-        "http" => Err(format!(
-            "`{url}` would send the access token unencrypted: plain http:// is for a loopback address only (127.0.0.1, \
-             [::1], localhost); use https://"
-        )),
-        _ => Err(format!("must be an http(s) URL such as https://api.intercom.io, not `{url}`")),
+        "http" => Err(BaseUrlError::Unencrypted(url.to_owned())),
+        _ => Err(BaseUrlError::NotHttp(url.to_owned())),
     }
+}
+
+/// Why `INTERCOM_BASE_URL` cannot be an API root.
+#[derive(Debug, thiserror::Error)]
+enum BaseUrlError {
+    #[error("must be an http(s) URL such as https://api.intercom.io, not `{url}` ({reason})")]
+    NotAUrl { url: String, reason: String },
+    #[error(
+        "`{0}` would send the access token unencrypted: plain http:// is for a loopback address only (127.0.0.1, \
+         [::1], localhost); use https://"
+    )]
+    Unencrypted(String),
+    #[error("must be an http(s) URL such as https://api.intercom.io, not `{0}`")]
+    NotHttp(String),
 }
 
 fn settings(set: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
@@ -330,7 +342,7 @@ fn duration(
     range: std::ops::RangeInclusive<Duration>,
 ) -> Result<Duration, ConfigError> {
     let Some(text) = set(name) else { return Ok(default) };
-    let value = parse_duration(&text).map_err(|reason| ConfigError::Invalid { name, reason })?;
+    let value = parse_duration(&text).map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })?;
     if !range.contains(&value) {
         let (low, high) = (range.start().as_secs(), range.end().as_secs());
         let reason = format!("must be from {low} s to {high} s, not `{text}` ({} s)", value.as_secs_f64());

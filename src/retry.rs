@@ -38,21 +38,32 @@ impl RetryPolicy {
     }
 }
 
+/// Why a duration could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration such as 90s, 15m, 24h or 7d")]
+    NotADuration(String),
+    #[error("`{0}` is not a unit of time: use ms, s, m, h or d")]
+    Unit(String),
+    #[error("`{0}` is too long")]
+    TooLong(String),
+}
+
 /// Reads a duration as `500ms`, `90`, `90s`, `15m`, `24h` or `14d` (seconds when no unit is given).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 90s, 15m, 24h or 7d"))?;
+    let number: u64 = number.parse().map_err(|_| DurationError::NotADuration(text.to_owned()))?;
     let millis = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("`{other}` is not a unit of time: use ms, s, m, h or d")),
+        other => return Err(DurationError::Unit(other.to_owned())),
     };
-    number.checked_mul(millis).map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long"))
+    number.checked_mul(millis).map(Duration::from_millis).ok_or_else(|| DurationError::TooLong(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -94,8 +105,8 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(1_209_600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("1w").unwrap_err().contains("`w` is not a unit"));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("1w").unwrap_err().to_string().contains("`w` is not a unit"));
+        assert!(parse_duration("soon").unwrap_err().to_string().contains("not a duration"));
         assert!(parse_duration("").is_err());
     }
 }

@@ -113,6 +113,7 @@ impl<A: IntercomApi> Run<'_, A> {
     }
 
     /// What the run came to: `(value, dropped, calls)`, or the failure with the tries and calls it took.
+    #[expect(clippy::result_large_err, reason = "made once per plan: the same `Failed` that `execute` answers")]
     pub(super) fn finish<T>(self, outcome: Result<T, IntercomError>) -> Result<(T, Vec<Dropped>, usize), Failed> {
         let calls = self.intercom.made();
         match outcome {
