@@ -184,8 +184,9 @@ impl ForwardConfig {
         };
         let base_url = match set("INTERCOM_BASE_URL") {
             None => region.base_url().to_owned(),
-            Some(url) => base_url(&url)
-                .map_err(|e| ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason: e.to_string() })?,
+            Some(url) => {
+                base_url(&url).map_err(|e| ConfigError::Invalid { name: "INTERCOM_BASE_URL", reason: e.to_string() })?
+            }
         };
         let api_version = match set("INTERCOM_API_VERSION") {
             None => ApiVersion::default(),
