@@ -193,38 +193,9 @@ impl ForwardConfig {
             Some(text) => ApiVersion::parse(&text)
                 .map_err(|e| ConfigError::Invalid { name: "INTERCOM_API_VERSION", reason: e.to_string() })?,
         };
-        let create_attributes = match set("INTERCOM_CREATE_ATTRIBUTES").map(|v| v.to_ascii_lowercase()) {
-            None => true,
-            Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
-            Some(v) if matches!(v.as_str(), "false" | "0" | "no") => false,
-            Some(v) => {
-                let reason = format!("must be true or false, not `{v}`");
-                return Err(ConfigError::Invalid { name: "INTERCOM_CREATE_ATTRIBUTES", reason });
-            }
-        };
         let settings = settings(&set)?;
-        let create_attributes = settings.create_missing().unwrap_or(create_attributes);
-        // The defaults are the forwarder's own: one set, in `ForwardOptions::default`.
-        let defaults = ForwardOptions::default();
-        let default_ms = defaults.call_timeout.as_millis() as u64;
-        let timeout = Duration::from_millis(number(&set, "INTERCOM_TIMEOUT_MS", default_ms, 100..=60_000)?);
-        let concurrency = number(&set, "INTERCOM_CONCURRENCY", defaults.concurrency as u64, 1..=64)? as usize;
-        let attempts = number(&set, "INTERCOM_RETRY_ATTEMPTS", defaults.retry.attempts.into(), 1..=10)? as u32;
-        let day = Duration::from_secs(86_400);
-        let retention = Duration::from_secs(1)..=crate::forward::QUEUE_RETENTION;
-        let horizon = duration(&set, "RETRY_HORIZON", defaults.horizon, retention)?;
-        // SQS's 12 hours from the receive, less what the receive took before the invocation (queue::MAX_VISIBILITY).
-        let longest = Duration::from_secs(11 * 3600);
-        let (min_wait, max_wait) = (defaults.redelivery.min_delay, defaults.redelivery.max_delay);
-        let backoff_min = duration(&set, "RETRY_BACKOFF_MIN", min_wait, Duration::ZERO..=longest)?;
-        let backoff_max = duration(&set, "RETRY_BACKOFF_MAX", max_wait, backoff_min..=longest)?;
-        let redelivery = RetryPolicy { min_delay: backoff_min, max_delay: backoff_max, ..defaults.redelivery };
-        let alias_wait = duration(&set, "ALIAS_WAIT", defaults.alias_wait, Duration::ZERO..=day)?;
-        let breaker = defaults.breaker;
-        let open_min = duration(&set, "CIRCUIT_OPEN_MIN", breaker.open_min, Duration::from_millis(100)..=longest)?;
-        let open_max = duration(&set, "CIRCUIT_OPEN_MAX", breaker.open_max, open_min..=longest)?;
-        let breaker = BreakerPolicy { open_min, open_max, ..breaker };
-        let queue_url = set("QUEUE_URL");
+        let create_attributes = settings.create_missing().unwrap_or(create_attributes(&set)?);
+        let options = read_options(&set)?;
         if set("MAX_RECEIVES").is_some() {
             let reason = "no longer read: an event is tried until it is RETRY_HORIZON old (default 24h), whatever its \
                           receive count; unset MAX_RECEIVES and set RETRY_HORIZON if the default does not suit"
@@ -232,18 +203,6 @@ impl ForwardConfig {
             return Err(ConfigError::Invalid { name: "MAX_RECEIVES", reason });
         }
         let function_timeout = Duration::from_secs(number(&set, "FUNCTION_TIMEOUT_SECONDS", 30, 1..=900)?);
-        let suppression_table = set("SUPPRESSION_TABLE");
-        if let Some(name) = &suppression_table {
-            // DynamoDB's rule for a table name: 3 to 255 of a-z, A-Z, 0-9, `_`, `-` and `.`.
-            let valid = (3..=255).contains(&name.len())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !valid {
-                let reason = format!(
-                    "must be a DynamoDB table's name (3 to 255 of letters, digits, `_`, `-` and `.`), not `{name}`"
-                );
-                return Err(ConfigError::Invalid { name: "SUPPRESSION_TABLE", reason });
-            }
-        }
         Ok(ForwardConfig {
             access_token,
             region,
@@ -251,15 +210,15 @@ impl ForwardConfig {
             api_version,
             create_attributes,
             settings: Arc::new(settings),
-            timeout,
-            concurrency,
-            attempts,
-            horizon,
-            redelivery,
-            alias_wait,
-            breaker,
-            queue_url,
-            suppression_table,
+            timeout: options.call_timeout,
+            concurrency: options.concurrency,
+            attempts: options.retry.attempts,
+            horizon: options.horizon,
+            redelivery: options.redelivery,
+            alias_wait: options.alias_wait,
+            breaker: options.breaker,
+            queue_url: set("QUEUE_URL"),
+            suppression_table: suppression_table(&set)?,
             function_timeout,
         })
     }
@@ -278,6 +237,66 @@ impl ForwardConfig {
             ..defaults
         }
     }
+}
+
+/// `INTERCOM_CREATE_ATTRIBUTES` (default true).
+fn create_attributes(set: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    match set("INTERCOM_CREATE_ATTRIBUTES").map(|v| v.to_ascii_lowercase()) {
+        None => Ok(true),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
+        Some(v) => {
+            let reason = format!("must be true or false, not `{v}`");
+            Err(ConfigError::Invalid { name: "INTERCOM_CREATE_ATTRIBUTES", reason })
+        }
+    }
+}
+
+/// The forwarder's pace and patience, each unset one at its default: one set, `ForwardOptions::default`.
+fn read_options(set: &impl Fn(&str) -> Option<String>) -> Result<ForwardOptions, ConfigError> {
+    let defaults = ForwardOptions::default();
+    let default_ms = defaults.call_timeout.as_millis() as u64;
+    let timeout = Duration::from_millis(number(set, "INTERCOM_TIMEOUT_MS", default_ms, 100..=60_000)?);
+    let concurrency = number(set, "INTERCOM_CONCURRENCY", defaults.concurrency as u64, 1..=64)? as usize;
+    let attempts = number(set, "INTERCOM_RETRY_ATTEMPTS", defaults.retry.attempts.into(), 1..=10)? as u32;
+    let day = Duration::from_secs(86_400);
+    let retention = Duration::from_secs(1)..=crate::forward::QUEUE_RETENTION;
+    let horizon = duration(set, "RETRY_HORIZON", defaults.horizon, retention)?;
+    // SQS's 12 hours from the receive, less what the receive took before the invocation (queue::MAX_VISIBILITY).
+    let longest = Duration::from_secs(11 * 3600);
+    let (min_wait, max_wait) = (defaults.redelivery.min_delay, defaults.redelivery.max_delay);
+    let backoff_min = duration(set, "RETRY_BACKOFF_MIN", min_wait, Duration::ZERO..=longest)?;
+    let backoff_max = duration(set, "RETRY_BACKOFF_MAX", max_wait, backoff_min..=longest)?;
+    let redelivery = RetryPolicy { min_delay: backoff_min, max_delay: backoff_max, ..defaults.redelivery };
+    let alias_wait = duration(set, "ALIAS_WAIT", defaults.alias_wait, Duration::ZERO..=day)?;
+    let breaker = defaults.breaker;
+    let open_min = duration(set, "CIRCUIT_OPEN_MIN", breaker.open_min, Duration::from_millis(100)..=longest)?;
+    let open_max = duration(set, "CIRCUIT_OPEN_MAX", breaker.open_max, open_min..=longest)?;
+    let breaker = BreakerPolicy { open_min, open_max, ..breaker };
+    Ok(ForwardOptions {
+        concurrency,
+        retry: RetryPolicy { attempts, ..defaults.retry },
+        call_timeout: timeout,
+        redelivery,
+        horizon,
+        alias_wait,
+        breaker,
+        ..defaults
+    })
+}
+
+/// `SUPPRESSION_TABLE`, when it names a DynamoDB table.
+fn suppression_table(set: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = set("SUPPRESSION_TABLE") else { return Ok(None) };
+    // DynamoDB's rule for a table name: 3 to 255 of a-z, A-Z, 0-9, `_`, `-` and `.`.
+    let valid = (3..=255).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        let reason =
+            format!("must be a DynamoDB table's name (3 to 255 of letters, digits, `_`, `-` and `.`), not `{name}`");
+        return Err(ConfigError::Invalid { name: "SUPPRESSION_TABLE", reason });
+    }
+    Ok(Some(name))
 }
 
 /// The destination settings from `RELAY_SETTINGS` or the file `RELAY_SETTINGS_FILE` names (not both); every problem of
