@@ -137,6 +137,10 @@ pub struct ForwardConfig {
     /// `SUPPRESSION_TABLE`: the DynamoDB table of the people erased, whose later events are skipped (the template's
     /// `SuppressionTable`); unset, none is kept and events after an erasure make the contact again.
     pub suppression_table: Option<String>,
+    /// `IDENTITY_TABLE`: the DynamoDB table of the contacts the relay made (the template's `IdentityTable`), shared by
+    /// every forwarder; unset, the forward function remembers only what one warm function met (`replay` and `serve`
+    /// keep it in memory).
+    pub identity_table: Option<String>,
     /// `FUNCTION_TIMEOUT_SECONDS`: the function's timeout (default 30, the template's), which Lambda does not tell the
     /// function; an invocation whose deadline is not one (`cargo lambda watch`'s) takes this long from its start.
     pub function_timeout: Duration,
@@ -218,7 +222,8 @@ impl ForwardConfig {
             alias_wait: options.alias_wait,
             breaker: options.breaker,
             queue_url: set("QUEUE_URL"),
-            suppression_table: suppression_table(&set)?,
+            suppression_table: table(&set, "SUPPRESSION_TABLE")?,
+            identity_table: table(&set, "IDENTITY_TABLE")?,
             function_timeout,
         })
     }
@@ -285,16 +290,16 @@ fn read_options(set: &impl Fn(&str) -> Option<String>) -> Result<ForwardOptions,
     })
 }
 
-/// `SUPPRESSION_TABLE`, when it names a DynamoDB table.
-fn suppression_table(set: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
-    let Some(name) = set("SUPPRESSION_TABLE") else { return Ok(None) };
+/// The DynamoDB table the variable `variable` names, when it is set.
+fn table(set: &impl Fn(&str) -> Option<String>, variable: &'static str) -> Result<Option<String>, ConfigError> {
+    let Some(name) = set(variable) else { return Ok(None) };
     // DynamoDB's rule for a table name: 3 to 255 of a-z, A-Z, 0-9, `_`, `-` and `.`.
     let valid = (3..=255).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if !valid {
         let reason =
             format!("must be a DynamoDB table's name (3 to 255 of letters, digits, `_`, `-` and `.`), not `{name}`");
-        return Err(ConfigError::Invalid { name: "SUPPRESSION_TABLE", reason });
+        return Err(ConfigError::Invalid { name: variable, reason });
     }
     Ok(Some(name))
 }

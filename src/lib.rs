@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod erasure;
 pub mod event;
 pub mod forward;
+pub mod identity;
 pub mod ingest;
 pub mod intercom;
 pub mod local;

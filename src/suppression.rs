@@ -32,7 +32,7 @@ pub fn email_key(email: &str) -> String {
     digest("email:", &email.trim().to_lowercase())
 }
 
-fn digest(kind: &str, value: &str) -> String {
+pub(crate) fn digest(kind: &str, value: &str) -> String {
     crate::hex(&Sha256::new().chain_update(kind).chain_update(value).finalize())
 }
 

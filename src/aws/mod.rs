@@ -12,10 +12,12 @@
 
 pub mod config;
 pub(crate) mod dynamo;
+pub(crate) mod identity;
 pub mod stack;
 pub mod suppression;
 
 pub use config::{Caller, load};
+pub use identity::DynamoIdentities;
 pub use suppression::DynamoSuppression;
 
 /// The endpoint of `service` (its endpoint id, `cloudformation`, `dynamodb`) in `region` as the SDK picks it, unless

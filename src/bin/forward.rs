@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_relay::aws::{Caller, DynamoSuppression};
+use intercom_relay::aws::{Caller, DynamoIdentities, DynamoSuppression};
 use intercom_relay::config::ForwardFunctionConfig;
 use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
 use intercom_relay::intercom::IntercomClient;
@@ -30,7 +30,17 @@ async fn main() -> Result<(), Error> {
     let dead_letter = SqsDeadLetter::new(sqs.clone(), &dlq_url);
     // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
     let hand_back = SqsHandBack::new(sqs, config.queue_url.clone());
-    let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
+    let executor = match &config.identity_table {
+        // Its calls are made within the invocation, and a slow one only costs the store's help: short tries.
+        Some(table) => {
+            let store = DynamoIdentities::new(&aws, table, Duration::from_secs(1)).unwrap_or_else(|error| {
+                tracing::error!(%error, "The forward function cannot start.");
+                std::process::exit(1)
+            });
+            Executor::new(client, config.create_attributes, CACHE_SIZE).with_identities(Arc::new(store))
+        }
+        None => Executor::new(client, config.create_attributes, CACHE_SIZE),
+    };
     let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
     let forwarder = match &config.suppression_table {
         // Its calls are made before a batch's Intercom calls and within the invocation: short tries.

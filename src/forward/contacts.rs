@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use tracing::warn;
 
 use super::executor::Run;
+use super::identities::other_key;
 use crate::intercom::requests::{self, EventContact, Fields, FoundContact};
 use crate::intercom::{ContactId, ErrorKind, IntercomApi, IntercomError, Model, TagId};
 use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey, ContactUpsert, EventSubmission};
@@ -22,57 +23,74 @@ impl<A: IntercomApi> Run<'_, A> {
         self.known_attributes(Model::Contact, &mut custom, &upsert.dates).await?;
         self.known_owner(&mut attributes).await?;
         let key = &upsert.key;
-        let (id, created, answer) = match self.update_known(key, &mut attributes, &mut custom).await? {
-            Some((id, answer)) => (id, false, answer),
+        let cached = self.executor.ids.contacts.get(key);
+        let stored = if cached.is_none() { self.stored(key).await } else { None };
+        let known = cached.clone().map(|id| (id, None)).or_else(|| stored.map(|k| (k.id, Some(k.is_lead))));
+        let (id, created, answer, is_lead) = match self.update_known(known, key, &mut attributes, &mut custom).await? {
+            Some((id, answer, is_lead)) => (id, false, answer, is_lead),
             None => self.create_or_update(key, &mut attributes, &mut custom).await?,
         };
         let ids = &self.executor.ids;
         ids.contacts.put(key.clone(), &id);
-        if let (ContactKey::Email(_), Some(Value::String(anonymous_id))) = (key, custom.get(ANONYMOUS_ID_ATTRIBUTE)) {
+        let anonymous_id = custom.get(ANONYMOUS_ID_ATTRIBUTE).and_then(Value::as_str);
+        if let (ContactKey::Email(_), Some(anonymous_id)) = (key, anonymous_id) {
             ids.visitors.put(anonymous_id.to_owned(), &id);
+        }
+        if cached.as_ref() != Some(&id) {
+            let email = attributes.get("email").and_then(Value::as_str);
+            let also = other_key(key, email, anonymous_id);
+            self.remember(key, &id, is_lead.unwrap_or(matches!(key, ContactKey::Email(_))), also).await;
         }
         Ok((created, requests::contact_tag_ids(&answer)))
     }
 
-    /// Updates the contact the cache knows (or the one it was merged into); `None` when it knows none that still works.
+    /// Updates the contact the cache or the store knows (`(id, whether a lead, when the store says)`), or the one it
+    /// was merged into; `None` when neither knows one that still works.
     async fn update_known(
         &mut self,
+        known: Option<(ContactId, Option<bool>)>,
         key: &ContactKey,
         attributes: &mut Map<String, Value>,
         custom: &mut Map<String, Value>,
-    ) -> Result<Option<(ContactId, Value)>, IntercomError> {
+    ) -> Result<Option<(ContactId, Value, Option<bool>)>, IntercomError> {
         let dialect = self.executor.dialect;
-        let Some(id) = self.executor.ids.contacts.get(key) else { return Ok(None) };
+        let Some((id, is_lead)) = known else { return Ok(None) };
         let update = |f: &Fields<'_>| dialect.update_contact(&id, f);
         match self.write(update, attributes, custom).await {
-            Ok(answer) => Ok(Some((id, answer))),
+            Ok(answer) => Ok(Some((id, answer, is_lead))),
             Err(error) if error.kind().is_gone() => {
                 self.executor.ids.contacts.forget(key);
+                self.forget_stored(std::slice::from_ref(key)).await;
                 let Some(target) = self.moved(&id, &error).await? else { return Ok(None) };
                 let update = |f: &Fields<'_>| dialect.update_contact(&target, f);
                 let answer = self.write(update, attributes, custom).await?;
-                Ok(Some((target, answer)))
+                Ok(Some((target, answer, is_lead)))
             }
             Err(error) => Err(error),
         }
     }
 
-    /// Updates the lead holding the email, else creates the contact (a 409 names the one that exists, which is
-    /// updated): `(id, created, answer)`.
+    /// Updates the contact holding the email, else creates the contact (a 409 names the one that exists, which is
+    /// updated): `(id, created, answer, whether a lead when known)`.
     async fn create_or_update(
         &mut self,
         key: &ContactKey,
         attributes: &mut Map<String, Value>,
         custom: &mut Map<String, Value>,
-    ) -> Result<(ContactId, bool, Value), IntercomError> {
+    ) -> Result<(ContactId, bool, Value, Option<bool>), IntercomError> {
         let dialect = self.executor.dialect;
         if let ContactKey::Email(email) = key {
             // Several leads may share an address, so creating blindly could add one more: find the existing one
-            // first (behind the index's lag: see the README on duplicate leads).
-            if let Some(found) = self.find_by_email(email).await? {
-                let update = |f: &Fields<'_>| dialect.update_contact(&found.id, f);
+            // first (behind the index's lag: see the README on duplicate leads), then claim the address in the
+            // identity store, so that two forwarders behind that lag do not both make one.
+            let found = match self.find_by_email(email).await? {
+                Some(found) => Some((found.id, found.is_lead)),
+                None => self.claim_lead(key).await.map(|known| (known.id, known.is_lead)),
+            };
+            if let Some((id, is_lead)) = found {
+                let update = |f: &Fields<'_>| dialect.update_contact(&id, f);
                 let answer = self.write(update, attributes, custom).await?;
-                return Ok((found.id, false, answer));
+                return Ok((id, false, answer, Some(is_lead)));
             }
         }
         let create = |f: &Fields<'_>| match key {
@@ -80,12 +98,12 @@ impl<A: IntercomApi> Run<'_, A> {
             ContactKey::Email(email) => dialect.create_lead(email, f),
         };
         match self.write(create, attributes, custom).await {
-            Ok(created) => Ok((requests::read_id(&created)?, true, created)),
+            Ok(created) => Ok((requests::read_id(&created)?, true, created, None)),
             Err(error) if error.kind() == ErrorKind::Conflict => {
                 let existing = self.existing(error).await?;
                 let update = |f: &Fields<'_>| dialect.update_contact(&existing, f);
                 let answer = self.write(update, attributes, custom).await?;
-                Ok((existing, false, answer))
+                Ok((existing, false, answer, None))
             }
             Err(error) => Err(error),
         }
@@ -162,6 +180,10 @@ impl<A: IntercomApi> Run<'_, A> {
     pub(super) async fn contact_id(&self, key: &ContactKey, create: bool) -> Result<Option<ContactId>, IntercomError> {
         if let Some(id) = self.executor.ids.contacts.get(key) {
             return Ok(Some(id));
+        }
+        if let Some(known) = self.stored(key).await {
+            self.executor.ids.contacts.put(key.clone(), &known.id);
+            return Ok(Some(known.id));
         }
         let found = match key {
             ContactKey::ExternalId(external_id) => self.find_user(external_id).await?,

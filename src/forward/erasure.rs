@@ -138,13 +138,13 @@ impl<A: IntercomApi> Run<'_, A> {
                 Err(error) if error.kind().is_gone() => {}
                 Err(error) => return Err(error),
             }
-            let contacts = &self.executor.ids.contacts;
-            if let Some(external_id) = &person.external_id {
-                contacts.forget(&ContactKey::ExternalId(external_id.clone()));
+            let external_id = person.external_id.iter().map(|id| ContactKey::ExternalId(id.clone()));
+            let keys: Vec<ContactKey> =
+                external_id.chain(person.email.iter().map(|e| ContactKey::Email(e.clone()))).collect();
+            for key in &keys {
+                self.executor.ids.contacts.forget(key);
             }
-            if let Some(email) = &person.email {
-                contacts.forget(&ContactKey::Email(email.clone()));
-            }
+            self.forget_stored(&keys).await;
         }
         let leads = targets.iter().filter(|t| t.is_lead).count();
         Ok(Erased { contacts: erased, users, leads, notes, calls: 0 })

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -12,6 +13,7 @@ use super::breaker::{Breaker, BreakerPolicy};
 use super::guard::Guarded;
 use super::ids::KnownIds;
 use super::workspace::Workspace;
+use crate::identity::IdentityStore;
 use crate::intercom::requests::{Dialect, Request};
 use crate::intercom::{IntercomApi, IntercomError, TagId};
 use crate::mapping::{Dropped, Operation, Plan};
@@ -47,6 +49,8 @@ pub struct Executor<A> {
     pub(super) create_attributes: bool,
     pub(super) ids: KnownIds,
     pub(super) workspace: Workspace,
+    /// Whom the relay made in Intercom, shared with other forwarders; none: the warm cache alone.
+    pub(super) identities: Option<Arc<dyn IdentityStore>>,
 }
 
 /// One plan's run: the executor's shared knowledge, Intercom as this plan's policy calls it, and what it spends.
@@ -69,7 +73,14 @@ impl<A: IntercomApi> Executor<A> {
             ids: KnownIds::new(cache_size),
             workspace: Workspace::default(),
             breaker: Breaker::new(BreakerPolicy::default()),
+            identities: None,
         }
+    }
+
+    /// The same executor, finding contacts in `store` before asking Intercom, and claiming a lead's key there before
+    /// making it.
+    pub fn with_identities(self, store: Arc<dyn IdentityStore>) -> Executor<A> {
+        Executor { identities: Some(store), ..self }
     }
 
     /// The same executor with its circuit breaker following `policy`.

@@ -10,6 +10,7 @@ mod contacts;
 mod erasure;
 mod executor;
 mod guard;
+mod identities;
 mod ids;
 mod learned;
 mod merges;

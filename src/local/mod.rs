@@ -29,8 +29,10 @@ pub use report::{
 };
 pub use serve::{ServeOptions, Server, serve};
 
+use crate::aws::DynamoIdentities;
 use crate::config::{ConfigError, ForwardConfig};
 use crate::forward::{BatchReport, Executor, Forwarder, Outcome, current_record};
+use crate::identity::{IdentityStore, MemoryIdentities};
 use crate::intercom::{IntercomClient, IntercomError};
 use crate::queue::{
     APPROXIMATE_FIRST_RECEIVE_TIMESTAMP, APPROXIMATE_RECEIVE_COUNT, DeadLetter, DeadLetterMessage, MESSAGE_GROUP_ID,
@@ -106,6 +108,20 @@ pub struct Local {
     pub destination: String,
 }
 
+/// The identity store of a local run: the table `IDENTITY_TABLE` names (reached with the SDK's usual settings), else one
+/// in memory, shared by the process's forwarders.
+async fn identities(config: &ForwardConfig) -> Result<Arc<dyn IdentityStore>, LocalError> {
+    match &config.identity_table {
+        Some(table) => {
+            let aws = crate::aws::load(crate::aws::Caller::Cli).await;
+            let store = DynamoIdentities::new(&aws, table, Duration::from_secs(2))
+                .map_err(|e| LocalError::Usage(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(MemoryIdentities::new())),
+    }
+}
+
 impl Local {
     /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`], and a client reading the
     /// forward function's variables through `env`
@@ -159,7 +175,8 @@ impl Local {
             Some(sandbox) => format!("the sandbox at {}", sandbox.url),
             None => config.base_url.clone(),
         };
-        let executor = Executor::new(client, config.create_attributes, CACHE_SIZE);
+        let executor =
+            Executor::new(client, config.create_attributes, CACHE_SIZE).with_identities(identities(&config).await?);
         let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
         Ok(Local { forwarder, tally, sandbox, destination })
     }

@@ -11,6 +11,7 @@ mod fault_proxy;
 mod forward;
 mod forward_batch;
 mod helpers;
+mod identities;
 mod ingest;
 mod intercom;
 mod mapping;

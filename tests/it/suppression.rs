@@ -25,7 +25,7 @@ use crate::helpers::forwarder;
 use crate::sqs::endpoint;
 
 /// AWS as the forward function finds it, but reaching moto.
-fn aws() -> aws_config::SdkConfig {
+pub(crate) fn aws() -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint())
@@ -35,7 +35,7 @@ fn aws() -> aws_config::SdkConfig {
 }
 
 /// A DynamoDB call to moto (which routes by `x-amz-target`, and checks no signature).
-async fn dynamodb(operation: &str, body: Value) -> Value {
+pub(crate) async fn dynamodb(operation: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
         .post(format!("{}/", endpoint()))
         .header("content-type", "application/x-amz-json-1.0")
@@ -55,7 +55,7 @@ async fn dynamodb(operation: &str, body: Value) -> Value {
 }
 
 /// A table as the template makes it: key `key`, a string.
-async fn table() -> String {
+pub(crate) async fn table() -> String {
     let name = format!("suppression-{}", uuid::Uuid::new_v4().simple());
     dynamodb(
         "CreateTable",

@@ -748,8 +748,11 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
 
     let table_arn = json!({"Fn::GetAtt": ["SuppressionTable", "Arn"]});
     let forward = granted(&template()["Resources"]["ForwardFunctionRole"]);
-    let dynamodb: Vec<(&str, &Value)> =
-        forward.iter().filter(|(a, _)| a.starts_with("dynamodb:")).map(|(a, r)| (a.as_str(), *r)).collect();
+    let dynamodb: Vec<(&str, &Value)> = forward
+        .iter()
+        .filter(|(a, r)| a.starts_with("dynamodb:") && **r == table_arn)
+        .map(|(a, r)| (a.as_str(), *r))
+        .collect();
     // Read and add: no DeleteItem, and no BatchWriteItem, which deletes as well as puts.
     assert_eq!(dynamodb, [("dynamodb:BatchGetItem", &table_arn), ("dynamodb:PutItem", &table_arn)]);
     let ingest = granted(&template()["Resources"]["IngestFunctionRole"]);
@@ -782,4 +785,27 @@ fn the_function_url_answers_preflights_with_the_headers_the_sdks_send_and_the_fu
     assert_eq!(verdicts, "1 1 0 0 0");
     let listed = AllowedOrigins::parse(values[1]).unwrap();
     assert_eq!(listed, AllowedOrigins::List(values[1].split(',').map(str::to_owned).collect()));
+}
+
+#[test]
+fn the_identity_table_expires_its_entries_and_the_forwarder_may_only_read_claim_write_and_delete_keys_in_it() {
+    let properties = properties("IdentityTable");
+    assert_eq!(properties["KeySchema"], json!([{"AttributeName": "key", "KeyType": "HASH"}]));
+    assert_eq!(properties["BillingMode"], json!("PAY_PER_REQUEST"));
+    assert_eq!(properties["TimeToLiveSpecification"], json!({"AttributeName": "expires_at", "Enabled": true}));
+    assert_eq!(properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], json!(true));
+
+    let table_arn = json!({"Fn::GetAtt": ["IdentityTable", "Arn"]});
+    let forward = granted(&template()["Resources"]["ForwardFunctionRole"]);
+    let on_table: Vec<&str> = forward.iter().filter(|(_, r)| **r == table_arn).map(|(a, _)| a.as_str()).collect();
+    assert_eq!(on_table, ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"], "no Scan, no batch writes");
+
+    let on = forward_environment();
+    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap();
+    assert_eq!(config.forward.identity_table.as_deref(), Some("intercom-relay-IdentityTable-1A2B3C4D5E6F"));
+    let off = environment(
+        "ForwardFunction",
+        &HashMap::from([("IntercomAccessToken", "tok"), ("RememberIdentities", "false")]),
+    );
+    assert!(!off.contains_key("IDENTITY_TABLE"), "{off:?}");
 }

@@ -1,0 +1,120 @@
+//! The identity store: the DynamoDB table against moto's server (claims, their leases, what a claim that lost is told),
+//! and two forwarders sharing one store against a sandbox whose search lags: nobody made twice.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use intercom_relay::aws::DynamoIdentities;
+use intercom_relay::event::{BatchDefaults, RawEvent, parse_event};
+use intercom_relay::forward::Executor;
+use intercom_relay::identity::{Claim, IdentityStore, Known, MemoryIdentities, contact_key};
+use intercom_relay::intercom::{ContactId, IntercomClient};
+use intercom_relay::mapping::{ContactKey, map_event};
+use intercom_relay::retry::RetryPolicy;
+use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::helpers::sandbox_client;
+use crate::suppression::{aws, dynamodb, table};
+
+#[tokio::test]
+async fn the_table_gives_a_claim_to_one_forwarder_and_the_others_the_contact_once_made() {
+    let table = table().await;
+    let (first, second) = (
+        DynamoIdentities::new(&aws(), &table, Duration::from_secs(2)).unwrap(),
+        DynamoIdentities::new(&aws(), &table, Duration::from_secs(2)).unwrap(),
+    );
+    let key = contact_key(&ContactKey::Email("ada@example.com".into()));
+    let lease = Duration::from_secs(30);
+    assert_eq!(first.claim(&key, lease).await.unwrap(), Claim::Won);
+    assert_eq!(second.claim(&key, lease).await.unwrap(), Claim::Pending, "claimed, nothing made yet");
+    assert_eq!(second.find(&key).await.unwrap(), None);
+    let lead = Known { id: ContactId::new("6657a1b2c3d4e5f6a7b8c9d0"), is_lead: true };
+    first.record(std::slice::from_ref(&key), &lead).await.unwrap();
+    assert_eq!(second.claim(&key, lease).await.unwrap(), Claim::Held(lead.clone()), "the item that refused it");
+    assert_eq!(second.find(&key).await.unwrap(), Some(lead));
+
+    // What the table holds: the hash, never the address.
+    let scanned = dynamodb("Scan", json!({"TableName": table})).await;
+    let text = scanned.to_string();
+    assert!(!text.contains("ada@example.com") && text.contains(&key), "{text}");
+
+    first.forget(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(second.find(&key).await.unwrap(), None);
+    let scanned = dynamodb("Scan", json!({"TableName": table})).await;
+    assert_eq!(scanned["Count"], 0, "an erasure leaves nothing of them: {scanned}");
+}
+
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_is_taken_over_and_an_expired_contact_is_absent() {
+    let table = table().await;
+    let store = DynamoIdentities::new(&aws(), &table, Duration::from_secs(2)).unwrap();
+    let (died, expired) = ("a".repeat(64), "b".repeat(64));
+    let put = |item: Value| dynamodb("PutItem", json!({"TableName": table, "Item": item}));
+    put(json!({"key": {"S": died}, "claimed_until": {"N": "1"}, "expires_at": {"N": "99999999999"}})).await;
+    put(json!({"key": {"S": expired}, "id": {"S": "c-1"}, "lead": {"BOOL": true}, "expires_at": {"N": "1"}})).await;
+    assert_eq!(store.claim(&died, Duration::from_secs(30)).await.unwrap(), Claim::Won, "its claimant died");
+    assert_eq!(store.find(&expired).await.unwrap(), None, "TTL deletes late: expired is absent");
+    assert_eq!(store.claim(&expired, Duration::from_secs(30)).await.unwrap(), Claim::Won);
+}
+
+#[tokio::test]
+async fn a_missing_table_is_an_error_naming_it_and_what_to_check() {
+    let store = DynamoIdentities::new(&aws(), "no-such-table", Duration::from_secs(2)).unwrap();
+    let error = store.find(&"c".repeat(64)).await.unwrap_err().to_string();
+    assert!(error.contains("DynamoDB table no-such-table") && error.contains("IDENTITY_TABLE"), "{error}");
+}
+
+fn forwarder(sandbox: &SandboxServer, store: &Arc<MemoryIdentities>) -> Executor<IntercomClient> {
+    let client = sandbox_client(sandbox, &sandbox.token(), Duration::from_secs(5));
+    let executor = Executor::new(client, true, NonZeroUsize::new(1000).unwrap());
+    executor.with_identities(store.clone())
+}
+
+async fn deliver(executor: &Executor<IntercomClient>, event: Value) -> usize {
+    let text = event.to_string();
+    let raw = RawEvent::parse(&text).unwrap();
+    let event = parse_event(&raw, None, &BatchDefaults::default(), OffsetDateTime::now_utc()).unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    executor.execute(&map_event(&event).unwrap(), RetryPolicy::ONCE, until).await.unwrap().calls
+}
+
+/// A sandbox whose search shows nothing younger than a minute: every contact these tests make is behind it.
+async fn lagging() -> SandboxServer {
+    SandboxServer::start(SandboxOptions { search_lag: 60, ..SandboxOptions::default() }, 0).await.unwrap()
+}
+
+#[tokio::test]
+async fn two_devices_email_only_identifies_through_two_forwarders_make_one_lead() {
+    let sandbox = lagging().await;
+    let store = Arc::new(MemoryIdentities::new());
+    let (phone, laptop) = (forwarder(&sandbox, &store), forwarder(&sandbox, &store));
+    let identify = |anonymous_id: &str, name: &str| json!({"type": "identify", "anonymousId": anonymous_id, "traits": {"email": "ada@example.com", "name": name}});
+    deliver(&phone, identify("anon-phone", "Ada")).await;
+    deliver(&laptop, identify("anon-laptop", "Ada L.")).await;
+    let state = sandbox.state();
+    let leads: Vec<_> = state.contacts.values().filter(|c| c.role == "lead").collect();
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    assert_eq!(leads[0].fields["name"], "Ada L.", "the second device's write went to the first device's lead");
+}
+
+#[tokio::test]
+async fn an_email_only_identify_of_a_users_address_updates_the_user_and_makes_no_lead() {
+    let sandbox = lagging().await;
+    let store = Arc::new(MemoryIdentities::new());
+    let (first, second) = (forwarder(&sandbox, &store), forwarder(&sandbox, &store));
+    let user = json!({"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}});
+    deliver(&first, user).await;
+    let email_only =
+        json!({"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com", "plan": "pro"}});
+    deliver(&second, email_only).await;
+    let state = sandbox.state();
+    assert_eq!(state.contacts.len(), 1, "no lead beside the user: {:?}", state.contacts);
+    let contact = state.contacts.values().next().unwrap();
+    assert_eq!((contact.role.as_str(), contact.external_id.as_deref()), ("user", Some("u-1")));
+    assert_eq!(contact.custom_attributes["plan"], "pro");
+    let searches = sandbox.requests().iter().filter(|r| r.path == "/contacts/search").count();
+    assert_eq!(searches, 0, "the address was found in the store, not by a search");
+}
