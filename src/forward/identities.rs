@@ -28,6 +28,24 @@ impl<A: IntercomApi> Run<'_, A> {
         }
     }
 
+    /// The contact the store holds for a visitor: their lead, or the user it was merged into.
+    pub(super) async fn stored_visitor(&self, anonymous_id: &str) -> Option<Known> {
+        let store = self.executor.identities.as_ref()?;
+        match store.find(&visitor_key(anonymous_id)).await {
+            Ok(found) => found,
+            Err(error) => warned(error, None),
+        }
+    }
+
+    /// The visitor's lead was merged into `user`: what names the visitor now names the user, for every forwarder.
+    pub(super) async fn remember_merged(&self, anonymous_id: &str, user: &ContactId) {
+        let Some(store) = self.executor.identities.as_ref() else { return };
+        let known = Known { id: user.clone(), is_lead: false };
+        if let Err(error) = store.record(&[visitor_key(anonymous_id)], &known).await {
+            warned(error, ());
+        }
+    }
+
     /// Before making a lead for `key`: `None` to make it (the claim won, or the store failed), else the contact another
     /// forwarder made (waiting briefly for one being made).
     pub(super) async fn claim_lead(&self, key: &ContactKey) -> Option<Known> {

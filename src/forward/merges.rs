@@ -23,6 +23,13 @@ impl<A: IntercomApi> Run<'_, A> {
         if let Some(id) = ids.contacts.get(&key) {
             return Ok(Some(FoundContact { id, is_lead: false }));
         }
+        // Before any lookup: the store knows the visitors' leads every forwarder made (or the users they became).
+        if let Some(known) = self.stored_visitor(previous).await {
+            return Ok(Some(FoundContact { id: known.id, is_lead: known.is_lead }));
+        }
+        if let Some(known) = self.stored(&key).await {
+            return Ok(Some(FoundContact { id: known.id, is_lead: known.is_lead }));
+        }
         if let Some(id) = self.find_user(previous).await? {
             return Ok(Some(FoundContact { id, is_lead: false }));
         }
@@ -72,6 +79,7 @@ impl<A: IntercomApi> Run<'_, A> {
                 ids.visitors.forget(previous);
                 ids.merged_visitors.put(previous.clone(), &user);
                 ids.contacts.put(into.clone(), &user);
+                self.remember_merged(previous, &user).await;
                 Ok(None)
             }
             (FoundContact { is_lead: false, .. }, Some(_)) => Ok(Some("alias_both_users")),
@@ -128,19 +136,26 @@ impl<A: IntercomApi> Run<'_, A> {
         let ids = &self.executor.ids;
         let lead = match ids.visitors.get(anonymous_id) {
             Some(lead) => lead,
-            // Asked only where a lead can carry the attribute: a search for every new user would cost a call each.
-            None if created && self.has_attribute(Model::Contact, ANONYMOUS_ID_ATTRIBUTE).await? => {
-                match self.find_visitor(anonymous_id).await? {
-                    Some(lead) => lead,
-                    None => return Ok(()),
+            None if created => match self.stored_visitor(anonymous_id).await {
+                Some(known) if known.is_lead => known.id,
+                // Merged into a user already.
+                Some(_) => return Ok(()),
+                // Asked only where a lead can carry the attribute: a search for every new user would cost a call each.
+                None if self.has_attribute(Model::Contact, ANONYMOUS_ID_ATTRIBUTE).await? => {
+                    match self.find_visitor(anonymous_id).await? {
+                        Some(lead) => lead,
+                        None => return Ok(()),
+                    }
                 }
-            }
+                None => return Ok(()),
+            },
             None => return Ok(()),
         };
         let Some(user) = ids.contacts.get(into) else { return Ok(()) };
         self.merge(&lead, &user).await?;
         ids.visitors.forget(anonymous_id);
         ids.merged_visitors.put(anonymous_id.to_owned(), &user);
+        self.remember_merged(anonymous_id, &user).await;
         Ok(())
     }
 }

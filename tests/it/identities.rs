@@ -118,3 +118,32 @@ async fn an_email_only_identify_of_a_users_address_updates_the_user_and_makes_no
     let searches = sandbox.requests().iter().filter(|r| r.path == "/contacts/search").count();
     assert_eq!(searches, 0, "the address was found in the store, not by a search");
 }
+
+#[tokio::test]
+async fn a_visitors_lead_made_by_one_forwarder_is_merged_into_the_user_by_another_without_a_search() {
+    let sandbox = lagging().await;
+    let store = Arc::new(MemoryIdentities::new());
+    let (first, second) = (forwarder(&sandbox, &store), forwarder(&sandbox, &store));
+    let visitor = json!({"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com"}});
+    deliver(&first, visitor).await;
+    let user = json!({"type": "identify", "userId": "u-1", "anonymousId": "anon-1", "traits": {"name": "Ada"}});
+    deliver(&second, user).await;
+    let state = sandbox.state();
+    assert_eq!(state.contacts.len(), 1, "the lead was merged into the user: {:?}", state.contacts);
+    let contact = state.contacts.values().next().unwrap();
+    assert_eq!((contact.role.as_str(), contact.external_id.as_deref()), ("user", Some("u-1")));
+    let searches = sandbox.requests().iter().filter(|r| r.path == "/contacts/search").count();
+    assert_eq!(searches, 1, "the first forwarder's search for the address only; the lead came from the store");
+
+    // An alias of the two, through a third forwarder: done, nothing handed back, no search.
+    let third = forwarder(&sandbox, &store);
+    let alias = json!({"type": "alias", "userId": "u-1", "previousId": "anon-1"});
+    let text = alias.to_string();
+    let raw = RawEvent::parse(&text).unwrap();
+    let event = parse_event(&raw, None, &BatchDefaults::default(), OffsetDateTime::now_utc()).unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let delivery = third.execute(&map_event(&event).unwrap(), RetryPolicy::ONCE, until).await.unwrap();
+    assert_eq!(delivery.skipped, None, "the store knows the visitor became the user");
+    let searches = sandbox.requests().iter().filter(|r| r.path == "/contacts/search").count();
+    assert_eq!(searches, 1);
+}
