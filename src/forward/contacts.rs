@@ -33,13 +33,15 @@ impl<A: IntercomApi> Run<'_, A> {
         let ids = &self.executor.ids;
         ids.contacts.put(key.clone(), &id);
         let anonymous_id = custom.get(ANONYMOUS_ID_ATTRIBUTE).and_then(Value::as_str);
-        if let (ContactKey::Email(_), Some(anonymous_id)) = (key, anonymous_id) {
+        let is_lead = is_lead.unwrap_or(matches!(key, ContactKey::Email(_)));
+        // Only a lead is a visitor's to merge: an address the store knows as a user's updated that user.
+        if let (ContactKey::Email(_), Some(anonymous_id), true) = (key, anonymous_id, is_lead) {
             ids.visitors.put(anonymous_id.to_owned(), &id);
         }
         if cached.as_ref() != Some(&id) {
             let email = attributes.get("email").and_then(Value::as_str);
             let also = other_key(key, email, anonymous_id);
-            self.remember(key, &id, is_lead.unwrap_or(matches!(key, ContactKey::Email(_))), also).await;
+            self.remember(key, &id, is_lead, also).await;
         }
         Ok((created, requests::contact_tag_ids(&answer)))
     }
