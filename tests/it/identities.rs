@@ -147,3 +147,32 @@ async fn a_visitors_lead_made_by_one_forwarder_is_merged_into_the_user_by_anothe
     let searches = sandbox.requests().iter().filter(|r| r.path == "/contacts/search").count();
     assert_eq!(searches, 1);
 }
+
+#[tokio::test]
+async fn with_dynamodb_unreachable_everything_is_still_delivered() {
+    use aws_config::{BehaviorVersion, Region};
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+
+    // Nothing listens on a port just freed: every store call fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = aws_config::SdkConfig::builder()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "tests")))
+        .behavior_version(BehaviorVersion::latest())
+        .build();
+    let store = DynamoIdentities::new(&unreachable, "identities", Duration::from_millis(500)).unwrap();
+    assert!(store.find(&"d".repeat(64)).await.is_err(), "the store is down");
+    let sandbox = lagging().await;
+    let client = sandbox_client(&sandbox, &sandbox.token(), Duration::from_secs(5));
+    let executor = Executor::new(client, true, NonZeroUsize::new(1000).unwrap()).with_identities(Arc::new(store));
+    deliver(&executor, json!({"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}})).await;
+    let lead = json!({"type": "identify", "anonymousId": "anon-2", "traits": {"email": "bob@example.com"}});
+    deliver(&executor, lead).await;
+    deliver(&executor, json!({"type": "track", "userId": "u-1", "event": "Signed In"})).await;
+    let state = sandbox.state();
+    let mut roles: Vec<&str> = state.contacts.values().map(|c| c.role.as_str()).collect();
+    roles.sort();
+    assert_eq!(roles, ["lead", "user"], "both made as without a store");
+    assert_eq!(state.events.len(), 1);
+}
