@@ -7,7 +7,7 @@ use super::executor::{Executor, Failed, Run};
 use crate::erasure::ErasureRequest;
 use crate::intercom::requests::{self, Person};
 use crate::intercom::{ContactId, IntercomApi, IntercomError};
-use crate::mapping::ContactKey;
+use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey};
 use crate::retry::RetryPolicy;
 
 /// What an erasure found and did.
@@ -145,6 +145,9 @@ impl<A: IntercomApi> Run<'_, A> {
                 self.executor.ids.contacts.forget(key);
             }
             self.forget_stored(&keys).await;
+            if let Some(anonymous_id) = person.custom_attributes.get(ANONYMOUS_ID_ATTRIBUTE).and_then(|a| a.as_str()) {
+                self.forget_visitor(anonymous_id).await;
+            }
         }
         let leads = targets.iter().filter(|t| t.is_lead).count();
         Ok(Erased { contacts: erased, users, leads, notes, calls: 0 })

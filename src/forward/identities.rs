@@ -83,6 +83,14 @@ impl<A: IntercomApi> Run<'_, A> {
         }
     }
 
+    /// Forgets the visitor a contact that is gone was.
+    pub(super) async fn forget_visitor(&self, anonymous_id: &str) {
+        let Some(store) = self.executor.identities.as_ref() else { return };
+        if let Err(error) = store.forget(&[visitor_key(anonymous_id)]).await {
+            warned(error, ());
+        }
+    }
+
     /// Forgets the keys of a contact that is gone.
     pub(super) async fn forget_stored(&self, keys: &[ContactKey]) {
         let Some(store) = self.executor.identities.as_ref() else { return };

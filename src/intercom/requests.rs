@@ -347,6 +347,8 @@ pub struct Person {
     pub is_lead: bool,
     pub external_id: Option<String>,
     pub email: Option<String>,
+    /// Its custom attributes (what else names it: the relay's `anonymous_id` on a visitor's lead).
+    pub custom_attributes: Map<String, Value>,
 }
 
 /// A contact answer as a [`Person`].
@@ -357,6 +359,7 @@ pub fn read_person(contact: &Value) -> Option<Person> {
         is_lead: contact["role"].as_str() == Some("lead"),
         external_id: text("external_id"),
         email: text("email"),
+        custom_attributes: contact["custom_attributes"].as_object().cloned().unwrap_or_default(),
     })
 }
 

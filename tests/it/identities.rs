@@ -176,3 +176,29 @@ async fn with_dynamodb_unreachable_everything_is_still_delivered() {
     assert_eq!(roles, ["lead", "user"], "both made as without a store");
     assert_eq!(state.events.len(), 1);
 }
+
+#[tokio::test]
+async fn an_erasure_leaves_the_store_nothing_of_the_person_their_visitor_included() {
+    use intercom_relay::erasure::ErasureRequest;
+    use intercom_relay::identity::visitor_key;
+
+    // Searchable at once: the erasure finds the lead by its address.
+    let sandbox = SandboxServer::start(SandboxOptions { search_lag: 0, ..SandboxOptions::default() }, 0).await.unwrap();
+    let store = Arc::new(MemoryIdentities::new());
+    let executor = forwarder(&sandbox, &store);
+    let visitor = json!({"type": "identify", "anonymousId": "anon-9", "traits": {"email": "eve@example.com"}});
+    deliver(&executor, visitor).await;
+    assert!(store.find(&visitor_key("anon-9")).await.unwrap().is_some(), "the visitor is known");
+    let request = ErasureRequest {
+        request_id: "erase-1".into(),
+        user_id: None,
+        email: Some("eve@example.com".into()),
+        leads: true,
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let found = executor.erasure_targets(&request, RetryPolicy::ONCE, until).await.unwrap();
+    let erased = executor.erase(found, RetryPolicy::ONCE, until).await.unwrap();
+    assert_eq!(erased.contacts.len(), 1);
+    assert!(sandbox.state().contacts.is_empty());
+    assert!(store.is_empty(), "no entry left: neither the address nor the visitor");
+}
