@@ -39,6 +39,11 @@ impl<'a, A: IntercomApi> Guarded<'a, A> {
     pub(super) fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
     }
+
+    /// When no try may start any more.
+    pub(super) fn until(&self) -> Instant {
+        self.until
+    }
 }
 
 impl<A: IntercomApi> IntercomApi for Guarded<'_, A> {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::executor::Run;
@@ -55,10 +56,10 @@ impl<A: IntercomApi> Run<'_, A> {
             Ok(Claim::Won) => None,
             Ok(Claim::Held(known)) => Some(known),
             Ok(Claim::Pending) => {
-                let mut waited = Duration::ZERO;
-                while waited < PENDING_WAIT {
+                // Within the invocation's time: a wait that would end after it gives the claim up instead.
+                let until = self.intercom.until().min(Instant::now() + PENDING_WAIT);
+                while Instant::now() + PENDING_POLL <= until {
                     tokio::time::sleep(PENDING_POLL).await;
-                    waited += PENDING_POLL;
                     match store.find(&hashed).await {
                         Ok(Some(known)) => return Some(known),
                         Ok(None) => {}
