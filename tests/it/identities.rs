@@ -202,3 +202,33 @@ async fn an_erasure_leaves_the_store_nothing_of_the_person_their_visitor_include
     assert!(sandbox.state().contacts.is_empty());
     assert!(store.is_empty(), "no entry left: neither the address nor the visitor");
 }
+
+#[tokio::test]
+async fn a_forwarder_that_loses_a_claim_waits_for_the_winners_lead_and_makes_none() {
+    let sandbox = lagging().await;
+    let store = Arc::new(MemoryIdentities::new());
+    let key = contact_key(&ContactKey::Email("zoe@example.com".into()));
+    // The winner: claimed the address, makes the lead (here without a store), and records it a moment later.
+    assert_eq!(store.claim(&key, Duration::from_secs(30)).await.unwrap(), Claim::Won);
+    let winner =
+        Executor::new(sandbox_client(&sandbox, &sandbox.token(), Duration::from_secs(5)), true, NonZeroUsize::MIN);
+    deliver(&winner, json!({"type": "identify", "anonymousId": "anon-z1", "traits": {"email": "zoe@example.com"}}))
+        .await;
+    let made = ContactId::new(sandbox.state().contacts.keys().next().unwrap().as_str());
+    let recorder = {
+        let (store, key, made) = (store.clone(), key.clone(), made.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            store.record(&[key], &Known { id: made, is_lead: true }).await.unwrap();
+        })
+    };
+    // The loser, behind the search index: waits for the winner's lead and writes to it.
+    let loser = forwarder(&sandbox, &store);
+    let second =
+        json!({"type": "identify", "anonymousId": "anon-z2", "traits": {"email": "zoe@example.com", "name": "Zoe"}});
+    deliver(&loser, second).await;
+    recorder.await.unwrap();
+    let state = sandbox.state();
+    assert_eq!(state.contacts.len(), 1, "{:?}", state.contacts);
+    assert_eq!(state.contacts[made.as_str()].fields["name"], "Zoe");
+}
