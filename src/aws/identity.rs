@@ -49,9 +49,10 @@ impl DynamoIdentities {
             .item("key", s(key))
             .item("claimed_until", n(now + lease.as_secs().max(1)))
             .item("expires_at", n(now + ENTRY_LIFETIME.as_secs()))
-            // Free: no entry, an expired one, or a claim whose lease ran out with no contact made.
+            // Free: no entry, an expired one, or a claim whose lease ran out with no contact made (the same instants
+            // as `MemoryIdentities`: an entry ends at its time).
             .condition_expression(
-                "attribute_not_exists(#k) OR #ex < :now OR (attribute_not_exists(#id) AND #cu < :now)",
+                "attribute_not_exists(#k) OR #ex <= :now OR (attribute_not_exists(#id) AND #cu <= :now)",
             )
             .expression_attribute_names("#k", "key")
             .expression_attribute_names("#ex", "expires_at")

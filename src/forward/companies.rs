@@ -21,36 +21,45 @@ impl<A: IntercomApi> Run<'_, A> {
         self.known_attributes(Model::Company, &mut custom, &company.dates).await?;
         let build = |f: &Fields<'_>| requests::upsert_company(&company.company_id, f.attributes, f.custom_attributes);
         let answer = self.write(build, &mut attributes, &mut custom).await?;
-        let id: CompanyId = requests::read_id(&answer)?;
-        self.executor.ids.companies.put(company.company_id.clone(), &id);
+        self.known_company(&company.company_id, &answer)?;
         Ok(requests::company_tag_names(&answer))
     }
 
-    /// Intercom's id of the company with `company_id`: cached, looked up, or (when Intercom has none and `create`) created.
-    async fn company_id(&self, company_id: &str, create: bool) -> Result<Option<CompanyId>, IntercomError> {
+    /// Intercom's id of the company with `company_id`: cached, else looked up; `None` when Intercom has none.
+    async fn company_id(&self, company_id: &str) -> Result<Option<CompanyId>, IntercomError> {
         if let Some(id) = self.executor.ids.companies.get(company_id) {
             return Ok(Some(id));
         }
+        match self.call(requests::find_company(company_id)).await {
+            Ok(answer) => self.known_company(company_id, &answer).map(Some),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Intercom's id of the company with `company_id`: cached, else upserted with nothing but its company_id (which
+    /// makes it when Intercom has none).
+    async fn company_made(&self, company_id: &str) -> Result<CompanyId, IntercomError> {
+        if let Some(id) = self.executor.ids.companies.get(company_id) {
+            return Ok(id);
+        }
         let empty = Map::new();
-        let request = match create {
-            true => requests::upsert_company(company_id, &empty, &empty),
-            false => requests::find_company(company_id),
-        };
-        let id: CompanyId = match self.call(request).await {
-            Ok(answer) => requests::read_id(&answer)?,
-            Err(error) if !create && error.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error),
-        };
+        let answer = self.call(requests::upsert_company(company_id, &empty, &empty)).await?;
+        self.known_company(company_id, &answer)
+    }
+
+    /// The id a company answer holds, remembered by its company_id.
+    fn known_company(&self, company_id: &str, answer: &serde_json::Value) -> Result<CompanyId, IntercomError> {
+        let id: CompanyId = requests::read_id(answer)?;
         self.executor.ids.companies.put(company_id.to_owned(), &id);
-        Ok(Some(id))
+        Ok(id)
     }
 
     /// The contact is attached to the company, both made when Intercom lacks them; a contact id that stopped working
     /// is followed (or the contact made again) once.
     pub(super) async fn attach(&self, contact: &ContactKey, company_id: &str) -> Result<(), IntercomError> {
         let mut id = self.contact_made(contact).await?;
-        let made = self.company_id(company_id, true).await?;
-        let company = made.ok_or_else(|| IntercomError::Unexpected("the company upsert named no company".into()))?;
+        let company = self.company_made(company_id).await?;
         for retry in [false, true] {
             match self.call(requests::attach_company(&id, &company)).await {
                 Err(error) if error.kind().is_gone() && !retry && !error.is_unknown_company() => {
@@ -70,11 +79,11 @@ impl<A: IntercomApi> Run<'_, A> {
     /// Detaching what Intercom does not hold (an unknown contact or company, or one not attached) changes nothing and
     /// creates nothing.
     pub(super) async fn detach(&self, contact: &ContactKey, company_id: &str) -> Result<(), IntercomError> {
-        let Some(id) = self.contact_id(contact, false).await? else {
+        let Some(id) = self.contact_id(contact).await? else {
             info!("Detach: Intercom holds no such contact.");
             return Ok(());
         };
-        let Some(company) = self.company_id(company_id, false).await? else {
+        let Some(company) = self.company_id(company_id).await? else {
             info!("Detach: Intercom holds no such company.");
             return Ok(());
         };

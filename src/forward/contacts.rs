@@ -178,32 +178,28 @@ impl<A: IntercomApi> Run<'_, A> {
         Ok(id)
     }
 
-    /// The contact's id: cached, else found (a user by external id, a lead by email), else created when `create`.
-    pub(super) async fn contact_id(&self, key: &ContactKey, create: bool) -> Result<Option<ContactId>, IntercomError> {
-        if let Some(id) = self.executor.ids.contacts.get(key) {
+    /// The contact's id: cached, else in the identity store, else found (a user by external id, a lead by email).
+    pub(super) async fn contact_id(&self, key: &ContactKey) -> Result<Option<ContactId>, IntercomError> {
+        let contacts = &self.executor.ids.contacts;
+        if let Some(id) = contacts.get(key) {
             return Ok(Some(id));
         }
-        if let Some(known) = self.stored(key).await {
-            self.executor.ids.contacts.put(key.clone(), &known.id);
-            return Ok(Some(known.id));
-        }
-        let found = match key {
-            ContactKey::ExternalId(external_id) => self.find_user(external_id).await?,
-            ContactKey::Email(email) => self.find_by_email(email).await?.map(|c| c.id),
+        let found = match self.stored(key).await {
+            Some(known) => Some(known.id),
+            None => match key {
+                ContactKey::ExternalId(external_id) => self.find_user(external_id).await?,
+                ContactKey::Email(email) => self.find_by_email(email).await?.map(|c| c.id),
+            },
         };
-        match found {
-            Some(id) => {
-                self.executor.ids.contacts.put(key.clone(), &id);
-                Ok(Some(id))
-            }
-            None if create => self.create_contact(key).await.map(Some),
-            None => Ok(None),
+        if let Some(id) = &found {
+            contacts.put(key.clone(), id);
         }
+        Ok(found)
     }
 
-    /// The contact's id, created when Intercom has none.
+    /// The contact's id, created with nothing but its key when Intercom has none.
     pub(super) async fn contact_made(&self, key: &ContactKey) -> Result<ContactId, IntercomError> {
-        match self.contact_id(key, true).await? {
+        match self.contact_id(key).await? {
             Some(id) => Ok(id),
             None => self.create_contact(key).await,
         }

@@ -48,7 +48,7 @@ impl<A: IntercomApi> Run<'_, A> {
         held: Option<HashSet<TagId>>,
     ) -> Result<(), IntercomError> {
         // Upserted just before, so known unless the cache let it go meanwhile: then read again, never left untagged.
-        let Some(id) = self.contact_id(contact, false).await? else { return Ok(()) };
+        let Some(id) = self.contact_id(contact).await? else { return Ok(()) };
         let wanted = self.tag_ids(names).await?;
         let held = match held {
             Some(held) => held,

@@ -245,7 +245,6 @@ pub fn create_data_attribute(name: &str, model: Model, data_type: DataType) -> R
     Request::new(Method::POST, "/data_attributes".into(), Some(body))
 }
 
-/// `GET /admins`: the workspace's admins, who alone may own contacts.
 /// `GET /tags`: the workspace's tags (2.16 spec, `/tags`).
 pub fn list_tags() -> Request {
     Request::new(Method::GET, "/tags".into(), None)
@@ -316,6 +315,7 @@ pub fn company_tag_names(company: &Value) -> Option<HashSet<String>> {
     Some(tags.iter().filter_map(|tag| tag["name"].as_str().map(str::to_lowercase)).collect())
 }
 
+/// `GET /admins`: the workspace's admins, who alone may own contacts.
 pub fn list_admins() -> Request {
     Request::new(Method::GET, "/admins".into(), None)
 }
