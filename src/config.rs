@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::forward::{BreakerPolicy, ForwardOptions};
+use crate::forward::{BreakerPolicy, ForwardOptions, WriteMemory};
 use crate::ingest::{AllowedOrigins, CorsHeaders, IngestOptions, WriteKeys};
 use crate::intercom::{ApiVersion, Region};
 use crate::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT};
@@ -131,6 +131,13 @@ pub struct ForwardConfig {
     /// `CIRCUIT_OPEN_MIN` and `CIRCUIT_OPEN_MAX`: how long the circuit breaker first stays open when every call fails
     /// for a reason of the workspace, and the longest (defaults `5s` and `5m`): a probe call goes after each.
     pub breaker: BreakerPolicy,
+    /// `SERVER_ERROR_TRIES`: tries of one event that Intercom answers 5xx for while it answers others (the breaker
+    /// closed) before it is dead-lettered as `intercom_server_error_repeated` (default 10).
+    pub server_error_tries: u32,
+    /// `IDENTITY_REFRESH` (default `1d`; `0s`: always) and `LAST_SEEN_RESOLUTION` (default `1h`; `0s`: every move):
+    /// how long what the identity store says was written goes by, and how far `last_seen_at` alone may move before it
+    /// is written.
+    pub memory: WriteMemory,
     /// `QUEUE_URL`: the events queue, where handed-back records' waits are set; unset, each record's
     /// `eventSourceARN` names it.
     pub queue_url: Option<String>,
@@ -221,6 +228,8 @@ impl ForwardConfig {
             redelivery: options.redelivery,
             alias_wait: options.alias_wait,
             breaker: options.breaker,
+            server_error_tries: options.server_error_tries,
+            memory: options.memory,
             queue_url: set("QUEUE_URL"),
             suppression_table: table(&set, "SUPPRESSION_TABLE")?,
             identity_table: table(&set, "IDENTITY_TABLE")?,
@@ -239,6 +248,8 @@ impl ForwardConfig {
             horizon: self.horizon,
             alias_wait: self.alias_wait,
             breaker: self.breaker,
+            server_error_tries: self.server_error_tries,
+            memory: self.memory,
             ..defaults
         }
     }
@@ -278,6 +289,21 @@ fn read_options(set: &impl Fn(&str) -> Option<String>) -> Result<ForwardOptions,
     let open_min = duration(set, "CIRCUIT_OPEN_MIN", breaker.open_min, Duration::from_millis(100)..=longest)?;
     let open_max = duration(set, "CIRCUIT_OPEN_MAX", breaker.open_max, open_min..=longest)?;
     let breaker = BreakerPolicy { open_min, open_max, ..breaker };
+    let tries = number(set, "SERVER_ERROR_TRIES", defaults.server_error_tries.into(), 1..=1000)? as u32;
+    let memory = WriteMemory {
+        refresh: duration(
+            set,
+            "IDENTITY_REFRESH",
+            defaults.memory.refresh,
+            Duration::ZERO..=Duration::from_secs(90 * 86_400),
+        )?,
+        last_seen_resolution: duration(
+            set,
+            "LAST_SEEN_RESOLUTION",
+            defaults.memory.last_seen_resolution,
+            Duration::ZERO..=day,
+        )?,
+    };
     Ok(ForwardOptions {
         concurrency,
         retry: RetryPolicy { attempts, ..defaults.retry },
@@ -286,6 +312,8 @@ fn read_options(set: &impl Fn(&str) -> Option<String>) -> Result<ForwardOptions,
         horizon,
         alias_wait,
         breaker,
+        server_error_tries: tries,
+        memory,
         ..defaults
     })
 }

@@ -1,17 +1,20 @@
-//! The identity store: which Intercom contact the relay made or found for a person's key, shared by every forwarder
-//! and kept across cold starts, so that a contact is found without Intercom's search (minutes behind new contacts) and
-//! is never made twice: a forwarder claims a key before it creates the contact, and one that loses the claim uses the
-//! winner's contact instead of making another.
+//! The identity store: which Intercom contact (or company) the relay made or found for a person's key, and what it
+//! last wrote there, shared by every forwarder and kept across cold starts. A contact is found without Intercom's
+//! search (minutes behind new contacts) and is never made twice: a forwarder claims a key before it creates the
+//! contact, and one that loses the claim uses the winner's contact instead of making another. A write that would set
+//! exactly what was last written is not sent.
 //!
 //! Keys are hashed as the suppression list's are (`crate::suppression::key_of`): a user by their userId, a lead (or a
-//! user's address) by email, a visitor by anonymousId; nobody's id or address is held in the clear. The store speeds
-//! things up and breaks races; it never gates delivery: when it fails, the forwarder goes on as it would without it.
+//! user's address) by email, a visitor by anonymousId, a company by its company_id; values last written are held as
+//! digests. Nobody's id, address or traits are held in the clear. The store speeds things up and breaks races; it never
+//! gates delivery: when it fails, the forwarder goes on as it would without it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::intercom::ContactId;
 use crate::mapping::ContactKey;
@@ -31,12 +34,63 @@ pub fn visitor_key(anonymous_id: &str) -> String {
     digest("anonymous_id:", anonymous_id.trim())
 }
 
-/// What Intercom made for a key.
+/// The store's key of a company, by the app's company_id.
+pub fn company_key(company_id: &str) -> String {
+    digest("company_id:", company_id.trim())
+}
+
+/// The key of the list of a contact's own keys, by Intercom's id: an erasure finds every key that named it there.
+pub fn own_keys_key(id: &ContactId) -> String {
+    digest("contact:", id.as_str())
+}
+
+/// What Intercom made for a key: a contact (or, under a company's key, the company's Intercom id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Known {
     pub id: ContactId,
     /// A lead: a user's `role` is `user`.
     pub is_lead: bool,
+}
+
+/// What the relay last wrote to a contact or company and Intercom confirmed: each field's digest, never its value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// When every field was written together last (seconds since the epoch): after `IDENTITY_REFRESH`, all again.
+    #[serde(rename = "at")]
+    pub refreshed_at: u64,
+    /// Field (`a:name` for Intercom's own, `c:plan` for a custom attribute) to the digest of its value.
+    #[serde(rename = "f", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    /// The `last_seen_at` last written (seconds): moved by less than `LAST_SEEN_RESOLUTION`, it is no change.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<i64>,
+    /// Digests of the company_ids the contact was attached to.
+    #[serde(rename = "c", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub companies: BTreeSet<String>,
+}
+
+impl Written {
+    /// Whether it is recent enough to go by at `now`: older than `refresh`, everything is written again.
+    pub fn is_fresh(&self, refresh: Duration, now: u64) -> bool {
+        self.refreshed_at > 0 && now < self.refreshed_at.saturating_add(refresh.as_secs())
+    }
+
+    /// The digest a value is held as.
+    pub fn digest_of(value: &serde_json::Value) -> String {
+        digest("value:", &value.to_string())[..32].to_owned()
+    }
+
+    /// The digest a company_id is held as among the contact's companies.
+    pub fn company_digest(company_id: &str) -> String {
+        company_key(company_id)[..32].to_owned()
+    }
+}
+
+/// What the store holds for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub known: Known,
+    pub written: Written,
 }
 
 /// The answer to a claim on a key before making its contact.
@@ -62,29 +116,49 @@ pub struct IdentityError {
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
-/// Where the relay remembers whom it made in Intercom.
+/// Where the relay remembers whom it made in Intercom and what it wrote there.
 pub trait IdentityStore: Send + Sync {
     /// Which store, for messages.
     fn name(&self) -> String;
 
-    /// The contact held for `key`, unless it expired.
-    fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Known>, IdentityError>>;
+    /// What is held for `key`, unless it expired.
+    fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Stored>, IdentityError>>;
+
+    /// What is held for each of `keys` that holds something: one batched read (per hundred keys).
+    fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>>;
 
     /// Claims `key` for `lease` before making its contact: won, or whom it is held for, or pending.
     fn claim<'a>(&'a self, key: &'a str, lease: Duration) -> BoxFuture<'a, Result<Claim, IdentityError>>;
 
-    /// Holds `known` for each of `keys` (after Intercom confirmed it).
+    /// Holds `known` for each of `keys` (after Intercom confirmed it), with nothing written yet, and adds the keys to
+    /// the contact's own list.
     fn record<'a>(&'a self, keys: &'a [String], known: &'a Known) -> BoxFuture<'a, Result<(), IdentityError>>;
 
-    /// Forgets `keys` (a contact gone, an erasure).
+    /// Holds `known` for `key` unless something is held there already: `None` when this took it, else what is held.
+    /// Two forwarders each holding a different contact for one visitor thereby learn of each other.
+    fn record_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        known: &'a Known,
+    ) -> BoxFuture<'a, Result<Option<Known>, IdentityError>>;
+
+    /// Holds `stored` for `key`: the contact and what was last written to it.
+    fn write_down<'a>(&'a self, key: &'a str, stored: &'a Stored) -> BoxFuture<'a, Result<(), IdentityError>>;
+
+    /// Forgets `keys` (a contact gone).
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>>;
+
+    /// Forgets every key that named the contact, and its list of them (an erasure).
+    fn forget_contact<'a>(&'a self, id: &'a ContactId) -> BoxFuture<'a, Result<(), IdentityError>>;
 }
 
-/// One key's entry: a contact made, or a claim until a time (seconds since the epoch).
+/// One key's entry: a contact made (and what was written to it), a claim until a time (seconds since the epoch), or a
+/// contact's own keys.
 #[derive(Clone, Debug)]
 enum Entry {
-    Made { known: Known, expires_at: u64 },
+    Made { stored: Stored, expires_at: u64 },
     Claimed { until: u64 },
+    Keys(BTreeSet<String>),
 }
 
 /// The store in memory: `replay`, `serve` and tests; one process's forwarders share it.
@@ -98,19 +172,40 @@ impl MemoryIdentities {
         MemoryIdentities::default()
     }
 
-    /// How many keys it holds a contact for.
+    /// How many keys it holds a contact or company for.
     pub fn len(&self) -> usize {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.values().filter(|e| matches!(e, Entry::Made { .. })).count()
+        self.with(|entries| entries.values().filter(|e| matches!(e, Entry::Made { .. })).count())
     }
 
+    /// Whether it holds nothing at all: no contact, claim or list of keys.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.with(|entries| entries.is_empty())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
         f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn held(entries: &HashMap<String, Entry>, key: &str, now: u64) -> Option<Stored> {
+        match entries.get(key) {
+            Some(Entry::Made { stored, expires_at }) if *expires_at > now => Some(stored.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(entries: &mut HashMap<String, Entry>, key: &str, stored: Stored) {
+        let expires_at = now_s() + ENTRY_LIFETIME.as_secs();
+        let own = own_keys_key(&stored.known.id);
+        entries.insert(key.to_owned(), Entry::Made { stored, expires_at });
+        match entries.entry(own).or_insert_with(|| Entry::Keys(BTreeSet::new())) {
+            Entry::Keys(keys) => _ = keys.insert(key.to_owned()),
+            other => *other = Entry::Keys([key.to_owned()].into()),
+        }
+    }
+}
+
+fn fresh(known: &Known) -> Stored {
+    Stored { known: known.clone(), written: Written::default() }
 }
 
 impl IdentityStore for MemoryIdentities {
@@ -118,10 +213,15 @@ impl IdentityStore for MemoryIdentities {
         "in memory".into()
     }
 
-    fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Known>, IdentityError>> {
-        let found = self.with(|entries| match entries.get(key) {
-            Some(Entry::Made { known, expires_at }) if *expires_at > now_s() => Some(known.clone()),
-            _ => None,
+    fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Stored>, IdentityError>> {
+        let found = self.with(|entries| Self::held(entries, key, now_s()));
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>> {
+        let now = now_s();
+        let found = self.with(|entries| {
+            keys.iter().filter_map(|key| Some((key.clone(), Self::held(entries, key, now)?))).collect()
         });
         Box::pin(async move { Ok(found) })
     }
@@ -129,7 +229,7 @@ impl IdentityStore for MemoryIdentities {
     fn claim<'a>(&'a self, key: &'a str, lease: Duration) -> BoxFuture<'a, Result<Claim, IdentityError>> {
         let now = now_s();
         let claim = self.with(|entries| match entries.get(key) {
-            Some(Entry::Made { known, expires_at }) if *expires_at > now => Claim::Held(known.clone()),
+            Some(Entry::Made { stored, expires_at }) if *expires_at > now => Claim::Held(stored.known.clone()),
             Some(Entry::Claimed { until }) if *until > now => Claim::Pending,
             _ => {
                 entries.insert(key.to_owned(), Entry::Claimed { until: now + lease.as_secs().max(1) });
@@ -140,17 +240,41 @@ impl IdentityStore for MemoryIdentities {
     }
 
     fn record<'a>(&'a self, keys: &'a [String], known: &'a Known) -> BoxFuture<'a, Result<(), IdentityError>> {
-        let expires_at = now_s() + ENTRY_LIFETIME.as_secs();
-        self.with(|entries| {
-            for key in keys {
-                entries.insert(key.clone(), Entry::Made { known: known.clone(), expires_at });
+        self.with(|entries| keys.iter().for_each(|key| Self::put(entries, key, fresh(known))));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn record_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        known: &'a Known,
+    ) -> BoxFuture<'a, Result<Option<Known>, IdentityError>> {
+        let held = self.with(|entries| match Self::held(entries, key, now_s()) {
+            Some(stored) => Some(stored.known),
+            None => {
+                Self::put(entries, key, fresh(known));
+                None
             }
         });
+        Box::pin(async move { Ok(held) })
+    }
+
+    fn write_down<'a>(&'a self, key: &'a str, stored: &'a Stored) -> BoxFuture<'a, Result<(), IdentityError>> {
+        self.with(|entries| Self::put(entries, key, stored.clone()));
         Box::pin(async { Ok(()) })
     }
 
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>> {
         self.with(|entries| keys.iter().for_each(|key| _ = entries.remove(key)));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn forget_contact<'a>(&'a self, id: &'a ContactId) -> BoxFuture<'a, Result<(), IdentityError>> {
+        self.with(|entries| {
+            if let Some(Entry::Keys(keys)) = entries.remove(&own_keys_key(id)) {
+                keys.iter().for_each(|key| _ = entries.remove(key));
+            }
+        });
         Box::pin(async { Ok(()) })
     }
 }
@@ -163,6 +287,10 @@ mod tests {
         Known { id: ContactId::new(id), is_lead }
     }
 
+    fn found(id: &str, is_lead: bool) -> Option<Stored> {
+        Some(Stored { known: known(id, is_lead), written: Written::default() })
+    }
+
     #[tokio::test]
     async fn a_claim_is_won_once_then_pending_then_held_once_recorded() {
         let store = MemoryIdentities::new();
@@ -172,10 +300,46 @@ mod tests {
         assert_eq!(store.find(&key).await.unwrap(), None, "a claim is no contact");
         store.record(std::slice::from_ref(&key), &known("c-1", true)).await.unwrap();
         assert_eq!(store.claim(&key, Duration::from_secs(30)).await.unwrap(), Claim::Held(known("c-1", true)));
-        assert_eq!(store.find(&key).await.unwrap(), Some(known("c-1", true)));
+        assert_eq!(store.find(&key).await.unwrap(), found("c-1", true));
         store.forget(std::slice::from_ref(&key)).await.unwrap();
         assert_eq!(store.find(&key).await.unwrap(), None);
-        assert!(store.is_empty());
+        assert_eq!(store.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn record_if_absent_takes_a_free_key_and_names_the_contact_a_held_one_holds() {
+        let store = MemoryIdentities::new();
+        let key = visitor_key("anon-1");
+        assert_eq!(store.record_if_absent(&key, &known("user-1", false)).await.unwrap(), None);
+        assert_eq!(store.record_if_absent(&key, &known("lead-1", true)).await.unwrap(), Some(known("user-1", false)));
+        assert_eq!(store.find(&key).await.unwrap(), found("user-1", false), "the first stays");
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_contact_forgets_every_key_that_named_it_and_what_was_written() {
+        let store = MemoryIdentities::new();
+        let (user, old_address) = (contact_key(&ContactKey::ExternalId("ada".into())), visitor_key("anon-1"));
+        let other = contact_key(&ContactKey::ExternalId("bob".into()));
+        store.record(&[user.clone(), old_address.clone()], &known("c-1", false)).await.unwrap();
+        store.record(std::slice::from_ref(&other), &known("c-2", false)).await.unwrap();
+        let written = Written { refreshed_at: 5, fields: [("a:name".into(), "d".into())].into(), ..Written::default() };
+        store.write_down(&user, &Stored { known: known("c-1", false), written: written.clone() }).await.unwrap();
+        assert_eq!(store.find(&user).await.unwrap().unwrap().written, written);
+        store.forget_contact(&ContactId::new("c-1")).await.unwrap();
+        let left = store.find_many(&[user, old_address, other.clone()]).await.unwrap();
+        assert_eq!(left.into_keys().collect::<Vec<_>>(), [other], "only the other contact's key is left");
+    }
+
+    #[test]
+    fn what_was_written_goes_by_until_the_refresh_and_values_are_held_as_digests() {
+        let written = Written { refreshed_at: 1_000, ..Written::default() };
+        let day = Duration::from_secs(86_400);
+        assert!(written.is_fresh(day, 1_000 + 86_399) && !written.is_fresh(day, 1_000 + 86_400));
+        assert!(!written.is_fresh(Duration::ZERO, 1_000), "a refresh of 0 writes every time");
+        assert!(!Written::default().is_fresh(day, 1), "nothing written yet");
+        let digest = Written::digest_of(&serde_json::json!("Ada Lovelace"));
+        assert!(digest.len() == 32 && !digest.contains("Ada"));
+        assert_ne!(digest, Written::digest_of(&serde_json::json!("Ada Lovelace ")));
     }
 
     #[tokio::test]

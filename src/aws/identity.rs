@@ -1,7 +1,9 @@
 //! The identity store in the stack's DynamoDB table (`IDENTITY_TABLE`): key `key` (a string, the hash), with `id` (the
-//! Intercom contact), `lead` (a boolean), `claimed_until` (a claim's lease, seconds since the epoch) and `expires_at`
-//! (the table's TTL attribute). Reads are strongly consistent; a claim is one conditional `PutItem` whose refusal
-//! carries the item that refused it.
+//! Intercom contact or company), `lead` (a boolean), `written` (what was last written, as JSON of digests),
+//! `claimed_until` (a claim's lease, seconds since the epoch) and `expires_at` (the table's TTL attribute); a contact's
+//! own keys under the hash of its Intercom id, as the string set `keys`. Reads are strongly consistent; a batch's keys
+//! are read with one `BatchGetItem`; a claim is one conditional `PutItem` whose refusal carries the item that refused
+//! it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use futures_util::future::BoxFuture;
 
 use super::dynamo;
-use crate::identity::{Claim, ENTRY_LIFETIME, IdentityError, IdentityStore, Known};
+use crate::identity::{Claim, ENTRY_LIFETIME, IdentityError, IdentityStore, Known, Stored, Written, own_keys_key};
 use crate::intercom::ContactId;
 use crate::suppression::now_s;
 
@@ -34,10 +36,44 @@ impl DynamoIdentities {
         Ok(store)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Known>, IdentityError> {
+    async fn get(&self, key: &str) -> Result<Option<Stored>, IdentityError> {
         let call = self.client.get_item().table_name(&self.table).key("key", s(key)).consistent_read(true).send();
         let answer = call.await.map_err(|e| self.failed("GetItem", "cannot be read", e))?;
         Ok(answer.item().and_then(|item| made(item, now_s())))
+    }
+
+    /// Up to a hundred keys a call (`BatchGetItem`'s limit); keys DynamoDB leaves unprocessed (throttling) are asked
+    /// again a few times, then the read fails, and the caller reads key by key as it goes.
+    async fn get_many(&self, keys: &[String]) -> Result<HashMap<String, Stored>, IdentityError> {
+        let now = now_s();
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut wanted: Vec<Item> = chunk.iter().map(|key| [("key".to_owned(), s(key))].into()).collect();
+            for pause in [0, 50, 200] {
+                if wanted.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let read = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| self.error("cannot be read", e.to_string(), None))?;
+                let call = self.client.batch_get_item().request_items(&self.table, read).send();
+                let answer = call.await.map_err(|e| self.failed("BatchGetItem", "cannot be read", e))?;
+                for item in answer.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                    if let (Some(key), Some(stored)) = (item.get("key").and_then(|k| k.as_s().ok()), made(item, now)) {
+                        found.insert(key.clone(), stored);
+                    }
+                }
+                let unprocessed = answer.unprocessed_keys().and_then(|u| u.get(&self.table));
+                wanted = unprocessed.map_or(Vec::new(), |k| k.keys().to_vec());
+            }
+            if !wanted.is_empty() {
+                return Err(self.error("cannot be read", "BatchGetItem left keys unprocessed".into(), None));
+            }
+        }
+        Ok(found)
     }
 
     async fn put_claim(&self, key: &str, lease: Duration) -> Result<Claim, IdentityError> {
@@ -66,7 +102,7 @@ impl DynamoIdentities {
                 Some(refused) if refused.is_conditional_check_failed_exception() => {
                     let holder = match refused {
                         aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
-                            c.item().and_then(|item| made(item, now))
+                            c.item().and_then(|item| made(item, now)).map(|stored| stored.known)
                         }
                         _ => None,
                     };
@@ -77,19 +113,75 @@ impl DynamoIdentities {
         }
     }
 
-    async fn put_made(&self, keys: &[String], known: &Known) -> Result<(), IdentityError> {
-        let expires_at = now_s() + ENTRY_LIFETIME.as_secs();
-        for key in keys {
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item("key", s(key))
-                .item("id", s(known.id.as_str()))
-                .item("lead", AttributeValue::Bool(known.is_lead))
-                .item("expires_at", n(expires_at));
-            put.send().await.map_err(|e| self.failed("PutItem", "cannot be written", e))?;
+    /// A contact's (or company's) item: `written` left out when nothing was written yet.
+    fn item(
+        &self,
+        key: &str,
+        stored: &Stored,
+    ) -> Result<aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder, IdentityError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("key", s(key))
+            .item("id", s(stored.known.id.as_str()))
+            .item("lead", AttributeValue::Bool(stored.known.is_lead))
+            .item("expires_at", n(now_s() + ENTRY_LIFETIME.as_secs()));
+        if stored.written != Written::default() {
+            let written = serde_json::to_string(&stored.written)
+                .map_err(|e| self.error("cannot be written", e.to_string(), None))?;
+            put = put.item("written", s(&written));
         }
+        Ok(put)
+    }
+
+    async fn put_made(&self, keys: &[String], known: &Known) -> Result<(), IdentityError> {
+        let stored = Stored { known: known.clone(), written: Written::default() };
+        for key in keys {
+            self.item(key, &stored)?.send().await.map_err(|e| self.failed("PutItem", "cannot be written", e))?;
+        }
+        self.add_own_keys(&known.id, keys).await
+    }
+
+    /// Adds `keys` to the contact's own list (one `UpdateItem`: `ADD` to a string set is atomic).
+    async fn add_own_keys(&self, id: &ContactId, keys: &[String]) -> Result<(), IdentityError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("key", s(&own_keys_key(id)))
+            .update_expression("ADD #keys :keys SET #ex = :ex")
+            .expression_attribute_names("#keys", "keys")
+            .expression_attribute_names("#ex", "expires_at")
+            .expression_attribute_values(":keys", AttributeValue::Ss(keys.to_vec()))
+            .expression_attribute_values(":ex", n(now_s() + ENTRY_LIFETIME.as_secs()));
+        update.send().await.map_err(|e| self.failed("UpdateItem", "cannot be written", e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, known: &Known) -> Result<Option<Known>, IdentityError> {
+        let now = now_s();
+        let stored = Stored { known: known.clone(), written: Written::default() };
+        let put = self
+            .item(key, &stored)?
+            .condition_expression("attribute_not_exists(#id) OR #ex <= :now")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#ex", "expires_at")
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match put.send().await {
+            Ok(_) => self.add_own_keys(&known.id, &[key.to_owned()]).await.map(|()| None),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(c.item().and_then(|item| made(item, now)).map(|stored| stored.known))
+                }
+                _ => Err(self.failed("PutItem", "cannot be written", e)),
+            },
+        }
+    }
+
+    async fn put_written(&self, key: &str, stored: &Stored) -> Result<(), IdentityError> {
+        self.item(key, stored)?.send().await.map_err(|e| self.failed("PutItem", "cannot be written", e))?;
         Ok(())
     }
 
@@ -101,6 +193,17 @@ impl DynamoIdentities {
         Ok(())
     }
 
+    /// Every key the contact's list names, then the list.
+    async fn delete_contact(&self, id: &ContactId) -> Result<(), IdentityError> {
+        let own = own_keys_key(id);
+        let call = self.client.get_item().table_name(&self.table).key("key", s(&own)).consistent_read(true).send();
+        let answer = call.await.map_err(|e| self.failed("GetItem", "cannot be read", e))?;
+        let mut keys: Vec<String> =
+            answer.item().and_then(|item| item.get("keys")?.as_ss().ok().cloned()).unwrap_or_default();
+        keys.push(own);
+        self.delete(&keys).await
+    }
+
     fn failed<E>(&self, operation: &str, doing: &'static str, error: SdkError<E, dynamo::HttpResponse>) -> IdentityError
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -109,7 +212,7 @@ impl DynamoIdentities {
         let hint = match failure.code.as_deref() {
             Some("ResourceNotFoundException") => " (does IDENTITY_TABLE name the stack's table, in this region?)",
             Some("AccessDeniedException") => {
-                " (the function's role needs dynamodb:GetItem, dynamodb:PutItem and dynamodb:DeleteItem on it)"
+                " (the function's role needs dynamodb:GetItem, BatchGetItem, PutItem, UpdateItem and DeleteItem on it)"
             }
             _ => "",
         };
@@ -126,12 +229,14 @@ impl DynamoIdentities {
     }
 }
 
-/// The contact an item holds, unless it is only a claim or has expired.
-fn made(item: &Item, now: u64) -> Option<Known> {
+/// The contact an item holds and what was written to it, unless it is only a claim or has expired. A `written` that
+/// cannot be read counts as nothing written (the next write sends everything).
+fn made(item: &Item, now: u64) -> Option<Stored> {
     let expires_at = item.get("expires_at")?.as_n().ok()?.parse::<u64>().ok()?;
     let id = item.get("id")?.as_s().ok()?;
     let is_lead = item.get("lead").and_then(|l| l.as_bool().ok().copied()).unwrap_or(false);
-    (expires_at > now).then(|| Known { id: ContactId::new(id.as_str()), is_lead })
+    let written = item.get("written").and_then(|w| serde_json::from_str(w.as_s().ok()?).ok()).unwrap_or_default();
+    (expires_at > now).then(|| Stored { known: Known { id: ContactId::new(id.as_str()), is_lead }, written })
 }
 
 fn s(text: &str) -> AttributeValue {
@@ -147,8 +252,12 @@ impl IdentityStore for DynamoIdentities {
         format!("DynamoDB table {}", self.table)
     }
 
-    fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Known>, IdentityError>> {
+    fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Stored>, IdentityError>> {
         Box::pin(self.get(key))
+    }
+
+    fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>> {
+        Box::pin(self.get_many(keys))
     }
 
     fn claim<'a>(&'a self, key: &'a str, lease: Duration) -> BoxFuture<'a, Result<Claim, IdentityError>> {
@@ -159,8 +268,24 @@ impl IdentityStore for DynamoIdentities {
         Box::pin(self.put_made(keys, known))
     }
 
+    fn record_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        known: &'a Known,
+    ) -> BoxFuture<'a, Result<Option<Known>, IdentityError>> {
+        Box::pin(self.put_if_absent(key, known))
+    }
+
+    fn write_down<'a>(&'a self, key: &'a str, stored: &'a Stored) -> BoxFuture<'a, Result<(), IdentityError>> {
+        Box::pin(self.put_written(key, stored))
+    }
+
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>> {
         Box::pin(self.delete(keys))
+    }
+
+    fn forget_contact<'a>(&'a self, id: &'a ContactId) -> BoxFuture<'a, Result<(), IdentityError>> {
+        Box::pin(self.delete_contact(id))
     }
 }
 
@@ -174,7 +299,14 @@ mod tests {
             pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
         };
         let made_one = item(&[("id", s("c-1")), ("lead", AttributeValue::Bool(true)), ("expires_at", n(100))]);
-        assert_eq!(made(&made_one, 99), Some(Known { id: ContactId::new("c-1"), is_lead: true }));
+        let known = Known { id: ContactId::new("c-1"), is_lead: true };
+        assert_eq!(made(&made_one, 99), Some(Stored { known: known.clone(), written: Written::default() }));
+        let mut with_written = made_one.clone();
+        with_written.insert("written".into(), s(r#"{"at":7,"f":{"a:name":"d1"},"s":5,"c":["x"]}"#));
+        let written = made(&with_written, 99).unwrap().written;
+        assert_eq!((written.refreshed_at, written.last_seen_at, written.companies.len()), (7, Some(5), 1));
+        with_written.insert("written".into(), s("not json"));
+        assert_eq!(made(&with_written, 99).unwrap().written, Written::default(), "unreadable: nothing written");
         assert_eq!(made(&made_one, 100), None, "expired: DynamoDB's TTL deletes late");
         assert_eq!(made(&item(&[("claimed_until", n(150)), ("expires_at", n(200))]), 99), None, "a claim only");
     }

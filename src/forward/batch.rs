@@ -1,7 +1,7 @@
 //! One SQS batch: each record decoded on its own, a person's records in order, people concurrently, every record ending
 //! delivered, skipped, handed back to SQS, or in the dead-letter queue with the reason.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,8 +9,10 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::{error, info};
 
+use super::identities::{StoreView, plan_keys};
 use super::options::{HORIZON_SHARE, QUEUE_RETENTION};
 use super::outcome::{log, reason_of};
+use super::poison::{SERVER_ERROR_REPEATED, ServerErrors};
 use super::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
 use super::{BatchReport, ForwardOptions, Outcome, RecordOutcome};
 use crate::envelope::{Envelope, KeyKind};
@@ -40,11 +42,18 @@ pub struct Forwarder<A, D> {
     settings: Arc<Settings>,
     /// The people erased, whose later events are skipped.
     suppression: Option<Arc<dyn SuppressionList>>,
+    server_errors: ServerErrors,
 }
 
 /// The suppression list as one batch sees it: what it holds of the batch's people (read once), with whom the batch's
 /// erasures name; or why it could not be read. `None` when no list is kept.
 type Suppressed = Option<Result<HashSet<String>, SuppressionError>>;
+
+/// What a batch reads before its records: the suppression list's and the identity store's entries for its people.
+struct Ahead {
+    suppressed: Suppressed,
+    view: Arc<StoreView>,
+}
 
 /// What a message holds: an event, or an operator's erasure request.
 enum Body {
@@ -88,8 +97,16 @@ struct Item<'a> {
 impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// A forwarder; the executor's breaker takes `options.breaker`.
     pub fn new(executor: Executor<A>, dead_letter: D, options: ForwardOptions) -> Forwarder<A, D> {
-        let executor = executor.with_breaker(options.breaker);
-        Forwarder { executor, dead_letter, options, settings: Arc::new(Settings::default()), suppression: None }
+        let executor = executor.with_breaker(options.breaker).with_memory(options.memory);
+        let settings = Arc::new(Settings::default());
+        Forwarder {
+            executor,
+            dead_letter,
+            options,
+            settings,
+            suppression: None,
+            server_errors: ServerErrors::default(),
+        }
     }
 
     /// Keeps the people erased in `suppression`, and skips their later events (the default keeps none).
@@ -145,10 +162,10 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             Some(table) => Some(self.suppressed(table, &groups, stop).await),
             None => None,
         };
-        let suppressed = &suppressed;
+        let ahead = &Ahead { suppressed, view: self.read_ahead(&groups, stop).await };
         // The futures are made up front (none runs until polled): a closure in the stream would make the whole future
         // depend on a higher-ranked lifetime, which `tokio::spawn` (the local `serve`) cannot prove Send.
-        let work: Vec<_> = groups.into_iter().map(|group| self.group(group, suppressed, stop)).collect();
+        let work: Vec<_> = groups.into_iter().map(|group| self.group(group, ahead, stop)).collect();
         let mut outcomes: Vec<(usize, RecordOutcome)> = futures_util::stream::iter(work)
             .buffer_unordered(self.options.concurrency.max(1))
             .flat_map(futures_util::stream::iter)
@@ -161,7 +178,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// One person's records, in order; once one is handed back, so are the rest, to keep the order. In a FIFO queue they
     /// are visible again at once: SQS holds them behind the first while it waits (a message group is not handed out
     /// while one of its messages is in flight), and hands them out after it, in order. Elsewhere they wait as long.
-    async fn group(&self, group: Vec<Item<'_>>, suppressed: &Suppressed, stop: Instant) -> Vec<(usize, RecordOutcome)> {
+    async fn group(&self, group: Vec<Item<'_>>, ahead: &Ahead, stop: Instant) -> Vec<(usize, RecordOutcome)> {
         let mut handed_back: Option<Duration> = None;
         let mut outcomes = Vec::with_capacity(group.len());
         for item in group {
@@ -175,7 +192,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 let reason = "the invocation's time ran out before this event".into();
                 (Outcome::Retry { reason, calls: 0, retry_in: self.breaker_wait(Duration::ZERO) }, false)
             } else {
-                let record = RECORD.scope(item.record.id().to_owned(), self.record(&item, suppressed, stop));
+                let record = RECORD.scope(item.record.id().to_owned(), self.record(&item, ahead, stop));
                 match tokio::time::timeout_at(stop, record).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
@@ -186,8 +203,10 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                     }
                 }
             };
-            if let (None, Outcome::Retry { retry_in, .. }) = (handed_back, &outcome) {
-                handed_back = Some(*retry_in);
+            match (handed_back, &outcome) {
+                (None, Outcome::Retry { retry_in, .. }) => handed_back = Some(*retry_in),
+                (_, Outcome::Retry { .. }) => {}
+                _ => self.server_errors.done(item.record.id()),
             }
             let body = item.body.as_ref().ok();
             let outcome = RecordOutcome {
@@ -203,7 +222,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     }
 
     /// What becomes of one record, and whether its line is quiet (held back with the rest while Intercom fails).
-    async fn record(&self, item: &Item<'_>, suppressed: &Suppressed, stop: Instant) -> (Outcome, bool) {
+    async fn record(&self, item: &Item<'_>, ahead: &Ahead, stop: Instant) -> (Outcome, bool) {
         let envelope = match &item.body {
             Ok(Body::Event(envelope)) => envelope,
             Ok(Body::Erasure(request)) => return self.erase(item, request, stop).await,
@@ -228,7 +247,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         // Anyone may send with a browser key: its events decide nothing only the business should.
         let plan = if envelope.key == KeyKind::Browser { plan.for_browser_key(&self.settings) } else { plan };
         let clock = Clock::of(item.record, Some(envelope.event.received_at));
-        match suppressed {
+        match &ahead.suppressed {
             Some(Err(error)) => return self.suppression_failed(item, &clock, error, 0).await,
             Some(Ok(held)) if plan.contacts().any(|contact| held.contains(&key_of(contact))) => {
                 let reason = "the person was erased (the suppression list holds them)".into();
@@ -237,7 +256,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             _ => {}
         }
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
-        match self.executor.execute(&plan, self.options.retry, until).await {
+        match self.executor.execute_in(&plan, self.options.retry, until, ahead.view.clone()).await {
             Ok(delivery) => {
                 for dropped in &delivery.dropped {
                     info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
@@ -247,11 +266,14 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 let answering = self.executor.breaker().answering_for(Instant::now());
                 let waited = clock.failing.min(answering);
                 let outcome = match delivery.skipped {
-                    Some(ALIAS_PREVIOUS_UNKNOWN) if waited < self.options.alias_wait => Outcome::Retry {
-                        reason: "alias: Intercom does not hold the previous contact yet".into(),
-                        calls: delivery.calls,
-                        retry_in: self.wait(&clock),
-                    },
+                    // With an identity store, the alias held the visitor for the user instead: nothing to wait for.
+                    Some(ALIAS_PREVIOUS_UNKNOWN) if !self.executor.remembers() && waited < self.options.alias_wait => {
+                        Outcome::Retry {
+                            reason: "alias: Intercom does not hold the previous contact yet".into(),
+                            calls: delivery.calls,
+                            retry_in: self.wait(&clock),
+                        }
+                    }
                     Some(reason) => Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: delivery.calls },
                     None => Outcome::Delivered { calls: delivery.calls },
                 };
@@ -299,6 +321,17 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     async fn failed(&self, item: &Item<'_>, clock: &Clock, failed: Failed) -> (Outcome, bool) {
         let Failed { error, attempts, calls } = failed;
         let may_pass = error.is_retryable() || error.is_workspace_failure();
+        let server_errors = self.server_errors.count(item.record.id(), &error);
+        let breaker_closed = self.executor.breaker().retry_in(Instant::now()).is_none();
+        if server_errors >= self.options.server_error_tries && breaker_closed {
+            let message = format!(
+                "Intercom answered 5xx for this event {server_errors} times while it answered others \
+                 (SERVER_ERROR_TRIES is {}); last: {error}",
+                self.options.server_error_tries
+            );
+            let reason = Reason::ours(SERVER_ERROR_REPEATED, message);
+            return (self.send_to_dead_letter(item, reason, calls).await, false);
+        }
         if may_pass && clock.age < self.horizon() {
             let retry_in = self.breaker_wait(self.wait(clock));
             // Back by the horizon at the latest, to be dead-lettered then rather than deleted by SQS later.
@@ -316,6 +349,25 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
             reason.error_code = "retries_exhausted".into();
         }
         (self.send_to_dead_letter(item, reason, calls).await, false)
+    }
+
+    /// The identity store as the batch sees it: one batched read of every key its events' plans name, within the
+    /// invocation (a read that fails or is too slow leaves them to be read one by one).
+    async fn read_ahead(&self, groups: &[Vec<Item<'_>>], stop: Instant) -> Arc<StoreView> {
+        if !self.executor.remembers() {
+            return Arc::default();
+        }
+        let mut keys = BTreeSet::new();
+        for item in groups.iter().flatten() {
+            if let Ok(Body::Event(envelope)) = &item.body
+                && let Ok(plan) = map_with(&envelope.event, &self.settings)
+            {
+                plan_keys(&plan, &mut keys);
+            }
+        }
+        let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
+        let read = tokio::time::timeout_at(until, self.executor.read_ahead(keys)).await;
+        Arc::new(read.unwrap_or_default())
     }
 
     /// The suppression list as the batch sees it, before anyone's records: one read for the contacts every event's plan

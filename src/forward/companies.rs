@@ -2,32 +2,78 @@
 
 use std::collections::HashSet;
 
-use serde_json::Map;
+use serde_json::{Map, Value};
 use tracing::info;
 
 use super::executor::Run;
+use super::written::WriteMemory;
+use crate::identity::{Written, contact_key};
 use crate::intercom::requests::{self, Fields};
-use crate::intercom::{CompanyId, ErrorKind, IntercomApi, IntercomError, Model};
+use crate::intercom::{CompanyId, ContactId, ErrorKind, IntercomApi, IntercomError, Model};
 use crate::mapping::{CompanyUpsert, ContactKey};
+use crate::suppression::now_s;
 
 impl<A: IntercomApi> Run<'_, A> {
-    /// Creates or updates the company: the names of the tags its answer showed.
+    /// Creates or updates the company: the names of the tags its answer showed. What the identity store says was
+    /// written to it (and is still fresh) is left out, and nothing is sent when nothing is left.
     pub(super) async fn upsert_company(
         &mut self,
         company: &CompanyUpsert,
     ) -> Result<Option<HashSet<String>>, IntercomError> {
+        let company_id = &company.company_id;
         let mut attributes = company.attributes.clone();
         let mut custom = company.custom_attributes.clone();
-        self.known_attributes(Model::Company, &mut custom, &company.dates).await?;
-        let build = |f: &Fields<'_>| requests::upsert_company(&company.company_id, f.attributes, f.custom_attributes);
-        let answer = self.write(build, &mut attributes, &mut custom).await?;
-        self.known_company(&company.company_id, &answer)?;
+        let stored = self.stored_company(company_id).await;
+        let now = now_s();
+        let memory = self.executor.memory;
+        let fresh =
+            stored.as_ref().is_some_and(|(_, w)| memory.leave_out_unchanged(w, &mut attributes, &mut custom, now));
+        if let (true, true, Some((id, _))) = (fresh, attributes.is_empty() && custom.is_empty(), &stored) {
+            self.executor.ids.companies.put(company_id.clone(), id);
+            return Ok(None);
+        }
+        let sent = (attributes.clone(), custom.clone());
+        let answer = match self.write_company(company, &mut attributes, &mut custom).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                // Refused: written whole next time.
+                if let Some((id, written)) = stored.filter(|(_, w)| *w != Written::default()) {
+                    self.write_down_company(company_id, &id, Written { fields: Default::default(), ..written }).await;
+                }
+                return Err(error);
+            }
+        };
+        let id = self.known_company(company_id, &answer)?;
+        let before = stored.map(|(_, written)| written).filter(|_| fresh);
+        self.write_down_company(company_id, &id, WriteMemory::after_write(before.as_ref(), &sent.0, &sent.1, now))
+            .await;
         Ok(requests::company_tag_names(&answer))
     }
 
-    /// Intercom's id of the company with `company_id`: cached, else looked up; `None` when Intercom has none.
-    async fn company_id(&self, company_id: &str) -> Result<Option<CompanyId>, IntercomError> {
+    async fn write_company(
+        &mut self,
+        company: &CompanyUpsert,
+        attributes: &mut Map<String, Value>,
+        custom: &mut Map<String, Value>,
+    ) -> Result<Value, IntercomError> {
+        self.known_attributes(Model::Company, custom, &company.dates).await?;
+        let build = |f: &Fields<'_>| requests::upsert_company(&company.company_id, f.attributes, f.custom_attributes);
+        self.write(build, attributes, custom).await
+    }
+
+    /// Intercom's id of the company: cached, else in the identity store.
+    async fn company_known(&self, company_id: &str) -> Option<CompanyId> {
         if let Some(id) = self.executor.ids.companies.get(company_id) {
+            return Some(id);
+        }
+        let (id, _) = self.stored_company(company_id).await?;
+        self.executor.ids.companies.put(company_id.to_owned(), &id);
+        Some(id)
+    }
+
+    /// Intercom's id of the company with `company_id`: cached or stored, else looked up; `None` when Intercom has none.
+    async fn company_id(&self, company_id: &str) -> Result<Option<CompanyId>, IntercomError> {
+        if let Some(id) = self.company_known(company_id).await {
             return Ok(Some(id));
         }
         match self.call(requests::find_company(company_id)).await {
@@ -40,7 +86,7 @@ impl<A: IntercomApi> Run<'_, A> {
     /// Intercom's id of the company with `company_id`: cached, else upserted with nothing but its company_id (which
     /// makes it when Intercom has none).
     async fn company_made(&self, company_id: &str) -> Result<CompanyId, IntercomError> {
-        if let Some(id) = self.executor.ids.companies.get(company_id) {
+        if let Some(id) = self.company_known(company_id).await {
             return Ok(id);
         }
         let empty = Map::new();
@@ -58,6 +104,39 @@ impl<A: IntercomApi> Run<'_, A> {
     /// The contact is attached to the company, both made when Intercom lacks them; a contact id that stopped working
     /// is followed (or the contact made again) once.
     pub(super) async fn attach(&self, contact: &ContactKey, company_id: &str) -> Result<(), IntercomError> {
+        if self.attached(contact, company_id).await == Some(true) {
+            return Ok(());
+        }
+        let id = self.attach_once(contact, company_id).await?;
+        self.note_attached(contact, &id, company_id, true).await;
+        Ok(())
+    }
+
+    /// Whether the identity store says the contact was attached to the company (and that is still fresh).
+    async fn attached(&self, contact: &ContactKey, company_id: &str) -> Option<bool> {
+        let entry = self.entry(&contact_key(contact)).await?;
+        let written = &entry.written;
+        let fresh = written.is_fresh(self.executor.memory.refresh, now_s());
+        Some(fresh && written.companies.contains(&Written::company_digest(company_id)))
+    }
+
+    /// Holds in the store whether the contact is attached to the company, when it holds the contact.
+    async fn note_attached(&self, contact: &ContactKey, id: &ContactId, company_id: &str, attached: bool) {
+        let key = contact_key(contact);
+        let Some(mut entry) = self.entry(&key).await.filter(|e| e.known.id == *id) else { return };
+        let digest = Written::company_digest(company_id);
+        let changed =
+            if attached { entry.written.companies.insert(digest) } else { entry.written.companies.remove(&digest) };
+        if changed {
+            if entry.written.refreshed_at == 0 {
+                entry.written.refreshed_at = now_s();
+            }
+            self.write_down(&key, entry).await;
+        }
+    }
+
+    /// Attaches the contact (following or making it again once when its id stopped working): the contact's id.
+    async fn attach_once(&self, contact: &ContactKey, company_id: &str) -> Result<ContactId, IntercomError> {
         let mut id = self.contact_made(contact).await?;
         let company = self.company_made(company_id).await?;
         for retry in [false, true] {
@@ -70,10 +149,10 @@ impl<A: IntercomApi> Run<'_, A> {
                     };
                     self.executor.ids.contacts.put(contact.clone(), &id);
                 }
-                other => return other.map(drop),
+                other => return other.map(|_| id),
             }
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Detaching what Intercom does not hold (an unknown contact or company, or one not attached) changes nothing and
@@ -91,6 +170,7 @@ impl<A: IntercomApi> Run<'_, A> {
             Err(e) if e.kind().is_gone() => info!("Detach: the contact was not attached."),
             other => _ = other?,
         }
+        self.note_attached(contact, &id, company_id, false).await;
         Ok(())
     }
 }

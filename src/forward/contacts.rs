@@ -8,42 +8,146 @@ use tracing::warn;
 
 use super::executor::Run;
 use super::identities::other_key;
+use super::written::WriteMemory;
+use crate::identity::{Known, Stored, Written, contact_key};
 use crate::intercom::requests::{self, EventContact, Fields, FoundContact};
 use crate::intercom::{ContactId, ErrorKind, IntercomApi, IntercomError, Model, TagId};
 use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey, ContactUpsert, EventSubmission};
+use crate::suppression::now_s;
+
+/// A contact's fields on their way to Intercom.
+struct ToWrite {
+    attributes: Map<String, Value>,
+    custom: Map<String, Value>,
+    /// Whether what the store says was written went by: only changes are left.
+    fresh: bool,
+    /// What the store holds as written once Intercom took it: the event's fields left to write, before the checks
+    /// against the workspace (a value the workspace cannot hold is not sent again either).
+    sent: (Map<String, Value>, Map<String, Value>),
+}
+
+impl ToWrite {
+    fn of(upsert: &ContactUpsert) -> ToWrite {
+        let (attributes, custom) = (upsert.attributes.clone(), upsert.custom_attributes.clone());
+        ToWrite { sent: (attributes.clone(), custom.clone()), attributes, custom, fresh: false }
+    }
+}
+
+/// The visitor an upsert names (the anonymousId the relay gives a lead).
+fn visitor_of(upsert: &ContactUpsert) -> Option<&str> {
+    upsert.custom_attributes.get(ANONYMOUS_ID_ATTRIBUTE).and_then(Value::as_str)
+}
 
 impl<A: IntercomApi> Run<'_, A> {
-    /// Creates or updates the contact: `(created, the tag ids its answer showed)`.
+    /// Creates or updates the contact: `(created, the tag ids its answer showed)`. What the identity store says was
+    /// written to it (and is still fresh) is left out, and nothing is sent when nothing is left.
     pub(super) async fn upsert_contact(
         &mut self,
         upsert: &ContactUpsert,
     ) -> Result<(bool, Option<HashSet<TagId>>), IntercomError> {
-        let mut attributes = upsert.attributes.clone();
-        let mut custom = upsert.custom_attributes.clone();
-        self.known_attributes(Model::Contact, &mut custom, &upsert.dates).await?;
-        self.known_owner(&mut attributes).await?;
         let key = &upsert.key;
         let cached = self.executor.ids.contacts.get(key);
-        let stored = if cached.is_none() { self.stored(key).await } else { None };
-        let known = cached.clone().map(|id| (id, None)).or_else(|| stored.map(|k| (k.id, Some(k.is_lead))));
-        let (id, created, answer, is_lead) = match self.update_known(known, key, &mut attributes, &mut custom).await? {
-            Some((id, answer, is_lead)) => (id, false, answer, is_lead),
-            None => self.create_or_update(key, &mut attributes, &mut custom).await?,
+        // What was written goes by for the contact the warm cache knows too (one merged since is another contact).
+        let entry = self.entry(&contact_key(key)).await;
+        let entry = entry.filter(|e| cached.as_ref().is_none_or(|id| *id == e.known.id));
+        let mut fields = ToWrite::of(upsert);
+        let now = now_s();
+        if let Some(entry) = &entry {
+            let memory = self.executor.memory;
+            fields.fresh = memory.leave_out_unchanged(&entry.written, &mut fields.attributes, &mut fields.custom, now);
+            if fields.fresh && fields.attributes.is_empty() && fields.custom.is_empty() {
+                self.met(key, &entry.known.id, entry.known.is_lead, upsert);
+                return Ok((false, None));
+            }
+            fields.sent = (fields.attributes.clone(), fields.custom.clone());
+        }
+        let known = cached.map(|id| (id, None));
+        let known = known.or_else(|| entry.as_ref().map(|e| (e.known.id.clone(), Some(e.known.is_lead))));
+        let (id, created, answer, is_lead) = match self.upsert_fields(upsert, known, &mut fields).await {
+            Ok(done) => done,
+            Err(error) => {
+                // Refused: what the store says was written may be what Intercom refuses now; written whole next time.
+                if let Some(entry) = entry.filter(|e| e.written != Written::default()) {
+                    self.write_down(&contact_key(key), Stored { written: Written::default(), ..entry }).await;
+                }
+                return Err(error);
+            }
         };
-        let ids = &self.executor.ids;
-        ids.contacts.put(key.clone(), &id);
-        let anonymous_id = custom.get(ANONYMOUS_ID_ATTRIBUTE).and_then(Value::as_str);
         let is_lead = is_lead.unwrap_or(matches!(key, ContactKey::Email(_)));
-        // Only a lead is a visitor's to merge: an address the store knows as a user's updated that user.
-        if let (ContactKey::Email(_), Some(anonymous_id), true) = (key, anonymous_id, is_lead) {
-            ids.visitors.put(anonymous_id.to_owned(), &id);
+        self.met(key, &id, is_lead, upsert);
+        if let Some(user) = self.meet_visitor(upsert, &id, is_lead).await? {
+            self.executor.ids.contacts.put(key.clone(), &user);
+            return Ok((created, None));
         }
-        if cached.as_ref() != Some(&id) {
-            let email = attributes.get("email").and_then(Value::as_str);
-            let also = other_key(key, email, anonymous_id);
-            self.remember(key, &id, is_lead, also).await;
+        if entry.as_ref().is_none_or(|e| e.known.id != id) {
+            let email = fields.attributes.get("email").and_then(Value::as_str);
+            self.remember(key, &id, is_lead, other_key(key, email)).await;
         }
+        let before = entry.map(|e| e.written).filter(|_| fields.fresh);
+        let written = WriteMemory::after_write(before.as_ref(), &fields.sent.0, &fields.sent.1, now);
+        self.write_down(&contact_key(key), Stored { known: Known { id, is_lead }, written }).await;
         Ok((created, requests::contact_tag_ids(&answer)))
+    }
+
+    /// The contact's fields, checked against the workspace, written to the contact known (or the one it became), else
+    /// to the one holding its email, else to a new one: `(id, created, answer, whether a lead when known)`.
+    async fn upsert_fields(
+        &mut self,
+        upsert: &ContactUpsert,
+        known: Option<(ContactId, Option<bool>)>,
+        fields: &mut ToWrite,
+    ) -> Result<(ContactId, bool, Value, Option<bool>), IntercomError> {
+        self.checked(upsert, fields).await?;
+        if let Some((id, answer, is_lead)) = self.update_known(known, upsert, fields).await? {
+            return Ok((id, false, answer, is_lead));
+        }
+        if fields.fresh {
+            // The contact known is gone: the one found or made next gets everything.
+            *fields = ToWrite::of(upsert);
+            self.checked(upsert, fields).await?;
+        }
+        self.create_or_update(&upsert.key, &mut fields.attributes, &mut fields.custom).await
+    }
+
+    /// Leaves out what the workspace cannot hold: attributes it lacks (unless made), an owner who is no admin.
+    async fn checked(&mut self, upsert: &ContactUpsert, fields: &mut ToWrite) -> Result<(), IntercomError> {
+        self.known_attributes(Model::Contact, &mut fields.custom, &upsert.dates).await?;
+        self.known_owner(&mut fields.attributes).await
+    }
+
+    /// The contact is known by its key now; a lead by the visitor it was, too.
+    fn met(&self, key: &ContactKey, id: &ContactId, is_lead: bool, upsert: &ContactUpsert) {
+        let ids = &self.executor.ids;
+        ids.contacts.put(key.clone(), id);
+        // Only a lead is a visitor's to merge: an address the store knows as a user's updated that user.
+        if let (ContactKey::Email(_), Some(anonymous_id), true) = (key, visitor_of(upsert), is_lead) {
+            ids.visitors.put(anonymous_id.to_owned(), id);
+        }
+    }
+
+    /// A lead made or updated for a visitor: held as the visitor's in the store, unless the user the visitor became is
+    /// held there already (another lane's alias or identify got there first): then the lead is merged into that user,
+    /// whose id this answers.
+    async fn meet_visitor(
+        &self,
+        upsert: &ContactUpsert,
+        lead: &ContactId,
+        is_lead: bool,
+    ) -> Result<Option<ContactId>, IntercomError> {
+        let (Some(anonymous_id), true) = (visitor_of(upsert), is_lead) else { return Ok(None) };
+        let held = match self.stored_visitor(anonymous_id).await {
+            Some(held) => Some(held),
+            None => self.hold_visitor(anonymous_id, &Known { id: lead.clone(), is_lead: true }).await,
+        };
+        match held {
+            Some(held) if !held.is_lead && held.id != *lead => {
+                self.merge_lead(anonymous_id, lead, &held.id).await?;
+                // The address now names the user the visitor became.
+                self.remember(&upsert.key, &held.id, false, None).await;
+                Ok(Some(held.id))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Updates the contact the cache or the store knows (`(id, whether a lead, when the store says)`), or the one it
@@ -51,21 +155,26 @@ impl<A: IntercomApi> Run<'_, A> {
     async fn update_known(
         &mut self,
         known: Option<(ContactId, Option<bool>)>,
-        key: &ContactKey,
-        attributes: &mut Map<String, Value>,
-        custom: &mut Map<String, Value>,
+        upsert: &ContactUpsert,
+        fields: &mut ToWrite,
     ) -> Result<Option<(ContactId, Value, Option<bool>)>, IntercomError> {
         let dialect = self.executor.dialect;
         let Some((id, is_lead)) = known else { return Ok(None) };
         let update = |f: &Fields<'_>| dialect.update_contact(&id, f);
-        match self.write(update, attributes, custom).await {
+        match self.write(update, &mut fields.attributes, &mut fields.custom).await {
             Ok(answer) => Ok(Some((id, answer, is_lead))),
             Err(error) if error.kind().is_gone() => {
+                let key = &upsert.key;
                 self.executor.ids.contacts.forget(key);
                 self.forget_stored(std::slice::from_ref(key)).await;
                 let Some(target) = self.moved(&id, &error).await? else { return Ok(None) };
+                if fields.fresh {
+                    // Another contact: it gets everything.
+                    *fields = ToWrite::of(upsert);
+                    self.checked(upsert, fields).await?;
+                }
                 let update = |f: &Fields<'_>| dialect.update_contact(&target, f);
-                let answer = self.write(update, attributes, custom).await?;
+                let answer = self.write(update, &mut fields.attributes, &mut fields.custom).await?;
                 Ok(Some((target, answer, is_lead)))
             }
             Err(error) => Err(error),

@@ -145,6 +145,8 @@ impl<A: IntercomApi> Run<'_, A> {
                 self.executor.ids.contacts.forget(key);
             }
             self.forget_stored(&keys).await;
+            // Every other key that named it: addresses it held before, visitors it was.
+            self.forget_contact(&person.id).await;
             if let Some(anonymous_id) = person.custom_attributes.get(ANONYMOUS_ID_ATTRIBUTE).and_then(|a| a.as_str()) {
                 self.forget_visitor(anonymous_id).await;
             }

@@ -11,8 +11,10 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerPolicy};
 use super::guard::Guarded;
+use super::identities::StoreView;
 use super::ids::KnownIds;
 use super::workspace::Workspace;
+use super::written::WriteMemory;
 use crate::identity::IdentityStore;
 use crate::intercom::requests::{Dialect, Request};
 use crate::intercom::{IntercomApi, IntercomError, TagId};
@@ -51,6 +53,8 @@ pub struct Executor<A> {
     pub(super) workspace: Workspace,
     /// Whom the relay made in Intercom, shared with other forwarders; none: the warm cache alone.
     pub(super) identities: Option<Arc<dyn IdentityStore>>,
+    /// How long what the store says was written goes by.
+    pub(super) memory: WriteMemory,
 }
 
 /// One plan's run: the executor's shared knowledge, Intercom as this plan's policy calls it, and what it spends.
@@ -61,6 +65,8 @@ pub(super) struct Run<'a, A> {
     pub(super) dropped: Vec<Dropped>,
     /// The only custom attributes the plan may create, when it may not create any it likes (a browser key's event).
     pub(super) may_create: Option<BTreeSet<String>>,
+    /// The batch's view of the identity store.
+    pub(super) view: Arc<StoreView>,
 }
 
 impl<A: IntercomApi> Executor<A> {
@@ -74,6 +80,7 @@ impl<A: IntercomApi> Executor<A> {
             workspace: Workspace::default(),
             breaker: Breaker::new(BreakerPolicy::default()),
             identities: None,
+            memory: WriteMemory::default(),
         }
     }
 
@@ -81,6 +88,16 @@ impl<A: IntercomApi> Executor<A> {
     /// making it.
     pub fn with_identities(self, store: Arc<dyn IdentityStore>) -> Executor<A> {
         Executor { identities: Some(store), ..self }
+    }
+
+    /// The same executor, going by what the store says was written as `memory` allows.
+    pub fn with_memory(self, memory: WriteMemory) -> Executor<A> {
+        Executor { memory, ..self }
+    }
+
+    /// Whether it has an identity store.
+    pub fn remembers(&self) -> bool {
+        self.identities.is_some()
     }
 
     /// The same executor with its circuit breaker following `policy`.
@@ -101,14 +118,26 @@ impl<A: IntercomApi> Executor<A> {
     /// A run with `made` calls spent already, trying each call as `retry` allows, no try starting after `until`.
     pub(super) fn run(&self, retry: RetryPolicy, until: Instant, made: usize) -> Run<'_, A> {
         let intercom = Guarded::new(&self.api, &self.breaker, retry, until, made);
-        Run { executor: self, intercom, dropped: Vec::new(), may_create: None }
+        Run { executor: self, intercom, dropped: Vec::new(), may_create: None, view: Arc::default() }
     }
 
     /// Carries out `plan` in order, trying a call that failed for a retryable reason again as `retry` allows, no try
     /// starting after `until`; the first failure that remains stops it (the caller hands the event back to SQS or
     /// dead-letters it). While the breaker is open, calls are withheld and fail at once.
     pub async fn execute(&self, plan: &Plan, retry: RetryPolicy, until: Instant) -> Result<Delivery, Failed> {
+        self.execute_in(plan, retry, until, Arc::default()).await
+    }
+
+    /// `execute`, reading the identity store through the batch's `view`.
+    pub(super) async fn execute_in(
+        &self,
+        plan: &Plan,
+        retry: RetryPolicy,
+        until: Instant,
+        view: Arc<StoreView>,
+    ) -> Result<Delivery, Failed> {
         let mut run = self.run(retry, until, 0);
+        run.view = view;
         run.dropped = plan.dropped.clone();
         run.may_create = plan.may_create.clone();
         let outcome = run.carry_out(plan).await;

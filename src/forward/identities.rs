@@ -1,16 +1,19 @@
-//! The identity store as the forwarder uses it: read before any lookup or search, claimed before a lead is made,
-//! written once Intercom confirmed a contact. Every call is allowed to fail: the forwarder then goes on as it would
-//! without a store (search, create, 409), with a WARN, and nothing waits on it.
+//! The identity store as the forwarder uses it: read once per batch for every key its events name, before any lookup
+//! or search; claimed before a lead is made; written once Intercom confirmed a contact or a write. Every call is
+//! allowed to fail: the forwarder then goes on as it would without a store (search, create, 409, write everything),
+//! with a WARN, and nothing waits on it.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::executor::Run;
-use crate::identity::{Claim, IdentityError, Known, contact_key, visitor_key};
-use crate::intercom::{ContactId, IntercomApi};
-use crate::mapping::ContactKey;
+use super::executor::{Executor, Run};
+use crate::identity::{Claim, IdentityError, Known, Stored, Written, company_key, contact_key, visitor_key};
+use crate::intercom::{CompanyId, ContactId, IntercomApi};
+use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey, Operation, Plan};
 
 /// A claim's lease: a forwarder that claimed a key and died is taken over after this.
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
@@ -19,31 +22,126 @@ const CLAIM_LEASE: Duration = Duration::from_secs(30);
 const PENDING_WAIT: Duration = Duration::from_secs(3);
 const PENDING_POLL: Duration = Duration::from_millis(200);
 
+/// What the store held for a batch's keys, read in one go before its records and kept up to date as they write: a
+/// key read (held or not) is not asked again within the batch. Other forwarders' writes meanwhile are met by the
+/// claims and conditional writes, which go to the store itself.
+#[derive(Default)]
+pub(crate) struct StoreView {
+    held: Mutex<HashMap<String, Option<Stored>>>,
+}
+
+impl StoreView {
+    fn get(&self, key: &str) -> Option<Option<Stored>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    fn set(&self, key: &str, stored: Option<Stored>) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), stored);
+    }
+}
+
+/// Every store key a plan may read: its contacts, the visitors it names, its companies.
+pub(super) fn plan_keys(plan: &Plan, keys: &mut BTreeSet<String>) {
+    keys.extend(plan.contacts().map(contact_key));
+    for operation in &plan.operations {
+        match operation {
+            Operation::UpsertContact(upsert) => {
+                let anonymous_id = upsert.custom_attributes.get(ANONYMOUS_ID_ATTRIBUTE).and_then(|a| a.as_str());
+                keys.extend(anonymous_id.map(visitor_key));
+            }
+            Operation::Merge { from: ContactKey::ExternalId(previous), .. } => _ = keys.insert(visitor_key(previous)),
+            Operation::MergeVisitor { anonymous_id, .. } => _ = keys.insert(visitor_key(anonymous_id)),
+            Operation::UpsertCompany(company) => _ = keys.insert(company_key(&company.company_id)),
+            Operation::AttachCompany { company_id, .. } | Operation::DetachCompany { company_id, .. } => {
+                keys.insert(company_key(company_id));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<A> Executor<A> {
+    /// The batch's view of the store: `keys` read with one batched read (none without a store; all left to be read
+    /// one by one when it fails).
+    pub(super) async fn read_ahead(&self, keys: BTreeSet<String>) -> StoreView {
+        let view = StoreView::default();
+        let (Some(store), false) = (self.identities.as_ref(), keys.is_empty()) else { return view };
+        let keys: Vec<String> = keys.into_iter().collect();
+        match store.find_many(&keys).await {
+            Ok(mut held) => keys.iter().for_each(|key| view.set(key, held.remove(key))),
+            Err(error) => warned(error, ()),
+        }
+        view
+    }
+}
+
 impl<A: IntercomApi> Run<'_, A> {
-    /// The contact the store holds for `key`.
-    pub(super) async fn stored(&self, key: &ContactKey) -> Option<Known> {
+    /// What the store holds for the hashed `key`: from the batch's view, else read (and kept in it).
+    pub(super) async fn entry(&self, key: &str) -> Option<Stored> {
         let store = self.executor.identities.as_ref()?;
-        match store.find(&contact_key(key)).await {
-            Ok(found) => found,
+        if let Some(held) = self.view.get(key) {
+            return held;
+        }
+        match store.find(key).await {
+            Ok(found) => {
+                self.view.set(key, found.clone());
+                found
+            }
             Err(error) => warned(error, None),
         }
     }
 
+    /// The contact the store holds for `key`.
+    pub(super) async fn stored(&self, key: &ContactKey) -> Option<Known> {
+        self.entry(&contact_key(key)).await.map(|stored| stored.known)
+    }
+
     /// The contact the store holds for a visitor: their lead, or the user it was merged into.
     pub(super) async fn stored_visitor(&self, anonymous_id: &str) -> Option<Known> {
-        let store = self.executor.identities.as_ref()?;
-        match store.find(&visitor_key(anonymous_id)).await {
-            Ok(found) => found,
-            Err(error) => warned(error, None),
+        self.entry(&visitor_key(anonymous_id)).await.map(|stored| stored.known)
+    }
+
+    /// The company's Intercom id and what was last written to it. (The store holds any Intercom id as a contact's.)
+    pub(super) async fn stored_company(&self, company_id: &str) -> Option<(CompanyId, Written)> {
+        let stored = self.entry(&company_key(company_id)).await?;
+        Some((CompanyId::from(stored.known.id.as_str()), stored.written))
+    }
+
+    /// Holds what was written to the company.
+    pub(super) async fn write_down_company(&self, company_id: &str, id: &CompanyId, written: Written) {
+        let known = Known { id: ContactId::from(id.as_str()), is_lead: false };
+        self.write_down(&company_key(company_id), Stored { known, written }).await;
+    }
+
+    /// Holds `stored` under the hashed `key`.
+    pub(super) async fn write_down(&self, key: &str, stored: Stored) {
+        let Some(store) = self.executor.identities.as_ref() else { return };
+        match store.write_down(key, &stored).await {
+            Ok(()) => self.view.set(key, Some(stored)),
+            Err(error) => {
+                self.view.set(key, None);
+                warned(error, ())
+            }
         }
     }
 
     /// The visitor's lead was merged into `user`: what names the visitor now names the user, for every forwarder.
     pub(super) async fn remember_merged(&self, anonymous_id: &str, user: &ContactId) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
-        let known = Known { id: user.clone(), is_lead: false };
-        if let Err(error) = store.record(&[visitor_key(anonymous_id)], &known).await {
-            warned(error, ());
+        self.record(vec![visitor_key(anonymous_id)], Known { id: user.clone(), is_lead: false }).await;
+    }
+
+    /// Holds `known` for the visitor unless another forwarder holds a contact for them already: that one, else `None`.
+    /// A user's forwarder and the visitor's lead's forwarder thereby meet, whichever comes first.
+    pub(super) async fn hold_visitor(&self, anonymous_id: &str, known: &Known) -> Option<Known> {
+        let store = self.executor.identities.as_ref()?;
+        let key = visitor_key(anonymous_id);
+        match store.record_if_absent(&key, known).await {
+            Ok(None) => {
+                self.view.set(&key, Some(Stored { known: known.clone(), written: Written::default() }));
+                None
+            }
+            Ok(Some(held)) => Some(held),
+            Err(error) => warned(error, None),
         }
     }
 
@@ -61,7 +159,7 @@ impl<A: IntercomApi> Run<'_, A> {
                 while Instant::now() + PENDING_POLL <= until {
                     tokio::time::sleep(PENDING_POLL).await;
                     match store.find(&hashed).await {
-                        Ok(Some(known)) => return Some(known),
+                        Ok(Some(stored)) => return Some(stored.known),
                         Ok(None) => {}
                         Err(error) => return warned(error, None),
                     }
@@ -73,40 +171,56 @@ impl<A: IntercomApi> Run<'_, A> {
         }
     }
 
-    /// Holds `id` for the contact's keys: its own, and for a user the address it carries, for a lead the visitor it was.
+    /// Holds `id` for the contact's keys: its own, and for a user the address it carries.
     pub(super) async fn remember(&self, key: &ContactKey, id: &ContactId, is_lead: bool, also: Option<String>) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
         let mut keys = vec![contact_key(key)];
         keys.extend(also);
-        let known = Known { id: id.clone(), is_lead };
-        if let Err(error) = store.record(&keys, &known).await {
-            warned(error, ());
+        self.record(keys, Known { id: id.clone(), is_lead }).await;
+    }
+
+    async fn record(&self, keys: Vec<String>, known: Known) {
+        let Some(store) = self.executor.identities.as_ref() else { return };
+        match store.record(&keys, &known).await {
+            Ok(()) => {
+                let stored = Stored { known, written: Written::default() };
+                keys.iter().for_each(|key| self.view.set(key, Some(stored.clone())));
+            }
+            Err(error) => warned(error, ()),
         }
     }
 
     /// Forgets the visitor a contact that is gone was.
     pub(super) async fn forget_visitor(&self, anonymous_id: &str) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
-        if let Err(error) = store.forget(&[visitor_key(anonymous_id)]).await {
-            warned(error, ());
-        }
+        self.forget(vec![visitor_key(anonymous_id)]).await;
     }
 
     /// Forgets the keys of a contact that is gone.
     pub(super) async fn forget_stored(&self, keys: &[ContactKey]) {
+        self.forget(keys.iter().map(contact_key).collect()).await;
+    }
+
+    async fn forget(&self, keys: Vec<String>) {
         let Some(store) = self.executor.identities.as_ref() else { return };
-        let keys: Vec<String> = keys.iter().map(contact_key).collect();
+        keys.iter().for_each(|key| self.view.set(key, None));
         if let Err(error) = store.forget(&keys).await {
+            warned(error, ());
+        }
+    }
+
+    /// Forgets every key that named an erased contact.
+    pub(super) async fn forget_contact(&self, id: &ContactId) {
+        let Some(store) = self.executor.identities.as_ref() else { return };
+        if let Err(error) = store.forget_contact(id).await {
             warned(error, ());
         }
     }
 }
 
-/// The store's key a contact's other name gives: a user's address, a lead's visitor.
-pub(super) fn other_key(key: &ContactKey, email: Option<&str>, anonymous_id: Option<&str>) -> Option<String> {
+/// The store's key a user's other name gives: the address it carries.
+pub(super) fn other_key(key: &ContactKey, email: Option<&str>) -> Option<String> {
     match key {
         ContactKey::ExternalId(_) => email.map(|email| contact_key(&ContactKey::Email(email.to_owned()))),
-        ContactKey::Email(_) => anonymous_id.map(visitor_key),
+        ContactKey::Email(_) => None,
     }
 }
 

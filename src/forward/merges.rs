@@ -4,12 +4,14 @@
 use tracing::info;
 
 use super::executor::Run;
+use crate::identity::Known;
 use crate::intercom::requests::{self, FoundContact};
 use crate::intercom::{ContactId, ErrorKind, IntercomApi, IntercomError, Model};
 use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey};
 
-/// The skip of an alias whose previous contact Intercom does not hold (yet: it may travel in another FIFO group, so the
-/// forwarder hands the alias back for a while first).
+/// The skip of an alias whose previous contact Intercom does not hold (yet: it may travel in another FIFO group). With
+/// an identity store the alias holds the visitor for the user, so that a lead made for them later is merged as it is
+/// made; without one the forwarder hands the alias back for a while first (`ALIAS_WAIT`).
 pub const ALIAS_PREVIOUS_UNKNOWN: &str = "alias_previous_contact_unknown";
 
 impl<A: IntercomApi> Run<'_, A> {
@@ -63,6 +65,7 @@ impl<A: IntercomApi> Run<'_, A> {
             return Ok(None);
         }
         let Some(previous_contact) = self.previous_contact(previous).await? else {
+            self.hold_visitor_for(previous, into, user_id).await?;
             return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
         };
         let user = match ids.contacts.get(into) {
@@ -75,11 +78,8 @@ impl<A: IntercomApi> Run<'_, A> {
                 Ok(None)
             }
             (FoundContact { id: lead, is_lead: true }, Some(user)) => {
-                self.merge(&lead, &user).await?;
-                ids.visitors.forget(previous);
-                ids.merged_visitors.put(previous.clone(), &user);
+                self.merge_lead(previous, &lead, &user).await?;
                 ids.contacts.put(into.clone(), &user);
-                self.remember_merged(previous, &user).await;
                 Ok(None)
             }
             (FoundContact { is_lead: false, .. }, Some(_)) => Ok(Some("alias_both_users")),
@@ -113,6 +113,42 @@ impl<A: IntercomApi> Run<'_, A> {
         Ok(())
     }
 
+    /// An alias whose visitor has no lead yet: with a store, the visitor is held for the user (when Intercom holds the
+    /// user), so that the lead another lane makes for them is merged into the user as it is made; a lead held there
+    /// meanwhile is merged now.
+    async fn hold_visitor_for(&self, previous: &str, into: &ContactKey, user_id: &str) -> Result<(), IntercomError> {
+        if !self.executor.remembers() {
+            return Ok(());
+        }
+        let user = match self.executor.ids.contacts.get(into) {
+            Some(id) => Some(id),
+            None => match self.stored(into).await {
+                Some(known) => Some(known.id),
+                None => self.find_user(user_id).await?,
+            },
+        };
+        let Some(user) = user else { return Ok(()) };
+        match self.hold_visitor(previous, &Known { id: user.clone(), is_lead: false }).await {
+            Some(Known { id: lead, is_lead: true }) => self.merge_lead(previous, &lead, &user).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Merges the visitor's lead into the user, and remembers it: what named the visitor names the user now.
+    pub(super) async fn merge_lead(
+        &self,
+        anonymous_id: &str,
+        lead: &ContactId,
+        user: &ContactId,
+    ) -> Result<(), IntercomError> {
+        self.merge(lead, user).await?;
+        let ids = &self.executor.ids;
+        ids.visitors.forget(anonymous_id);
+        ids.merged_visitors.put(anonymous_id.to_owned(), user);
+        self.remember_merged(anonymous_id, user).await;
+        Ok(())
+    }
+
     /// Merges the lead into the user; a lead already merged (a retry, another forwarder) is done.
     async fn merge(&self, lead: &ContactId, user: &ContactId) -> Result<(), IntercomError> {
         match self.call(self.executor.dialect.merge(lead, user)).await {
@@ -126,7 +162,8 @@ impl<A: IntercomApi> Run<'_, A> {
 
     /// An identify naming the user and the visitor they were: the visitor's lead, when the relay knows one, is merged
     /// into the user. A user met before is asked about only from the warm cache: searching on every identify would
-    /// double their cost.
+    /// double their cost. A new user with no lead known holds the visitor in the store, so that a lead another lane
+    /// makes for them is merged as it is made.
     pub(super) async fn merge_visitor(
         &self,
         anonymous_id: &str,
@@ -134,28 +171,34 @@ impl<A: IntercomApi> Run<'_, A> {
         created: bool,
     ) -> Result<(), IntercomError> {
         let ids = &self.executor.ids;
+        let Some(user) = ids.contacts.get(into) else { return Ok(()) };
         let lead = match ids.visitors.get(anonymous_id) {
             Some(lead) => lead,
             None if created => match self.stored_visitor(anonymous_id).await {
                 Some(known) if known.is_lead => known.id,
                 // Merged into a user already.
                 Some(_) => return Ok(()),
-                // Asked only where a lead can carry the attribute: a search for every new user would cost a call each.
-                None if self.has_attribute(Model::Contact, ANONYMOUS_ID_ATTRIBUTE).await? => {
-                    match self.find_visitor(anonymous_id).await? {
+                None => match self.hold_visitor(anonymous_id, &Known { id: user.clone(), is_lead: false }).await {
+                    Some(Known { id, is_lead: true }) => id,
+                    Some(_) => return Ok(()),
+                    None => match self.search_visitor(anonymous_id).await? {
                         Some(lead) => lead,
                         None => return Ok(()),
-                    }
-                }
-                None => return Ok(()),
+                    },
+                },
             },
             None => return Ok(()),
         };
-        let Some(user) = ids.contacts.get(into) else { return Ok(()) };
-        self.merge(&lead, &user).await?;
-        ids.visitors.forget(anonymous_id);
-        ids.merged_visitors.put(anonymous_id.to_owned(), &user);
-        self.remember_merged(anonymous_id, &user).await;
-        Ok(())
+        self.merge_lead(anonymous_id, &lead, &user).await
+    }
+
+    /// A visitor's lead made before the store knew it, searched for only where a lead can carry the attribute: a
+    /// search for every new user would cost a call each.
+    async fn search_visitor(&self, anonymous_id: &str) -> Result<Option<ContactId>, IntercomError> {
+        if self.has_attribute(Model::Contact, ANONYMOUS_ID_ATTRIBUTE).await? {
+            self.find_visitor(anonymous_id).await
+        } else {
+            Ok(None)
+        }
     }
 }

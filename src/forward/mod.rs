@@ -16,9 +16,11 @@ mod learned;
 mod merges;
 mod options;
 mod outcome;
+mod poison;
 mod tags;
 mod workspace;
 mod write;
+mod written;
 
 pub use batch::{Forwarder, current_record};
 pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition};
@@ -27,6 +29,8 @@ pub use executor::{Delivery, Executor, Failed};
 pub use merges::ALIAS_PREVIOUS_UNKNOWN;
 pub use options::{ForwardOptions, QUEUE_RETENTION};
 pub use outcome::{BatchReport, Outcome, RecordOutcome};
+pub use poison::SERVER_ERROR_REPEATED;
+pub use written::WriteMemory;
 
 /// `deadline_ms` (Unix milliseconds, as Lambda's context gives it) as an instant on tokio's clock; `timeout` (the
 /// function's, `FUNCTION_TIMEOUT_SECONDS`) from now when it is not a deadline (`cargo lambda watch`'s).

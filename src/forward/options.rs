@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::breaker::BreakerPolicy;
+use super::written::WriteMemory;
 use crate::retry::RetryPolicy;
 
 /// How a batch is worked through, and how its failures are tried again.
@@ -27,6 +28,11 @@ pub struct ForwardOptions {
     pub alias_wait: Duration,
     /// When calls are held back because every call fails for a reason of the workspace.
     pub breaker: BreakerPolicy,
+    /// Tries of one event that Intercom answered 5xx for, while the breaker stayed closed, after which it is
+    /// dead-lettered as `intercom_server_error_repeated` (`SERVER_ERROR_TRIES`).
+    pub server_error_tries: u32,
+    /// How long what the identity store says was written goes by (`IDENTITY_REFRESH`, `LAST_SEEN_RESOLUTION`).
+    pub memory: WriteMemory,
 }
 
 /// What the template sets: the longest SQS keeps a message (`MessageRetentionPeriod`, 14 days, on both queues).
@@ -56,6 +62,8 @@ impl Default for ForwardOptions {
             horizon: Duration::from_secs(86_400),
             alias_wait: Duration::from_secs(300),
             breaker: BreakerPolicy::default(),
+            server_error_tries: 10,
+            memory: WriteMemory::default(),
         }
     }
 }

@@ -53,6 +53,11 @@ impl IntercomError {
         }
     }
 
+    /// Intercom answered with a 5xx: its fault, but possibly only for this request.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, IntercomError::Api { status: 500..=599, .. })
+    }
+
     /// A failure of the workspace rather than of the event: never the event's fault, so never a reason to dead-letter it.
     pub fn is_workspace_failure(&self) -> bool {
         self.kind().is_workspace_failure()

@@ -80,6 +80,7 @@ fn forward_options() -> ForwardOptions {
             open_min: Duration::from_millis(500),
             open_max: Duration::from_secs(3),
         },
+        ..ForwardOptions::default()
     }
 }
 

@@ -788,7 +788,7 @@ fn the_function_url_answers_preflights_with_the_headers_the_sdks_send_and_the_fu
 }
 
 #[test]
-fn the_identity_table_expires_its_entries_and_the_forwarder_may_only_read_claim_write_and_delete_keys_in_it() {
+fn the_identity_table_expires_its_entries_and_the_forwarder_may_only_read_claim_write_add_and_delete_keys_in_it() {
     let properties = properties("IdentityTable");
     assert_eq!(properties["KeySchema"], json!([{"AttributeName": "key", "KeyType": "HASH"}]));
     assert_eq!(properties["BillingMode"], json!("PAY_PER_REQUEST"));
@@ -798,7 +798,8 @@ fn the_identity_table_expires_its_entries_and_the_forwarder_may_only_read_claim_
     let table_arn = json!({"Fn::GetAtt": ["IdentityTable", "Arn"]});
     let forward = granted(&template()["Resources"]["ForwardFunctionRole"]);
     let on_table: Vec<&str> = forward.iter().filter(|(_, r)| **r == table_arn).map(|(a, _)| a.as_str()).collect();
-    assert_eq!(on_table, ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"], "no Scan, no batch writes");
+    let calls = ["GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"].map(|a| format!("dynamodb:{a}"));
+    assert_eq!(on_table, calls, "what src/aws/identity.rs calls: no Scan, no Query, no batch writes");
 
     let on = forward_environment();
     let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap();
