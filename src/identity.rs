@@ -90,7 +90,18 @@ impl Written {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
     pub known: Known,
+    /// What was last written through this key (only through a contact's own key: see `primary`).
     pub written: Written,
+    /// For another name of a contact (a user's address): the key of the contact's own one (their userId), which holds
+    /// what was written; a write through this key makes that unknown.
+    pub primary: Option<String>,
+}
+
+impl Stored {
+    /// `known` held with nothing written yet.
+    pub fn new(known: Known) -> Stored {
+        Stored { known, written: Written::default(), primary: None }
+    }
 }
 
 /// The answer to a claim on a key before making its contact.
@@ -131,7 +142,7 @@ pub trait IdentityStore: Send + Sync {
     fn claim<'a>(&'a self, key: &'a str, lease: Duration) -> BoxFuture<'a, Result<Claim, IdentityError>>;
 
     /// Holds `known` for each of `keys` (after Intercom confirmed it), with nothing written yet, and adds the keys to
-    /// the contact's own list.
+    /// the contact's own list; the first key is the contact's own, the others name it as their `primary`.
     fn record<'a>(&'a self, keys: &'a [String], known: &'a Known) -> BoxFuture<'a, Result<(), IdentityError>>;
 
     /// Holds `known` for `key` unless something is held there already: `None` when this took it, else what is held.
@@ -142,8 +153,14 @@ pub trait IdentityStore: Send + Sync {
         known: &'a Known,
     ) -> BoxFuture<'a, Result<Option<Known>, IdentityError>>;
 
-    /// Holds `stored` for `key`: the contact and what was last written to it.
-    fn write_down<'a>(&'a self, key: &'a str, stored: &'a Stored) -> BoxFuture<'a, Result<(), IdentityError>>;
+    /// Holds `stored` for `key`: the contact and what was last written to it; with `prior`, only if what is held as
+    /// written is still `prior` (nothing held counts as nothing written): `false` when another forwarder wrote since.
+    fn write_down<'a>(
+        &'a self,
+        key: &'a str,
+        stored: &'a Stored,
+        prior: Option<&'a Written>,
+    ) -> BoxFuture<'a, Result<bool, IdentityError>>;
 
     /// Forgets `keys` (a contact gone).
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>>;
@@ -204,10 +221,6 @@ impl MemoryIdentities {
     }
 }
 
-fn fresh(known: &Known) -> Stored {
-    Stored { known: known.clone(), written: Written::default() }
-}
-
 impl IdentityStore for MemoryIdentities {
     fn name(&self) -> String {
         "in memory".into()
@@ -240,7 +253,12 @@ impl IdentityStore for MemoryIdentities {
     }
 
     fn record<'a>(&'a self, keys: &'a [String], known: &'a Known) -> BoxFuture<'a, Result<(), IdentityError>> {
-        self.with(|entries| keys.iter().for_each(|key| Self::put(entries, key, fresh(known))));
+        self.with(|entries| {
+            for (n, key) in keys.iter().enumerate() {
+                let primary = (n > 0).then(|| keys[0].clone());
+                Self::put(entries, key, Stored { primary, ..Stored::new(known.clone()) });
+            }
+        });
         Box::pin(async { Ok(()) })
     }
 
@@ -252,16 +270,28 @@ impl IdentityStore for MemoryIdentities {
         let held = self.with(|entries| match Self::held(entries, key, now_s()) {
             Some(stored) => Some(stored.known),
             None => {
-                Self::put(entries, key, fresh(known));
+                Self::put(entries, key, Stored::new(known.clone()));
                 None
             }
         });
         Box::pin(async move { Ok(held) })
     }
 
-    fn write_down<'a>(&'a self, key: &'a str, stored: &'a Stored) -> BoxFuture<'a, Result<(), IdentityError>> {
-        self.with(|entries| Self::put(entries, key, stored.clone()));
-        Box::pin(async { Ok(()) })
+    fn write_down<'a>(
+        &'a self,
+        key: &'a str,
+        stored: &'a Stored,
+        prior: Option<&'a Written>,
+    ) -> BoxFuture<'a, Result<bool, IdentityError>> {
+        let written = self.with(|entries| {
+            let held = Self::held(entries, key, now_s()).map(|held| held.written).unwrap_or_default();
+            let unchanged = prior.is_none_or(|prior| *prior == held);
+            if unchanged {
+                Self::put(entries, key, stored.clone());
+            }
+            unchanged
+        });
+        Box::pin(async move { Ok(written) })
     }
 
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>> {
@@ -288,7 +318,7 @@ mod tests {
     }
 
     fn found(id: &str, is_lead: bool) -> Option<Stored> {
-        Some(Stored { known: known(id, is_lead), written: Written::default() })
+        Some(Stored::new(known(id, is_lead)))
     }
 
     #[tokio::test]
@@ -323,8 +353,13 @@ mod tests {
         store.record(&[user.clone(), old_address.clone()], &known("c-1", false)).await.unwrap();
         store.record(std::slice::from_ref(&other), &known("c-2", false)).await.unwrap();
         let written = Written { refreshed_at: 5, fields: [("a:name".into(), "d".into())].into(), ..Written::default() };
-        store.write_down(&user, &Stored { known: known("c-1", false), written: written.clone() }).await.unwrap();
+        let stored = Stored { written: written.clone(), ..Stored::new(known("c-1", false)) };
+        assert!(store.write_down(&user, &stored, Some(&Written::default())).await.unwrap());
         assert_eq!(store.find(&user).await.unwrap().unwrap().written, written);
+        assert_eq!(store.find(&old_address).await.unwrap().unwrap().primary, Some(user.clone()), "the user's own key");
+        let meanwhile = Stored { written: Written::default(), ..stored.clone() };
+        assert!(!store.write_down(&user, &meanwhile, Some(&Written::default())).await.unwrap(), "written since");
+        assert_eq!(store.find(&user).await.unwrap().unwrap().written, written, "left as the other forwarder wrote it");
         store.forget_contact(&ContactId::new("c-1")).await.unwrap();
         let left = store.find_many(&[user, old_address, other.clone()]).await.unwrap();
         assert_eq!(left.into_keys().collect::<Vec<_>>(), [other], "only the other contact's key is left");

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::BoxFuture;
 
@@ -114,11 +115,7 @@ impl DynamoIdentities {
     }
 
     /// A contact's (or company's) item: `written` left out when nothing was written yet.
-    fn item(
-        &self,
-        key: &str,
-        stored: &Stored,
-    ) -> Result<aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder, IdentityError> {
+    fn item(&self, key: &str, stored: &Stored) -> Result<PutItemFluentBuilder, IdentityError> {
         let mut put = self
             .client
             .put_item()
@@ -128,16 +125,21 @@ impl DynamoIdentities {
             .item("lead", AttributeValue::Bool(stored.known.is_lead))
             .item("expires_at", n(now_s() + ENTRY_LIFETIME.as_secs()));
         if stored.written != Written::default() {
-            let written = serde_json::to_string(&stored.written)
-                .map_err(|e| self.error("cannot be written", e.to_string(), None))?;
-            put = put.item("written", s(&written));
+            put = put.item("written", s(&self.json(&stored.written)?));
+        }
+        if let Some(primary) = &stored.primary {
+            put = put.item("primary", s(primary));
         }
         Ok(put)
     }
 
+    fn json(&self, written: &Written) -> Result<String, IdentityError> {
+        serde_json::to_string(written).map_err(|e| self.error("cannot be written", e.to_string(), None))
+    }
+
     async fn put_made(&self, keys: &[String], known: &Known) -> Result<(), IdentityError> {
-        let stored = Stored { known: known.clone(), written: Written::default() };
-        for key in keys {
+        for (n, key) in keys.iter().enumerate() {
+            let stored = Stored { primary: (n > 0).then(|| keys[0].clone()), ..Stored::new(known.clone()) };
             self.item(key, &stored)?.send().await.map_err(|e| self.failed("PutItem", "cannot be written", e))?;
         }
         self.add_own_keys(&known.id, keys).await
@@ -161,9 +163,8 @@ impl DynamoIdentities {
 
     async fn put_if_absent(&self, key: &str, known: &Known) -> Result<Option<Known>, IdentityError> {
         let now = now_s();
-        let stored = Stored { known: known.clone(), written: Written::default() };
         let put = self
-            .item(key, &stored)?
+            .item(key, &Stored::new(known.clone()))?
             .condition_expression("attribute_not_exists(#id) OR #ex <= :now")
             .expression_attribute_names("#id", "id")
             .expression_attribute_names("#ex", "expires_at")
@@ -180,9 +181,25 @@ impl DynamoIdentities {
         }
     }
 
-    async fn put_written(&self, key: &str, stored: &Stored) -> Result<(), IdentityError> {
-        self.item(key, stored)?.send().await.map_err(|e| self.failed("PutItem", "cannot be written", e))?;
-        Ok(())
+    /// With `prior`: only while the item holds that as written (its JSON, which serde writes the same for the same
+    /// value), or nothing when `prior` is nothing.
+    async fn put_written(&self, key: &str, stored: &Stored, prior: Option<&Written>) -> Result<bool, IdentityError> {
+        let mut put = self.item(key, stored)?;
+        put = match prior {
+            None => put,
+            Some(prior) if *prior == Written::default() => {
+                put.condition_expression("attribute_not_exists(#w)").expression_attribute_names("#w", "written")
+            }
+            Some(prior) => put
+                .condition_expression("#w = :prior")
+                .expression_attribute_names("#w", "written")
+                .expression_attribute_values(":prior", s(&self.json(prior)?)),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(self.failed("PutItem", "cannot be written", e)),
+        }
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), IdentityError> {
@@ -236,7 +253,8 @@ fn made(item: &Item, now: u64) -> Option<Stored> {
     let id = item.get("id")?.as_s().ok()?;
     let is_lead = item.get("lead").and_then(|l| l.as_bool().ok().copied()).unwrap_or(false);
     let written = item.get("written").and_then(|w| serde_json::from_str(w.as_s().ok()?).ok()).unwrap_or_default();
-    (expires_at > now).then(|| Stored { known: Known { id: ContactId::new(id.as_str()), is_lead }, written })
+    let primary = item.get("primary").and_then(|p| p.as_s().ok()).cloned();
+    (expires_at > now).then(|| Stored { known: Known { id: ContactId::new(id.as_str()), is_lead }, written, primary })
 }
 
 fn s(text: &str) -> AttributeValue {
@@ -276,8 +294,13 @@ impl IdentityStore for DynamoIdentities {
         Box::pin(self.put_if_absent(key, known))
     }
 
-    fn write_down<'a>(&'a self, key: &'a str, stored: &'a Stored) -> BoxFuture<'a, Result<(), IdentityError>> {
-        Box::pin(self.put_written(key, stored))
+    fn write_down<'a>(
+        &'a self,
+        key: &'a str,
+        stored: &'a Stored,
+        prior: Option<&'a Written>,
+    ) -> BoxFuture<'a, Result<bool, IdentityError>> {
+        Box::pin(self.put_written(key, stored, prior))
     }
 
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>> {
@@ -300,7 +323,7 @@ mod tests {
         };
         let made_one = item(&[("id", s("c-1")), ("lead", AttributeValue::Bool(true)), ("expires_at", n(100))]);
         let known = Known { id: ContactId::new("c-1"), is_lead: true };
-        assert_eq!(made(&made_one, 99), Some(Stored { known: known.clone(), written: Written::default() }));
+        assert_eq!(made(&made_one, 99), Some(Stored::new(known.clone())));
         let mut with_written = made_one.clone();
         with_written.insert("written".into(), s(r#"{"at":7,"f":{"a:name":"d1"},"s":5,"c":["x"]}"#));
         let written = made(&with_written, 99).unwrap().written;

@@ -1,7 +1,7 @@
 //! One SQS batch: each record decoded on its own, a person's records in order, people concurrently, every record ending
 //! delivered, skipped, handed back to SQS, or in the dead-letter queue with the reason.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,10 +9,10 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use super::identities::{StoreView, plan_keys};
+use super::identities::StoreView;
 use super::options::{HORIZON_SHARE, QUEUE_RETENTION};
 use super::outcome::{log, reason_of};
-use super::poison::{SERVER_ERROR_REPEATED, ServerErrors};
+use super::poison::ServerErrors;
 use super::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
 use super::{BatchReport, ForwardOptions, Outcome, RecordOutcome};
 use crate::envelope::{Envelope, KeyKind};
@@ -321,15 +321,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     async fn failed(&self, item: &Item<'_>, clock: &Clock, failed: Failed) -> (Outcome, bool) {
         let Failed { error, attempts, calls } = failed;
         let may_pass = error.is_retryable() || error.is_workspace_failure();
-        let server_errors = self.server_errors.count(item.record.id(), &error);
         let breaker_closed = self.executor.breaker().retry_in(Instant::now()).is_none();
-        if server_errors >= self.options.server_error_tries && breaker_closed {
-            let message = format!(
-                "Intercom answered 5xx for this event {server_errors} times while it answered others \
-                 (SERVER_ERROR_TRIES is {}); last: {error}",
-                self.options.server_error_tries
-            );
-            let reason = Reason::ours(SERVER_ERROR_REPEATED, message);
+        let limit = self.options.server_error_tries;
+        if let Some(reason) = self.server_errors.poisoned(item.record.id(), &error, limit, breaker_closed) {
             return (self.send_to_dead_letter(item, reason, calls).await, false);
         }
         if may_pass && clock.age < self.horizon() {
@@ -354,20 +348,12 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     /// The identity store as the batch sees it: one batched read of every key its events' plans name, within the
     /// invocation (a read that fails or is too slow leaves them to be read one by one).
     async fn read_ahead(&self, groups: &[Vec<Item<'_>>], stop: Instant) -> Arc<StoreView> {
-        if !self.executor.remembers() {
-            return Arc::default();
-        }
-        let mut keys = BTreeSet::new();
-        for item in groups.iter().flatten() {
-            if let Ok(Body::Event(envelope)) = &item.body
-                && let Ok(plan) = map_with(&envelope.event, &self.settings)
-            {
-                plan_keys(&plan, &mut keys);
-            }
-        }
+        let plans = groups.iter().flatten().filter_map(|item| match &item.body {
+            Ok(Body::Event(envelope)) => map_with(&envelope.event, &self.settings).ok(),
+            _ => None,
+        });
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
-        let read = tokio::time::timeout_at(until, self.executor.read_ahead(keys)).await;
-        Arc::new(read.unwrap_or_default())
+        Arc::new(self.executor.read_ahead(plans, until).await)
     }
 
     /// The suppression list as the batch sees it, before anyone's records: one read for the contacts every event's plan

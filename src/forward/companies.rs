@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::executor::Run;
 use super::written::WriteMemory;
-use crate::identity::{Written, contact_key};
+use crate::identity::{Stored, Written, contact_key};
 use crate::intercom::requests::{self, Fields};
 use crate::intercom::{CompanyId, ContactId, ErrorKind, IntercomApi, IntercomError, Model};
 use crate::mapping::{CompanyUpsert, ContactKey};
@@ -38,15 +38,15 @@ impl<A: IntercomApi> Run<'_, A> {
             Err(error) => {
                 // Refused: written whole next time.
                 if let Some((id, written)) = stored.filter(|(_, w)| *w != Written::default()) {
-                    self.write_down_company(company_id, &id, Written { fields: Default::default(), ..written }).await;
+                    self.write_down_company(company_id, &id, Written::default(), &written).await;
                 }
                 return Err(error);
             }
         };
         let id = self.known_company(company_id, &answer)?;
-        let before = stored.map(|(_, written)| written).filter(|_| fresh);
-        self.write_down_company(company_id, &id, WriteMemory::after_write(before.as_ref(), &sent.0, &sent.1, now))
-            .await;
+        let prior = stored.map(|(_, written)| written).unwrap_or_default();
+        let written = WriteMemory::after_write(Some(&prior).filter(|_| fresh), &sent.0, &sent.1, now);
+        self.write_down_company(company_id, &id, written, &prior).await;
         Ok(requests::company_tag_names(&answer))
     }
 
@@ -123,15 +123,16 @@ impl<A: IntercomApi> Run<'_, A> {
     /// Holds in the store whether the contact is attached to the company, when it holds the contact.
     async fn note_attached(&self, contact: &ContactKey, id: &ContactId, company_id: &str, attached: bool) {
         let key = contact_key(contact);
-        let Some(mut entry) = self.entry(&key).await.filter(|e| e.known.id == *id) else { return };
+        let Some(entry) = self.entry(&key).await.filter(|e| e.known.id == *id && e.primary.is_none()) else { return };
+        let mut written = entry.written.clone();
         let digest = Written::company_digest(company_id);
-        let changed =
-            if attached { entry.written.companies.insert(digest) } else { entry.written.companies.remove(&digest) };
+        let changed = if attached { written.companies.insert(digest) } else { written.companies.remove(&digest) };
         if changed {
-            if entry.written.refreshed_at == 0 {
-                entry.written.refreshed_at = now_s();
+            if written.refreshed_at == 0 {
+                written.refreshed_at = now_s();
             }
-            self.write_down(&key, entry).await;
+            let prior = entry.written.clone();
+            self.write_down(&key, Stored { written, ..entry }, &prior).await;
         }
     }
 

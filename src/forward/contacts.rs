@@ -52,7 +52,8 @@ impl<A: IntercomApi> Run<'_, A> {
         let entry = entry.filter(|e| cached.as_ref().is_none_or(|id| *id == e.known.id));
         let mut fields = ToWrite::of(upsert);
         let now = now_s();
-        if let Some(entry) = &entry {
+        // Another name of a user (their address): what was written is held under their own key, and goes by only there.
+        if let Some(entry) = entry.as_ref().filter(|e| e.primary.is_none()) {
             let memory = self.executor.memory;
             fields.fresh = memory.leave_out_unchanged(&entry.written, &mut fields.attributes, &mut fields.custom, now);
             if fields.fresh && fields.attributes.is_empty() && fields.custom.is_empty() {
@@ -68,7 +69,8 @@ impl<A: IntercomApi> Run<'_, A> {
             Err(error) => {
                 // Refused: what the store says was written may be what Intercom refuses now; written whole next time.
                 if let Some(entry) = entry.filter(|e| e.written != Written::default()) {
-                    self.write_down(&contact_key(key), Stored { written: Written::default(), ..entry }).await;
+                    let prior = entry.written.clone();
+                    self.write_down(&contact_key(key), Stored { written: Written::default(), ..entry }, &prior).await;
                 }
                 return Err(error);
             }
@@ -79,14 +81,34 @@ impl<A: IntercomApi> Run<'_, A> {
             self.executor.ids.contacts.put(key.clone(), &user);
             return Ok((created, None));
         }
-        if entry.as_ref().is_none_or(|e| e.known.id != id) {
-            let email = fields.attributes.get("email").and_then(Value::as_str);
-            self.remember(key, &id, is_lead, other_key(key, email)).await;
+        let known = Known { id, is_lead };
+        let same = entry.filter(|e| e.known.id == known.id);
+        match same {
+            Some(Stored { primary: Some(primary), .. }) => self.written_elsewhere(&primary, &known).await,
+            Some(entry) => {
+                let before = Some(&entry.written).filter(|_| fields.fresh);
+                let written = WriteMemory::after_write(before, &fields.sent.0, &fields.sent.1, now);
+                let stored = Stored { written, ..entry.clone() };
+                self.write_down(&contact_key(key), stored, &entry.written).await;
+            }
+            None => {
+                let email = fields.attributes.get("email").and_then(Value::as_str);
+                self.remember(key, &known.id, is_lead, other_key(key, email)).await;
+                let written = WriteMemory::after_write(None, &fields.sent.0, &fields.sent.1, now);
+                let stored = Stored { written, ..Stored::new(known) };
+                self.write_down(&contact_key(key), stored, &Written::default()).await;
+            }
         }
-        let before = entry.map(|e| e.written).filter(|_| fields.fresh);
-        let written = WriteMemory::after_write(before.as_ref(), &fields.sent.0, &fields.sent.1, now);
-        self.write_down(&contact_key(key), Stored { known: Known { id, is_lead }, written }).await;
         Ok((created, requests::contact_tag_ids(&answer)))
+    }
+
+    /// A user written through another name (their address): what their own key holds as written is not known any more.
+    async fn written_elsewhere(&self, primary: &str, known: &Known) {
+        let Some(held) = self.entry(primary).await.filter(|e| e.known == *known) else { return };
+        if held.written != Written::default() {
+            let prior = held.written.clone();
+            self.write_down(primary, Stored { written: Written::default(), ..held }, &prior).await;
+        }
     }
 
     /// The contact's fields, checked against the workspace, written to the contact known (or the one it became), else

@@ -38,10 +38,15 @@ impl StoreView {
     fn set(&self, key: &str, stored: Option<Stored>) {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), stored);
     }
+
+    /// Not known any more: read again when asked.
+    fn unknown(&self, key: &str) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
 }
 
 /// Every store key a plan may read: its contacts, the visitors it names, its companies.
-pub(super) fn plan_keys(plan: &Plan, keys: &mut BTreeSet<String>) {
+fn plan_keys(plan: &Plan, keys: &mut BTreeSet<String>) {
     keys.extend(plan.contacts().map(contact_key));
     for operation in &plan.operations {
         match operation {
@@ -61,15 +66,21 @@ pub(super) fn plan_keys(plan: &Plan, keys: &mut BTreeSet<String>) {
 }
 
 impl<A> Executor<A> {
-    /// The batch's view of the store: `keys` read with one batched read (none without a store; all left to be read
-    /// one by one when it fails).
-    pub(super) async fn read_ahead(&self, keys: BTreeSet<String>) -> StoreView {
+    /// The batch's view of the store: every key `plans` name read with one batched read, given up at `until` (none
+    /// without a store; all left to be read one by one when it fails).
+    pub(super) async fn read_ahead(&self, plans: impl Iterator<Item = Plan>, until: Instant) -> StoreView {
         let view = StoreView::default();
-        let (Some(store), false) = (self.identities.as_ref(), keys.is_empty()) else { return view };
+        let Some(store) = self.identities.as_ref() else { return view };
+        let mut keys = BTreeSet::new();
+        plans.for_each(|plan| plan_keys(&plan, &mut keys));
+        if keys.is_empty() {
+            return view;
+        }
         let keys: Vec<String> = keys.into_iter().collect();
-        match store.find_many(&keys).await {
-            Ok(mut held) => keys.iter().for_each(|key| view.set(key, held.remove(key))),
-            Err(error) => warned(error, ()),
+        match tokio::time::timeout_at(until, store.find_many(&keys)).await {
+            Ok(Ok(mut held)) => keys.iter().for_each(|key| view.set(key, held.remove(key))),
+            Ok(Err(error)) => warned(error, ()),
+            Err(_) => warn!("The identity store did not answer the batch's read in time; going on without it."),
         }
         view
     }
@@ -107,19 +118,28 @@ impl<A: IntercomApi> Run<'_, A> {
         Some((CompanyId::from(stored.known.id.as_str()), stored.written))
     }
 
-    /// Holds what was written to the company.
-    pub(super) async fn write_down_company(&self, company_id: &str, id: &CompanyId, written: Written) {
+    /// Holds what was written to the company, `prior` being what the store held before.
+    pub(super) async fn write_down_company(&self, company_id: &str, id: &CompanyId, written: Written, prior: &Written) {
         let known = Known { id: ContactId::from(id.as_str()), is_lead: false };
-        self.write_down(&company_key(company_id), Stored { known, written }).await;
+        self.write_down(&company_key(company_id), Stored { written, ..Stored::new(known) }, prior).await;
     }
 
-    /// Holds `stored` under the hashed `key`.
-    pub(super) async fn write_down(&self, key: &str, stored: Stored) {
+    /// Holds `stored` under the hashed `key`, if the store still holds `prior` as written there. When another
+    /// forwarder wrote meanwhile, which write Intercom holds last is unknown: then nothing is held as written.
+    pub(super) async fn write_down(&self, key: &str, stored: Stored, prior: &Written) {
         let Some(store) = self.executor.identities.as_ref() else { return };
-        match store.write_down(key, &stored).await {
-            Ok(()) => self.view.set(key, Some(stored)),
+        let mut written = store.write_down(key, &stored, Some(prior)).await;
+        let stored = match written {
+            Ok(true) => stored,
+            _ => Stored { written: Written::default(), ..stored },
+        };
+        if matches!(written, Ok(false)) {
+            written = store.write_down(key, &stored, None).await;
+        }
+        match written {
+            Ok(_) => self.view.set(key, Some(stored)),
             Err(error) => {
-                self.view.set(key, None);
+                self.view.unknown(key);
                 warned(error, ())
             }
         }
@@ -137,7 +157,7 @@ impl<A: IntercomApi> Run<'_, A> {
         let key = visitor_key(anonymous_id);
         match store.record_if_absent(&key, known).await {
             Ok(None) => {
-                self.view.set(&key, Some(Stored { known: known.clone(), written: Written::default() }));
+                self.view.set(&key, Some(Stored::new(known.clone())));
                 None
             }
             Ok(Some(held)) => Some(held),
@@ -182,8 +202,10 @@ impl<A: IntercomApi> Run<'_, A> {
         let Some(store) = self.executor.identities.as_ref() else { return };
         match store.record(&keys, &known).await {
             Ok(()) => {
-                let stored = Stored { known, written: Written::default() };
-                keys.iter().for_each(|key| self.view.set(key, Some(stored.clone())));
+                for (n, key) in keys.iter().enumerate() {
+                    let primary = (n > 0).then(|| keys[0].clone());
+                    self.view.set(key, Some(Stored { primary, ..Stored::new(known.clone()) }));
+                }
             }
             Err(error) => warned(error, ()),
         }

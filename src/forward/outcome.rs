@@ -12,7 +12,7 @@ use crate::queue::{Reason, SqsBatchResponse, batch_response};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    /// Intercom holds it.
+    /// Intercom holds it; with 0 calls, it held it already (an identify or group of what was last written).
     Delivered { calls: usize },
     /// Nothing Intercom can hold (no contact identifier, an alias for unknown contacts…), or the destination settings
     /// said no (`skipped_by` names the rule: `events.deny[2]`); acknowledged.
@@ -121,6 +121,15 @@ pub(super) fn log(record: &RecordOutcome, quiet: bool) {
         record.event_type.as_deref().unwrap_or("-"),
     );
     match &record.outcome {
+        Outcome::Delivered { calls: 0 } => {
+            info!(
+                sqs_message_id,
+                message_id,
+                event_type,
+                calls = 0,
+                "Delivered: Intercom holds it already, no call needed."
+            )
+        }
         Outcome::Delivered { calls } => info!(sqs_message_id, message_id, event_type, calls, "Delivered."),
         // Its own line ("Erased.") is logged where it is carried out.
         Outcome::Erased { calls, .. } => debug!(sqs_message_id, message_id, calls, "Erasure done."),

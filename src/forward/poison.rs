@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::intercom::IntercomError;
+use crate::queue::Reason;
 
 /// The dead letter's error code.
 pub const SERVER_ERROR_REPEATED: &str = "intercom_server_error_repeated";
@@ -22,7 +23,7 @@ pub(super) struct ServerErrors {
 
 impl ServerErrors {
     /// Counts a try of `message_id` that failed with `error`: its tries so far that met a 5xx (0 for other failures).
-    pub(super) fn count(&self, message_id: &str, error: &IntercomError) -> u32 {
+    fn count(&self, message_id: &str, error: &IntercomError) -> u32 {
         if !error.is_server_error() {
             return 0;
         }
@@ -33,6 +34,25 @@ impl ServerErrors {
         let count = tries.entry(message_id.to_owned()).or_default();
         *count += 1;
         *count
+    }
+
+    /// Counts a failed try of `message_id`: the dead letter's reason once Intercom answered 5xx for it `limit` times
+    /// while it answered others (`breaker_closed`).
+    pub(super) fn poisoned(
+        &self,
+        message_id: &str,
+        error: &IntercomError,
+        limit: u32,
+        breaker_closed: bool,
+    ) -> Option<Reason> {
+        let tries = self.count(message_id, error);
+        (tries >= limit && breaker_closed).then(|| {
+            let message = format!(
+                "Intercom answered 5xx for this event {tries} times while it answered others (SERVER_ERROR_TRIES is \
+                 {limit}); last: {error}"
+            );
+            Reason::ours(SERVER_ERROR_REPEATED, message)
+        })
     }
 
     /// The event is done with (delivered, skipped, dead-lettered).

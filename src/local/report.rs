@@ -19,6 +19,8 @@ pub struct Report {
     /// Events or whole requests refused, with the reasons.
     pub rejected: Vec<RejectedInput>,
     pub delivered: usize,
+    /// Of those delivered, the ones that needed no call: an identify or group of what was last written.
+    pub unchanged: usize,
     pub skipped: Vec<Finished>,
     pub dead_lettered: Vec<Finished>,
     /// Erasure requests carried out, each with what was erased (`reason`: the contacts' ids and notes).
@@ -235,8 +237,9 @@ impl Tally {
             skipped_by,
         };
         let (outcome, reason, skipped_by) = match &record.outcome {
-            Outcome::Delivered { .. } => {
+            Outcome::Delivered { calls } => {
                 report.delivered += 1;
+                report.unchanged += usize::from(*calls == 0);
                 ("delivered", None, None)
             }
             Outcome::Skipped { reason, skipped_by, .. } => {
@@ -301,6 +304,9 @@ impl Report {
         let mut out = String::new();
         for event in &self.events {
             let reason = match (&event.reason, &event.skipped_by) {
+                (None, _) if event.outcome == "delivered" && event.calls.is_empty() => {
+                    ": Intercom holds it already (no call needed)".to_owned()
+                }
                 (Some(Value::String(reason)), Some(rule)) => format!(": {rule}: {reason}"),
                 (Some(Value::String(reason)), None) => format!(": {reason}"),
                 (Some(reason), _) => format!(": {}", reason["error_code"].as_str().unwrap_or_default()),
@@ -341,6 +347,9 @@ impl Report {
             self.skipped.len(),
             self.dead_lettered.len()
         );
+        if self.unchanged > 0 {
+            let _ = write!(out, " ({} delivered with no call: Intercom held them already)", self.unchanged);
+        }
         if !self.erased.is_empty() {
             let _ = write!(out, ", {} erasures carried out", self.erased.len());
         }
@@ -428,5 +437,32 @@ mod tests {
             "{text}"
         );
         assert!(report.summary().contains("3 accepted, 0 rejected; 1 delivered, 1 skipped, 0 dead-lettered (1 hand-backs retried); 1 not finished; 3 Intercom calls."), "{}", report.summary());
+    }
+
+    #[test]
+    fn an_event_delivered_with_no_call_says_intercom_held_it_already() {
+        let tally = Tally::new(true, false);
+        tally.accepted(1);
+        tally.origin("q-1", "a.json", Some("m-1"));
+        let outcome = Outcome::Delivered { calls: 0 };
+        tally.outcome(&RecordOutcome {
+            sqs_message_id: "q-1".into(),
+            message_id: None,
+            event_type: Some("identify".into()),
+            outcome,
+        });
+        let report = tally.report();
+        assert_eq!((report.delivered, report.unchanged), (1, 1));
+        let text = report.text();
+        assert!(
+            text.contains("delivered     identify m-1  (a.json): Intercom holds it already (no call needed)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "1 delivered, 0 skipped, 0 dead-lettered (1 delivered with no call: Intercom held them already)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -21,6 +21,7 @@ mod outage;
 mod payloads;
 mod properties;
 mod redrive;
+mod remembered;
 #[path = "../../benches/support/runtime_api.rs"]
 mod runtime_api;
 mod runtime_loop;
