@@ -35,3 +35,4 @@ mod startup;
 mod suppression;
 mod tags_erasure;
 mod template;
+mod two_forwarders;
