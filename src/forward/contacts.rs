@@ -292,8 +292,14 @@ impl<A: IntercomApi> Run<'_, A> {
         }
     }
 
-    /// Creates the contact `key` names with nothing but its key; a 409 names the one that exists.
+    /// Creates the contact `key` names with nothing but its key (a lead's address claimed first, as an upsert's is); a
+    /// 409 names the one that exists.
     pub(super) async fn create_contact(&self, key: &ContactKey) -> Result<ContactId, IntercomError> {
+        let is_lead = matches!(key, ContactKey::Email(_));
+        if is_lead && let Some(known) = self.claim_lead(key).await {
+            self.executor.ids.contacts.put(key.clone(), &known.id);
+            return Ok(known.id);
+        }
         let empty = Map::new();
         let fields = Fields { attributes: &empty, custom_attributes: &empty };
         let request = match key {
@@ -301,7 +307,11 @@ impl<A: IntercomApi> Run<'_, A> {
             ContactKey::Email(email) => self.executor.dialect.create_lead(email, &fields),
         };
         let id = match self.call(request).await {
-            Ok(created) => requests::read_id(&created)?,
+            Ok(created) => {
+                let id = requests::read_id(&created)?;
+                self.remember(key, &id, is_lead, None).await;
+                id
+            }
             Err(error) if error.kind() == ErrorKind::Conflict => self.existing(error).await?,
             Err(error) => return Err(error),
         };

@@ -68,10 +68,7 @@ impl<A: IntercomApi> Run<'_, A> {
             self.hold_visitor_for(previous, into, user_id).await?;
             return Ok(Some(ALIAS_PREVIOUS_UNKNOWN));
         };
-        let user = match ids.contacts.get(into) {
-            Some(id) => Some(id),
-            None => self.find_user(user_id).await?,
-        };
+        let user = self.user_id(into, user_id).await?;
         match (previous_contact, user) {
             (previous, Some(user)) if previous.id == user => {
                 ids.contacts.put(into.clone(), &user);
@@ -120,17 +117,21 @@ impl<A: IntercomApi> Run<'_, A> {
         if !self.executor.remembers() {
             return Ok(());
         }
-        let user = match self.executor.ids.contacts.get(into) {
-            Some(id) => Some(id),
-            None => match self.stored(into).await {
-                Some(known) => Some(known.id),
-                None => self.find_user(user_id).await?,
-            },
-        };
-        let Some(user) = user else { return Ok(()) };
+        let Some(user) = self.user_id(into, user_id).await? else { return Ok(()) };
         match self.hold_visitor(previous, &Known { id: user.clone(), is_lead: false }).await {
             Some(Known { id: lead, is_lead: true }) => self.merge_lead(previous, &lead, &user).await,
             _ => Ok(()),
+        }
+    }
+
+    /// The user `into` names: warm, else in the identity store, else looked up (no index lag).
+    async fn user_id(&self, into: &ContactKey, user_id: &str) -> Result<Option<ContactId>, IntercomError> {
+        if let Some(id) = self.executor.ids.contacts.get(into) {
+            return Ok(Some(id));
+        }
+        match self.stored(into).await {
+            Some(known) => Ok(Some(known.id)),
+            None => self.find_user(user_id).await,
         }
     }
 
