@@ -358,10 +358,17 @@ fn against_the_floor(work: &Path, mix: &Path) {
     print_targets(&columns);
 }
 
+/// Events a minute that `calls` for `events` allow under Intercom's limit.
+fn per_minute(events: u64, calls: u64) -> u64 {
+    (events * INTERCOM_PER_MINUTE).checked_div(calls).unwrap_or(0)
+}
+
+/// A cell of the side-by-side table, from a day's floor and one replay of it.
+type Cell = dyn Fn(&floor::Floor, &Replayed) -> String;
+
 /// The side-by-side table: a row per figure, a column per day and setting.
 fn print_against_the_floor(columns: &[(String, floor::Floor, Replayed)]) {
-    let per_minute = |events: u64, calls: u64| if calls == 0 { 0 } else { events * INTERCOM_PER_MINUTE / calls };
-    let rows: [(&str, &dyn Fn(&floor::Floor, &Replayed) -> String); 7] = [
+    let rows: [(&str, &Cell); 7] = [
         ("events", &|_, run| run.events.to_string()),
         ("Intercom calls", &|_, run| run.calls.to_string()),
         ("calls per event", &|_, run| format!("**{:.2}**", ratio(run.calls, run.events))),

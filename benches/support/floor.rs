@@ -145,10 +145,10 @@ fn identify(
         // The write carries the time seen, whichever fact made it.
         person.seen = seen.or(person.seen);
     }
-    if let Some(company) = traits.get("company").and_then(Value::as_object) {
-        if let Some(id) = company.get("id").or_else(|| company.get("company_id")).and_then(id_text) {
-            company_and_tie(user, &id, company, written, floor);
-        }
+    if let Some(company) = traits.get("company").and_then(Value::as_object)
+        && let Some(id) = company.get("id").or_else(|| company.get("company_id")).and_then(id_text)
+    {
+        company_and_tie(user, &id, company, written, floor);
     }
 }
 
