@@ -1,11 +1,14 @@
 //! The relay's figures for BENCHMARKS.md, printed: Intercom calls per event on a generated day, throughput under a
-//! rate limit, the Lambda binaries' start-up, memory, invocation times and sizes against a local Runtime API, the
-//! criterion results next to RudderStack's transformer, and the AWS cost per million events they imply.
+//! rate limit, calls against the floor on a day of page loads and on the mix (with and without the identity store),
+//! the Lambda binaries' start-up, memory, invocation times and sizes against a local Runtime API, the criterion results
+//! next to RudderStack's transformer, and the AWS cost per million events they imply.
 //! `scripts/bench` runs it (after the criterion benches, whose results it reads) with moto for the ingest function.
 
 // A bench's whole job is to print its figures.
 #![allow(clippy::print_stdout)]
 
+#[path = "support/floor.rs"]
+mod floor;
 #[path = "support/payloads.rs"]
 mod payloads;
 #[path = "support/runtime_api.rs"]
@@ -29,6 +32,19 @@ const FORWARD: &str = env!("CARGO_BIN_EXE_forward");
 const WAIT: Duration = Duration::from_secs(60);
 /// The generated day every figure is measured on.
 const DAY: [&str; 6] = ["--events", "10000", "--users", "1000", "--seed", "42"];
+/// The day of page loads held against its floor (`generate --page-loads`: each load an identify and a page, half the
+/// users a group, the same traits every time).
+const PAGE_LOADS: [&str; 7] = ["--page-loads", "--events", "2000", "--users", "200", "--seed", "42"];
+/// The identity store's settings each day is replayed under, side by side: the baseline writes every identify and
+/// group again (as before the store), the other leaves the variables unset.
+const STORE_SETTINGS: [(&str, &[(&str, &str)]); 2] =
+    [("baseline", &[("IDENTITY_REFRESH", "0s"), ("LAST_SEEN_RESOLUTION", "0s")]), ("store's defaults", &[])];
+/// The variables of the identity store (and its table): never taken from the shell that runs the bench.
+const STORE_VARIABLES: [&str; 3] = ["IDENTITY_REFRESH", "LAST_SEEN_RESOLUTION", "IDENTITY_TABLE"];
+/// The last_seen_at resolution the floor counts with: the store's default, an hour.
+const FLOOR_LAST_SEEN_S: i64 = 3_600;
+/// Intercom's rate limit per app, calls a minute.
+const INTERCOM_PER_MINUTE: u64 = 10_000;
 /// Calls per event of the peers' Intercom destinations (Segment's, RudderStack's); pages, screens and aliases they drop.
 const PEERS: [(&str, &str); 6] = [
     ("identify", "2"),
@@ -47,6 +63,20 @@ const WARM: usize = 40;
 /// What a call to Intercom takes in the "with latency" cases (injected by the sandbox).
 const INTERCOM_LATENCY: Duration = Duration::from_millis(100);
 
+/// Every section, in the order printed; `FIGURES=floor,sizes` runs only those named (throughput and cost also run
+/// what they are computed from).
+const SECTIONS: [&str; 9] =
+    ["calls", "throughput", "floor", "startup", "forward", "ingest", "sizes", "criterion", "cost"];
+
+fn wanted(section: &str) -> bool {
+    let Ok(list) = std::env::var("FIGURES") else { return true };
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|name| !name.is_empty()).collect();
+    for name in &names {
+        assert!(SECTIONS.contains(name), "FIGURES names {name:?}; the sections: {SECTIONS:?}");
+    }
+    names.is_empty() || names.contains(&section)
+}
+
 #[tokio::main]
 async fn main() {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
@@ -57,19 +87,37 @@ async fn main() {
     let ndjson = command(RELAY, &[&["generate"], &DAY[..]].concat(), &[]);
     std::fs::write(&day, ndjson).expect("the day written");
 
-    let calls = calls_per_event(&day);
-    throughput(&day, calls.total).await;
-    startup().await;
-    let forward = forward_invocations().await;
-    let ingest = ingest_invocations().await;
-    sizes();
-    criterion();
-    cost(&calls, &forward, &ingest);
+    let calls = ["calls", "throughput", "cost"].into_iter().any(wanted).then(|| calls_per_event(&day));
+    if let Some(calls) = calls.as_ref().filter(|_| wanted("throughput")) {
+        throughput(&day, calls.total).await;
+    }
+    if wanted("floor") {
+        against_the_floor(&work, &day);
+    }
+    if wanted("startup") {
+        startup().await;
+    }
+    let forward = if wanted("forward") || wanted("cost") { Some(forward_invocations().await) } else { None };
+    let ingest = if wanted("ingest") || wanted("cost") { Some(ingest_invocations().await) } else { None };
+    if wanted("sizes") {
+        sizes();
+    }
+    if wanted("criterion") {
+        criterion();
+    }
+    if let (Some(calls), Some(forward), Some(ingest), true) = (&calls, &forward, &ingest, wanted("cost")) {
+        cost(calls, forward, ingest);
+    }
 }
 
-/// Runs `binary args` with `env` added, to the end; its stdout (a failure stops the bench).
+/// Runs `binary args` with `env` added (and the identity store's variables only from `env`), to the end; its stdout
+/// (a failure stops the bench).
 fn command(binary: &str, args: &[&str], env: &[(&str, String)]) -> Vec<u8> {
-    let output = Command::new(binary)
+    let mut child = Command::new(binary);
+    for name in STORE_VARIABLES {
+        child.env_remove(name);
+    }
+    let output = child
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env_remove("RUST_LOG")
@@ -212,6 +260,167 @@ async fn throughput(day: &Path, calls: u64) {
         "- accepted {accepted} = delivered {delivered} + skipped {skipped} + dead-lettered {dead}: {}\n",
         if accepted == delivered + skipped + dead { "nothing lost" } else { "MISMATCH" }
     );
+}
+
+/// One replay of a day: the calls it made, in all and by event type, and what became of the events.
+struct Replayed {
+    events: u64,
+    calls: u64,
+    /// Per event type: events, calls.
+    by_type: BTreeMap<String, (u64, u64)>,
+    by_endpoint: Value,
+    delivered: u64,
+    /// Delivered with no call at all (what the store already held).
+    delivered_without_a_call: u64,
+    skipped: u64,
+    dead_lettered: u64,
+    handed_back: u64,
+    took: Duration,
+}
+
+/// `day` replayed against the built-in sandbox with no rate limit, with the identity store's `settings`.
+fn replay_with(day: &Path, settings: &[(&str, &str)]) -> Replayed {
+    let args = ["replay", day.to_str().expect("UTF-8"), "--rate-limit", "100000000", "--json"];
+    let env: Vec<(&str, String)> = settings.iter().map(|(name, value)| (*name, (*value).to_owned())).collect();
+    let started = Instant::now();
+    let report: Value = serde_json::from_slice(&command(RELAY, &args, &env)).expect("a JSON report");
+    let took = started.elapsed();
+    let mut by_type: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut delivered_without_a_call = 0;
+    let events = report["events"].as_array().expect("events[]");
+    for event in events {
+        let calls = event["calls"].as_array().map_or(0, Vec::len) as u64;
+        let row = by_type.entry(event["type"].as_str().unwrap_or("unknown").to_owned()).or_default();
+        row.0 += 1;
+        row.1 += calls;
+        delivered_without_a_call += u64::from(calls == 0 && event["outcome"] == "delivered");
+    }
+    let count = |name: &str| report[name].as_array().map_or(0, Vec::len) as u64;
+    Replayed {
+        events: events.len() as u64,
+        // Every call, those no event is charged with (the workspace's attribute list) included.
+        calls: report["intercom_calls"]["total"].as_u64().unwrap_or(0),
+        by_type,
+        by_endpoint: report["intercom_calls"]["by_endpoint"].clone(),
+        delivered: report["delivered"].as_u64().unwrap_or(0),
+        delivered_without_a_call,
+        skipped: count("skipped"),
+        dead_lettered: count("dead_lettered"),
+        handed_back: report["handed_back"].as_u64().unwrap_or(0),
+        took,
+    }
+}
+
+/// The events of an NDJSON file.
+fn read_events(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("the day read");
+    text.lines().map(|line| serde_json::from_str(line).expect("an event")).collect()
+}
+
+/// A day of page loads and the generated mix, each replayed under [`STORE_SETTINGS`], side by side, with the floor
+/// each day's events imply (benches/support/floor.rs).
+fn against_the_floor(work: &Path, mix: &Path) {
+    let loads = work.join("page-loads.ndjson");
+    std::fs::write(&loads, command(RELAY, &[&["generate"], &PAGE_LOADS[..]].concat(), &[])).expect("the day written");
+    println!("## Calls against the floor: the identity store (issue 24)\n");
+    println!("`intercom-relay generate {}` (each load an identify and a page, half the users a", PAGE_LOADS.join(" "));
+    println!("group, the same traits every time) and the mix above, each replayed as above");
+    println!("(`replay DAY --rate-limit 100000000 --json`), once with `IDENTITY_REFRESH=0s LAST_SEEN_RESOLUTION=0s`");
+    println!("(the baseline: every identify and group written again) and once with the store's defaults (unset).");
+    println!("The floor is worked out from the events alone (benches/support/floor.rs): 1 call per page, screen or");
+    println!("track of a user; 1 per identify or group that changed its person or company (the first included; an");
+    println!("identify also when last_seen_at moved an hour or more since last written); 1 per first tie of a user");
+    println!("and a company; 1 per new custom attribute name.\n");
+    let mut columns = Vec::new();
+    for (name, path) in [("page loads", loads.as_path()), ("mix", mix)] {
+        let floor = floor::floor(&read_events(path), FLOOR_LAST_SEEN_S);
+        println!("- floor of the {name}: {}", floor::describe(&floor));
+        for (setting, env) in STORE_SETTINGS {
+            columns.push((format!("{name}, {setting}"), floor.clone(), replay_with(path, env)));
+        }
+    }
+    println!();
+    print_against_the_floor(&columns);
+    print_calls_by_type(&columns);
+    for (name, _, run) in &columns {
+        println!(
+            "- {name}: replay {:.1?}; delivered {} ({} with no call), skipped {}, dead-lettered {}, handed back {}; by endpoint: {}",
+            run.took,
+            run.delivered,
+            run.delivered_without_a_call,
+            run.skipped,
+            run.dead_lettered,
+            run.handed_back,
+            run.by_endpoint
+        );
+    }
+    println!();
+    print_targets(&columns);
+}
+
+/// Events a minute that `calls` for `events` allow under Intercom's limit.
+fn per_minute(events: u64, calls: u64) -> u64 {
+    (events * INTERCOM_PER_MINUTE).checked_div(calls).unwrap_or(0)
+}
+
+/// A cell of the side-by-side table, from a day's floor and one replay of it.
+type Cell = dyn Fn(&floor::Floor, &Replayed) -> String;
+
+/// The side-by-side table: a row per figure, a column per day and setting.
+fn print_against_the_floor(columns: &[(String, floor::Floor, Replayed)]) {
+    let rows: [(&str, &Cell); 7] = [
+        ("events", &|_, run| run.events.to_string()),
+        ("Intercom calls", &|_, run| run.calls.to_string()),
+        ("calls per event", &|_, run| format!("**{:.2}**", ratio(run.calls, run.events))),
+        ("floor (calls)", &|floor, _| floor.calls().to_string()),
+        ("calls / floor", &|floor, run| format!("**{:.2}×**", ratio(run.calls, floor.calls()))),
+        ("events a minute under 10,000 calls a minute", &|_, run| per_minute(run.events, run.calls).to_string()),
+        ("… at the floor", &|floor, run| per_minute(run.events, floor.calls()).to_string()),
+    ];
+    let names: Vec<&str> = columns.iter().map(|(name, ..)| name.as_str()).collect();
+    println!("| | {} |", names.join(" | "));
+    println!("|---|{}", "---:|".repeat(columns.len()));
+    for (label, cell) in rows {
+        let cells: Vec<String> = columns.iter().map(|(_, floor, run)| cell(floor, run)).collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    }
+    println!();
+}
+
+/// Calls per event by type, a column per day and setting.
+fn print_calls_by_type(columns: &[(String, floor::Floor, Replayed)]) {
+    let names: Vec<&str> = columns.iter().map(|(name, ..)| name.as_str()).collect();
+    println!("| calls per event (events) | {} |", names.join(" | "));
+    println!("|---|{}", "---:|".repeat(columns.len()));
+    let mut kinds: Vec<&String> = columns.iter().flat_map(|(.., run)| run.by_type.keys()).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(.., run)| match run.by_type.get(kind) {
+                Some((events, calls)) => format!("{:.2} ({events})", ratio(*calls, *events)),
+                None => String::new(),
+            })
+            .collect();
+        println!("| {kind} | {} |", cells.join(" | "));
+    }
+    println!();
+}
+
+/// Issue 24's targets, read with the store's defaults.
+fn print_targets(columns: &[(String, floor::Floor, Replayed)]) {
+    let column = |name: &str| columns.iter().find(|(n, ..)| n == name);
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    if let Some((name, floor, run)) = column("page loads, store's defaults") {
+        let times = ratio(run.calls, floor.calls());
+        println!("- target ≤ 1.10× the floor on the page-load day ({name}): {times:.2}×, {}", met(times <= 1.10));
+    }
+    if let Some((name, _, run)) = column("mix, store's defaults") {
+        let per_event = ratio(run.calls, run.events);
+        println!("- target ≤ 0.90 calls per event on the mix ({name}): {per_event:.2}, {}", met(per_event <= 0.90));
+    }
+    println!();
 }
 
 /// The variables each binary needs besides Lambda's; `None` for the baseline.

@@ -15,8 +15,8 @@ use intercom_relay::erasure::ErasureRequest;
 use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
     BackfillOptions, BackfillReport, Destination, DryRun, Ending, GenerateOptions, LineRejection, LocalError, Progress,
-    ReplayOptions, ServeOptions, Tally, backfill, generate, generate_archive, parse_time, replay, replay_archives,
-    serve,
+    ReplayOptions, ServeOptions, Tally, backfill, generate, generate_archive, generate_page_loads, parse_time, replay,
+    replay_archives, serve,
 };
 use intercom_relay::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
@@ -55,7 +55,8 @@ enum Command {
     /// Run the Intercom sandbox alone (e.g. for `cargo lambda watch` with INTERCOM_BASE_URL pointing at it).
     Sandbox(SandboxArgs),
     /// Print a seeded, realistic day of events as NDJSON (identifies of new and returning users, tracks, pages,
-    /// screens, groups, aliases), the same for the same options: `generate --events 10000 --users 1000 > day.ndjson`.
+    /// screens, groups, aliases), the same for the same options: `generate --events 10000 --users 1000 > day.ndjson`;
+    /// with --page-loads, a day of page loads instead (identify and page on every load, group for half the users).
     Generate(GenerateArgs),
     /// Destination settings: check a document offline, or print their JSON Schema.
     #[command(subcommand)]
@@ -268,6 +269,11 @@ struct GenerateArgs {
     /// (one gzipped NDJSON file per hour), instead of NDJSON on stdout: a sample archive for `replay`.
     #[arg(long, value_name = "DIR")]
     archive: Option<PathBuf>,
+    /// Instead of the mix, a day of page loads in a signed-in app using analytics.js: each load an identify (the same
+    /// traits every time) and a page, and for every other user a group (the same company traits every time); the
+    /// loads are drawn until the next would pass --events. What a relay that writes only changes should make little of.
+    #[arg(long, conflicts_with = "archive")]
+    page_loads: bool,
 }
 
 #[derive(Args)]
@@ -745,9 +751,9 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode, LocalError> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    generate(&options, &mut stdout)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| LocalError::Io(format!("cannot write the events: {e}")))?;
+    let written =
+        if args.page_loads { generate_page_loads(&options, &mut stdout) } else { generate(&options, &mut stdout) };
+    written.and_then(|()| stdout.flush()).map_err(|e| LocalError::Io(format!("cannot write the events: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -91,6 +91,83 @@ fn events(
     Ok(())
 }
 
+/// Of the users of a page-load day, those whose every load also sends a group: one in [`PAGE_LOAD_GROUPS`].
+const PAGE_LOAD_GROUPS: usize = 2;
+/// Users per company on a page-load day (among those who send groups).
+const PAGE_LOAD_COMPANY_USERS: usize = 5;
+
+/// Writes a day of page loads as NDJSON to `out`, the same bytes for the same options: each load is what analytics.js
+/// sends on a page where the app calls `identify` with the signed-in user's traits (the same on every load) and
+/// `page`, and for every other user also `group` with their company's traits (the same on every load). Loads are
+/// drawn until the next would pass `options.events` (so the day may hold one or two events fewer), spread over the
+/// days in time order; activity is skewed as in [`generate`].
+pub fn generate_page_loads(options: &GenerateOptions, out: &mut impl Write) -> std::io::Result<()> {
+    let mut rng = fastrand::Rng::with_seed(options.seed);
+    let users = options.users.max(1);
+    let mut loads = Vec::new();
+    let mut total = 0;
+    loop {
+        let user = if rng.u8(0..3) == 0 { rng.usize(0..users) } else { rng.usize(0..users.div_ceil(3)) };
+        let size = if groups_on_load(user) { 3 } else { 2 };
+        if total + size > options.events {
+            break;
+        }
+        total += size;
+        loads.push(user);
+    }
+    let step = 86_400_000 * i64::from(options.days.max(1)) / loads.len().max(1) as i64;
+    let mut index = 0;
+    for (load, user) in loads.into_iter().enumerate() {
+        // Within its own slot, with room for the load's events a millisecond apart: time order holds across loads.
+        let at = options.start + time::Duration::milliseconds(load as i64 * step + rng.i64(0..(step - 3).max(1)));
+        let path = PAGES[rng.usize(0..PAGES.len())];
+        let mut sent = vec![load_identify(user)];
+        if groups_on_load(user) {
+            sent.push(load_group(user));
+        }
+        sent.push(json!({"type": "page", "userId": format!("gen-user-{user:05}"), "name": path,
+            "properties": {"path": path, "url": format!("https://app.example.com{path}"), "title": "Example",
+                "referrer": "", "search": ""}}));
+        for (offset, mut event) in sent.into_iter().enumerate() {
+            event["anonymousId"] = json!(format!("anon-{user:05}"));
+            event["context"] = load_context(path);
+            event["messageId"] = Value::String(format!("gen-load-{:016x}-{index:07}", options.seed));
+            let timestamp = at + time::Duration::milliseconds(offset as i64);
+            event["timestamp"] = Value::String(crate::event::format_timestamp(timestamp));
+            serde_json::to_writer(&mut *out, &event)?;
+            out.write_all(b"\n")?;
+            index += 1;
+        }
+    }
+    Ok(())
+}
+
+fn groups_on_load(user: usize) -> bool {
+    user.is_multiple_of(PAGE_LOAD_GROUPS)
+}
+
+/// The identify of a load: the signed-in user's traits, the same on every load.
+fn load_identify(user: usize) -> Value {
+    json!({"type": "identify", "userId": format!("gen-user-{user:05}"), "traits": {
+        "email": format!("user{user}@example.com"), "name": format!("User {user}"), "plan": PLANS[user % 3],
+        "createdAt": "2025-06-01T00:00:00Z"}})
+}
+
+/// The group of a load: the user's company and its traits, the same for every user of it on every load.
+fn load_group(user: usize) -> Value {
+    let company = user / PAGE_LOAD_GROUPS / PAGE_LOAD_COMPANY_USERS;
+    json!({"type": "group", "userId": format!("gen-user-{user:05}"), "groupId": format!("gen-load-org-{company:03}"),
+        "traits": {"name": format!("Company {company}"), "plan": PLANS[company % 3], "employees": 10 + company % 500}})
+}
+
+/// What analytics.js puts in the context of every call on a page.
+fn load_context(path: &str) -> Value {
+    json!({"library": {"name": "analytics.js", "version": "5.2.0"}, "locale": "en-GB",
+        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+        "page": {"path": path, "url": format!("https://app.example.com{path}"), "title": "Example", "referrer": "",
+            "search": ""}})
+}
+
 /// What [`generate_archive`] wrote.
 #[derive(Debug)]
 pub struct ArchiveWritten {
@@ -252,5 +329,64 @@ mod tests {
         assert!(first.values().all(|kind| *kind == "identify"), "a new user is identified first");
         let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["messageId"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), events.len(), "messageIds are unique");
+    }
+
+    fn page_loads(seed: u64, events: usize, users: usize) -> String {
+        let start = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
+        let mut out = Vec::new();
+        generate_page_loads(&GenerateOptions { events, users, seed, start, days: 1 }, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_page_load_day_is_the_same_for_the_same_seed_and_another_for_another() {
+        assert_eq!(page_loads(7, 500, 50), page_loads(7, 500, 50));
+        assert_ne!(page_loads(7, 500, 50), page_loads(8, 500, 50));
+    }
+
+    #[test]
+    fn every_load_is_an_identify_and_a_page_and_half_the_users_group_with_the_same_traits_each_time() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let text = page_loads(42, 2_000, 200);
+        let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!((1_998..=2_000).contains(&events.len()), "{}", events.len());
+        let times: Vec<&str> = events.iter().map(|e| e["timestamp"].as_str().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "in time order");
+        assert!(times[0] < "2026-01-01T01" && times[times.len() - 1] > "2026-01-01T23", "over the day");
+        let ids: BTreeSet<&str> = events.iter().map(|e| e["messageId"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), events.len(), "messageIds are unique");
+        // Per user, the sizes of their loads (2: identify and page; 3: with a group); per user or company, its traits.
+        let mut sizes: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+        let mut traits: BTreeMap<String, Value> = BTreeMap::new();
+        let mut rest = events.as_slice();
+        while let [identify, more @ ..] = rest {
+            assert_eq!(identify["type"], "identify");
+            assert_eq!(identify["context"]["library"]["name"], "analytics.js");
+            let user_id = identify["userId"].as_str().unwrap();
+            let user: usize = user_id["gen-user-".len()..].parse().unwrap();
+            let size = if more[0]["type"] == "group" { 3 } else { 2 };
+            let load = &rest[..size];
+            assert_eq!(load[size - 1]["type"], "page", "{load:?}");
+            for event in load {
+                assert_eq!(event["userId"], user_id, "{load:?}");
+                assert_eq!(event["anonymousId"], format!("anon-{user:05}"), "{load:?}");
+            }
+            for event in &load[..size - 1] {
+                let key = event["groupId"].as_str().unwrap_or(user_id).to_owned();
+                let first = traits.entry(key).or_insert_with(|| event["traits"].clone());
+                assert_eq!(*first, event["traits"], "the same traits on every load");
+            }
+            sizes.entry(user).or_default().insert(size);
+            rest = &rest[size..];
+        }
+        let loads = events.iter().filter(|e| e["type"] == "identify").count();
+        assert!(loads > 700, "{loads} loads");
+        assert!(sizes.len() > 150, "{} users load pages", sizes.len());
+        for (user, sizes) in &sizes {
+            let expected = if user.is_multiple_of(2) { 3 } else { 2 };
+            assert_eq!(*sizes, BTreeSet::from([expected]), "user {user} groups on every load or on none");
+        }
+        let grouping = sizes.keys().filter(|user| user.is_multiple_of(2)).count();
+        assert!(grouping.abs_diff(sizes.len() - grouping) <= sizes.len() / 10, "half: {grouping} of {}", sizes.len());
     }
 }

@@ -22,7 +22,9 @@ pub use backfill::{
     BATCH_EVENTS, BackfillOptions, BackfillReport, DRY_RUN, DryRun, Ending, InProcess, LineRejection, MAX_LISTED,
     Progress, SEND_RETRY, Sink, backfill, parse_time,
 };
-pub use generate::{ARCHIVE_SOURCE_ID, ArchiveWritten, GenerateOptions, generate, generate_archive};
+pub use generate::{
+    ARCHIVE_SOURCE_ID, ArchiveWritten, GenerateOptions, generate, generate_archive, generate_page_loads,
+};
 pub use replay::{ReplayOptions, replay, replay_archives};
 pub use report::{
     CallCounts, CallReport, EventReport, Finished, RejectedInput, Report, RequestReport, Tally, endpoint,

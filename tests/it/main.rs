@@ -8,6 +8,8 @@ mod cli;
 mod contract;
 mod events;
 mod fault_proxy;
+#[path = "../../benches/support/floor.rs"]
+mod floor;
 mod forward;
 mod forward_batch;
 mod helpers;
