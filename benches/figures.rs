@@ -594,8 +594,9 @@ async fn forward_invocations() -> Invocations {
         "The release `forward` binary under a local Runtime API, {WARM} warm batches after the first, each 10 events"
     );
     println!(
-        "of the generated mix (from 300 people), against an in-process sandbox (`DLQ_URL` unused: no dead letters).\n"
+        "of the generated mix (from 300 people), against an in-process sandbox (`DLQ_URL` unused: no dead letters),"
     );
+    println!("with the identity store as deployed (`IDENTITY_TABLE`, a table on moto's DynamoDB server).\n");
     println!(
         "| Intercom answers | first batch | warm median | warm p90 | VmHWM after the first | VmHWM after all | log bytes per event |"
     );
@@ -613,17 +614,50 @@ async fn forward_invocations() -> Invocations {
     ] {
         let options = SandboxOptions { rate_limit: 100_000_000, faults, ..SandboxOptions::default() };
         let sandbox = SandboxServer::start(options, 0).await.expect("a sandbox");
-        let env = vec![
+        let mut env = vec![
             ("INTERCOM_ACCESS_TOKEN", sandbox.token()),
             ("INTERCOM_BASE_URL", sandbox.url.clone()),
             ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into()),
         ];
+        env.extend(identity_table().await);
         let figures = invocations(FORWARD, env, batches.clone(), None).await;
         print_invocations(name, &figures, lines.len());
         cases.push((name.to_owned(), median(figures.warm), figures.log_bytes as f64 / lines.len() as f64));
     }
     println!();
     Invocations { cases }
+}
+
+/// The forward function's identity store as the template sets it: a new table on moto's DynamoDB server (the one
+/// `scripts/bench` starts for SQS), named in `IDENTITY_TABLE`; none without moto (aliases are then handed back).
+async fn identity_table() -> Vec<(&'static str, String)> {
+    let Ok(endpoint) = std::env::var("SQS_ENDPOINT_URL") else { return Vec::new() };
+    // A table per sandbox: ids another sandbox made mean nothing here.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
+    let table = format!("identities-{now}");
+    let create = serde_json::json!({"TableName": table, "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}]});
+    let created = reqwest::Client::new()
+        .post(format!("{}/", endpoint.trim_end_matches('/')))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", "DynamoDB_20120810.CreateTable")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/dynamodb/aws4_request, Signature=x",
+        )
+        .body(create.to_string())
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(created.status().is_success(), "moto's CreateTable: {}", created.text().await.unwrap_or_default());
+    vec![
+        ("IDENTITY_TABLE", table),
+        ("AWS_ENDPOINT_URL_DYNAMODB", endpoint),
+        ("AWS_ACCESS_KEY_ID", "bench".into()),
+        ("AWS_SECRET_ACCESS_KEY", "bench".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
 }
 
 /// The ingest function fed `/v1/batch` requests of 1 and 20 events, queuing into moto's SQS.

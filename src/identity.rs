@@ -182,6 +182,17 @@ enum Entry {
 #[derive(Default)]
 pub struct MemoryIdentities {
     entries: Mutex<HashMap<String, Entry>>,
+    usage: Mutex<StoreUsage>,
+}
+
+/// What a run asked of the store, in DynamoDB's billing units (every item is under 1 KB): what the table would cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreUsage {
+    /// Keys read (a strongly consistent read unit each), in `reads` requests (a batch's read is one).
+    pub read_units: u64,
+    pub reads: u64,
+    /// Items put, updated or deleted (a write unit each).
+    pub write_units: u64,
 }
 
 impl MemoryIdentities {
@@ -197,6 +208,18 @@ impl MemoryIdentities {
     /// Whether it holds nothing at all: no contact, claim or list of keys.
     pub fn is_empty(&self) -> bool {
         self.with(|entries| entries.is_empty())
+    }
+
+    /// What was asked of it so far.
+    pub fn usage(&self) -> StoreUsage {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, read_units: usize, write_units: usize) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.reads += u64::from(read_units > 0);
+        usage.read_units += read_units as u64;
+        usage.write_units += write_units as u64;
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
@@ -227,11 +250,13 @@ impl IdentityStore for MemoryIdentities {
     }
 
     fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Stored>, IdentityError>> {
+        self.count(1, 0);
         let found = self.with(|entries| Self::held(entries, key, now_s()));
         Box::pin(async move { Ok(found) })
     }
 
     fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>> {
+        self.count(keys.len(), 0);
         let now = now_s();
         let found = self.with(|entries| {
             keys.iter().filter_map(|key| Some((key.clone(), Self::held(entries, key, now)?))).collect()
@@ -240,6 +265,7 @@ impl IdentityStore for MemoryIdentities {
     }
 
     fn claim<'a>(&'a self, key: &'a str, lease: Duration) -> BoxFuture<'a, Result<Claim, IdentityError>> {
+        self.count(0, 1);
         let now = now_s();
         let claim = self.with(|entries| match entries.get(key) {
             Some(Entry::Made { stored, expires_at }) if *expires_at > now => Claim::Held(stored.known.clone()),
@@ -253,6 +279,8 @@ impl IdentityStore for MemoryIdentities {
     }
 
     fn record<'a>(&'a self, keys: &'a [String], known: &'a Known) -> BoxFuture<'a, Result<(), IdentityError>> {
+        // Each key's item, and the contact's list of its keys.
+        self.count(0, keys.len() + 1);
         self.with(|entries| {
             for (n, key) in keys.iter().enumerate() {
                 let primary = (n > 0).then(|| keys[0].clone());
@@ -267,6 +295,7 @@ impl IdentityStore for MemoryIdentities {
         key: &'a str,
         known: &'a Known,
     ) -> BoxFuture<'a, Result<Option<Known>, IdentityError>> {
+        self.count(0, 2);
         let held = self.with(|entries| match Self::held(entries, key, now_s()) {
             Some(stored) => Some(stored.known),
             None => {
@@ -283,6 +312,7 @@ impl IdentityStore for MemoryIdentities {
         stored: &'a Stored,
         prior: Option<&'a Written>,
     ) -> BoxFuture<'a, Result<bool, IdentityError>> {
+        self.count(0, 1);
         let written = self.with(|entries| {
             let held = Self::held(entries, key, now_s()).map(|held| held.written).unwrap_or_default();
             let unchanged = prior.is_none_or(|prior| *prior == held);
@@ -295,16 +325,17 @@ impl IdentityStore for MemoryIdentities {
     }
 
     fn forget<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), IdentityError>> {
+        self.count(0, keys.len());
         self.with(|entries| keys.iter().for_each(|key| _ = entries.remove(key)));
         Box::pin(async { Ok(()) })
     }
 
     fn forget_contact<'a>(&'a self, id: &'a ContactId) -> BoxFuture<'a, Result<(), IdentityError>> {
-        self.with(|entries| {
-            if let Some(Entry::Keys(keys)) = entries.remove(&own_keys_key(id)) {
-                keys.iter().for_each(|key| _ = entries.remove(key));
-            }
+        let deleted = self.with(|entries| match entries.remove(&own_keys_key(id)) {
+            Some(Entry::Keys(keys)) => keys.iter().filter(|key| entries.remove(*key).is_some()).count() + 1,
+            _ => 0,
         });
+        self.count(1, deleted);
         Box::pin(async { Ok(()) })
     }
 }

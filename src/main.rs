@@ -369,7 +369,7 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
         progress.abort();
     }
     let local = local?;
-    let report = tally.report();
+    let report = intercom_relay::local::Report { identity_store: local.store_usage(), ..tally.report() };
     if args.json {
         out(&format!("{}\n", serde_json::to_string_pretty(&report).expect("a report serialises")));
     } else {

@@ -35,7 +35,7 @@ impl<A: IntercomApi> Run<'_, A> {
         if let Some(id) = self.find_user(previous).await? {
             return Ok(Some(FoundContact { id, is_lead: false }));
         }
-        self.find_visitor(previous).await.map(|id| id.map(|id| FoundContact { id, is_lead: true }))
+        self.search_visitor(previous).await.map(|id| id.map(|id| FoundContact { id, is_lead: true }))
     }
 
     /// A visitor's lead by the `anonymous_id` the relay gave it, through search (it lags behind new leads). A workspace

@@ -77,8 +77,9 @@ fn events(
                 Some("screen") => json!({"type": "screen", "userId": user_id, "name": "Dashboard",
                     "properties": {"tab": "overview"},
                     "context": {"app": {"name": "Example", "version": "3.2.1"}, "os": {"name": "iOS"}}}),
+                // The company's traits, the same whoever of its users sends them.
                 Some("group") => json!({"type": "group", "userId": user_id, "groupId": company(user),
-                    "traits": {"name": format!("Company {}", user % 97), "plan": PLANS[user % 3], "employees": 10 + user % 500}}),
+                    "traits": {"name": format!("Company {}", user % 97), "plan": PLANS[user % 97 % 3], "employees": 10 + user % 97 * 5}}),
                 Some(_) => json!({"type": "alias", "userId": user_id, "previousId": format!("anon-{user:05}")}),
                 None => track(&mut rng, &user_id),
             }

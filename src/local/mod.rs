@@ -108,19 +108,26 @@ pub struct Local {
     pub sandbox: Option<SandboxServer>,
     /// Where the calls go, for the user: `the sandbox at http://…`, `https://api.eu.intercom.io`.
     pub destination: String,
+    /// The identity store, when it is the one in memory.
+    memory: Option<Arc<MemoryIdentities>>,
 }
 
 /// The identity store of a local run: the table `IDENTITY_TABLE` names (reached with the SDK's usual settings), else one
 /// in memory, shared by the process's forwarders.
-async fn identities(config: &ForwardConfig) -> Result<Arc<dyn IdentityStore>, LocalError> {
+async fn identities(
+    config: &ForwardConfig,
+) -> Result<(Arc<dyn IdentityStore>, Option<Arc<MemoryIdentities>>), LocalError> {
     match &config.identity_table {
         Some(table) => {
             let aws = crate::aws::load(crate::aws::Caller::Cli).await;
             let store = DynamoIdentities::new(&aws, table, Duration::from_secs(2))
                 .map_err(|e| LocalError::Usage(e.to_string()))?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
-        None => Ok(Arc::new(MemoryIdentities::new())),
+        None => {
+            let memory = Arc::new(MemoryIdentities::new());
+            Ok((memory.clone(), Some(memory)))
+        }
     }
 }
 
@@ -177,10 +184,10 @@ impl Local {
             Some(sandbox) => format!("the sandbox at {}", sandbox.url),
             None => config.base_url.clone(),
         };
-        let executor =
-            Executor::new(client, config.create_attributes, CACHE_SIZE).with_identities(identities(&config).await?);
+        let (store, memory) = identities(&config).await?;
+        let executor = Executor::new(client, config.create_attributes, CACHE_SIZE).with_identities(store);
         let forwarder = Forwarder::new(executor, dead_letter, config.options()).with_settings(config.settings.clone());
-        Ok(Local { forwarder, tally, sandbox, destination })
+        Ok(Local { forwarder, tally, sandbox, destination, memory })
     }
 
     /// Forwards one batch as an invocation would, telling the tally every outcome.
@@ -269,6 +276,11 @@ impl Local {
     }
 
     /// What the in-process sandbox holds, counted: `14 contacts (3 leads), 3 companies, 30 events`.
+    /// What the run asked of the identity store kept in memory (what DynamoDB would bill).
+    pub fn store_usage(&self) -> Option<crate::identity::StoreUsage> {
+        self.memory.as_ref().map(|memory| memory.usage())
+    }
+
     pub fn sandbox_summary(&self) -> Option<String> {
         Some(self.sandbox.as_ref()?.state().summary())
     }

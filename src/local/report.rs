@@ -32,6 +32,9 @@ pub struct Report {
     /// Every accepted event's outcome and calls, in the order they were accepted (`replay` only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventReport>,
+    /// What the identity store was asked, when it was the one in memory (`replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_store: Option<crate::identity::StoreUsage>,
     /// Every Intercom request with its body (`--show-requests`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<Vec<RequestReport>>,
