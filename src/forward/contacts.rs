@@ -81,9 +81,14 @@ impl<A: IntercomApi> Run<'_, A> {
             self.executor.ids.contacts.put(key.clone(), &user);
             return Ok((created, None));
         }
-        let known = Known { id, is_lead };
-        let same = entry.filter(|e| e.known.id == known.id);
-        match same {
+        self.hold_written(key, entry, Known { id, is_lead }, &fields, now).await;
+        Ok((created, requests::contact_tag_ids(&answer)))
+    }
+
+    /// Holds in the store what Intercom confirmed for the contact: under its own key, added to what `entry` held when
+    /// that went by; through another name of a user, their own key's record made unknown.
+    async fn hold_written(&self, key: &ContactKey, entry: Option<Stored>, known: Known, fields: &ToWrite, now: u64) {
+        match entry.filter(|e| e.known.id == known.id) {
             Some(Stored { primary: Some(primary), .. }) => self.written_elsewhere(&primary, &known).await,
             Some(entry) => {
                 let before = Some(&entry.written).filter(|_| fields.fresh);
@@ -93,13 +98,11 @@ impl<A: IntercomApi> Run<'_, A> {
             }
             None => {
                 let email = fields.attributes.get("email").and_then(Value::as_str);
-                self.remember(key, &known.id, is_lead, other_key(key, email)).await;
+                self.remember(key, &known.id, known.is_lead, other_key(key, email)).await;
                 let written = WriteMemory::after_write(None, &fields.sent.0, &fields.sent.1, now);
-                let stored = Stored { written, ..Stored::new(known) };
-                self.write_down(&contact_key(key), stored, &Written::default()).await;
+                self.write_down(&contact_key(key), Stored { written, ..Stored::new(known) }, &Written::default()).await;
             }
         }
-        Ok((created, requests::contact_tag_ids(&answer)))
     }
 
     /// A user written through another name (their address): what their own key holds as written is not known any more.

@@ -18,6 +18,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use intercom_relay::event::format_timestamp;
 use intercom_relay::forward::{BatchReport, BreakerPolicy, Executor, ForwardOptions, Forwarder, Outcome};
+use intercom_relay::identity::MemoryIdentities;
 use intercom_relay::ingest::Ingest;
 use intercom_relay::intercom::IntercomClient;
 use intercom_relay::local::{GenerateOptions, generate};
@@ -272,6 +273,8 @@ fn intercom_name(event: &Value) -> Option<String> {
 
 /// The shared state of one run.
 struct Run {
+    /// The identity store every forwarder shares, as the template's DynamoDB table is: kept across cold starts.
+    identities: Arc<MemoryIdentities>,
     sqs: Client,
     queue_url: String,
     dlq_url: String,
@@ -293,13 +296,15 @@ struct Run {
 }
 
 impl Run {
-    /// A forwarder as a new execution environment builds it: its own client and empty caches.
+    /// A forwarder as a new execution environment builds it: its own client and empty caches (the identity store is
+    /// the stack's, shared).
     fn cold_start(&self) -> Forwarder<IntercomClient, SqsDeadLetter> {
         let options = forward_options();
         // A call waits for a rate-limit reset at most 1 s, as the deployed 11 s are to a 30 s timeout.
         let client = sandbox_client(&self.sandbox, &self.sandbox.token(), options.call_timeout)
             .with_max_wait(Duration::from_secs(1));
-        let executor = Executor::new(client, true, NonZeroUsize::new(1000).unwrap());
+        let executor =
+            Executor::new(client, true, NonZeroUsize::new(1000).unwrap()).with_identities(self.identities.clone());
         Forwarder::new(executor, SqsDeadLetter::new(self.sqs.clone(), &self.dlq_url), options)
             .with_settings(self.settings.clone())
     }
@@ -522,6 +527,7 @@ async fn soak(events: usize, seed: u64) -> Figures {
     let retry = RetryPolicy { attempts: 2, min_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
     let ingest = Ingest::new(options(), SqsQueue::new(client(&proxy.url), &queue_url, retry, Duration::from_secs(20)));
     let run = Arc::new(Run {
+        identities: Arc::new(MemoryIdentities::new()),
         poller: SqsPoller::new(sqs.clone(), &queue_url, Duration::from_secs(1)),
         sqs: sqs.clone(),
         queue_url,
