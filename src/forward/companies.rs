@@ -26,8 +26,9 @@ impl<A: IntercomApi> Run<'_, A> {
         let stored = self.stored_company(company_id).await;
         let now = now_s();
         let memory = self.executor.memory;
-        let fresh =
-            stored.as_ref().is_some_and(|(_, w)| memory.leave_out_unchanged(w, &mut attributes, &mut custom, now));
+        let fresh = stored
+            .as_ref()
+            .is_some_and(|(_, w)| memory.leave_out_unchanged(w, &mut attributes, &mut custom, now, false));
         if let (true, true, Some((id, _))) = (fresh, attributes.is_empty() && custom.is_empty(), &stored) {
             self.executor.ids.companies.put(company_id.clone(), id);
             return Ok(None);

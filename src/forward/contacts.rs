@@ -55,7 +55,10 @@ impl<A: IntercomApi> Run<'_, A> {
         // Another name of a user (their address): what was written is held under their own key, and goes by only there.
         if let Some(entry) = entry.as_ref().filter(|e| e.primary.is_none()) {
             let memory = self.executor.memory;
-            fields.fresh = memory.leave_out_unchanged(&entry.written, &mut fields.attributes, &mut fields.custom, now);
+            // A user's events come in order in one lane: only their changes are sent. A lead's may come from two.
+            let only_changes = matches!(key, ContactKey::ExternalId(_));
+            let (attributes, custom) = (&mut fields.attributes, &mut fields.custom);
+            fields.fresh = memory.leave_out_unchanged(&entry.written, attributes, custom, now, only_changes);
             if fields.fresh && fields.attributes.is_empty() && fields.custom.is_empty() {
                 self.met(key, &entry.known.id, entry.known.is_lead, upsert);
                 return Ok((false, None));

@@ -35,7 +35,14 @@ impl<A: IntercomApi> Run<'_, A> {
         if let Some(id) = self.find_user(previous).await? {
             return Ok(Some(FoundContact { id, is_lead: false }));
         }
-        self.search_visitor(previous).await.map(|id| id.map(|id| FoundContact { id, is_lead: true }))
+        // Without a store an alias is handed back to find the lead it raced; the attribute list learned at the first
+        // try may be older than that lead, so it is searched for whatever the list said.
+        let lead = if self.executor.remembers() {
+            self.search_visitor(previous).await?
+        } else {
+            self.find_visitor(previous).await?
+        };
+        Ok(lead.map(|id| FoundContact { id, is_lead: true }))
     }
 
     /// A visitor's lead by the `anonymous_id` the relay gave it, through search (it lags behind new leads). A workspace

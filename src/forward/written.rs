@@ -38,17 +38,22 @@ fn custom_field(name: &str) -> String {
 
 impl WriteMemory {
     /// Leaves out of `attributes` and `custom` what `written` says Intercom holds, when it is fresh at `now`: `true`
-    /// when it was (only changes are left to write), `false` when everything is to be written.
+    /// when it was, `false` when everything is to be written. Nothing is left when nothing changed; when something did,
+    /// only the changes are left with `only_changes`, else everything. Only changes go where one lane writes (a user,
+    /// whose events come in order): where several people's lanes write at once (a lead two devices share, a company),
+    /// changes computed from what another lane is rewriting could leave Intercom holding a mix no event sent.
     pub(super) fn leave_out_unchanged(
         &self,
         written: &Written,
         attributes: &mut Map<String, Value>,
         custom: &mut Map<String, Value>,
         now: u64,
+        only_changes: bool,
     ) -> bool {
         if !written.is_fresh(self.refresh, now) {
             return false;
         }
+        let whole = (!only_changes).then(|| (attributes.clone(), custom.clone()));
         let held = |field: String, value: &Value| written.fields.get(&field) == Some(&Written::digest_of(value));
         attributes.retain(|name, value| name == LAST_SEEN || !held(attribute_field(name), value));
         custom.retain(|name, value| !held(custom_field(name), value));
@@ -60,6 +65,9 @@ impl WriteMemory {
             if resolution > 0 && seen < last.saturating_add(resolution) {
                 attributes.remove(LAST_SEEN);
             }
+        }
+        if let Some(whole) = whole.filter(|_| !attributes.is_empty() || !custom.is_empty()) {
+            (*attributes, *custom) = whole;
         }
         true
     }
@@ -106,7 +114,7 @@ mod tests {
     /// `(attributes, custom, fresh)` left to write by the defaults at `NOW`.
     fn left(before: &Written, attributes: Value, custom: Value) -> (Value, Value, bool) {
         let (mut attributes, mut custom) = (map(attributes), map(custom));
-        let fresh = WriteMemory::default().leave_out_unchanged(before, &mut attributes, &mut custom, NOW);
+        let fresh = WriteMemory::default().leave_out_unchanged(before, &mut attributes, &mut custom, NOW, true);
         (Value::Object(attributes), Value::Object(custom), fresh)
     }
 
@@ -135,8 +143,23 @@ mod tests {
         assert_eq!(attributes, json!({"name": "Bea", "last_seen_at": 10_001}), "along with a change");
         let every_time = WriteMemory { last_seen_resolution: Duration::ZERO, ..WriteMemory::default() };
         let mut attributes = map(json!({"last_seen_at": 10_001}));
-        every_time.leave_out_unchanged(&before, &mut attributes, &mut Map::new(), NOW);
+        every_time.leave_out_unchanged(&before, &mut attributes, &mut Map::new(), NOW, true);
         assert_eq!(Value::Object(attributes), json!({"last_seen_at": 10_001}), "a resolution of 0: every move");
+    }
+
+    #[test]
+    fn where_several_lanes_write_a_change_sends_everything_and_no_change_sends_nothing() {
+        let before = written(json!({"name": "Org", "plan": "pro"}), json!({"seats": 3}));
+        let memory = WriteMemory::default();
+        let (mut attributes, mut custom) = (map(json!({"name": "Org", "plan": "team"})), map(json!({"seats": 3})));
+        assert!(memory.leave_out_unchanged(&before, &mut attributes, &mut custom, NOW, false));
+        assert_eq!(
+            (Value::Object(attributes), Value::Object(custom)),
+            (json!({"name": "Org", "plan": "team"}), json!({"seats": 3}))
+        );
+        let (mut attributes, mut custom) = (map(json!({"name": "Org", "plan": "pro"})), map(json!({"seats": 3})));
+        memory.leave_out_unchanged(&before, &mut attributes, &mut custom, NOW, false);
+        assert!(attributes.is_empty() && custom.is_empty(), "nothing changed: nothing to write");
     }
 
     #[test]
@@ -144,7 +167,7 @@ mod tests {
         let before = written(json!({"name": "Ada"}), json!({}));
         let stale = WriteMemory { refresh: Duration::from_secs(30), ..WriteMemory::default() };
         let mut attributes = map(json!({"name": "Ada"}));
-        assert!(!stale.leave_out_unchanged(&before, &mut attributes, &mut Map::new(), NOW));
+        assert!(!stale.leave_out_unchanged(&before, &mut attributes, &mut Map::new(), NOW, true));
         assert_eq!(Value::Object(attributes), json!({"name": "Ada"}));
         let (attributes, _, fresh) = left(&Written::default(), json!({"name": "Ada"}), json!({}));
         assert_eq!((attributes, fresh), (json!({"name": "Ada"}), false));
