@@ -95,12 +95,14 @@ pub struct Stored {
     /// For another name of a contact (a user's address): the key of the contact's own one (their userId), which holds
     /// what was written; a write through this key makes that unknown.
     pub primary: Option<String>,
+    /// When the key was first held for the contact (seconds since the epoch).
+    pub made_at: u64,
 }
 
 impl Stored {
-    /// `known` held with nothing written yet.
+    /// `known` held from now, with nothing written yet.
     pub fn new(known: Known) -> Stored {
-        Stored { known, written: Written::default(), primary: None }
+        Stored { known, written: Written::default(), primary: None, made_at: now_s() }
     }
 }
 
@@ -348,8 +350,9 @@ mod tests {
         Known { id: ContactId::new(id), is_lead }
     }
 
-    fn found(id: &str, is_lead: bool) -> Option<Stored> {
-        Some(Stored::new(known(id, is_lead)))
+    /// Whom the store holds for `key`.
+    async fn found(store: &MemoryIdentities, key: &str) -> Option<Known> {
+        store.find(key).await.unwrap().map(|stored| stored.known)
     }
 
     #[tokio::test]
@@ -361,7 +364,7 @@ mod tests {
         assert_eq!(store.find(&key).await.unwrap(), None, "a claim is no contact");
         store.record(std::slice::from_ref(&key), &known("c-1", true)).await.unwrap();
         assert_eq!(store.claim(&key, Duration::from_secs(30)).await.unwrap(), Claim::Held(known("c-1", true)));
-        assert_eq!(store.find(&key).await.unwrap(), found("c-1", true));
+        assert_eq!(found(&store, &key).await, Some(known("c-1", true)));
         store.forget(std::slice::from_ref(&key)).await.unwrap();
         assert_eq!(store.find(&key).await.unwrap(), None);
         assert_eq!(store.len(), 0);
@@ -373,7 +376,7 @@ mod tests {
         let key = visitor_key("anon-1");
         assert_eq!(store.record_if_absent(&key, &known("user-1", false)).await.unwrap(), None);
         assert_eq!(store.record_if_absent(&key, &known("lead-1", true)).await.unwrap(), Some(known("user-1", false)));
-        assert_eq!(store.find(&key).await.unwrap(), found("user-1", false), "the first stays");
+        assert_eq!(found(&store, &key).await, Some(known("user-1", false)), "the first stays");
     }
 
     #[tokio::test]

@@ -123,6 +123,7 @@ impl DynamoIdentities {
             .item("key", s(key))
             .item("id", s(stored.known.id.as_str()))
             .item("lead", AttributeValue::Bool(stored.known.is_lead))
+            .item("made_at", n(stored.made_at))
             .item("expires_at", n(now_s() + ENTRY_LIFETIME.as_secs()));
         if stored.written != Written::default() {
             put = put.item("written", s(&self.json(&stored.written)?));
@@ -254,7 +255,9 @@ fn made(item: &Item, now: u64) -> Option<Stored> {
     let is_lead = item.get("lead").and_then(|l| l.as_bool().ok().copied()).unwrap_or(false);
     let written = item.get("written").and_then(|w| serde_json::from_str(w.as_s().ok()?).ok()).unwrap_or_default();
     let primary = item.get("primary").and_then(|p| p.as_s().ok()).cloned();
-    (expires_at > now).then(|| Stored { known: Known { id: ContactId::new(id.as_str()), is_lead }, written, primary })
+    let made_at = item.get("made_at").and_then(|m| m.as_n().ok()?.parse().ok()).unwrap_or(0);
+    let known = Known { id: ContactId::new(id.as_str()), is_lead };
+    (expires_at > now).then(|| Stored { known, written, primary, made_at })
 }
 
 fn s(text: &str) -> AttributeValue {
@@ -321,9 +324,10 @@ mod tests {
         let item = |pairs: &[(&str, AttributeValue)]| -> Item {
             pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
         };
-        let made_one = item(&[("id", s("c-1")), ("lead", AttributeValue::Bool(true)), ("expires_at", n(100))]);
+        let made_one =
+            item(&[("id", s("c-1")), ("lead", AttributeValue::Bool(true)), ("made_at", n(40)), ("expires_at", n(100))]);
         let known = Known { id: ContactId::new("c-1"), is_lead: true };
-        assert_eq!(made(&made_one, 99), Some(Stored::new(known.clone())));
+        assert_eq!(made(&made_one, 99), Some(Stored { made_at: 40, ..Stored::new(known.clone()) }));
         let mut with_written = made_one.clone();
         with_written.insert("written".into(), s(r#"{"at":7,"f":{"a:name":"d1"},"s":5,"c":["x"]}"#));
         let written = made(&with_written, 99).unwrap().written;

@@ -28,7 +28,7 @@ impl<A: IntercomApi> Run<'_, A> {
         let memory = self.executor.memory;
         let fresh = stored
             .as_ref()
-            .is_some_and(|(_, w)| memory.leave_out_unchanged(w, &mut attributes, &mut custom, now, false));
+            .is_some_and(|(_, s)| memory.leave_out_unchanged(&s.written, &mut attributes, &mut custom, now, false));
         if let (true, true, Some((id, _))) = (fresh, attributes.is_empty() && custom.is_empty(), &stored) {
             self.executor.ids.companies.put(company_id.clone(), id);
             return Ok(None);
@@ -38,16 +38,17 @@ impl<A: IntercomApi> Run<'_, A> {
             Ok(answer) => answer,
             Err(error) => {
                 // Refused: written whole next time.
-                if let Some((id, written)) = stored.filter(|(_, w)| *w != Written::default()) {
-                    self.write_down_company(company_id, &id, Written::default(), &written).await;
+                if let Some((id, held)) = stored.filter(|(_, s)| s.written != Written::default()) {
+                    self.write_down_company(company_id, &id, Written::default(), Some(held)).await;
                 }
                 return Err(error);
             }
         };
         let id = self.known_company(company_id, &answer)?;
-        let prior = stored.map(|(_, written)| written).unwrap_or_default();
-        let written = WriteMemory::after_write(Some(&prior).filter(|_| fresh), &sent.0, &sent.1, now);
-        self.write_down_company(company_id, &id, written, &prior).await;
+        let held = stored.map(|(_, held)| held);
+        let before = held.as_ref().map(|h| &h.written).filter(|_| fresh);
+        let written = WriteMemory::after_write(before, &sent.0, &sent.1, now);
+        self.write_down_company(company_id, &id, written, held).await;
         Ok(requests::company_tag_names(&answer))
     }
 

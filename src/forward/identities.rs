@@ -14,6 +14,7 @@ use super::executor::{Executor, Run};
 use crate::identity::{Claim, IdentityError, Known, Stored, Written, company_key, contact_key, visitor_key};
 use crate::intercom::{CompanyId, ContactId, IntercomApi};
 use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey, Operation, Plan};
+use crate::suppression::now_s;
 
 /// A claim's lease: a forwarder that claimed a key and died is taken over after this.
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
@@ -112,16 +113,24 @@ impl<A: IntercomApi> Run<'_, A> {
         self.entry(&visitor_key(anonymous_id)).await.map(|stored| stored.known)
     }
 
-    /// The company's Intercom id and what was last written to it. (The store holds any Intercom id as a contact's.)
-    pub(super) async fn stored_company(&self, company_id: &str) -> Option<(CompanyId, Written)> {
+    /// The company's Intercom id, and what the store holds for it. (The store holds any Intercom id as a contact's.)
+    pub(super) async fn stored_company(&self, company_id: &str) -> Option<(CompanyId, Stored)> {
         let stored = self.entry(&company_key(company_id)).await?;
-        Some((CompanyId::from(stored.known.id.as_str()), stored.written))
+        Some((CompanyId::from(stored.known.id.as_str()), stored))
     }
 
     /// Holds what was written to the company, `prior` being what the store held before.
-    pub(super) async fn write_down_company(&self, company_id: &str, id: &CompanyId, written: Written, prior: &Written) {
+    pub(super) async fn write_down_company(
+        &self,
+        company_id: &str,
+        id: &CompanyId,
+        written: Written,
+        prior: Option<Stored>,
+    ) {
         let known = Known { id: ContactId::from(id.as_str()), is_lead: false };
-        self.write_down(&company_key(company_id), Stored { written, ..Stored::new(known) }, prior).await;
+        let made_at = prior.as_ref().filter(|p| p.known == known).map_or_else(now_s, |p| p.made_at);
+        let prior = prior.map(|p| p.written).unwrap_or_default();
+        self.write_down(&company_key(company_id), Stored { written, made_at, ..Stored::new(known) }, &prior).await;
     }
 
     /// Holds `stored` under the hashed `key`, if the store still holds `prior` as written there. When another

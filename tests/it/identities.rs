@@ -95,6 +95,8 @@ async fn the_table_reads_a_batch_at_once_holds_what_was_written_and_forgets_ever
     assert_eq!(held[&by_id].written, written, "what was written, as digests");
     assert_eq!(held[&old_address].primary.as_deref(), Some(by_id.as_str()), "the user's address names their own key");
     assert!(held.values().all(|stored| stored.known == user));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(held.values().all(|stored| stored.made_at.abs_diff(now) < 60), "when each was made: {held:?}");
     let text = dynamodb("Scan", json!({"TableName": table})).await.to_string();
     assert!(!text.contains("Ada") && !text.contains("ada@") && !text.contains("org-1"), "{text}");
 
