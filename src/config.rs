@@ -249,10 +249,17 @@ impl ForwardConfig {
             alias_wait: self.alias_wait,
             breaker: self.breaker,
             server_error_tries: self.server_error_tries,
-            memory: self.memory,
+            memory: WriteMemory { key: value_key(&self.access_token), ..self.memory },
             ..defaults
         }
     }
+}
+
+/// The key the identity store's value digests are made with: the access token's, so the table alone does not let
+/// anyone match a digest against a guessed value. (A new token makes every digest new: everything is written once.)
+fn value_key(token: &SecretString) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new().chain_update("intercom-relay written values:").chain_update(token.expose_secret()).finalize().into()
 }
 
 /// `INTERCOM_CREATE_ATTRIBUTES` (default true).
@@ -290,20 +297,10 @@ fn read_options(set: &impl Fn(&str) -> Option<String>) -> Result<ForwardOptions,
     let open_max = duration(set, "CIRCUIT_OPEN_MAX", breaker.open_max, open_min..=longest)?;
     let breaker = BreakerPolicy { open_min, open_max, ..breaker };
     let tries = number(set, "SERVER_ERROR_TRIES", defaults.server_error_tries.into(), 1..=1000)? as u32;
-    let memory = WriteMemory {
-        refresh: duration(
-            set,
-            "IDENTITY_REFRESH",
-            defaults.memory.refresh,
-            Duration::ZERO..=Duration::from_secs(90 * 86_400),
-        )?,
-        last_seen_resolution: duration(
-            set,
-            "LAST_SEEN_RESOLUTION",
-            defaults.memory.last_seen_resolution,
-            Duration::ZERO..=day,
-        )?,
-    };
+    let (refresh, resolution) = (defaults.memory.refresh, defaults.memory.last_seen_resolution);
+    let refresh = duration(set, "IDENTITY_REFRESH", refresh, Duration::ZERO..=Duration::from_secs(90 * 86_400))?;
+    let last_seen_resolution = duration(set, "LAST_SEEN_RESOLUTION", resolution, Duration::ZERO..=day)?;
+    let memory = WriteMemory { refresh, last_seen_resolution, ..defaults.memory };
     Ok(ForwardOptions {
         concurrency,
         retry: RetryPolicy { attempts, ..defaults.retry },

@@ -22,7 +22,7 @@ use crate::suppression::{digest, key_of, now_s};
 
 /// How long an entry lives without being written again (DynamoDB's TTL deletes it some time after; an expired entry
 /// is treated as absent until then).
-pub const ENTRY_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+pub(crate) const ENTRY_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 /// The store's key of a contact key (the suppression list's hashing).
 pub fn contact_key(contact: &ContactKey) -> String {
@@ -35,12 +35,12 @@ pub fn visitor_key(anonymous_id: &str) -> String {
 }
 
 /// The store's key of a company, by the app's company_id.
-pub fn company_key(company_id: &str) -> String {
+pub(crate) fn company_key(company_id: &str) -> String {
     digest("company_id:", company_id.trim())
 }
 
 /// The key of the list of a contact's own keys, by Intercom's id: an erasure finds every key that named it there.
-pub fn own_keys_key(id: &ContactId) -> String {
+pub(crate) fn own_keys_key(id: &ContactId) -> String {
     digest("contact:", id.as_str())
 }
 
@@ -71,13 +71,8 @@ pub struct Written {
 
 impl Written {
     /// Whether it is recent enough to go by at `now`: older than `refresh`, everything is written again.
-    pub fn is_fresh(&self, refresh: Duration, now: u64) -> bool {
+    pub(crate) fn is_fresh(&self, refresh: Duration, now: u64) -> bool {
         self.refreshed_at > 0 && now < self.refreshed_at.saturating_add(refresh.as_secs())
-    }
-
-    /// The digest a value is held as.
-    pub fn digest_of(value: &serde_json::Value) -> String {
-        digest("value:", &value.to_string())[..32].to_owned()
     }
 
     /// The digest a company_id is held as among the contact's companies.
@@ -137,8 +132,12 @@ pub trait IdentityStore: Send + Sync {
     /// What is held for `key`, unless it expired.
     fn find<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Stored>, IdentityError>>;
 
-    /// What is held for each of `keys` that holds something: one batched read (per hundred keys).
-    fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>>;
+    /// What is held for each of `keys` read (`None`: nothing), with one batched read per hundred keys; a key the store
+    /// left unread (throttled) is not in the answer, to be read on its own when needed.
+    fn find_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Option<Stored>>, IdentityError>>;
 
     /// Claims `key` for `lease` before making its contact: won, or whom it is held for, or pending.
     fn claim<'a>(&'a self, key: &'a str, lease: Duration) -> BoxFuture<'a, Result<Claim, IdentityError>>;
@@ -155,8 +154,9 @@ pub trait IdentityStore: Send + Sync {
         known: &'a Known,
     ) -> BoxFuture<'a, Result<Option<Known>, IdentityError>>;
 
-    /// Holds `stored` for `key`: the contact and what was last written to it; with `prior`, only if what is held as
-    /// written is still `prior` (nothing held counts as nothing written): `false` when another forwarder wrote since.
+    /// Holds `stored` for `key` (the contact and what was last written to it), never over another contact's entry: with
+    /// `prior`, only if what is held as written is still `prior` (nothing held counts as nothing written); without,
+    /// only over an entry of the same contact (never bringing back a key forgotten meanwhile). `false` when refused.
     fn write_down<'a>(
         &'a self,
         key: &'a str,
@@ -257,12 +257,13 @@ impl IdentityStore for MemoryIdentities {
         Box::pin(async move { Ok(found) })
     }
 
-    fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>> {
+    fn find_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Option<Stored>>, IdentityError>> {
         self.count(keys.len(), 0);
         let now = now_s();
-        let found = self.with(|entries| {
-            keys.iter().filter_map(|key| Some((key.clone(), Self::held(entries, key, now)?))).collect()
-        });
+        let found = self.with(|entries| keys.iter().map(|key| (key.clone(), Self::held(entries, key, now))).collect());
         Box::pin(async move { Ok(found) })
     }
 
@@ -316,8 +317,12 @@ impl IdentityStore for MemoryIdentities {
     ) -> BoxFuture<'a, Result<bool, IdentityError>> {
         self.count(0, 1);
         let written = self.with(|entries| {
-            let held = Self::held(entries, key, now_s()).map(|held| held.written).unwrap_or_default();
-            let unchanged = prior.is_none_or(|prior| *prior == held);
+            let held = Self::held(entries, key, now_s());
+            let same = held.as_ref().map(|held| held.known.id == stored.known.id);
+            let unchanged = match prior {
+                Some(prior) => *prior == held.map(|held| held.written).unwrap_or_default() && same != Some(false),
+                None => same == Some(true),
+            };
             if unchanged {
                 Self::put(entries, key, stored.clone());
             }
@@ -396,19 +401,17 @@ mod tests {
         assert_eq!(store.find(&user).await.unwrap().unwrap().written, written, "left as the other forwarder wrote it");
         store.forget_contact(&ContactId::new("c-1")).await.unwrap();
         let left = store.find_many(&[user, old_address, other.clone()]).await.unwrap();
-        assert_eq!(left.into_keys().collect::<Vec<_>>(), [other], "only the other contact's key is left");
+        let held: Vec<String> = left.into_iter().filter_map(|(key, held)| held.map(|_| key)).collect();
+        assert_eq!(held, [other], "only the other contact's key is left");
     }
 
     #[test]
-    fn what_was_written_goes_by_until_the_refresh_and_values_are_held_as_digests() {
+    fn what_was_written_goes_by_until_the_refresh() {
         let written = Written { refreshed_at: 1_000, ..Written::default() };
         let day = Duration::from_secs(86_400);
         assert!(written.is_fresh(day, 1_000 + 86_399) && !written.is_fresh(day, 1_000 + 86_400));
         assert!(!written.is_fresh(Duration::ZERO, 1_000), "a refresh of 0 writes every time");
         assert!(!Written::default().is_fresh(day, 1), "nothing written yet");
-        let digest = Written::digest_of(&serde_json::json!("Ada Lovelace"));
-        assert!(digest.len() == 32 && !digest.contains("Ada"));
-        assert_ne!(digest, Written::digest_of(&serde_json::json!("Ada Lovelace ")));
     }
 
     #[tokio::test]

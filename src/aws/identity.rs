@@ -44,8 +44,8 @@ impl DynamoIdentities {
     }
 
     /// Up to a hundred keys a call (`BatchGetItem`'s limit); keys DynamoDB leaves unprocessed (throttling) are asked
-    /// again a few times, then the read fails, and the caller reads key by key as it goes.
-    async fn get_many(&self, keys: &[String]) -> Result<HashMap<String, Stored>, IdentityError> {
+    /// again twice, then left out of the answer, to be read one by one if needed.
+    async fn get_many(&self, keys: &[String]) -> Result<HashMap<String, Option<Stored>>, IdentityError> {
         let now = now_s();
         let mut found = HashMap::new();
         for chunk in keys.chunks(100) {
@@ -55,23 +55,25 @@ impl DynamoIdentities {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(pause)).await;
-                let read = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut wanted)))
                     .consistent_read(true)
                     .build()
                     .map_err(|e| self.error("cannot be read", e.to_string(), None))?;
-                let call = self.client.batch_get_item().request_items(&self.table, read).send();
+                let call = self.client.batch_get_item().request_items(&self.table, request).send();
                 let answer = call.await.map_err(|e| self.failed("BatchGetItem", "cannot be read", e))?;
                 for item in answer.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                    if let (Some(key), Some(stored)) = (item.get("key").and_then(|k| k.as_s().ok()), made(item, now)) {
-                        found.insert(key.clone(), stored);
+                    if let Some(key) = item.get("key").and_then(|k| k.as_s().ok()) {
+                        found.insert(key.clone(), made(item, now));
                     }
                 }
                 let unprocessed = answer.unprocessed_keys().and_then(|u| u.get(&self.table));
                 wanted = unprocessed.map_or(Vec::new(), |k| k.keys().to_vec());
             }
-            if !wanted.is_empty() {
-                return Err(self.error("cannot be read", "BatchGetItem left keys unprocessed".into(), None));
+            // Read and not found: nothing held. Still unprocessed: not in the answer.
+            let left: Vec<&String> = wanted.iter().filter_map(|k| k.get("key")?.as_s().ok()).collect();
+            for key in chunk.iter().filter(|key| !left.contains(key)) {
+                found.entry(key.clone()).or_insert(None);
             }
         }
         Ok(found)
@@ -183,16 +185,20 @@ impl DynamoIdentities {
     }
 
     /// With `prior`: only while the item holds that as written (its JSON, which serde writes the same for the same
-    /// value), or nothing when `prior` is nothing.
+    /// value), or nothing when `prior` is nothing; without: only over the same contact's item. Never over another
+    /// contact's item, never bringing back an item deleted meanwhile unless nothing was written to it before.
     async fn put_written(&self, key: &str, stored: &Stored, prior: Option<&Written>) -> Result<bool, IdentityError> {
-        let mut put = self.item(key, stored)?;
-        put = match prior {
-            None => put,
-            Some(prior) if *prior == Written::default() => {
-                put.condition_expression("attribute_not_exists(#w)").expression_attribute_names("#w", "written")
-            }
+        let put = self
+            .item(key, stored)?
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_values(":id", s(stored.known.id.as_str()));
+        let put = match prior {
+            None => put.condition_expression("#id = :id"),
+            Some(prior) if *prior == Written::default() => put
+                .condition_expression("attribute_not_exists(#w) AND (attribute_not_exists(#id) OR #id = :id)")
+                .expression_attribute_names("#w", "written"),
             Some(prior) => put
-                .condition_expression("#w = :prior")
+                .condition_expression("#w = :prior AND #id = :id")
                 .expression_attribute_names("#w", "written")
                 .expression_attribute_values(":prior", s(&self.json(prior)?)),
         };
@@ -277,7 +283,10 @@ impl IdentityStore for DynamoIdentities {
         Box::pin(self.get(key))
     }
 
-    fn find_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Stored>, IdentityError>> {
+    fn find_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Option<Stored>>, IdentityError>> {
         Box::pin(self.get_many(keys))
     }
 

@@ -321,9 +321,9 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     async fn failed(&self, item: &Item<'_>, clock: &Clock, failed: Failed) -> (Outcome, bool) {
         let Failed { error, attempts, calls } = failed;
         let may_pass = error.is_retryable() || error.is_workspace_failure();
-        let breaker_closed = self.executor.breaker().retry_in(Instant::now()).is_none();
-        let limit = self.options.server_error_tries;
-        if let Some(reason) = self.server_errors.poisoned(item.record.id(), &error, limit, breaker_closed) {
+        let (limit, breaker, id) = (self.options.server_error_tries, self.executor.breaker(), item.record.id());
+        let others_answered = |since| breaker.answered_another_since(id, since);
+        if let Some(reason) = self.server_errors.poisoned(id, &error, limit, others_answered) {
             return (self.send_to_dead_letter(item, reason, calls).await, false);
         }
         if may_pass && clock.age < self.horizon() {

@@ -118,6 +118,10 @@ struct Inner {
     opened_at: Option<Instant>,
     /// Since when it has been closed (made, or a probe succeeded).
     closed_since: Instant,
+    /// The last call Intercom answered, and for which event (SQS message id).
+    answered: Option<(Instant, Option<String>)>,
+    /// The last one before it for another event.
+    answered_before: Option<Instant>,
 }
 
 /// One per forwarder (so per warm Lambda): shared by every person's calls.
@@ -134,8 +138,21 @@ impl Breaker {
             failure: String::new(),
             opened_at: None,
             closed_since: Instant::now(),
+            answered: None,
+            answered_before: None,
         };
         Breaker { policy, inner: Mutex::new(inner) }
+    }
+
+    /// Whether Intercom answered a call for an event other than `event` after `since`: the workspace works, so
+    /// `event`'s own failures meanwhile are its own.
+    pub(crate) fn answered_another_since(&self, event: &str, since: Instant) -> bool {
+        let inner = self.lock();
+        let other = match &inner.answered {
+            Some((at, by)) if by.as_deref() != Some(event) => Some(*at),
+            _ => inner.answered_before,
+        };
+        other.is_some_and(|at| at > since)
     }
 
     pub fn policy(&self) -> BreakerPolicy {
@@ -189,6 +206,10 @@ impl Breaker {
         let mut inner = self.lock();
         let (failure, kind) = match health {
             Health::Answering => {
+                let previous = inner.answered.replace((now, event.map(str::to_owned)));
+                if let Some((at, _)) = previous.filter(|(_, by)| by.as_deref() != event) {
+                    inner.answered_before = Some(at);
+                }
                 let was_open = !matches!(inner.state, State::Closed { .. });
                 if was_open {
                     inner.closed_since = now;

@@ -6,8 +6,7 @@ use serde_json::{Map, Value};
 use tracing::info;
 
 use super::executor::Run;
-use super::written::WriteMemory;
-use crate::identity::{Stored, Written, contact_key};
+use crate::identity::{Stored, Written, company_key, contact_key};
 use crate::intercom::requests::{self, Fields};
 use crate::intercom::{CompanyId, ContactId, ErrorKind, IntercomApi, IntercomError, Model};
 use crate::mapping::{CompanyUpsert, ContactKey};
@@ -26,14 +25,13 @@ impl<A: IntercomApi> Run<'_, A> {
         let stored = self.stored_company(company_id).await;
         let now = now_s();
         let memory = self.executor.memory;
-        let fresh = stored
-            .as_ref()
+        let unsure = self.executor.store_health.is_unsure(&company_key(company_id));
+        let fresh = (stored.as_ref().filter(|_| !unsure))
             .is_some_and(|(_, s)| memory.leave_out_unchanged(&s.written, &mut attributes, &mut custom, now, false));
         if let (true, true, Some((id, _))) = (fresh, attributes.is_empty() && custom.is_empty(), &stored) {
             self.executor.ids.companies.put(company_id.clone(), id);
             return Ok(None);
         }
-        let sent = (attributes.clone(), custom.clone());
         let answer = match self.write_company(company, &mut attributes, &mut custom).await {
             Ok(answer) => answer,
             Err(error) => {
@@ -47,7 +45,8 @@ impl<A: IntercomApi> Run<'_, A> {
         let id = self.known_company(company_id, &answer)?;
         let held = stored.map(|(_, held)| held);
         let before = held.as_ref().map(|h| &h.written).filter(|_| fresh);
-        let written = WriteMemory::after_write(before, &sent.0, &sent.1, now);
+        // What Intercom took: the checks and its refusals left out what it cannot hold.
+        let written = self.executor.memory.after_write(before, &attributes, &custom, now);
         self.write_down_company(company_id, &id, written, held).await;
         Ok(requests::company_tag_names(&answer))
     }
@@ -116,7 +115,8 @@ impl<A: IntercomApi> Run<'_, A> {
 
     /// Whether the identity store says the contact was attached to the company (and that is still fresh).
     async fn attached(&self, contact: &ContactKey, company_id: &str) -> Option<bool> {
-        let entry = self.entry(&contact_key(contact)).await?;
+        let key = contact_key(contact);
+        let entry = self.entry(&key).await.filter(|_| !self.executor.store_health.is_unsure(&key))?;
         let written = &entry.written;
         let fresh = written.is_fresh(self.executor.memory.refresh, now_s());
         Some(fresh && written.companies.contains(&Written::company_digest(company_id)))
@@ -141,11 +141,18 @@ impl<A: IntercomApi> Run<'_, A> {
     /// Attaches the contact (following or making it again once when its id stopped working): the contact's id.
     async fn attach_once(&self, contact: &ContactKey, company_id: &str) -> Result<ContactId, IntercomError> {
         let mut id = self.contact_made(contact).await?;
-        let company = self.company_made(company_id).await?;
+        let mut company = self.company_made(company_id).await?;
         for retry in [false, true] {
             match self.call(requests::attach_company(&id, &company)).await {
-                Err(error) if error.kind().is_gone() && !retry && !error.is_unknown_company() => {
+                // A company deleted in Intercom: forgotten (the store would name it again), made again.
+                Err(error) if error.is_unknown_company() && !retry => {
+                    self.executor.ids.companies.forget(company_id);
+                    self.forget_company(company_id).await;
+                    company = self.company_made(company_id).await?;
+                }
+                Err(error) if error.kind().is_gone() && !retry => {
                     self.executor.ids.contacts.forget(contact);
+                    self.forget_stored(std::slice::from_ref(contact)).await;
                     id = match self.moved(&id, &error).await? {
                         Some(target) => target,
                         None => self.create_contact(contact).await?,

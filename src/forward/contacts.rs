@@ -8,29 +8,30 @@ use tracing::warn;
 
 use super::executor::Run;
 use super::identities::other_key;
-use super::written::WriteMemory;
 use crate::identity::{Known, Stored, Written, contact_key};
 use crate::intercom::requests::{self, EventContact, Fields, FoundContact};
 use crate::intercom::{ContactId, ErrorKind, IntercomApi, IntercomError, Model, TagId};
 use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey, ContactUpsert, EventSubmission};
 use crate::suppression::now_s;
 
-/// A contact's fields on their way to Intercom.
+/// A contact's fields on their way to Intercom; once it took them, what the store holds as written.
 struct ToWrite {
     attributes: Map<String, Value>,
     custom: Map<String, Value>,
-    /// Whether what the store says was written went by: only changes are left.
+    /// Whether what the store says was written went by: only changes (or nothing) are left.
     fresh: bool,
-    /// What the store holds as written once Intercom took it: the event's fields left to write, before the checks
-    /// against the workspace (a value the workspace cannot hold is not sent again either).
-    sent: (Map<String, Value>, Map<String, Value>),
 }
 
 impl ToWrite {
     fn of(upsert: &ContactUpsert) -> ToWrite {
-        let (attributes, custom) = (upsert.attributes.clone(), upsert.custom_attributes.clone());
-        ToWrite { sent: (attributes.clone(), custom.clone()), attributes, custom, fresh: false }
+        ToWrite { attributes: upsert.attributes.clone(), custom: upsert.custom_attributes.clone(), fresh: false }
     }
+}
+
+/// Whether what was written to `known` is held under `key`: a contact's own key (a user's userId, a lead's address);
+/// a user's address written through names them, but what was written to them is their own key's to hold.
+fn holds_written(key: &ContactKey, known: &Known) -> bool {
+    matches!(key, ContactKey::ExternalId(_)) || known.is_lead
 }
 
 /// The visitor an upsert names (the anonymousId the relay gives a lead).
@@ -53,7 +54,8 @@ impl<A: IntercomApi> Run<'_, A> {
         let mut fields = ToWrite::of(upsert);
         let now = now_s();
         // Another name of a user (their address): what was written is held under their own key, and goes by only there.
-        if let Some(entry) = entry.as_ref().filter(|e| e.primary.is_none()) {
+        let unsure = self.executor.store_health.is_unsure(&contact_key(key));
+        if let Some(entry) = entry.as_ref().filter(|e| e.primary.is_none() && holds_written(key, &e.known) && !unsure) {
             let memory = self.executor.memory;
             // A user's events come in order in one lane: only their changes are sent. A lead's may come from two.
             let only_changes = matches!(key, ContactKey::ExternalId(_));
@@ -63,7 +65,6 @@ impl<A: IntercomApi> Run<'_, A> {
                 self.met(key, &entry.known.id, entry.known.is_lead, upsert);
                 return Ok((false, None));
             }
-            fields.sent = (fields.attributes.clone(), fields.custom.clone());
         }
         let known = cached.map(|id| (id, None));
         let known = known.or_else(|| entry.as_ref().map(|e| (e.known.id.clone(), Some(e.known.is_lead))));
@@ -88,22 +89,30 @@ impl<A: IntercomApi> Run<'_, A> {
         Ok((created, requests::contact_tag_ids(&answer)))
     }
 
-    /// Holds in the store what Intercom confirmed for the contact: under its own key, added to what `entry` held when
-    /// that went by; through another name of a user, their own key's record made unknown.
+    /// Holds in the store what Intercom confirmed for the contact (the fields as sent, less what Intercom or the
+    /// checks left out): under its own key, added to what `entry` held when that went by; through another name of a
+    /// user, their own key's record made unknown.
     async fn hold_written(&self, key: &ContactKey, entry: Option<Stored>, known: Known, fields: &ToWrite, now: u64) {
+        let own = holds_written(key, &known);
+        let (attributes, custom) = (&fields.attributes, &fields.custom);
         match entry.filter(|e| e.known.id == known.id) {
             Some(Stored { primary: Some(primary), .. }) => self.written_elsewhere(&primary, &known).await,
-            Some(entry) => {
+            Some(entry) if own => {
                 let before = Some(&entry.written).filter(|_| fields.fresh);
-                let written = WriteMemory::after_write(before, &fields.sent.0, &fields.sent.1, now);
+                let written = self.executor.memory.after_write(before, attributes, custom, now);
                 let stored = Stored { written, ..entry.clone() };
                 self.write_down(&contact_key(key), stored, &entry.written).await;
             }
+            // A user's address the store knew no user's own key for: nothing is held as written under it.
+            Some(_) => {}
             None => {
-                let email = fields.attributes.get("email").and_then(Value::as_str);
+                let email = attributes.get("email").and_then(Value::as_str);
                 self.remember(key, &known.id, known.is_lead, other_key(key, email)).await;
-                let written = WriteMemory::after_write(None, &fields.sent.0, &fields.sent.1, now);
-                self.write_down(&contact_key(key), Stored { written, ..Stored::new(known) }, &Written::default()).await;
+                if own {
+                    let written = self.executor.memory.after_write(None, attributes, custom, now);
+                    self.write_down(&contact_key(key), Stored { written, ..Stored::new(known) }, &Written::default())
+                        .await;
+                }
             }
         }
     }
@@ -203,7 +212,8 @@ impl<A: IntercomApi> Run<'_, A> {
                 }
                 let update = |f: &Fields<'_>| dialect.update_contact(&target, f);
                 let answer = self.write(update, &mut fields.attributes, &mut fields.custom).await?;
-                Ok(Some((target, answer, is_lead)))
+                // Intercom merges a lead into a user: what it became is a user.
+                Ok(Some((target, answer, Some(false))))
             }
             Err(error) => Err(error),
         }
@@ -372,7 +382,9 @@ impl<A: IntercomApi> Run<'_, A> {
                 let id = self.contact_made(lead).await?;
                 match self.call(send(EventContact::Id(&id))).await {
                     Err(error) if error.kind().is_gone() => {
+                        // Gone from the store too: else the claim before making it again would name it once more.
                         contacts.forget(lead);
+                        self.forget_stored(std::slice::from_ref(lead)).await;
                         match self.moved(&id, &error).await? {
                             Some(target) => target,
                             None => self.create_contact(lead).await?,

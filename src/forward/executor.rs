@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerPolicy};
 use super::guard::Guarded;
-use super::identities::StoreView;
+use super::identities::{StoreHealth, StoreView};
 use super::ids::KnownIds;
 use super::workspace::Workspace;
 use super::written::WriteMemory;
@@ -55,6 +55,8 @@ pub struct Executor<A> {
     pub(super) identities: Option<Arc<dyn IdentityStore>>,
     /// How long what the store says was written goes by.
     pub(super) memory: WriteMemory,
+    /// Whether the store is resting after a failure, and the keys whose last write it may not know of.
+    pub(super) store_health: StoreHealth,
 }
 
 /// One plan's run: the executor's shared knowledge, Intercom as this plan's policy calls it, and what it spends.
@@ -81,6 +83,7 @@ impl<A: IntercomApi> Executor<A> {
             breaker: Breaker::new(BreakerPolicy::default()),
             identities: None,
             memory: WriteMemory::default(),
+            store_health: StoreHealth::default(),
         }
     }
 
@@ -91,12 +94,12 @@ impl<A: IntercomApi> Executor<A> {
     }
 
     /// The same executor, going by what the store says was written as `memory` allows.
-    pub fn with_memory(self, memory: WriteMemory) -> Executor<A> {
+    pub(crate) fn with_memory(self, memory: WriteMemory) -> Executor<A> {
         Executor { memory, ..self }
     }
 
     /// Whether it has an identity store.
-    pub fn remembers(&self) -> bool {
+    pub(crate) fn remembers(&self) -> bool {
         self.identities.is_some()
     }
 

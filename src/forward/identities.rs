@@ -4,14 +4,16 @@
 //! with a WARN, and nothing waits on it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::executor::{Executor, Run};
-use crate::identity::{Claim, IdentityError, Known, Stored, Written, company_key, contact_key, visitor_key};
+use crate::identity::{
+    Claim, IdentityError, IdentityStore, Known, Stored, Written, company_key, contact_key, visitor_key,
+};
 use crate::intercom::{CompanyId, ContactId, IntercomApi};
 use crate::mapping::{ANONYMOUS_ID_ATTRIBUTE, ContactKey, Operation, Plan};
 use crate::suppression::now_s;
@@ -23,26 +25,77 @@ const CLAIM_LEASE: Duration = Duration::from_secs(30);
 const PENDING_WAIT: Duration = Duration::from_secs(3);
 const PENDING_POLL: Duration = Duration::from_millis(200);
 
+/// How long the store is left alone after it failed: a slow or failing store would otherwise cost every event its
+/// tries (each up to the client's timeout, and the SDK's retries).
+const STORE_REST: Duration = Duration::from_secs(30);
+
+/// Keys tracked at most as possibly stale: past it, the set starts again (the refresh bounds what that costs).
+const UNSURE_KEYS: usize = 10_000;
+
+/// What a warm forwarder knows of the store's health: resting after a failure, and the keys whose last write to
+/// Intercom the store may not hold (its write-down failed, or the store was resting): what it says was written there
+/// is not gone by until a write-down succeeds again.
+#[derive(Default)]
+pub(crate) struct StoreHealth {
+    resting_until: Mutex<Option<Instant>>,
+    unsure: Mutex<std::collections::HashSet<String>>,
+}
+
+impl StoreHealth {
+    fn resting(&self) -> bool {
+        lock(&self.resting_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    fn rest(&self) {
+        *lock(&self.resting_until) = Some(Instant::now() + STORE_REST);
+    }
+
+    pub(super) fn is_unsure(&self, key: &str) -> bool {
+        lock(&self.unsure).contains(key)
+    }
+
+    fn unsure(&self, key: &str, unsure: bool) {
+        let mut keys = lock(&self.unsure);
+        if !unsure {
+            keys.remove(key);
+        } else {
+            if keys.len() >= UNSURE_KEYS {
+                keys.clear();
+            }
+            keys.insert(key.to_owned());
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What the store held for a batch's keys, read in one go before its records and kept up to date as they write: a
 /// key read (held or not) is not asked again within the batch. Other forwarders' writes meanwhile are met by the
-/// claims and conditional writes, which go to the store itself.
+/// claims and conditional writes, which go to the store itself. Once the store failed, the batch goes on without it.
 #[derive(Default)]
 pub(crate) struct StoreView {
     held: Mutex<HashMap<String, Option<Stored>>>,
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl StoreView {
     fn get(&self, key: &str) -> Option<Option<Stored>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        lock(&self.held).get(key).cloned()
     }
 
     fn set(&self, key: &str, stored: Option<Stored>) {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), stored);
+        lock(&self.held).insert(key.to_owned(), stored);
     }
 
     /// Not known any more: read again when asked.
     fn unknown(&self, key: &str) {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        lock(&self.held).remove(key);
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -71,26 +124,48 @@ impl<A> Executor<A> {
     /// without a store; all left to be read one by one when it fails).
     pub(super) async fn read_ahead(&self, plans: impl Iterator<Item = Plan>, until: Instant) -> StoreView {
         let view = StoreView::default();
-        let Some(store) = self.identities.as_ref() else { return view };
+        let Some(store) = self.identities.as_ref().filter(|_| !self.store_health.resting()) else {
+            view.down.store(self.identities.is_some(), std::sync::atomic::Ordering::Relaxed);
+            return view;
+        };
         let mut keys = BTreeSet::new();
         plans.for_each(|plan| plan_keys(&plan, &mut keys));
         if keys.is_empty() {
             return view;
         }
         let keys: Vec<String> = keys.into_iter().collect();
-        match tokio::time::timeout_at(until, store.find_many(&keys)).await {
-            Ok(Ok(mut held)) => keys.iter().for_each(|key| view.set(key, held.remove(key))),
-            Ok(Err(error)) => warned(error, ()),
-            Err(_) => warn!("The identity store did not answer the batch's read in time; going on without it."),
-        }
+        let failed = match tokio::time::timeout_at(until, store.find_many(&keys)).await {
+            Ok(Ok(held)) => {
+                held.into_iter().for_each(|(key, stored)| view.set(&key, stored));
+                return view;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "it did not answer the batch's read in time".to_owned(),
+        };
+        warn!(error = %failed, rest_s = STORE_REST.as_secs(), "The identity store failed; going on without it.");
+        self.store_health.rest();
+        view.down.store(true, std::sync::atomic::Ordering::Relaxed);
         view
     }
 }
 
 impl<A: IntercomApi> Run<'_, A> {
+    /// The store, unless there is none or it failed (for this batch, or resting after a failure).
+    fn store(&self) -> Option<&Arc<dyn IdentityStore>> {
+        let health = &self.executor.store_health;
+        self.executor.identities.as_ref().filter(|_| !self.view.is_down() && !health.resting())
+    }
+
+    /// The store failed: the batch goes on without it, and the forwarder leaves it alone for a while.
+    fn store_failed(&self, error: IdentityError) {
+        warn!(%error, rest_s = STORE_REST.as_secs(), "The identity store failed; going on without it.");
+        self.view.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.executor.store_health.rest();
+    }
+
     /// What the store holds for the hashed `key`: from the batch's view, else read (and kept in it).
     pub(super) async fn entry(&self, key: &str) -> Option<Stored> {
-        let store = self.executor.identities.as_ref()?;
+        let store = self.store()?;
         if let Some(held) = self.view.get(key) {
             return held;
         }
@@ -99,7 +174,10 @@ impl<A: IntercomApi> Run<'_, A> {
                 self.view.set(key, found.clone());
                 found
             }
-            Err(error) => warned(error, None),
+            Err(error) => {
+                self.store_failed(error);
+                None
+            }
         }
     }
 
@@ -134,22 +212,37 @@ impl<A: IntercomApi> Run<'_, A> {
     }
 
     /// Holds `stored` under the hashed `key`, if the store still holds `prior` as written there. When another
-    /// forwarder wrote meanwhile, which write Intercom holds last is unknown: then nothing is held as written.
+    /// forwarder wrote meanwhile, which write Intercom holds last is unknown: then nothing is held as written (if the
+    /// key still names the contact).
     pub(super) async fn write_down(&self, key: &str, stored: Stored, prior: &Written) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
-        let mut written = store.write_down(key, &stored, Some(prior)).await;
-        let stored = match written {
-            Ok(true) => stored,
-            _ => Stored { written: Written::default(), ..stored },
+        let health = &self.executor.store_health;
+        let Some(store) = self.store() else {
+            // Intercom took a write the store cannot hear of: what it says was written there is not to go by.
+            return health.unsure(key, self.executor.identities.is_some());
         };
-        if matches!(written, Ok(false)) {
-            written = store.write_down(key, &stored, None).await;
-        }
-        match written {
-            Ok(_) => self.view.set(key, Some(stored)),
+        let cleared = Stored { written: Written::default(), ..stored.clone() };
+        let held = match store.write_down(key, &stored, Some(prior)).await {
+            Ok(true) => Ok(Some(stored)),
+            Ok(false) => match store.write_down(key, &cleared, None).await {
+                Ok(true) => Ok(Some(cleared)),
+                // Gone meanwhile, or another contact's now: nothing of this contact is held there.
+                Ok(false) => Ok(None),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match held {
+            Ok(held) => {
+                health.unsure(key, false);
+                match held {
+                    Some(held) => self.view.set(key, Some(held)),
+                    None => self.view.unknown(key),
+                }
+            }
             Err(error) => {
+                health.unsure(key, true);
                 self.view.unknown(key);
-                warned(error, ())
+                self.store_failed(error);
             }
         }
     }
@@ -162,7 +255,7 @@ impl<A: IntercomApi> Run<'_, A> {
     /// Holds `known` for the visitor unless another forwarder holds a contact for them already: that one, else `None`.
     /// A user's forwarder and the visitor's lead's forwarder thereby meet, whichever comes first.
     pub(super) async fn hold_visitor(&self, anonymous_id: &str, known: &Known) -> Option<Known> {
-        let store = self.executor.identities.as_ref()?;
+        let store = self.store()?;
         let key = visitor_key(anonymous_id);
         match store.record_if_absent(&key, known).await {
             Ok(None) => {
@@ -170,14 +263,17 @@ impl<A: IntercomApi> Run<'_, A> {
                 None
             }
             Ok(Some(held)) => Some(held),
-            Err(error) => warned(error, None),
+            Err(error) => {
+                self.store_failed(error);
+                None
+            }
         }
     }
 
     /// Before making a lead for `key`: `None` to make it (the claim won, or the store failed), else the contact another
     /// forwarder made (waiting briefly for one being made).
     pub(super) async fn claim_lead(&self, key: &ContactKey) -> Option<Known> {
-        let store = self.executor.identities.as_ref()?;
+        let store = self.store()?;
         let hashed = contact_key(key);
         match store.claim(&hashed, CLAIM_LEASE).await {
             Ok(Claim::Won) => None,
@@ -190,13 +286,19 @@ impl<A: IntercomApi> Run<'_, A> {
                     match store.find(&hashed).await {
                         Ok(Some(stored)) => return Some(stored.known),
                         Ok(None) => {}
-                        Err(error) => return warned(error, None),
+                        Err(error) => {
+                            self.store_failed(error);
+                            return None;
+                        }
                     }
                 }
                 warn!("Another forwarder claimed this lead and made none in time; making it here.");
                 None
             }
-            Err(error) => warned(error, None),
+            Err(error) => {
+                self.store_failed(error);
+                None
+            }
         }
     }
 
@@ -208,7 +310,7 @@ impl<A: IntercomApi> Run<'_, A> {
     }
 
     async fn record(&self, keys: Vec<String>, known: Known) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
+        let Some(store) = self.store() else { return };
         match store.record(&keys, &known).await {
             Ok(()) => {
                 for (n, key) in keys.iter().enumerate() {
@@ -216,7 +318,7 @@ impl<A: IntercomApi> Run<'_, A> {
                     self.view.set(key, Some(Stored { primary, ..Stored::new(known.clone()) }));
                 }
             }
-            Err(error) => warned(error, ()),
+            Err(error) => self.store_failed(error),
         }
     }
 
@@ -225,24 +327,29 @@ impl<A: IntercomApi> Run<'_, A> {
         self.forget(vec![visitor_key(anonymous_id)]).await;
     }
 
+    /// Forgets a company that is gone.
+    pub(super) async fn forget_company(&self, company_id: &str) {
+        self.forget(vec![company_key(company_id)]).await;
+    }
+
     /// Forgets the keys of a contact that is gone.
     pub(super) async fn forget_stored(&self, keys: &[ContactKey]) {
         self.forget(keys.iter().map(contact_key).collect()).await;
     }
 
     async fn forget(&self, keys: Vec<String>) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
+        let Some(store) = self.store() else { return };
         keys.iter().for_each(|key| self.view.set(key, None));
         if let Err(error) = store.forget(&keys).await {
-            warned(error, ());
+            self.store_failed(error);
         }
     }
 
     /// Forgets every key that named an erased contact.
     pub(super) async fn forget_contact(&self, id: &ContactId) {
-        let Some(store) = self.executor.identities.as_ref() else { return };
+        let Some(store) = self.store() else { return };
         if let Err(error) = store.forget_contact(id).await {
-            warned(error, ());
+            self.store_failed(error);
         }
     }
 }
@@ -253,9 +360,4 @@ pub(super) fn other_key(key: &ContactKey, email: Option<&str>) -> Option<String>
         ContactKey::ExternalId(_) => email.map(|email| contact_key(&ContactKey::Email(email.to_owned()))),
         ContactKey::Email(_) => None,
     }
-}
-
-fn warned<T>(error: IdentityError, fallback: T) -> T {
-    warn!(%error, "The identity store failed; going on without it.");
-    fallback
 }

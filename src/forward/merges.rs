@@ -195,7 +195,11 @@ impl<A: IntercomApi> Run<'_, A> {
                     },
                 },
             },
-            None => return Ok(()),
+            // A user met before, on a new device: the store (read with the batch) may know the visitor's lead.
+            None => match self.stored_visitor(anonymous_id).await {
+                Some(Known { id, is_lead: true }) => id,
+                _ => return Ok(()),
+            },
         };
         self.merge_lead(anonymous_id, &lead, &user).await
     }

@@ -29,7 +29,6 @@ pub use executor::{Delivery, Executor, Failed};
 pub use merges::ALIAS_PREVIOUS_UNKNOWN;
 pub use options::{ForwardOptions, QUEUE_RETENTION};
 pub use outcome::{BatchReport, Outcome, RecordOutcome};
-pub use poison::SERVER_ERROR_REPEATED;
 pub use written::WriteMemory;
 
 /// `deadline_ms` (Unix milliseconds, as Lambda's context gives it) as an instant on tokio's clock; `timeout` (the

@@ -12,19 +12,30 @@ use crate::identity::Written;
 const LAST_SEEN: &str = "last_seen_at";
 
 /// How long what was written goes by, and how far `last_seen_at` may move before it is a change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct WriteMemory {
     /// `IDENTITY_REFRESH`: after this, everything is written again (0: always).
     pub refresh: Duration,
     /// `LAST_SEEN_RESOLUTION`: `last_seen_at` alone is no change until it moved this far from what was written (0:
     /// every move is one).
     pub last_seen_resolution: Duration,
+    /// The secret values are hashed with (from the access token): a trait's digest cannot be matched against a guess
+    /// (a birth date, a phone number) by whoever reads the table without it.
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for WriteMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (refresh, resolution) = (self.refresh, self.last_seen_resolution);
+        f.debug_struct("WriteMemory").field("refresh", &refresh).field("last_seen_resolution", &resolution).finish()
+    }
 }
 
 impl Default for WriteMemory {
     fn default() -> WriteMemory {
         // Intercom's "last seen" segments work in days; a day's refresh heals what someone changed in Intercom.
-        WriteMemory { refresh: Duration::from_secs(86_400), last_seen_resolution: Duration::from_secs(3600) }
+        let (refresh, last_seen_resolution) = (Duration::from_secs(86_400), Duration::from_secs(3600));
+        WriteMemory { refresh, last_seen_resolution, key: [0; 32] }
     }
 }
 
@@ -54,7 +65,7 @@ impl WriteMemory {
             return false;
         }
         let whole = (!only_changes).then(|| (attributes.clone(), custom.clone()));
-        let held = |field: String, value: &Value| written.fields.get(&field) == Some(&Written::digest_of(value));
+        let held = |field: String, value: &Value| written.fields.get(&field) == Some(&self.digest(value));
         attributes.retain(|name, value| name == LAST_SEEN || !held(attribute_field(name), value));
         custom.retain(|name, value| !held(custom_field(name), value));
         let seen = attributes.get(LAST_SEEN).and_then(Value::as_i64);
@@ -72,9 +83,16 @@ impl WriteMemory {
         true
     }
 
+    /// The digest a value is held as: keyed, and short (a match by chance costs a skipped write until the refresh).
+    fn digest(&self, value: &Value) -> String {
+        use sha2::{Digest, Sha256};
+        crate::hex(&Sha256::new().chain_update(self.key).chain_update(value.to_string()).finalize())[..32].to_owned()
+    }
+
     /// What is written once Intercom took `attributes` and `custom`: added to `before` when it was fresh, else from
     /// scratch at `now` (a refresh).
     pub(super) fn after_write(
+        &self,
         before: Option<&Written>,
         attributes: &Map<String, Value>,
         custom: &Map<String, Value>,
@@ -85,11 +103,11 @@ impl WriteMemory {
             if name == LAST_SEEN {
                 written.last_seen_at = value.as_i64();
             } else {
-                written.fields.insert(attribute_field(name), Written::digest_of(value));
+                written.fields.insert(attribute_field(name), self.digest(value));
             }
         }
         for (name, value) in custom {
-            written.fields.insert(custom_field(name), Written::digest_of(value));
+            written.fields.insert(custom_field(name), self.digest(value));
         }
         written
     }
@@ -108,7 +126,7 @@ mod tests {
     }
 
     fn written(attributes: Value, custom: Value) -> Written {
-        WriteMemory::after_write(None, &map(attributes), &map(custom), NOW - 60)
+        WriteMemory::default().after_write(None, &map(attributes), &map(custom), NOW - 60)
     }
 
     /// `(attributes, custom, fresh)` left to write by the defaults at `NOW`.
@@ -174,13 +192,22 @@ mod tests {
     }
 
     #[test]
+    fn values_are_held_as_keyed_digests() {
+        let one = WriteMemory { key: [1; 32], ..WriteMemory::default() };
+        let digest = one.digest(&json!("Ada Lovelace"));
+        assert!(digest.len() == 32 && !digest.contains("Ada"));
+        assert_ne!(digest, one.digest(&json!("Ada Lovelace ")));
+        assert_ne!(digest, WriteMemory::default().digest(&json!("Ada Lovelace")), "another key, another digest");
+    }
+
+    #[test]
     fn a_write_adds_to_what_was_written_when_fresh_and_starts_again_on_a_refresh() {
         let before =
             Written { companies: ["c".into()].into(), ..written(json!({"name": "Ada"}), json!({"plan": "pro"})) };
-        let added = WriteMemory::after_write(Some(&before), &map(json!({"phone": "1"})), &Map::new(), NOW);
+        let added = WriteMemory::default().after_write(Some(&before), &map(json!({"phone": "1"})), &Map::new(), NOW);
         assert_eq!(added.fields.len(), 3);
         assert_eq!((added.refreshed_at, added.companies.len()), (before.refreshed_at, 1), "the refresh clock is kept");
-        let again = WriteMemory::after_write(None, &map(json!({"phone": "1"})), &Map::new(), NOW);
+        let again = WriteMemory::default().after_write(None, &map(json!({"phone": "1"})), &Map::new(), NOW);
         assert_eq!((again.fields.len(), again.refreshed_at, again.companies.len()), (1, NOW, 0));
     }
 }

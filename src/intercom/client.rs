@@ -54,7 +54,7 @@ impl IntercomError {
     }
 
     /// Intercom answered with a 5xx: its fault, but possibly only for this request.
-    pub fn is_server_error(&self) -> bool {
+    pub(crate) fn is_server_error(&self) -> bool {
         matches!(self, IntercomError::Api { status: 500..=599, .. })
     }
 

@@ -97,7 +97,8 @@ async fn an_identify_or_group_sending_what_was_written_again_makes_no_call_and_a
 async fn with_identity_refresh_0_every_identify_is_written_again() {
     let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
     let store = Arc::new(MemoryIdentities::new());
-    let always = WriteMemory { refresh: Duration::ZERO, last_seen_resolution: Duration::ZERO };
+    let always =
+        WriteMemory { refresh: Duration::ZERO, last_seen_resolution: Duration::ZERO, ..WriteMemory::default() };
     let forwarder = batch_forwarder(&sandbox, &store, ForwardOptions { memory: always, ..ForwardOptions::default() });
     let identify = json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada"}});
     let made = calls(&outcomes(&forwarder, &[identify.clone(), identify.clone(), identify]).await);
