@@ -263,7 +263,7 @@ fn made(item: &Item, now: u64) -> Option<Stored> {
     let primary = item.get("primary").and_then(|p| p.as_s().ok()).cloned();
     let made_at = item.get("made_at").and_then(|m| m.as_n().ok()?.parse().ok()).unwrap_or(0);
     let known = Known { id: ContactId::new(id.as_str()), is_lead };
-    (expires_at > now).then(|| Stored { known, written, primary, made_at })
+    (expires_at > now).then_some(Stored { known, written, primary, made_at })
 }
 
 fn s(text: &str) -> AttributeValue {
