@@ -236,3 +236,32 @@ async fn a_write_through_a_users_address_makes_what_their_own_identify_wrote_unk
     assert_eq!(state.contacts.len(), 1, "{:?}", state.contacts);
     assert_eq!(state.contacts.values().next().unwrap().fields["name"], "Ada", "the last identify's name");
 }
+
+#[tokio::test]
+async fn a_lead_deleted_in_intercom_is_made_again_for_its_next_event_not_dead_lettered() {
+    let sandbox = SandboxServer::start(SandboxOptions::default(), 0).await.unwrap();
+    let store = Arc::new(MemoryIdentities::new());
+    let forwarder = batch_forwarder(&sandbox, &store, ForwardOptions::default());
+    let visitor = json!({"type": "identify", "anonymousId": "anon-1", "traits": {"email": "lee@example.com"}});
+    calls(&outcomes(&forwarder, &[visitor]).await);
+    let id = sandbox.state().contacts.keys().next().unwrap().clone();
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/contacts/{id}", sandbox.url))
+        .bearer_auth(sandbox.token())
+        .header("Intercom-Version", "2.16")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    // A fresh forwarder (a cold start): only the store still names the deleted lead.
+    let fresh = batch_forwarder(&sandbox, &store, ForwardOptions::default());
+    let track = json!({"type": "track", "anonymousId": "anon-1", "event": "Pricing Viewed",
+                       "context": {"traits": {"email": "lee@example.com"}}});
+    calls(&outcomes(&fresh, &[track]).await);
+    let state = sandbox.state();
+    let lead = state.contacts.values().find(|c| c.email.as_deref() == Some("lee@example.com")).expect("made again");
+    assert_ne!(lead.id, id);
+    let names: Vec<&str> =
+        state.events.iter().filter(|e| e.contact_id == lead.id).map(|e| e.event_name.as_str()).collect();
+    assert_eq!(names, ["pricing viewed"]);
+}
