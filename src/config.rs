@@ -125,8 +125,9 @@ pub struct ForwardConfig {
     /// `10s` and `15m`; at most `11h`, within SQS's 12 hours from a receive); each wait is about the time it has been
     /// tried so far.
     pub redelivery: RetryPolicy,
-    /// `ALIAS_WAIT`: how long an alias whose previous contact Intercom does not hold is handed back before it is
-    /// skipped (default `5m`): the previous contact may still be on its way in another person's lane.
+    /// `ALIAS_WAIT`: without an identity store (none kept, or failing), how long an alias whose previous contact
+    /// Intercom does not hold is handed back before it is skipped (default `5m`): the previous contact may still be on
+    /// its way in another person's lane. With one, such an alias is skipped at once and holds the visitor for the user.
     pub alias_wait: Duration,
     /// `CIRCUIT_OPEN_MIN` and `CIRCUIT_OPEN_MAX`: how long the circuit breaker first stays open when every call fails
     /// for a reason of the workspace, and the longest (defaults `5s` and `5m`): a probe call goes after each.

@@ -36,6 +36,20 @@ pub(crate) struct Failure {
     pub retryable: bool,
 }
 
+impl Failure {
+    /// The message, with what the operator has to fix where it is theirs: the table `variable` names, or the role's
+    /// `actions` on it.
+    pub(crate) fn explained(&self, variable: &str, actions: &str) -> String {
+        match self.code.as_deref() {
+            Some("ResourceNotFoundException") => {
+                format!("{} (does {variable} name the stack's table, in this region?)", self.message)
+            }
+            Some("AccessDeniedException") => format!("{} (the function's role needs {actions} on it)", self.message),
+            _ => self.message.clone(),
+        }
+    }
+}
+
 /// Reads a failed call: DynamoDB's error code and message, or what kept the call from an answer. Throttling and its
 /// own failures may pass, as may no answer; a request it refuses does not:
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html>.

@@ -232,15 +232,9 @@ impl DynamoIdentities {
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let failure = dynamo::failure(operation, &error);
-        let hint = match failure.code.as_deref() {
-            Some("ResourceNotFoundException") => " (does IDENTITY_TABLE name the stack's table, in this region?)",
-            Some("AccessDeniedException") => {
-                " (the function's role needs dynamodb:GetItem, BatchGetItem, PutItem, UpdateItem and DeleteItem on it)"
-            }
-            _ => "",
-        };
-        self.error(doing, format!("{}{hint}", failure.message), Some(error.into()))
+        let actions = "dynamodb:GetItem, BatchGetItem, PutItem, UpdateItem and DeleteItem";
+        let reason = dynamo::failure(operation, &error).explained("IDENTITY_TABLE", actions);
+        self.error(doing, reason, Some(error.into()))
     }
 
     fn error(

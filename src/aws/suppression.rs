@@ -120,14 +120,7 @@ impl DynamoSuppression {
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let failure = dynamo::failure(operation, &error);
-        let hint = match failure.code.as_deref() {
-            Some("ResourceNotFoundException") => " (does SUPPRESSION_TABLE name the stack's table, in this region?)",
-            Some("AccessDeniedException") => {
-                " (the function's role needs dynamodb:BatchGetItem and dynamodb:PutItem on it)"
-            }
-            _ => "",
-        };
-        let reason = format!("{}{hint}", failure.message);
+        let reason = failure.explained("SUPPRESSION_TABLE", "dynamodb:BatchGetItem and dynamodb:PutItem");
         self.error(doing, reason, failure.retryable, Some(error.into()))
     }
 

@@ -266,7 +266,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
                 let answering = self.executor.breaker().answering_for(Instant::now());
                 let waited = clock.failing.min(answering);
                 let outcome = match delivery.skipped {
-                    // With an identity store, the alias held the visitor for the user instead: nothing to wait for.
+                    // With a working identity store, the alias held the visitor for the user instead: nothing to wait
+                    // for. Without one (none kept, or failing), it waits as before the store.
                     Some(ALIAS_PREVIOUS_UNKNOWN) if !self.executor.remembers() && waited < self.options.alias_wait => {
                         Outcome::Retry {
                             reason: "alias: Intercom does not hold the previous contact yet".into(),

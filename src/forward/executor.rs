@@ -98,9 +98,10 @@ impl<A: IntercomApi> Executor<A> {
         Executor { memory, ..self }
     }
 
-    /// Whether it has an identity store.
+    /// Whether it has an identity store that works now (not resting after a failure): without one, the forwarder
+    /// does as it did before the store (an alias is handed back for `ALIAS_WAIT`, a visitor's lead is searched for).
     pub(crate) fn remembers(&self) -> bool {
-        self.identities.is_some()
+        self.identities.is_some() && !self.store_health.resting()
     }
 
     /// The same executor with its circuit breaker following `policy`.

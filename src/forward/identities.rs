@@ -42,7 +42,7 @@ pub(crate) struct StoreHealth {
 }
 
 impl StoreHealth {
-    fn resting(&self) -> bool {
+    pub(super) fn resting(&self) -> bool {
         lock(&self.resting_until).is_some_and(|until| Instant::now() < until)
     }
 

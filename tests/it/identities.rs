@@ -211,12 +211,11 @@ async fn a_visitors_lead_made_by_one_forwarder_is_merged_into_the_user_by_anothe
     assert_eq!(searches, 1);
 }
 
-#[tokio::test]
-async fn with_dynamodb_unreachable_everything_is_still_delivered() {
+/// The DynamoDB store on a port nobody listens on (one just freed): every call fails to connect.
+pub(crate) fn unreachable_store() -> DynamoIdentities {
     use aws_config::{BehaviorVersion, Region};
     use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 
-    // Nothing listens on a port just freed: every store call fails to connect.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let unreachable = aws_config::SdkConfig::builder()
         .region(Region::new("us-east-1"))
@@ -224,7 +223,12 @@ async fn with_dynamodb_unreachable_everything_is_still_delivered() {
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "tests")))
         .behavior_version(BehaviorVersion::latest())
         .build();
-    let store = DynamoIdentities::new(&unreachable, "identities", Duration::from_millis(500)).unwrap();
+    DynamoIdentities::new(&unreachable, "identities", Duration::from_millis(500)).unwrap()
+}
+
+#[tokio::test]
+async fn with_dynamodb_unreachable_everything_is_still_delivered() {
+    let store = unreachable_store();
     assert!(store.find(&"d".repeat(64)).await.is_err(), "the store is down");
     let sandbox = lagging().await;
     let client = sandbox_client(&sandbox, &sandbox.token(), Duration::from_secs(5));

@@ -112,16 +112,8 @@ async fn a_contact_deleted_in_intercom_is_made_again_with_everything_not_only_wh
     let forwarder = batch_forwarder(&sandbox, &store, ForwardOptions::default());
     let identify = |plan: &str| json!({"type": "identify", "userId": "u-1", "traits": {"name": "Ada", "plan": plan}});
     calls(&outcomes(&forwarder, &[identify("pro")]).await);
-    // Someone deletes the contact in Intercom's inbox.
     let id = sandbox.state().contacts.keys().next().unwrap().clone();
-    let deleted = reqwest::Client::new()
-        .delete(format!("{}/contacts/{id}", sandbox.url))
-        .bearer_auth(sandbox.token())
-        .header("Intercom-Version", "2.16")
-        .send()
-        .await
-        .unwrap();
-    assert!(deleted.status().is_success());
+    delete_in_intercom(&sandbox, &id).await;
     calls(&outcomes(&forwarder, &[identify("team")]).await);
     let state = sandbox.state();
     let user = state.contacts.values().find(|c| c.external_id.as_deref() == Some("u-1")).unwrap();
@@ -155,6 +147,13 @@ async fn an_alias_before_its_visitors_lead_is_not_handed_back_and_the_lead_made_
     let on_user: Vec<&str> =
         state.events.iter().filter(|e| e.contact_id == contact.id).map(|e| e.event_name.as_str()).collect();
     assert_eq!(on_user, ["pricing viewed"], "the visitor's later event reached the user");
+}
+
+/// Someone deletes the contact `id` in Intercom's inbox (here: `DELETE /contacts/{id}` through the relay's own client).
+async fn delete_in_intercom(sandbox: &SandboxServer, id: &str) {
+    let client = sandbox_client(sandbox, &sandbox.token(), Duration::from_secs(5));
+    let deleted = client.call(Method::DELETE, &format!("/contacts/{id}"), None).await.unwrap();
+    assert_eq!(deleted["deleted"], true, "{deleted}");
 }
 
 /// Intercom as the sandbox answers, but a 500 for every call whose body names `poisoned`.
@@ -245,14 +244,7 @@ async fn a_lead_deleted_in_intercom_is_made_again_for_its_next_event_not_dead_le
     let visitor = json!({"type": "identify", "anonymousId": "anon-1", "traits": {"email": "lee@example.com"}});
     calls(&outcomes(&forwarder, &[visitor]).await);
     let id = sandbox.state().contacts.keys().next().unwrap().clone();
-    let deleted = reqwest::Client::new()
-        .delete(format!("{}/contacts/{id}", sandbox.url))
-        .bearer_auth(sandbox.token())
-        .header("Intercom-Version", "2.16")
-        .send()
-        .await
-        .unwrap();
-    assert!(deleted.status().is_success());
+    delete_in_intercom(&sandbox, &id).await;
     // A fresh forwarder (a cold start): only the store still names the deleted lead.
     let fresh = batch_forwarder(&sandbox, &store, ForwardOptions::default());
     let track = json!({"type": "track", "anonymousId": "anon-1", "event": "Pricing Viewed",
@@ -264,4 +256,26 @@ async fn a_lead_deleted_in_intercom_is_made_again_for_its_next_event_not_dead_le
     let names: Vec<&str> =
         state.events.iter().filter(|e| e.contact_id == lead.id).map(|e| e.event_name.as_str()).collect();
     assert_eq!(names, ["pricing viewed"]);
+}
+
+#[tokio::test]
+async fn with_the_store_failing_an_alias_of_a_visitor_intercom_does_not_hold_waits_as_before_the_store() {
+    let sandbox = lagging().await;
+    let client = sandbox_client(&sandbox, &sandbox.token(), Duration::from_secs(5));
+    let store = Arc::new(crate::identities::unreachable_store());
+    let executor = Executor::new(client, true, NonZeroUsize::new(1000).unwrap()).with_identities(store);
+    let options = ForwardOptions { alias_wait: Duration::from_secs(300), ..ForwardOptions::default() };
+    let forwarder = Forwarder::new(executor, MemoryDeadLetter::new(), options);
+    let user = json!({"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}});
+    let alias = json!({"type": "alias", "userId": "u-1", "previousId": "anon-1"});
+    let done = outcomes(&forwarder, &[user, alias]).await;
+    assert!(matches!(done[0], Outcome::Delivered { .. }), "{done:?}");
+    // The alias could not hold the visitor for the user (the store is down): it is handed back, as without a store,
+    // in case the visitor's lead is still on its way.
+    match &done[1] {
+        Outcome::Retry { reason, .. } => assert!(reason.starts_with("alias:"), "{reason}"),
+        other => panic!("not handed back: {other:?}"),
+    }
+    let state = sandbox.state();
+    assert_eq!(state.contacts.len(), 1, "the user, written without the store: {:?}", state.contacts);
 }
