@@ -17,6 +17,7 @@ mod runtime_api;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -27,8 +28,8 @@ use payloads::{batch_request, generated, sqs_event};
 use runtime_api::{Running, RuntimeApi};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_intercom-relay");
-const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
-const FORWARD: &str = env!("CARGO_BIN_EXE_forward");
+static INGEST: LazyLock<String> = LazyLock::new(|| runtime_api::lambda_binary("ingest"));
+static FORWARD: LazyLock<String> = LazyLock::new(|| runtime_api::lambda_binary("forward"));
 const WAIT: Duration = Duration::from_secs(60);
 /// The generated day every figure is measured on.
 const DAY: [&str; 6] = ["--events", "10000", "--users", "1000", "--seed", "42"];
@@ -82,7 +83,7 @@ async fn main() {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
     std::fs::create_dir_all(&work).expect("a work directory");
     println!("# intercom-relay figures\n");
-    println!("binaries: {RELAY}, {INGEST}, {FORWARD}\n");
+    println!("binaries: {RELAY}, {}, {}\n", *INGEST, *FORWARD);
     let day = work.join("day.ndjson");
     let ndjson = command(RELAY, &[&["generate"], &DAY[..]].concat(), &[]);
     std::fs::write(&day, ndjson).expect("the day written");
@@ -425,12 +426,12 @@ fn print_targets(columns: &[(String, floor::Floor, Replayed)]) {
 
 /// The variables each binary needs besides Lambda's; `None` for the baseline.
 fn function_env(binary: &str) -> Vec<(&'static str, String)> {
-    if binary == INGEST {
+    if binary == *INGEST {
         vec![
             ("WRITE_KEYS", "bench-write-key".into()),
             ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo".into()),
         ]
-    } else if binary == FORWARD {
+    } else if binary == *FORWARD {
         vec![
             ("INTERCOM_ACCESS_TOKEN", "sandbox-token".into()),
             ("INTERCOM_BASE_URL", "http://127.0.0.1:9".into()),
@@ -566,7 +567,7 @@ async fn drain_queue(sqs: &aws_sdk_sqs::Client, queue: &str) {
 
 /// The answer says every event was taken: nothing handed back, no 5xx.
 fn check_answer(binary: &str, body: &Value) {
-    if binary == FORWARD {
+    if binary == *FORWARD {
         assert_eq!(body["batchItemFailures"], serde_json::json!([]), "forward handed back records");
     } else {
         assert_eq!(body["statusCode"], 200, "ingest answered {body}");
@@ -620,7 +621,7 @@ async fn forward_invocations() -> Invocations {
             ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into()),
         ];
         env.extend(identity_table().await);
-        let figures = invocations(FORWARD, env, batches.clone(), None).await;
+        let figures = invocations(&FORWARD, env, batches.clone(), None).await;
         print_invocations(name, &figures, lines.len());
         cases.push((name.to_owned(), median(figures.warm), figures.log_bytes as f64 / lines.len() as f64));
     }
@@ -702,7 +703,7 @@ async fn ingest_invocations() -> Invocations {
             ("AWS_ENDPOINT_URL_SQS", endpoint.clone()),
         ];
         let queue_url = queue.queue_url().expect("a URL");
-        let figures = invocations(INGEST, env, requests, Some((&sqs, queue_url))).await;
+        let figures = invocations(&INGEST, env, requests, Some((&sqs, queue_url))).await;
         let name = format!("batch of {size}");
         print_invocations(&name, &figures, lines.len());
         cases.push((name, median(figures.warm), figures.log_bytes as f64 / lines.len() as f64));

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use intercom_relay::forward::{Executor, ForwardOptions, Forwarder};
-use intercom_relay::intercom::{ApiVersion, IntercomApi, IntercomError};
-use intercom_relay::queue::MemoryDeadLetter;
+use intercom_relay_lambda::forward::{Executor, ForwardOptions, Forwarder};
+use intercom_relay_lambda::intercom::{ApiVersion, IntercomApi, IntercomError};
+use intercom_relay_lambda::queue::MemoryDeadLetter;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use intercom_relay::envelope::KeyKind;
-use intercom_relay::event::{EventType, parse_batch, parse_single};
-use intercom_relay::ingest::accept_events;
+use intercom_relay_lambda::envelope::KeyKind;
+use intercom_relay_lambda::event::{EventType, parse_batch, parse_single};
+use intercom_relay_lambda::ingest::accept_events;
 use time::OffsetDateTime;
 
 const TRACK: &str = include_str!("data/track.json");

@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use intercom_relay::event::{BatchDefaults, EventType, RawEvent, parse_event};
-use intercom_relay::mapping::{map_event, map_with};
-use intercom_relay::settings::Settings;
+use intercom_relay_lambda::event::{BatchDefaults, EventType, RawEvent, parse_event};
+use intercom_relay_lambda::mapping::{map_event, map_with};
+use intercom_relay_lambda::settings::Settings;
 use time::OffsetDateTime;
 
 const TRACK: &str = include_str!("data/track.json");

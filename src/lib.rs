@@ -1,28 +1,7 @@
-//! intercom-relay: Segment's HTTP Tracking API in, Intercom REST API calls out, nothing lost in between.
-//!
-//! Pure modules ([`event`], [`envelope`]) know nothing of I/O; [`ingest`] handles HTTP generically over
-//! [`queue::Enqueue`]; the binaries in `src/bin/` only wire clients to handlers.
+//! intercom-relay's tooling: the local pipeline (`replay`, `serve`, backfill), the Intercom sandbox and the CLI's AWS
+//! lookups. The Lambda functions live in `crates/lambda` (the `intercom_relay_lambda` library), which never depends on
+//! this package.
 
 pub mod aws;
-pub mod config;
-pub mod deadline;
-pub mod envelope;
-pub mod erasure;
-pub mod event;
-pub mod forward;
-pub mod identity;
-pub mod ingest;
-pub mod intercom;
 pub mod local;
-pub mod logging;
-pub mod mapping;
-pub mod queue;
-pub mod retry;
 pub mod sandbox;
-pub mod settings;
-pub mod suppression;
-
-/// Bytes in lower-case hex: digests in ids, keys and checkpoints.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}

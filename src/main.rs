@@ -9,18 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use intercom_relay::aws::Caller;
-use intercom_relay::config;
-use intercom_relay::erasure::ErasureRequest;
-use intercom_relay::ingest::AllowedOrigins;
 use intercom_relay::local::{
     BackfillOptions, BackfillReport, Destination, DryRun, Ending, GenerateOptions, LineRejection, LocalError, Progress,
     ReplayOptions, ServeOptions, Tally, backfill, generate, generate_archive, generate_page_loads, parse_time, replay,
     replay_archives, serve,
 };
-use intercom_relay::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use intercom_relay::settings::{self, Settings};
+use intercom_relay_lambda::aws::Caller;
+use intercom_relay_lambda::config;
+use intercom_relay_lambda::erasure::ErasureRequest;
+use intercom_relay_lambda::ingest::AllowedOrigins;
+use intercom_relay_lambda::queue::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, SqsQueue};
+use intercom_relay_lambda::settings::{self, Settings};
 use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser)]
@@ -312,11 +312,11 @@ fn main() -> ExitCode {
 }
 
 async fn run_erase(args: EraseArgs) -> Result<ExitCode, LocalError> {
-    intercom_relay::logging::init_local(LevelFilter::WARN);
+    intercom_relay_lambda::logging::init_local(LevelFilter::WARN);
     let request = ErasureRequest::new(args.user_id, args.email, args.leads)
         .map_err(|e| LocalError::Usage(format!("erase: {e}")))?;
     if let Some(url) = queue_of(args.queue_url, args.stack.as_deref()).await? {
-        let aws = intercom_relay::aws::load(Caller::Cli).await;
+        let aws = intercom_relay_lambda::aws::load(Caller::Cli).await;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT);
         queue.send_erasure(&request).await.map_err(|e| LocalError::Io(e.to_string()))?;
         out(&format!(
@@ -356,7 +356,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 async fn run_replay(args: ReplayArgs) -> Result<ExitCode, LocalError> {
-    intercom_relay::logging::init_local(LevelFilter::WARN);
+    intercom_relay_lambda::logging::init_local(LevelFilter::WARN);
     if args.is_backfill() {
         return run_backfill(args).await;
     }
@@ -540,7 +540,7 @@ fn default_checkpoint(path: &std::path::Path) -> PathBuf {
 async fn queue_of(url: Option<String>, stack: Option<&str>) -> Result<Option<String>, LocalError> {
     use intercom_relay::aws::stack::{EVENTS_QUEUE_OUTPUT, StackError, events_queue_url};
     let Some(stack) = stack.filter(|_| url.is_none()) else { return Ok(url) };
-    let aws = intercom_relay::aws::load(Caller::Cli).await;
+    let aws = intercom_relay_lambda::aws::load(Caller::Cli).await;
     match events_queue_url(&aws, stack).await {
         Ok(url) => {
             let _ = writeln!(std::io::stderr(), "the stack {stack}'s {EVENTS_QUEUE_OUTPUT}: {url}");
@@ -554,7 +554,7 @@ async fn queue_of(url: Option<String>, stack: Option<&str>) -> Result<Option<Str
 /// The events queue at `url`, checked before anything is read: it exists and these credentials reach it.
 async fn events_queue(url: &str) -> Result<SqsQueue, LocalError> {
     use aws_sdk_sqs::types::QueueAttributeName;
-    let aws = intercom_relay::aws::load(Caller::Cli).await;
+    let aws = intercom_relay_lambda::aws::load(Caller::Cli).await;
     let client = aws_sdk_sqs::Client::new(&aws);
     let attributes = client
         .get_queue_attributes()
@@ -624,7 +624,7 @@ impl Drop for ClearOnDrop {
 }
 
 async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
-    intercom_relay::logging::init_local(LevelFilter::INFO);
+    intercom_relay_lambda::logging::init_local(LevelFilter::INFO);
     let (write_keys, generated) = match env("WRITE_KEYS") {
         Some(text) => (config::write_keys_of_both_kinds(Some(text), env("BROWSER_WRITE_KEYS"))?, None),
         None => {
@@ -700,7 +700,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, LocalError> {
 }
 
 async fn run_sandbox(args: SandboxArgs) -> Result<ExitCode, LocalError> {
-    intercom_relay::logging::init_local(LevelFilter::INFO);
+    intercom_relay_lambda::logging::init_local(LevelFilter::INFO);
     let options = SandboxOptions {
         token: args.token,
         rate_limit: args.rate_limit,

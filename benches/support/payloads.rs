@@ -4,11 +4,11 @@
 // Each user (the benches, the integration tests) uses part of it.
 #![allow(dead_code)]
 
-use intercom_relay::envelope::KeyKind;
-use intercom_relay::event::{parse_batch, parse_single};
-use intercom_relay::ingest::accept_events;
 use intercom_relay::local::{GenerateOptions, generate};
-use intercom_relay::queue::{APPROXIMATE_RECEIVE_COUNT, MESSAGE_GROUP_ID, SqsEvent, sqs_event_of, sqs_record};
+use intercom_relay_lambda::envelope::KeyKind;
+use intercom_relay_lambda::event::{parse_batch, parse_single};
+use intercom_relay_lambda::ingest::accept_events;
+use intercom_relay_lambda::queue::{APPROXIMATE_RECEIVE_COUNT, MESSAGE_GROUP_ID, SqsEvent, sqs_event_of, sqs_record};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 

@@ -7,7 +7,9 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
@@ -19,6 +21,34 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 const PREFIX: &str = "/2018-06-01";
+
+/// The path of one of the Lambda binaries (`ingest`, `forward`), built first. They belong to the workspace's
+/// `intercom-relay-lambda` package, and Cargo names only a package's own binaries to its tests and benches
+/// (`CARGO_BIN_EXE_*`), so they are built here once per process, with the profile (`target/<profile>`) and target
+/// directory this executable was built in: a no-op when they are fresh.
+pub fn lambda_binary(name: &str) -> String {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the running executable's path");
+        // target/<profile>/deps/<this executable>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_owned();
+        build_lambda_binaries(&profile_dir);
+        profile_dir
+    });
+    dir.join(name).display().to_string()
+}
+
+fn build_lambda_binaries(profile_dir: &Path) {
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet", "-p", "intercom-relay-lambda", "--bins", "--target-dir"]).arg(target_dir);
+    if profile_dir.file_name().is_some_and(|name| name == "release") {
+        command.arg("--release");
+    }
+    let status = command.status().expect("cargo runs");
+    assert!(status.success(), "building the Lambda binaries failed: {command:?}");
+}
 
 /// What a binary said of one invocation.
 #[derive(Clone, Debug)]

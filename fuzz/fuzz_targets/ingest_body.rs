@@ -8,11 +8,11 @@ use std::sync::LazyLock;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use intercom_relay::envelope::Envelope;
-use intercom_relay::event::{parse_batch, parse_single};
-use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, accept_events};
-use intercom_relay::mapping::map_event;
-use intercom_relay::queue::MemoryQueue;
+use intercom_relay_lambda::envelope::Envelope;
+use intercom_relay_lambda::event::{parse_batch, parse_single};
+use intercom_relay_lambda::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, accept_events};
+use intercom_relay_lambda::mapping::map_event;
+use intercom_relay_lambda::queue::MemoryQueue;
 use lambda_http::Body;
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         let received_at = OffsetDateTime::from_unix_timestamp(1_714_564_800).expect("a time");
         for batch in [parse_single(text), parse_batch(text)].into_iter().flatten() {
             if let Ok((messages, _)) =
-                accept_events(&batch, None, received_at, intercom_relay::envelope::KeyKind::Server)
+                accept_events(&batch, None, received_at, intercom_relay_lambda::envelope::KeyKind::Server)
             {
                 messages.iter().for_each(|message| check_queued(&message.body));
             }

@@ -4,9 +4,9 @@
 
 use std::sync::LazyLock;
 
-use intercom_relay::event::{parse_batch, parse_event, parse_single};
-use intercom_relay::mapping::{Operation, map_with};
-use intercom_relay::settings::Settings;
+use intercom_relay_lambda::event::{parse_batch, parse_event, parse_single};
+use intercom_relay_lambda::mapping::{Operation, map_with};
+use intercom_relay_lambda::settings::Settings;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;

@@ -14,7 +14,7 @@ pub const EVENTS_QUEUE_OUTPUT: &str = "EventsQueueUrl";
 pub enum StackError {
     #[error("no AWS region to find the stack in: set AWS_REGION (or the profile's region) to the stack's region")]
     NoRegion,
-    #[error("no AWS credentials to read the stack with: {}", super::one_line(.0.as_ref()))]
+    #[error("no AWS credentials to read the stack with: {}", intercom_relay_lambda::aws::one_line(.0.as_ref()))]
     Credentials(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "no stack named {stack} in {region}: CloudFormation answered \"{message}\" (is AWS_REGION the stack's region?)"
@@ -31,9 +31,9 @@ pub enum StackError {
         "the stack {stack} is in {theirs}, and AWS_REGION is {ours}: set AWS_REGION={theirs}, where its queue is too"
     )]
     OtherRegion { stack: String, theirs: String, ours: String },
-    #[error("cannot reach CloudFormation at {endpoint}: {}", super::one_line(.source))]
+    #[error("cannot reach CloudFormation at {endpoint}: {}", intercom_relay_lambda::aws::one_line(.source))]
     Unreachable { endpoint: String, source: SdkError<DescribeStacksError> },
-    #[error("CloudFormation's answer from {endpoint} could not be read: {}", super::one_line(.source))]
+    #[error("CloudFormation's answer from {endpoint} could not be read: {}", intercom_relay_lambda::aws::one_line(.source))]
     Malformed { endpoint: String, source: SdkError<DescribeStacksError> },
 }
 
@@ -89,7 +89,14 @@ fn described(output: &DescribeStacksOutput) -> Option<Described> {
 
 /// What a failed `DescribeStacks` means for the operator.
 fn refused(aws: &aws_config::SdkConfig, stack: &str, region: &str, error: SdkError<DescribeStacksError>) -> StackError {
-    let endpoint = || super::endpoint(&|name| std::env::var(name).ok(), aws.endpoint_url(), "cloudformation", region);
+    let endpoint = || {
+        intercom_relay_lambda::aws::endpoint(
+            &|name| std::env::var(name).ok(),
+            aws.endpoint_url(),
+            "cloudformation",
+            region,
+        )
+    };
     let SdkError::ServiceError(service) = &error else {
         return match error {
             SdkError::ResponseError(_) => StackError::Malformed { endpoint: endpoint(), source: error },

@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::input::InputError;
-use crate::event::{Batch, BodyError, FieldError, TopLevel, parse_batch, parse_single, timestamp_member};
+use intercom_relay_lambda::event::{
+    Batch, BodyError, FieldError, TopLevel, parse_batch, parse_single, timestamp_member,
+};
 
 /// Extensions an archive's files have; a directory walk picks up these and passes over the rest.
 pub const ARCHIVE_EXTENSIONS: [&str; 3] = ["gz", "ndjson", "jsonl"];
@@ -400,12 +402,12 @@ mod tests {
         let rudder = r#"{"userId":"<<>>u<<>>","payload":{"batch":[{"type":"track","userId":"u","event":"E"}],"receivedAt":"2025-01-02T03:04:05.678Z","writeKey":"k","requestIP":"1.2.3.4"},"createdAt":"2025-01-02T03:04:06Z","messageId":"m"}"#;
         let record = super::record(rudder).unwrap();
         assert_eq!((record.shape, record.batch.events.len()), (Shape::RudderStack, 1));
-        assert_eq!(record.received_at, crate::event::parse_timestamp("2025-01-02T03:04:05.678Z"));
+        assert_eq!(record.received_at, intercom_relay_lambda::event::parse_timestamp("2025-01-02T03:04:05.678Z"));
 
         let old = r#"{"JobID":7,"UserID":"u","EventPayload":{"batch":[{"type":"page","userId":"u"},{"type":"identify","userId":"u"}]},"CreatedAt":"2021-05-01T00:00:00Z"}"#;
         let record = super::record(old).unwrap();
         assert_eq!((record.shape, record.batch.events.len()), (Shape::RudderStack, 2));
-        assert_eq!(record.received_at, crate::event::parse_timestamp("2021-05-01T00:00:00Z"));
+        assert_eq!(record.received_at, intercom_relay_lambda::event::parse_timestamp("2021-05-01T00:00:00Z"));
 
         let batch = r#"{"batch":[{"type":"track","userId":"u","event":"E"}],"sentAt":"2025-01-01T00:00:00Z"}"#;
         assert_eq!(super::record(batch).unwrap().shape, Shape::Batch);

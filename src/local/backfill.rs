@@ -22,11 +22,11 @@ use tokio::sync::mpsc;
 use super::archive::{self, ArchiveFile, LineError, Lines};
 use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, Place, Run, Start, Totals, prefix_digests};
 use super::{Local, LocalError};
-use crate::envelope::Envelope;
-use crate::event::{FieldError, format_timestamp, parse_event, timestamp_member};
-use crate::ingest::oversize;
-use crate::queue::{Enqueue, MemoryQueue, QueuedMessage, SqsQueue, Unconfirmed};
-use crate::retry::RetryPolicy;
+use intercom_relay_lambda::envelope::Envelope;
+use intercom_relay_lambda::event::{FieldError, format_timestamp, parse_event, timestamp_member};
+use intercom_relay_lambda::ingest::oversize;
+use intercom_relay_lambda::queue::{Enqueue, MemoryQueue, QueuedMessage, SqsQueue, Unconfirmed};
+use intercom_relay_lambda::retry::RetryPolicy;
 
 /// Events per batch sent, and so per checkpoint written.
 pub const BATCH_EVENTS: usize = 1000;
@@ -864,12 +864,12 @@ fn derived_id(file: &str, line: u64, index: usize, text: &str) -> String {
     hasher.update(format!("{name}:{line}:{index}:").as_bytes());
     hasher.update(text.as_bytes());
     let digest = hasher.finalize();
-    format!("backfill-{}", crate::hex(&digest[..16]))
+    format!("backfill-{}", intercom_relay_lambda::hex(&digest[..16]))
 }
 
 /// Reads `--since`/`--until`: an RFC 3339 time, or a date (`2025-01-01`, its midnight UTC).
 pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
-    if let Some(at) = crate::event::parse_timestamp(text.trim()) {
+    if let Some(at) = intercom_relay_lambda::event::parse_timestamp(text.trim()) {
         return Ok(at);
     }
     let date = || {

@@ -90,11 +90,11 @@ pub struct Start {
 pub fn prefix_digests(files: &[ArchiveFile]) -> Vec<String> {
     let mut hasher = Sha256::new();
     let mut out = Vec::with_capacity(files.len() + 1);
-    out.push(crate::hex(hasher.clone().finalize().as_slice()));
+    out.push(intercom_relay_lambda::hex(hasher.clone().finalize().as_slice()));
     for file in files {
         hasher.update(file.path.to_string_lossy().as_bytes());
         hasher.update(format!("\0{}\n", file.bytes).as_bytes());
-        out.push(crate::hex(hasher.clone().finalize().as_slice()));
+        out.push(intercom_relay_lambda::hex(hasher.clone().finalize().as_slice()));
     }
     out
 }

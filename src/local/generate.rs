@@ -62,7 +62,7 @@ fn events(
     let step = 86_400_000 * i64::from(options.days.max(1)) / options.events.max(1) as i64;
     for index in 0..options.events {
         let at = options.start + time::Duration::milliseconds(index as i64 * step + rng.i64(0..step.max(1)));
-        let timestamp = crate::event::format_timestamp(at);
+        let timestamp = intercom_relay_lambda::event::format_timestamp(at);
         // Activity is skewed: a third of the users send most events.
         let user = if rng.u8(0..3) == 0 { rng.usize(0..users) } else { rng.usize(0..users.div_ceil(3)) };
         let user_id = format!("gen-user-{user:05}");
@@ -134,7 +134,7 @@ pub fn generate_page_loads(options: &GenerateOptions, out: &mut impl Write) -> s
             event["context"] = load_context(path);
             event["messageId"] = Value::String(format!("gen-load-{:016x}-{index:07}", options.seed));
             let timestamp = at + time::Duration::milliseconds(offset as i64);
-            event["timestamp"] = Value::String(crate::event::format_timestamp(timestamp));
+            event["timestamp"] = Value::String(intercom_relay_lambda::event::format_timestamp(timestamp));
             serde_json::to_writer(&mut *out, &event)?;
             out.write_all(b"\n")?;
             index += 1;
@@ -198,12 +198,14 @@ pub fn generate_archive(options: &GenerateOptions, dir: &Path) -> std::io::Resul
     events(options, |mut event, at| {
         let skew_ms = if rng.u8(0..20) == 0 { rng.i64(-600_000..600_000) } else { 0 };
         let (batched, latency) = (rng.i64(0..5_000), rng.i64(20..400));
-        let client = |ms: i64| crate::event::format_timestamp(at + time::Duration::milliseconds(ms + skew_ms));
+        let client =
+            |ms: i64| intercom_relay_lambda::event::format_timestamp(at + time::Duration::milliseconds(ms + skew_ms));
         let received = at + time::Duration::milliseconds(batched + latency);
         event["originalTimestamp"] = Value::String(client(0));
         event["sentAt"] = Value::String(client(batched));
-        event["receivedAt"] = Value::String(crate::event::format_timestamp(received));
-        event["timestamp"] = Value::String(crate::event::format_timestamp(at + time::Duration::milliseconds(latency)));
+        event["receivedAt"] = Value::String(intercom_relay_lambda::event::format_timestamp(received));
+        event["timestamp"] =
+            Value::String(intercom_relay_lambda::event::format_timestamp(at + time::Duration::milliseconds(latency)));
         event["projectId"] = Value::String(ARCHIVE_SOURCE_ID.into());
         event["channel"] = Value::String("server".into());
         event["version"] = Value::from(2);

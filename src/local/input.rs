@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::queue::{SqsEvent, SqsRecordExt};
+use intercom_relay_lambda::queue::{SqsEvent, SqsRecordExt};
 
 /// What a file holds.
 #[derive(Debug)]
@@ -172,7 +172,7 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
     if object.contains_key("requestContext") {
         // Through the same guard as the ingest function: lambda_http panics on a body marked base64 that is not.
         return serde_json::from_str::<lambda_http::request::LambdaRequest>(&text)
-            .map(|event| Input::Request(Box::new(crate::ingest::guard_base64(event).into())))
+            .map(|event| Input::Request(Box::new(intercom_relay_lambda::ingest::guard_base64(event).into())))
             .map_err(|e| format!("looks like a function-URL request (it has \"requestContext\") but is not one: {e}"));
     }
     if object.contains_key("batch") {
@@ -181,7 +181,7 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
     if object.get("type").is_some_and(|t| t.get().starts_with('"')) {
         return Ok(Input::Event(text));
     }
-    let schema = crate::settings::committed_schema();
+    let schema = intercom_relay_lambda::settings::committed_schema();
     let settings_keys = schema["properties"].as_object();
     if !object.is_empty() && object.keys().all(|key| settings_keys.is_some_and(|keys| keys.contains_key(key))) {
         return Ok(Input::Settings);

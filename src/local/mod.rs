@@ -31,17 +31,17 @@ pub use report::{
 };
 pub use serve::{ServeOptions, Server, serve};
 
-use crate::aws::DynamoIdentities;
-use crate::config::{ConfigError, ForwardConfig};
-use crate::forward::{BatchReport, Executor, Forwarder, Outcome, current_record};
-use crate::identity::{IdentityStore, MemoryIdentities};
-use crate::intercom::{IntercomClient, IntercomError};
-use crate::queue::{
+use crate::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay_lambda::aws::DynamoIdentities;
+use intercom_relay_lambda::config::{ConfigError, ForwardConfig};
+use intercom_relay_lambda::forward::{BatchReport, Executor, Forwarder, Outcome, current_record};
+use intercom_relay_lambda::identity::{IdentityStore, MemoryIdentities};
+use intercom_relay_lambda::intercom::{IntercomClient, IntercomError};
+use intercom_relay_lambda::queue::{
     APPROXIMATE_FIRST_RECEIVE_TIMESTAMP, APPROXIMATE_RECEIVE_COUNT, DeadLetter, DeadLetterMessage, MESSAGE_GROUP_ID,
     MemoryDeadLetter, MemoryQueue, QueueError, ReceivedMessage, SENT_TIMESTAMP, SqsDeadLetter, SqsEvent, SqsRecord,
     SqsRecordExt, sqs_event_of, sqs_record, string_attribute,
 };
-use crate::sandbox::{SandboxOptions, SandboxServer};
 
 /// Where the forwarder's Intercom calls go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ async fn identities(
 ) -> Result<(Arc<dyn IdentityStore>, Option<Arc<MemoryIdentities>>), LocalError> {
     match &config.identity_table {
         Some(table) => {
-            let aws = crate::aws::load(crate::aws::Caller::Cli).await;
+            let aws = intercom_relay_lambda::aws::load(intercom_relay_lambda::aws::Caller::Cli).await;
             let store = DynamoIdentities::new(&aws, table, Duration::from_secs(2))
                 .map_err(|e| LocalError::Usage(e.to_string()))?;
             Ok((Arc::new(store), None))
@@ -209,7 +209,7 @@ impl Local {
     /// they come again together, in order). A replayed event is delivered anew: its records count as sent and first
     /// received now.
     pub async fn forward_until_done(&self, event: SqsEvent) {
-        let now = crate::queue::epoch_ms().to_string();
+        let now = intercom_relay_lambda::queue::epoch_ms().to_string();
         let mut waiting: Vec<(usize, SqsRecord, Instant)> = Vec::with_capacity(event.records.len());
         for (index, mut record) in event.records.into_iter().enumerate() {
             record.attributes.insert(SENT_TIMESTAMP.into(), now.clone());
@@ -277,7 +277,7 @@ impl Local {
 
     /// What the in-process sandbox holds, counted: `14 contacts (3 leads), 3 companies, 30 events`.
     /// What the run asked of the identity store kept in memory (what DynamoDB would bill).
-    pub fn store_usage(&self) -> Option<crate::identity::StoreUsage> {
+    pub fn store_usage(&self) -> Option<intercom_relay_lambda::identity::StoreUsage> {
         self.memory.as_ref().map(|memory| memory.usage())
     }
 
@@ -288,13 +288,13 @@ impl Local {
 
 /// Carries out an erasure request here, through the forwarder, against `destination`: what it found and did.
 pub async fn erase_here(
-    request: &crate::erasure::ErasureRequest,
+    request: &intercom_relay_lambda::erasure::ErasureRequest,
     destination: &Destination,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(Report, Local), LocalError> {
     let tally = Arc::new(Tally::new(false, false));
     let local = Local::start(destination, env, tally.clone(), LocalDeadLetter::Memory(MemoryDeadLetter::new())).await?;
-    let now = crate::queue::epoch_ms().to_string();
+    let now = intercom_relay_lambda::queue::epoch_ms().to_string();
     let mut record = sqs_record(&format!("erasure-{}", request.request_id), Some(request.to_body()));
     record.attributes = HashMap::from([
         (APPROXIMATE_RECEIVE_COUNT.to_owned(), "1".to_owned()),

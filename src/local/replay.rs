@@ -10,12 +10,14 @@ use time::OffsetDateTime;
 use super::backfill::{BackfillOptions, BackfillReport, InProcess, LineRejection, Progress, backfill};
 use super::input::{self, Input};
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
-use crate::envelope::Envelope;
-use crate::envelope::KeyKind;
-use crate::event::{Rejected, parse_batch, parse_single};
-use crate::ingest::{AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events};
-use crate::queue::MemoryDeadLetter;
-use crate::queue::{Enqueue, MemoryQueue, SqsRecordExt};
+use intercom_relay_lambda::envelope::Envelope;
+use intercom_relay_lambda::envelope::KeyKind;
+use intercom_relay_lambda::event::{Rejected, parse_batch, parse_single};
+use intercom_relay_lambda::ingest::{
+    AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, Route, WriteKeys, accept_events,
+};
+use intercom_relay_lambda::queue::MemoryDeadLetter;
+use intercom_relay_lambda::queue::{Enqueue, MemoryQueue, SqsRecordExt};
 
 /// What to replay and where to.
 pub struct ReplayOptions {
@@ -134,7 +136,12 @@ struct Files<'a> {
 
 impl Files<'_> {
     /// Raw events (no HTTP around them): validated and normalised as the ingest API does, then queued.
-    async fn raw(&self, source: &str, parsed: Result<crate::event::Batch<'_>, crate::event::BodyError>, batch: bool) {
+    async fn raw(
+        &self,
+        source: &str,
+        parsed: Result<intercom_relay_lambda::event::Batch<'_>, intercom_relay_lambda::event::BodyError>,
+        batch: bool,
+    ) {
         let refused = |error: IngestError| RejectedInput {
             source: source.to_owned(),
             index: None,

@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::forward::{Outcome, RecordOutcome};
-use crate::intercom::Exchange;
-use crate::queue::Reason;
+use intercom_relay_lambda::forward::{Outcome, RecordOutcome};
+use intercom_relay_lambda::intercom::Exchange;
+use intercom_relay_lambda::queue::Reason;
 
 /// The report `replay --json` prints, and `serve` sums up at the end.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -34,7 +34,7 @@ pub struct Report {
     pub events: Vec<EventReport>,
     /// What the identity store was asked, when it was the one in memory (`replay`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity_store: Option<crate::identity::StoreUsage>,
+    pub identity_store: Option<intercom_relay_lambda::identity::StoreUsage>,
     /// Every Intercom request with its body (`--show-requests`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<Vec<RequestReport>>,

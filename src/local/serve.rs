@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::{Destination, Local, LocalDeadLetter, LocalError, RejectedInput, Tally};
-use crate::ingest::{AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, WriteKeys};
-use crate::queue::{
+use intercom_relay_lambda::ingest::{AllowedOrigins, CorsHeaders, Ingest, IngestError, IngestOptions, WriteKeys};
+use intercom_relay_lambda::queue::{
     ENQUEUE_RETRY, ENQUEUE_TIMEOUT, Enqueue, EnqueueError, MemoryDeadLetter, MemoryQueue, QueuedMessage, SqsDeadLetter,
     SqsPoller, SqsQueue,
 };
@@ -94,7 +94,7 @@ pub async fn serve(
     let (queue, dead_letter) = match &options.queue_url {
         None => (QueueKind::Memory(MemoryQueue::new()), LocalDeadLetter::Memory(MemoryDeadLetter::new())),
         Some(url) => {
-            let aws = crate::aws::load(crate::aws::Caller::Cli).await;
+            let aws = intercom_relay_lambda::aws::load(intercom_relay_lambda::aws::Caller::Cli).await;
             let client = aws_sdk_sqs::Client::new(&aws);
             let dead_letter = match &options.dlq_url {
                 Some(dlq) => LocalDeadLetter::Sqs(SqsDeadLetter::new(client.clone(), dlq)),
@@ -247,7 +247,7 @@ async fn answer(
         }
     };
     let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
-    let source = format!("{} {}", parts.method, crate::ingest::loggable_path(parts.uri.path()));
+    let source = format!("{} {}", parts.method, intercom_relay_lambda::ingest::loggable_path(parts.uri.path()));
     let response = ingest.handle(http::Request::from_parts(parts, body)).await;
     let (parts, body) = response.into_parts();
     for refused in RejectedInput::from_answer(&source, parts.status.as_u16(), body.as_ref()) {

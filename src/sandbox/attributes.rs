@@ -3,9 +3,9 @@
 use serde_json::{Map, Value, json};
 
 use super::state::{SandboxResponse, SandboxState, error, ok, query_param};
-use crate::intercom::{DataAttribute, DataType, MAX_CUSTOM_ATTRIBUTES, Model};
+use intercom_relay_lambda::intercom::{DataAttribute, DataType, MAX_CUSTOM_ATTRIBUTES, Model};
 
-/// A custom data attribute as the sandbox holds it: Intercom's shape (`crate::intercom::DataAttribute`, shared with
+/// A custom data attribute as the sandbox holds it: Intercom's shape (`intercom_relay_lambda::intercom::DataAttribute`, shared with
 /// the forwarder), and what only an answer shows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeldAttribute {

@@ -6,9 +6,9 @@ mod server;
 mod state;
 mod tags;
 
-pub use crate::intercom::MAX_CUSTOM_ATTRIBUTES;
 pub use attributes::{HeldAttribute, SeedAttribute};
 pub use contacts::LEAD_EXTERNAL_ID;
+pub use intercom_relay_lambda::intercom::MAX_CUSTOM_ATTRIBUTES;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{
     Company, Contact, DataEvent, DeletedContact, Faults, MAX_EVENT_NAMES, Outage, SandboxOptions, SandboxRequest,

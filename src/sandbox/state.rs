@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::attributes::{HeldAttribute, SeedAttribute, apply_custom};
 use super::tags::tag_basic;
-use crate::intercom::API_VERSIONS;
+use intercom_relay_lambda::intercom::API_VERSIONS;
 
 /// How the sandbox behaves beyond the contract's defaults.
 #[derive(Clone, Debug)]

@@ -14,15 +14,15 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use intercom_relay::event::{parse_single, parse_timestamp};
-use intercom_relay::ingest::accept_events;
 use intercom_relay::local::checkpoint::Checkpoint;
 use intercom_relay::local::{
     BackfillOptions, Destination, Ending, GenerateOptions, LineRejection, Progress, ReplayOptions, Tally, backfill,
     generate_archive, replay_archives,
 };
-use intercom_relay::queue::SqsQueue;
-use intercom_relay::retry::RetryPolicy;
+use intercom_relay_lambda::event::{parse_single, parse_timestamp};
+use intercom_relay_lambda::ingest::accept_events;
+use intercom_relay_lambda::queue::SqsQueue;
+use intercom_relay_lambda::retry::RetryPolicy;
 use serde_json::{Value, json};
 
 use crate::cli::{by_external_id, relay, report, run, scratch, text};
@@ -95,7 +95,7 @@ fn ingested_body(event: &Value) -> String {
     let text = event.to_string();
     let received = parse_timestamp(event["receivedAt"].as_str().unwrap()).unwrap();
     let (mut messages, rejected) =
-        accept_events(&parse_single(&text).unwrap(), None, received, intercom_relay::envelope::KeyKind::Server)
+        accept_events(&parse_single(&text).unwrap(), None, received, intercom_relay_lambda::envelope::KeyKind::Server)
             .unwrap();
     assert!(rejected.is_empty(), "{rejected:?}");
     messages.remove(0).body

@@ -1,7 +1,7 @@
 //! What Intercom's contract allows in one planned request, shared by the property tests and the fuzz targets
 //! (`fuzz/fuzz_targets/*.rs` include this file by path).
 
-use intercom_relay::mapping::{Plan, attribute_name_problem};
+use intercom_relay_lambda::mapping::{Plan, attribute_name_problem};
 use serde_json::Value;
 
 /// The earliest and latest Unix seconds a planned time may hold: 0001-01-01 and 9999-12-31T23:59:59, the years an

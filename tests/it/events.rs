@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use intercom_relay::forward::ForwardOptions;
-use intercom_relay::queue::{MemoryDeadLetter, SqsEvent};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay_lambda::forward::ForwardOptions;
+use intercom_relay_lambda::queue::{MemoryDeadLetter, SqsEvent};
 
 use crate::helpers::{events_dir, fixture, forwarder, memory_app, send};
 

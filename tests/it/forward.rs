@@ -3,12 +3,12 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use intercom_relay::event::{BatchDefaults, RawEvent, parse_event};
-use intercom_relay::forward::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor};
-use intercom_relay::intercom::{IntercomApi, IntercomClient};
-use intercom_relay::mapping::map_event;
-use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
+use intercom_relay_lambda::event::{BatchDefaults, RawEvent, parse_event};
+use intercom_relay_lambda::forward::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Executor};
+use intercom_relay_lambda::intercom::{IntercomApi, IntercomClient};
+use intercom_relay_lambda::mapping::map_event;
+use intercom_relay_lambda::retry::RetryPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -31,7 +31,7 @@ fn executor(sandbox: &SandboxServer, create_attributes: bool) -> Executor<Interc
 
 fn executor_for(sandbox: &SandboxServer, version: &str) -> Executor<IntercomClient> {
     let token = secrecy::SecretString::from(sandbox.token());
-    let version = intercom_relay::intercom::ApiVersion::parse(version).unwrap();
+    let version = intercom_relay_lambda::intercom::ApiVersion::parse(version).unwrap();
     let client = IntercomClient::new(&sandbox.url, token, version, Duration::from_secs(5)).unwrap();
     Executor::new(client, true, NonZeroUsize::new(1000).unwrap())
 }

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
-use intercom_relay::forward::{BatchReport, Executor, ForwardOptions, Forwarder, Outcome};
-use intercom_relay::ingest::Ingest;
-use intercom_relay::intercom::{IntercomApi, IntercomClient};
-use intercom_relay::queue::{
+use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer, SandboxState, SeedAttribute};
+use intercom_relay_lambda::forward::{BatchReport, Executor, ForwardOptions, Forwarder, Outcome};
+use intercom_relay_lambda::ingest::Ingest;
+use intercom_relay_lambda::intercom::{IntercomApi, IntercomClient};
+use intercom_relay_lambda::queue::{
     APPROXIMATE_FIRST_RECEIVE_TIMESTAMP, APPROXIMATE_RECEIVE_COUNT, MESSAGE_GROUP_ID, MemoryDeadLetter, SENT_TIMESTAMP,
     SqsDeadLetter, SqsEvent, SqsPoller, SqsQueue, SqsRecord, SqsRecordExt, sqs_event_of, sqs_record,
 };
-use intercom_relay::retry::RetryPolicy;
-use intercom_relay::sandbox::{Faults, SandboxOptions, SandboxServer, SandboxState, SeedAttribute};
+use intercom_relay_lambda::retry::RetryPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;

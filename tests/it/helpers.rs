@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use intercom_relay::forward::{Executor, ForwardOptions, Forwarder};
-use intercom_relay::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, guard_base64};
-use intercom_relay::intercom::{ApiVersion, IntercomClient};
-use intercom_relay::queue::DeadLetter;
-use intercom_relay::queue::{Enqueue, MemoryQueue};
 use intercom_relay::sandbox::SandboxServer;
+use intercom_relay_lambda::forward::{Executor, ForwardOptions, Forwarder};
+use intercom_relay_lambda::ingest::{AllowedOrigins, Ingest, IngestOptions, WriteKeys, guard_base64};
+use intercom_relay_lambda::intercom::{ApiVersion, IntercomClient};
+use intercom_relay_lambda::queue::DeadLetter;
+use intercom_relay_lambda::queue::{Enqueue, MemoryQueue};
 use lambda_http::Request;
 use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::request::LambdaRequest;

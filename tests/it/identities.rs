@@ -5,16 +5,16 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_relay::aws::DynamoIdentities;
-use intercom_relay::event::{BatchDefaults, RawEvent, parse_event};
-use intercom_relay::forward::Executor;
-use intercom_relay::identity::{
+use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay_lambda::aws::DynamoIdentities;
+use intercom_relay_lambda::event::{BatchDefaults, RawEvent, parse_event};
+use intercom_relay_lambda::forward::Executor;
+use intercom_relay_lambda::identity::{
     Claim, IdentityStore, Known, MemoryIdentities, Stored, Written, contact_key, visitor_key,
 };
-use intercom_relay::intercom::{ContactId, IntercomClient};
-use intercom_relay::mapping::{ContactKey, map_event};
-use intercom_relay::retry::RetryPolicy;
-use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay_lambda::intercom::{ContactId, IntercomClient};
+use intercom_relay_lambda::mapping::{ContactKey, map_event};
+use intercom_relay_lambda::retry::RetryPolicy;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -246,7 +246,7 @@ async fn with_dynamodb_unreachable_everything_is_still_delivered() {
 
 #[tokio::test]
 async fn an_erasure_leaves_the_store_nothing_of_the_person_their_visitor_included() {
-    use intercom_relay::erasure::ErasureRequest;
+    use intercom_relay_lambda::erasure::ErasureRequest;
 
     // Searchable at once: the erasure finds the lead by its address.
     let sandbox = SandboxServer::start(SandboxOptions { search_lag: 0, ..SandboxOptions::default() }, 0).await.unwrap();

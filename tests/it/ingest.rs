@@ -1,6 +1,6 @@
 //! The handler's good paths, through an in-memory queue: what each kind of request puts on the queue.
 
-use intercom_relay::queue::QueuedMessage;
+use intercom_relay_lambda::queue::QueuedMessage;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

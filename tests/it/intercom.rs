@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use intercom_relay::intercom::{ApiVersion, IntercomApi, IntercomClient, IntercomError, conflicting_contact};
 use intercom_relay::sandbox::{Outage, SandboxOptions, SandboxServer};
+use intercom_relay_lambda::intercom::{ApiVersion, IntercomApi, IntercomClient, IntercomError, conflicting_contact};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Every raw Segment event in events/segment, read as ingest reads it, and the exact Intercom operations it plans.
 
-use intercom_relay::event::{BatchDefaults, RawEvent, parse_event};
-use intercom_relay::mapping::{NO_CONTACT_IDENTIFIER, Unmapped, map_event};
+use intercom_relay_lambda::event::{BatchDefaults, RawEvent, parse_event};
+use intercom_relay_lambda::mapping::{NO_CONTACT_IDENTIFIER, Unmapped, map_event};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 

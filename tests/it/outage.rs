@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use intercom_relay::forward::{BatchReport, BreakerPolicy, Executor, ForwardOptions, Forwarder, Outcome};
-use intercom_relay::intercom::IntercomClient;
 use intercom_relay::local::{Destination, ReplayOptions, Tally, replay};
-use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsEvent, SqsPoller, SqsRecordExt, sqs_event_of};
-use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{Faults, Outage, SandboxOptions, SandboxServer};
+use intercom_relay_lambda::forward::{BatchReport, BreakerPolicy, Executor, ForwardOptions, Forwarder, Outcome};
+use intercom_relay_lambda::intercom::IntercomClient;
+use intercom_relay_lambda::queue::{
+    MESSAGE_GROUP_ID, MemoryDeadLetter, SqsEvent, SqsPoller, SqsRecordExt, sqs_event_of,
+};
+use intercom_relay_lambda::retry::RetryPolicy;
 use serde_json::json;
 use tokio::time::Instant;
 

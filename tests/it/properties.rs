@@ -2,10 +2,10 @@
 //! error and nothing queued; arbitrary valid events through the mapping (under the defaults and under random settings)
 //! never panic and never plan a request Intercom's contract forbids.
 
-use intercom_relay::envelope::Envelope;
-use intercom_relay::event::{BatchDefaults, EventType, RawEvent, parse_event};
-use intercom_relay::mapping::{Operation, map_with};
-use intercom_relay::settings::Settings;
+use intercom_relay_lambda::envelope::Envelope;
+use intercom_relay_lambda::event::{BatchDefaults, EventType, RawEvent, parse_event};
+use intercom_relay_lambda::mapping::{Operation, map_with};
+use intercom_relay_lambda::settings::Settings;
 use lambda_http::Request;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
-use intercom_relay::forward::{ForwardOptions, Forwarder, Outcome};
-use intercom_relay::ingest::Ingest;
-use intercom_relay::intercom::{IntercomApi, IntercomClient};
-use intercom_relay::queue::{MESSAGE_GROUP_ID, SqsDeadLetter, SqsEvent, SqsPoller, SqsQueue, SqsRecord, SqsRecordExt};
-use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{MAX_EVENT_NAMES, SandboxOptions, SandboxServer};
+use intercom_relay_lambda::forward::{ForwardOptions, Forwarder, Outcome};
+use intercom_relay_lambda::ingest::Ingest;
+use intercom_relay_lambda::intercom::{IntercomApi, IntercomClient};
+use intercom_relay_lambda::queue::{
+    MESSAGE_GROUP_ID, SqsDeadLetter, SqsEvent, SqsPoller, SqsQueue, SqsRecord, SqsRecordExt,
+};
+use intercom_relay_lambda::retry::RetryPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;

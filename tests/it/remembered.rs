@@ -6,12 +6,12 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_relay::forward::{Executor, ForwardOptions, Forwarder, Outcome, WriteMemory};
-use intercom_relay::identity::MemoryIdentities;
-use intercom_relay::intercom::{ApiVersion, IntercomApi, IntercomClient, IntercomError};
-use intercom_relay::queue::{MemoryDeadLetter, sqs_event_of, sqs_record};
-use intercom_relay::retry::RetryPolicy;
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
+use intercom_relay_lambda::forward::{Executor, ForwardOptions, Forwarder, Outcome, WriteMemory};
+use intercom_relay_lambda::identity::MemoryIdentities;
+use intercom_relay_lambda::intercom::{ApiVersion, IntercomApi, IntercomClient, IntercomError};
+use intercom_relay_lambda::queue::{MemoryDeadLetter, sqs_event_of, sqs_record};
+use intercom_relay_lambda::retry::RetryPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;

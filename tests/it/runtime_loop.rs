@@ -30,7 +30,7 @@ async fn the_forward_binary_carries_out_an_sqs_batch_the_runtime_api_hands_it() 
     env.push(("INTERCOM_BASE_URL", sandbox.url.clone()));
     env.push(("INTERCOM_ACCESS_TOKEN", sandbox.token()));
     env.push(("DLQ_URL", "http://127.0.0.1:9/000000000000/unused-dlq.fifo".into()));
-    let running = Running::spawn(env!("CARGO_BIN_EXE_forward"), env).unwrap();
+    let running = Running::spawn(&crate::runtime_api::lambda_binary("forward"), env).unwrap();
 
     let first_poll = api.first_poll(WAIT).await.expect("the binary polls for an invocation");
     assert!(first_poll > running.started);
@@ -75,7 +75,7 @@ async fn the_ingest_binary_queues_a_function_url_request_the_runtime_api_hands_i
     env.push(("WRITE_KEYS", "bench-write-key".into()));
     env.push(("QUEUE_URL", queue_url.clone()));
     env.push(("AWS_ENDPOINT_URL_SQS", endpoint()));
-    let _running = Running::spawn(env!("CARGO_BIN_EXE_ingest"), env).unwrap();
+    let _running = Running::spawn(&crate::runtime_api::lambda_binary("ingest"), env).unwrap();
 
     let answer = api.answer_to(&id, WAIT).await.expect("the binary answers the invocation");
     assert_eq!((answer.kind.as_str(), &answer.body["statusCode"]), ("response", &json!(200)), "{answer:?}");

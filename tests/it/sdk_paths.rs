@@ -1,8 +1,8 @@
 //! The paths, headers and answers of the browser and mobile SDKs (docs/sdks.md cites where each comes from), at the
 //! handler: what each path queues, the keys of beacons and settings, CORS on every route and every answer.
 
-use intercom_relay::ingest::{CorsHeaders, Ingest, IngestOptions};
-use intercom_relay::queue::{MemoryQueue, SqsQueue};
+use intercom_relay_lambda::ingest::{CorsHeaders, Ingest, IngestOptions};
+use intercom_relay_lambda::queue::{MemoryQueue, SqsQueue};
 use serde_json::json;
 
 use crate::helpers::{
@@ -185,8 +185,8 @@ async fn rudderstacks_mobile_source_config_is_enabled_for_a_valid_key_only() {
 
 #[tokio::test]
 async fn a_browser_key_is_a_browser_key_on_every_path_and_in_the_query() {
-    use intercom_relay::envelope::{Envelope, KeyKind};
-    use intercom_relay::ingest::WriteKeys;
+    use intercom_relay_lambda::envelope::{Envelope, KeyKind};
+    use intercom_relay_lambda::ingest::WriteKeys;
     use secrecy::SecretString;
     let keys = WriteKeys::with_browser_keys(&[SecretString::from("server-key")], &[SecretString::from("page-key")]);
     let app = Ingest::new(IngestOptions { write_keys: keys.unwrap(), ..options() }, MemoryQueue::new());

@@ -224,8 +224,8 @@ fn settings_check_lists_problems_and_schema_prints_the_committed_schema() {
     let schema = relay().args(["settings", "schema"]).output().unwrap();
     assert!(schema.status.success());
     let printed: Value = serde_json::from_slice(&schema.stdout).unwrap();
-    let committed: Value =
-        serde_json::from_str(include_str!("../../src/settings/settings.schema.json")).expect("the committed schema");
+    let committed: Value = serde_json::from_str(include_str!("../../crates/lambda/src/settings/settings.schema.json"))
+        .expect("the committed schema");
     assert_eq!(printed, committed);
     assert_eq!(printed["title"], "intercom-relay destination settings");
 }

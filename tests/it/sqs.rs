@@ -8,9 +8,9 @@ use aws_sdk_sqs::config::retry::RetryConfig;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use intercom_relay::ingest::Ingest;
-use intercom_relay::queue::SqsQueue;
-use intercom_relay::retry::RetryPolicy;
+use intercom_relay_lambda::ingest::Ingest;
+use intercom_relay_lambda::queue::SqsQueue;
+use intercom_relay_lambda::retry::RetryPolicy;
 use serde_json::{Value, json};
 
 use crate::fault_proxy::{FaultProxy, Faults};
@@ -215,8 +215,8 @@ async fn ids_sqs_would_refuse_are_hashed_into_group_and_dedup_ids() {
     assert_eq!(received.len(), 1);
     let group = received[0].group_id.as_deref().unwrap();
     let dedup = received[0].dedup_id.as_deref().unwrap();
-    assert_eq!(group, intercom_relay::queue::sqs_id("Zoë Müller\r\nX-Injected: 1"));
-    assert_eq!(dedup, intercom_relay::queue::sqs_id(&long_id));
+    assert_eq!(group, intercom_relay_lambda::queue::sqs_id("Zoë Müller\r\nX-Injected: 1"));
+    assert_eq!(dedup, intercom_relay_lambda::queue::sqs_id(&long_id));
     assert!(group.starts_with("sha256-") && dedup.starts_with("sha256-"));
     let event = &envelope_events([received[0].body.clone()])[0];
     assert_eq!(event["userId"], "Zoë Müller\r\nX-Injected: 1", "the event keeps the id as sent");

@@ -3,11 +3,11 @@
 use std::process::Command;
 
 fn start(vars: &[(&str, &str)]) -> (i32, String) {
-    run(env!("CARGO_BIN_EXE_ingest"), vars)
+    run(&crate::runtime_api::lambda_binary("ingest"), vars)
 }
 
 fn start_forward(vars: &[(&str, &str)]) -> (i32, String) {
-    run(env!("CARGO_BIN_EXE_forward"), vars)
+    run(&crate::runtime_api::lambda_binary("forward"), vars)
 }
 
 /// Runs a binary with only `vars` set; its exit code and everything it printed.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-use intercom_relay::aws::DynamoSuppression;
-use intercom_relay::erasure::ErasureRequest;
-use intercom_relay::forward::{Forwarder, Outcome};
-use intercom_relay::intercom::IntercomClient;
-use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsRecord, sqs_event_of};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer};
-use intercom_relay::suppression::{MemorySuppression, email_key, user_key};
+use intercom_relay_lambda::aws::DynamoSuppression;
+use intercom_relay_lambda::erasure::ErasureRequest;
+use intercom_relay_lambda::forward::{Forwarder, Outcome};
+use intercom_relay_lambda::intercom::IntercomClient;
+use intercom_relay_lambda::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsRecord, sqs_event_of};
+use intercom_relay_lambda::suppression::{MemorySuppression, email_key, user_key};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -350,7 +350,7 @@ async fn the_forward_binary_reads_the_suppression_list_the_template_names() {
     env.push(("DLQ_URL", "http://127.0.0.1:9/000000000000/unused-dlq.fifo".into()));
     env.push(("SUPPRESSION_TABLE", table.clone()));
     env.push(("AWS_ENDPOINT_URL_DYNAMODB", endpoint()));
-    let running = Running::spawn(env!("CARGO_BIN_EXE_forward"), env).unwrap();
+    let running = Running::spawn(&crate::runtime_api::lambda_binary("forward"), env).unwrap();
     let answer = api.answer_to(&id, Duration::from_secs(30)).await.expect("the binary answers the invocation");
     assert_eq!(answer.body, json!({"batchItemFailures": []}), "{}", running.output());
     let output = running.output();

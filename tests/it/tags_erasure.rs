@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_relay::erasure::ErasureRequest;
-use intercom_relay::forward::{ForwardOptions, Forwarder, Outcome};
-use intercom_relay::intercom::IntercomClient;
-use intercom_relay::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsPoller, SqsQueue, sqs_event_of};
 use intercom_relay::sandbox::{SandboxOptions, SandboxServer, SandboxState};
-use intercom_relay::settings::Settings;
+use intercom_relay_lambda::erasure::ErasureRequest;
+use intercom_relay_lambda::forward::{ForwardOptions, Forwarder, Outcome};
+use intercom_relay_lambda::intercom::IntercomClient;
+use intercom_relay_lambda::queue::{MESSAGE_GROUP_ID, MemoryDeadLetter, SqsPoller, SqsQueue, sqs_event_of};
+use intercom_relay_lambda::settings::Settings;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -231,7 +231,7 @@ async fn an_erasure_by_an_unknown_user_id_with_more_leads_than_a_page_says_so_an
     assert!(sandbox.state().contacts.is_empty());
 }
 
-fn erasure_record(request: &ErasureRequest) -> intercom_relay::queue::SqsRecord {
+fn erasure_record(request: &ErasureRequest) -> intercom_relay_lambda::queue::SqsRecord {
     let mut record = record(&format!("erasure-{}", request.request_id), request.to_body(), 1);
     record.attributes.insert(MESSAGE_GROUP_ID.into(), request.ordering_key().to_owned());
     record
@@ -265,7 +265,7 @@ async fn the_cli_erases_here_and_names_what_it_did() {
 async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a_write_key_cannot_send_one() {
     let sqs = client(&endpoint());
     let queue_url = fifo_queue(&sqs, 5).await;
-    let ingest = intercom_relay::ingest::Ingest::new(
+    let ingest = intercom_relay_lambda::ingest::Ingest::new(
         options(),
         SqsQueue::new(sqs.clone(), &queue_url, fast_retry(), FAST_DEADLINE),
     );
@@ -319,15 +319,15 @@ async fn an_erasure_sent_to_the_queue_runs_after_the_persons_queued_events_and_a
 }
 
 /// Ingest with a server key and a browser key, in front of an in-memory queue.
-fn app_with_browser_key() -> intercom_relay::ingest::Ingest<intercom_relay::queue::MemoryQueue> {
+fn app_with_browser_key() -> intercom_relay_lambda::ingest::Ingest<intercom_relay_lambda::queue::MemoryQueue> {
     use secrecy::SecretString;
-    let keys = intercom_relay::ingest::WriteKeys::with_browser_keys(
+    let keys = intercom_relay_lambda::ingest::WriteKeys::with_browser_keys(
         &[SecretString::from("server-key")],
         &[SecretString::from("browser-key")],
     )
     .unwrap();
-    let options = intercom_relay::ingest::IngestOptions { write_keys: keys, ..options() };
-    intercom_relay::ingest::Ingest::new(options, intercom_relay::queue::MemoryQueue::new())
+    let options = intercom_relay_lambda::ingest::IngestOptions { write_keys: keys, ..options() };
+    intercom_relay_lambda::ingest::Ingest::new(options, intercom_relay_lambda::queue::MemoryQueue::new())
 }
 
 #[tokio::test]

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use intercom_relay::forward::{BreakerPolicy, ForwardOptions, Outcome, QUEUE_RETENTION};
-use intercom_relay::queue::{
+use intercom_relay::sandbox::{Outage, SandboxOptions, SandboxServer};
+use intercom_relay_lambda::forward::{BreakerPolicy, ForwardOptions, Outcome, QUEUE_RETENTION};
+use intercom_relay_lambda::queue::{
     APPROXIMATE_RECEIVE_COUNT, MAX_DEAD_LETTER_BYTES, MESSAGE_GROUP_ID, MemoryDeadLetter, SqsRecord, sqs_event_of,
     sqs_record,
 };
-use intercom_relay::retry::parse_duration;
-use intercom_relay::sandbox::{Outage, SandboxOptions, SandboxServer};
+use intercom_relay_lambda::retry::parse_duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -57,7 +57,7 @@ fn the_settings_parameter_reaches_the_function_as_the_document_it_was_made_from(
                 .unwrap();
         written.as_object_mut().unwrap().remove("$schema");
         assert_eq!(received, written, "{file}");
-        intercom_relay::settings::Settings::parse(&received.to_string()).unwrap();
+        intercom_relay_lambda::settings::Settings::parse(&received.to_string()).unwrap();
     }
 }
 
@@ -195,7 +195,8 @@ fn the_forward_function_starts_with_the_template_defaults_and_tries_events_for_t
     assert_eq!(variables["QUEUE_URL"], json!({"Ref": "EventsQueue"}), "where the waits of records handed back are set");
     assert!(variables.get("MAX_RECEIVES").is_none(), "the forwarder refuses to start with MAX_RECEIVES");
     let environment = forward_environment();
-    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| environment.get(name).cloned());
+    let config =
+        intercom_relay_lambda::config::ForwardFunctionConfig::from_lookup(|name| environment.get(name).cloned());
     let config = config.unwrap_or_else(|e| panic!("the deployed forwarder would not start: {e}")).forward;
     assert_eq!(config.options().horizon, Duration::from_secs(86_400));
     assert_eq!(config.queue_url.as_deref(), Some("https://sqs.us-east-1.amazonaws.com/123456789012/EventsQueue.fifo"));
@@ -731,16 +732,18 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
 
     // On by default: the forwarder starts with the table; off, with none.
     let on = forward_environment();
-    let config =
-        intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap().forward;
+    let config = intercom_relay_lambda::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned())
+        .unwrap()
+        .forward;
     assert_eq!(config.suppression_table.as_deref(), Some("intercom-relay-SuppressionTable-1A2B3C4D5E6F"));
     let off =
         environment("ForwardFunction", &HashMap::from([("IntercomAccessToken", "tok"), ("SuppressErased", "false")]));
     assert!(!off.contains_key("SUPPRESSION_TABLE"), "{off:?}");
-    let config =
-        intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| off.get(name).cloned()).unwrap().forward;
+    let config = intercom_relay_lambda::config::ForwardFunctionConfig::from_lookup(|name| off.get(name).cloned())
+        .unwrap()
+        .forward;
     assert_eq!(config.suppression_table, None);
-    let refused = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| match name {
+    let refused = intercom_relay_lambda::config::ForwardFunctionConfig::from_lookup(|name| match name {
         "SUPPRESSION_TABLE" => Some("no spaces allowed".into()),
         _ => on.get(name).cloned(),
     });
@@ -762,13 +765,13 @@ fn the_people_erased_are_kept_by_default_in_a_table_the_forward_role_may_only_re
 
 #[test]
 fn the_function_url_answers_preflights_with_the_headers_the_sdks_send_and_the_function_writes_none() {
-    use intercom_relay::config::IngestConfig;
-    use intercom_relay::ingest::{
+    use intercom_relay_lambda::config::IngestConfig;
+    use intercom_relay_lambda::ingest::{
         ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS,
     };
     let cors = &properties("IngestFunctionUrl")["Cors"];
     assert_eq!(cors["AllowOrigins"], json!({"Fn::Split": [",", {"Ref": "CorsAllowedOrigins"}]}));
-    assert_eq!(cors["AllowHeaders"], json!(ALLOWED_HEADERS), "the same list as src/ingest/cors.rs");
+    assert_eq!(cors["AllowHeaders"], json!(ALLOWED_HEADERS), "the same list as crates/lambda/src/ingest/cors.rs");
     assert_eq!(cors["ExposeHeaders"], json!([EXPOSED_HEADERS]));
     assert_eq!(cors["MaxAge"], json!(PREFLIGHT_MAX_AGE_SECONDS));
     assert_eq!(cors["AllowMethods"], json!(["GET", "POST"]));
@@ -799,10 +802,11 @@ fn the_identity_table_expires_its_entries_and_the_forwarder_may_only_read_claim_
     let forward = granted(&template()["Resources"]["ForwardFunctionRole"]);
     let on_table: Vec<&str> = forward.iter().filter(|(_, r)| **r == table_arn).map(|(a, _)| a.as_str()).collect();
     let calls = ["GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"].map(|a| format!("dynamodb:{a}"));
-    assert_eq!(on_table, calls, "what src/aws/identity.rs calls: no Scan, no Query, no batch writes");
+    assert_eq!(on_table, calls, "what crates/lambda/src/aws/identity.rs calls: no Scan, no Query, no batch writes");
 
     let on = forward_environment();
-    let config = intercom_relay::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap();
+    let config =
+        intercom_relay_lambda::config::ForwardFunctionConfig::from_lookup(|name| on.get(name).cloned()).unwrap();
     assert_eq!(config.forward.identity_table.as_deref(), Some("intercom-relay-IdentityTable-1A2B3C4D5E6F"));
     let off = environment(
         "ForwardFunction",

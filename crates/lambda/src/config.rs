@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn the_function_timeout_defaults_to_the_forward_function_timeout_in_the_template() {
-        let template = include_str!("../template.yaml");
+        let template = include_str!("../../../template.yaml");
         let function = &template[template.find("\n  ForwardFunction:\n").expect("the template has ForwardFunction")..];
         let timeout = function.lines().find_map(|line| line.trim().strip_prefix("Timeout: ")).expect("a Timeout");
         let default = forward(&[TOKEN, DLQ]).unwrap().function_timeout;
@@ -623,7 +623,7 @@ mod tests {
         assert!(!inline.create_attributes && !inline.settings.is_default());
         let env_says_no = forward(&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "false")]).unwrap();
         assert!(!env_says_no.create_attributes);
-        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/events/settings/shop.json");
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/settings/shop.json");
         let from_file = forward(&[TOKEN, DLQ, ("INTERCOM_CREATE_ATTRIBUTES", "false"), ("RELAY_SETTINGS_FILE", file)]);
         let from_file = from_file.unwrap();
         assert!(from_file.create_attributes, "the document's create_missing: true wins");

@@ -165,7 +165,7 @@ impl MemoryQueue {
 }
 
 /// Now, in Unix milliseconds.
-pub(crate) fn epoch_ms() -> u64 {
+pub fn epoch_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -421,7 +421,7 @@ fn the_committed_schema_is_the_generated_one_and_the_samples_follow_it() {
         committed == schema(),
         "src/settings/settings.schema.json is stale: run `cargo run -- settings schema > src/settings/settings.schema.json`"
     );
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events/settings");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/settings");
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

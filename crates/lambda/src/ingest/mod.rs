@@ -20,7 +20,7 @@ pub use auth::{BasicError, WriteKeys, basic_username};
 pub use cors::{ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS};
 pub use lambda::{Base64Guard, guard_base64};
 pub use route::Route;
-pub(crate) use route::loggable as loggable_path;
+pub use route::loggable as loggable_path;
 
 use crate::envelope::{Envelope, KeyKind};
 use crate::event::{Batch, BodyError, EventType, FieldError, Rejected, parse_batch, parse_event, parse_single};

@@ -13,7 +13,7 @@ use std::future::Future;
 
 pub use dead_letter::{DeadLetter, DeadLetterMessage, MAX_DEAD_LETTER_BYTES, MemoryDeadLetter, Reason, SqsDeadLetter};
 pub use error::QueueError;
-pub(crate) use memory::epoch_ms;
+pub use memory::epoch_ms;
 pub use memory::{MemoryQueue, ReceivedMessage};
 pub use poll::{SqsHandBack, SqsPoller, queue_url_of_arn};
 pub use sqs::{ENQUEUE_RETRY, ENQUEUE_TIMEOUT, MAX_MESSAGE_BYTES, SqsQueue, Unconfirmed, sqs_id};

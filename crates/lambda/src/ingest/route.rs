@@ -82,7 +82,7 @@ pub(crate) fn settings_key(path: &str) -> Option<&str> {
 
 /// `path` as it may be logged: the segment after any `projects` (where the settings path holds a write key, and where
 /// an SDK pointed at the wrong base would put it) masked, then at most 64 characters.
-pub(crate) fn loggable(path: &str) -> String {
+pub fn loggable(path: &str) -> String {
     let mut masked = Vec::new();
     let mut after_projects = false;
     for segment in path.split('/') {

@@ -5,11 +5,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_relay::aws::{Caller, DynamoIdentities, DynamoSuppression};
-use intercom_relay::config::ForwardFunctionConfig;
-use intercom_relay::forward::{Executor, Forwarder, deadline_from_epoch_ms};
-use intercom_relay::intercom::IntercomClient;
-use intercom_relay::queue::{SqsDeadLetter, SqsEvent, SqsHandBack};
+use intercom_relay_lambda::aws::{Caller, DynamoIdentities, DynamoSuppression};
+use intercom_relay_lambda::config::ForwardFunctionConfig;
+use intercom_relay_lambda::forward::{Executor, Forwarder, deadline_from_epoch_ms};
+use intercom_relay_lambda::intercom::IntercomClient;
+use intercom_relay_lambda::queue::{SqsDeadLetter, SqsEvent, SqsHandBack};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 /// Contacts and companies remembered across invocations of one warm function.
@@ -17,7 +17,7 @@ const CACHE_SIZE: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    intercom_relay::logging::init();
+    intercom_relay_lambda::logging::init();
     let ForwardFunctionConfig { dlq_url, forward: config } =
         ForwardFunctionConfig::from_env().unwrap_or_else(|error| {
             tracing::error!(%error, "The forward function cannot start.");
@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
         });
     let client =
         IntercomClient::new(&config.base_url, config.access_token.clone(), config.api_version, config.timeout)?;
-    let aws = intercom_relay::aws::load(Caller::Forward).await;
+    let aws = intercom_relay_lambda::aws::load(Caller::Forward).await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let dead_letter = SqsDeadLetter::new(sqs.clone(), &dlq_url);
     // The event source leaves a record handed back invisible for the queue's visibility timeout; its own wait is set here.
