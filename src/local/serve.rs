@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::QueueAttributeName;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -100,15 +98,8 @@ pub async fn serve(
                 Some(dlq) => LocalDeadLetter::Sqs(SqsDeadLetter::new(client.clone(), dlq)),
                 None => LocalDeadLetter::Memory(MemoryDeadLetter::new()),
             };
-            let attributes = client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::VisibilityTimeout)
-                .send()
-                .await
-                .map_err(|e| LocalError::Io(format!("cannot read {url}: {}", DisplayErrorContext(e))))?;
-            let seconds = attributes.attributes().and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout));
-            let visibility = Duration::from_secs(seconds.and_then(|s| s.parse().ok()).unwrap_or(30));
+            let facts = crate::aws::queue::probe(&client, url).await.map_err(|e| LocalError::Io(e.to_string()))?;
+            let visibility = facts.visibility_timeout;
             let queue = SqsQueue::new(client.clone(), url, ENQUEUE_RETRY, ENQUEUE_TIMEOUT);
             let poller = SqsPoller::new(client, url, Duration::from_secs(1));
             (QueueKind::Sqs { queue, poller, visibility }, dead_letter)
