@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use crate::cli::{by_external_id, relay, report, run, scratch, text};
 use crate::fault_proxy::{FaultProxy, Faults};
 use crate::forward_batch::fifo_queue;
-use crate::helpers::{options, readme_section, sh_blocks, without_comment};
+use crate::helpers::{options, doc_section, sh_blocks, without_comment};
 use crate::sqs::{FAST_DEADLINE, Received, client, drain, endpoint, fast_retry};
 
 /// What the binary needs to reach moto's SQS as the AWS CLI would reach SQS.
@@ -513,7 +513,7 @@ async fn a_gz_replayed_into_the_built_in_sandbox_leaves_its_people_and_events_at
     assert_eq!(events, [("report exported", parse_timestamp("2024-03-02T10:00:00Z").unwrap().unix_timestamp())]);
 }
 
-const SECTION: &str = "### Backfill from a CDP's archive";
+const SECTION: &str = "# Backfill from a CDP's archive";
 
 /// Every file under `dir`, as paths.
 fn walk(dir: &Path) -> Vec<String> {
@@ -547,7 +547,7 @@ fn sh(dir: &Path, command: &str, env: &[(&str, String)]) -> String {
 
 /// The `sh` blocks of the README's backfill section, comments dropped.
 fn readme_blocks() -> Vec<Vec<String>> {
-    let blocks = sh_blocks(&readme_section(SECTION));
+    let blocks = sh_blocks(&doc_section(SECTION));
     blocks.iter().map(|block| block.iter().filter_map(|command| without_comment(command)).collect()).collect()
 }
 

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::scratch;
-use crate::helpers::{envelope_events, events_dir, readme_section, sh_blocks};
+use crate::helpers::{envelope_events, events_dir, doc_section, sh_blocks};
 use crate::sdks::installed;
 use crate::sqs::{client, drain, endpoint};
 
-const SECTION: &str = "### The real Lambdas on your machine";
+const SECTION: &str = "## The real Lambdas on your machine";
 /// Building the binaries without the dev-dependencies' features (what `cargo run` builds) can take minutes on a cold
 /// target directory; an invocation whose function died waits for ever, so a dead function is spotted in the log.
 const PATIENCE: Duration = Duration::from_secs(15 * 60);
@@ -143,7 +143,7 @@ async fn the_readme_commands_run_both_lambdas_under_cargo_lambda_watch() {
         ("--invoke-port 9000", format!("--invoke-port {lambda_port}")),
         ("--queue-name events", format!("--queue-name {queue}")),
     ];
-    let commands: Vec<String> = sh_blocks(&readme_section(SECTION))
+    let commands: Vec<String> = sh_blocks(&doc_section(SECTION))
         .remove(0)
         .into_iter()
         .map(|command| replacements.iter().fold(command, |command, (from, to)| command.replace(from, to)))

@@ -186,7 +186,7 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     assert_eq!(external_ids(&sandbox), ["u-2", "user-1-new"]);
 
     // The operator lets them back (the README's delete-item): the same warm functions forward their events again.
-    let section = crate::helpers::readme_section("### Erasure (GDPR, CCPA)");
+    let section = crate::helpers::doc_section("# Erasure (GDPR, CCPA)");
     let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("the README's delete-item");
     let command = line.split('`').find(|part| part.starts_with("aws dynamodb delete-item")).unwrap();
     let mut env = crate::stack::operator("us-east-1");
@@ -305,7 +305,7 @@ async fn a_suppression_list_that_cannot_be_read_or_written_holds_events_and_eras
 
 #[test]
 fn the_readmes_command_to_let_a_person_back_names_the_key_the_forwarder_wrote() {
-    let section = crate::helpers::readme_section("### Erasure (GDPR, CCPA)");
+    let section = crate::helpers::doc_section("# Erasure (GDPR, CCPA)");
     let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("the README's delete-item");
     // The key as the shell computes it: the command substitution, run as written.
     let start = line.find("$(").unwrap() + 2;

@@ -665,8 +665,7 @@ fn resolved_template(base: &Value, given: &Given, file: &str) -> std::path::Path
 
 #[test]
 fn the_readmes_secrets_commands_name_the_secrets_they_create_and_sam_validate_lint_passes_the_template_they_deploy() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = &readme[readme.find("### Secrets in Secrets Manager").expect("the README's secrets section")..];
+    let section = crate::helpers::doc_section("## Secrets in Secrets Manager");
     let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
     let read: Value = serde_json::from_str(&python(README_COMMANDS, &[block])).unwrap();
     let created: Vec<&str> = read["created"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
