@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use crate::cli::{by_external_id, relay, report, run, scratch, text};
 use crate::fault_proxy::{FaultProxy, Faults};
 use crate::forward_batch::fifo_queue;
-use crate::helpers::{options, doc_section, sh_blocks, without_comment};
+use crate::helpers::{doc_section, options, sh_blocks, without_comment};
 use crate::sqs::{FAST_DEADLINE, Received, client, drain, endpoint, fast_retry};
 
 /// What the binary needs to reach moto's SQS as the AWS CLI would reach SQS.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::scratch;
-use crate::helpers::{envelope_events, events_dir, doc_section, sh_blocks};
+use crate::helpers::{doc_section, envelope_events, events_dir, sh_blocks};
 use crate::sdks::installed;
 use crate::sqs::{client, drain, endpoint};
 

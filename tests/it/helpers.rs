@@ -203,13 +203,19 @@ pub fn doc_section(heading: &str) -> String {
         let mut offset = 0;
         for line in text.split_inclusive('\n') {
             if line.trim_end() == heading {
-                found.push((file.strip_prefix(root).unwrap().display().to_string(), text[offset + line.trim_end().len()..].to_owned()));
+                found.push((
+                    file.strip_prefix(root).unwrap().display().to_string(),
+                    text[offset + line.trim_end().len()..].to_owned(),
+                ));
             }
             offset += line.len();
         }
     }
     let places: Vec<&str> = found.iter().map(|(file, _)| file.as_str()).collect();
-    assert!(found.len() == 1, "`{heading}` must be a heading of exactly one place in README.md and docs/*.md: {places:?}");
+    assert!(
+        found.len() == 1,
+        "`{heading}` must be a heading of exactly one place in README.md and docs/*.md: {places:?}"
+    );
     let section = found.remove(0).1;
     let end = ["\n## ", "\n### "].iter().filter_map(|next| section.find(next)).min();
     section[..end.unwrap_or(section.len())].to_owned()
