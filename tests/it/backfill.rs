@@ -2,7 +2,7 @@
 //! with `--to-queue` (what the queue holds: bodies, message groups, deduplication ids, each person's order), resumed
 //! after a failing queue, `--limit` and SIGINT (every event exactly once, the queue drained between runs, so moto's
 //! deduplication cannot hide a repeat), `--since`/`--until`, bad lines named by file and line, and the in-process
-//! sandbox; and the README's backfill commands as written.
+//! sandbox; and docs/backfill.md's commands as written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -545,7 +545,7 @@ fn sh(dir: &Path, command: &str, env: &[(&str, String)]) -> String {
     text(&output.stdout)
 }
 
-/// The `sh` blocks of the README's backfill section, comments dropped.
+/// The `sh` blocks of docs/backfill.md, comments dropped.
 fn readme_blocks() -> Vec<Vec<String>> {
     let blocks = sh_blocks(&doc_section(SECTION));
     blocks.iter().map(|block| block.iter().filter_map(|command| without_comment(command)).collect()).collect()
@@ -564,7 +564,7 @@ async fn the_readme_backfill_commands_run_as_written() {
     assert!(replayed.contains("250 accepted, 0 rejected"), "{replayed}");
 
     // The deployed block, against moto: the local block's archive as Segment's S3 destination left it, in a bucket of
-    // moto's S3; the README's `aws s3 sync` (the AWS CLI); the backfill into the queue of a stack of the README's name.
+    // moto's S3; the page's `aws s3 sync` (the AWS CLI); the backfill into the queue of a stack of the page's name.
     let deployed = &blocks[1];
     let region = "eu-west-2";
     let operator = crate::stack::operator(region);

@@ -1,6 +1,6 @@
-//! README's "The real Lambdas on your machine", its commands run as written (on free ports) under the cargo-lambda and
+//! docs/local.md's "The real Lambdas on your machine", its commands run as written (on free ports) under the cargo-lambda and
 //! AWS CLI that scripts/test installs: the sandbox, two queues in moto's SQS, `cargo lambda watch`, both invokes. The
-//! answers are the README's, SQS holds what ingest accepted, and the sandbox what forward delivered.
+//! answers are the page's, SQS holds what ingest accepted, and the sandbox what forward delivered.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -148,11 +148,11 @@ async fn the_readme_commands_run_both_lambdas_under_cargo_lambda_watch() {
         .into_iter()
         .map(|command| replacements.iter().fold(command, |command, (from, to)| command.replace(from, to)))
         .collect();
-    // A README drifting from these would run on ports other tests (or the developer's own servers) may hold, or on
+    // A page drifting from these would run on ports other tests (or the developer's own servers) may hold, or on
     // queues a rerun would share.
     let whole = commands.join("\n");
     for (from, to) in &replacements {
-        assert!(whole.contains(to.as_str()), "the README's commands no longer contain `{from}`:\n{whole}");
+        assert!(whole.contains(to.as_str()), "docs/local.md's commands no longer contain `{from}`:\n{whole}");
     }
 
     // cargo-lambda and the AWS CLI from the virtualenv, cargo from the toolchain running this test.
@@ -172,7 +172,7 @@ async fn the_readme_commands_run_both_lambdas_under_cargo_lambda_watch() {
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
-    // The README's answers.
+    // The page's answers.
     let ingest = run.json("invoke ingest");
     assert_eq!(ingest["statusCode"], 200, "{ingest}\n{}", run.logs());
     let body: Value = serde_json::from_str(ingest["body"].as_str().expect("a body")).unwrap();
