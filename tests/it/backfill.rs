@@ -2,7 +2,7 @@
 //! with `--to-queue` (what the queue holds: bodies, message groups, deduplication ids, each person's order), resumed
 //! after a failing queue, `--limit` and SIGINT (every event exactly once, the queue drained between runs, so moto's
 //! deduplication cannot hide a repeat), `--since`/`--until`, bad lines named by file and line, and the in-process
-//! sandbox; and the README's backfill commands as written.
+//! sandbox; and docs/backfill.md's commands as written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use crate::cli::{by_external_id, relay, report, run, scratch, text};
 use crate::fault_proxy::{FaultProxy, Faults};
 use crate::forward_batch::fifo_queue;
-use crate::helpers::{options, readme_section, sh_blocks, without_comment};
+use crate::helpers::{doc_section, options, sh_blocks, without_comment};
 use crate::sqs::{FAST_DEADLINE, Received, client, drain, endpoint, fast_retry};
 
 /// What the binary needs to reach moto's SQS as the AWS CLI would reach SQS.
@@ -513,7 +513,7 @@ async fn a_gz_replayed_into_the_built_in_sandbox_leaves_its_people_and_events_at
     assert_eq!(events, [("report exported", parse_timestamp("2024-03-02T10:00:00Z").unwrap().unix_timestamp())]);
 }
 
-const SECTION: &str = "### Backfill from a CDP's archive";
+const SECTION: &str = "# Backfill from a CDP's archive";
 
 /// Every file under `dir`, as paths.
 fn walk(dir: &Path) -> Vec<String> {
@@ -545,9 +545,9 @@ fn sh(dir: &Path, command: &str, env: &[(&str, String)]) -> String {
     text(&output.stdout)
 }
 
-/// The `sh` blocks of the README's backfill section, comments dropped.
+/// The `sh` blocks of docs/backfill.md, comments dropped.
 fn readme_blocks() -> Vec<Vec<String>> {
-    let blocks = sh_blocks(&readme_section(SECTION));
+    let blocks = sh_blocks(&doc_section(SECTION));
     blocks.iter().map(|block| block.iter().filter_map(|command| without_comment(command)).collect()).collect()
 }
 
@@ -564,7 +564,7 @@ async fn the_readme_backfill_commands_run_as_written() {
     assert!(replayed.contains("250 accepted, 0 rejected"), "{replayed}");
 
     // The deployed block, against moto: the local block's archive as Segment's S3 destination left it, in a bucket of
-    // moto's S3; the README's `aws s3 sync` (the AWS CLI); the backfill into the queue of a stack of the README's name.
+    // moto's S3; the page's `aws s3 sync` (the AWS CLI); the backfill into the queue of a stack of the page's name.
     let deployed = &blocks[1];
     let region = "eu-west-2";
     let operator = crate::stack::operator(region);

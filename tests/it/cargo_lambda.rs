@@ -1,6 +1,6 @@
-//! README's "The real Lambdas on your machine", its commands run as written (on free ports) under the cargo-lambda and
+//! docs/local.md's "The real Lambdas on your machine", its commands run as written (on free ports) under the cargo-lambda and
 //! AWS CLI that scripts/test installs: the sandbox, two queues in moto's SQS, `cargo lambda watch`, both invokes. The
-//! answers are the README's, SQS holds what ingest accepted, and the sandbox what forward delivered.
+//! answers are the page's, SQS holds what ingest accepted, and the sandbox what forward delivered.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::scratch;
-use crate::helpers::{envelope_events, events_dir, readme_section, sh_blocks};
+use crate::helpers::{doc_section, envelope_events, events_dir, sh_blocks};
 use crate::sdks::installed;
 use crate::sqs::{client, drain, endpoint};
 
-const SECTION: &str = "### The real Lambdas on your machine";
+const SECTION: &str = "## The real Lambdas on your machine";
 /// Building the binaries without the dev-dependencies' features (what `cargo run` builds) can take minutes on a cold
 /// target directory; an invocation whose function died waits for ever, so a dead function is spotted in the log.
 const PATIENCE: Duration = Duration::from_secs(15 * 60);
@@ -143,16 +143,16 @@ async fn the_readme_commands_run_both_lambdas_under_cargo_lambda_watch() {
         ("--invoke-port 9000", format!("--invoke-port {lambda_port}")),
         ("--queue-name events", format!("--queue-name {queue}")),
     ];
-    let commands: Vec<String> = sh_blocks(&readme_section(SECTION))
+    let commands: Vec<String> = sh_blocks(&doc_section(SECTION))
         .remove(0)
         .into_iter()
         .map(|command| replacements.iter().fold(command, |command, (from, to)| command.replace(from, to)))
         .collect();
-    // A README drifting from these would run on ports other tests (or the developer's own servers) may hold, or on
+    // A page drifting from these would run on ports other tests (or the developer's own servers) may hold, or on
     // queues a rerun would share.
     let whole = commands.join("\n");
     for (from, to) in &replacements {
-        assert!(whole.contains(to.as_str()), "the README's commands no longer contain `{from}`:\n{whole}");
+        assert!(whole.contains(to.as_str()), "docs/local.md's commands no longer contain `{from}`:\n{whole}");
     }
 
     // cargo-lambda and the AWS CLI from the virtualenv, cargo from the toolchain running this test.
@@ -172,7 +172,7 @@ async fn the_readme_commands_run_both_lambdas_under_cargo_lambda_watch() {
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
-    // The README's answers.
+    // The page's answers.
     let ingest = run.json("invoke ingest");
     assert_eq!(ingest["statusCode"], 200, "{ingest}\n{}", run.logs());
     let body: Value = serde_json::from_str(ingest["body"].as_str().expect("a body")).unwrap();

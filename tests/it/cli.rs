@@ -527,7 +527,7 @@ fn serve_makes_a_write_key_when_none_is_set_and_prints_it() {
 
 #[test]
 fn sandbox_alone_prints_its_url_and_token_and_serves_its_state() {
-    // The README's second `sandbox` command, as written.
+    // docs/local.md's second `sandbox` command, as written.
     let args = ["sandbox", "--port", "0", "--token", "my-token", "--rate-limit", "100", "--search-lag", "60"];
     let (mut child, lines) = first_lines(&args, 2);
     let url = lines.lines().next().and_then(|l| l.rsplit(' ').next()).unwrap().to_owned();

@@ -184,11 +184,39 @@ impl std::io::Write for Captured {
     }
 }
 
-/// The README section under `heading` (its text after the heading, up to the next heading of level 2 or 3).
-pub fn readme_section(heading: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find(heading).unwrap_or_else(|| panic!("README.md has no `{heading}`"));
-    let section = &readme[start + heading.len()..];
+/// The section under `heading` (a whole heading line, e.g. `## Secrets in Secrets Manager`) of README.md or of a page
+/// in docs/: its text after the heading, up to the next heading of level 2 or 3. A heading found in no file, or more
+/// than once, panics naming it: each heading a test reads is in exactly one place.
+pub fn doc_section(heading: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut pages: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    pages.sort();
+    files.extend(pages);
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            if line.trim_end() == heading {
+                found.push((
+                    file.strip_prefix(root).unwrap().display().to_string(),
+                    text[offset + line.trim_end().len()..].to_owned(),
+                ));
+            }
+            offset += line.len();
+        }
+    }
+    let places: Vec<&str> = found.iter().map(|(file, _)| file.as_str()).collect();
+    assert!(
+        found.len() == 1,
+        "`{heading}` must be a heading of exactly one place in README.md and docs/*.md: {places:?}"
+    );
+    let section = found.remove(0).1;
     let end = ["\n## ", "\n### "].iter().filter_map(|next| section.find(next)).min();
     section[..end.unwrap_or(section.len())].to_owned()
 }

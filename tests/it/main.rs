@@ -6,6 +6,7 @@ mod browser;
 mod cargo_lambda;
 mod cli;
 mod contract;
+mod docs;
 mod events;
 mod fault_proxy;
 #[path = "../../benches/support/floor.rs"]

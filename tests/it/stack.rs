@@ -11,10 +11,10 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{Value, json};
 
 use crate::cli::{relay, scratch, text};
-use crate::helpers::{readme_section, sh_blocks, without_comment};
+use crate::helpers::{doc_section, sh_blocks, without_comment};
 use crate::sqs::endpoint;
 
-/// The README's stack name.
+/// The docs' stack name.
 const STACK: &str = "intercom-relay";
 
 /// An SQS client of moto's, in `region`.
@@ -151,8 +151,8 @@ async fn replay_and_erase_send_to_the_events_queue_the_stack_names() {
     assert_eq!(report["backfill"]["totals"]["sent"], json!(40), "{report}");
     assert!(dir.join("archive.checkpoint").exists(), "the default checkpoint, as with --to-queue");
 
-    // The README's erase through the deployed forwarders, as written.
-    let commands = sh_blocks(&readme_section("### Erasure (GDPR, CCPA)")).concat();
+    // docs/erasure.md's erase through the deployed forwarders, as written.
+    let commands = sh_blocks(&doc_section("# Erasure (GDPR, CCPA)")).concat();
     let command = commands.iter().filter_map(|command| without_comment(command));
     let command = command.into_iter().find(|c| c.starts_with("intercom-relay erase ") && c.contains("--stack"));
     let command = command.expect("an erase --stack command");

@@ -185,9 +185,9 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
     assert!(outcomes[2..].iter().all(|o| matches!(o, Outcome::Delivered { .. })), "{outcomes:?}");
     assert_eq!(external_ids(&sandbox), ["u-2", "user-1-new"]);
 
-    // The operator lets them back (the README's delete-item): the same warm functions forward their events again.
-    let section = crate::helpers::readme_section("### Erasure (GDPR, CCPA)");
-    let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("the README's delete-item");
+    // The operator lets them back (docs/erasure.md's delete-item): the same warm functions forward their events again.
+    let section = crate::helpers::doc_section("# Erasure (GDPR, CCPA)");
+    let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("docs/erasure.md's delete-item");
     let command = line.split('`').find(|part| part.starts_with("aws dynamodb delete-item")).unwrap();
     let mut env = crate::stack::operator("us-east-1");
     env.push(("TABLE", table.clone()));
@@ -197,7 +197,7 @@ async fn an_erased_persons_later_events_are_skipped_by_their_user_id_or_as_a_lea
         .output()
         .unwrap();
     assert!(deleted.status.success(), "{command}: {}", String::from_utf8_lossy(&deleted.stderr));
-    assert!(!items(&table).await.iter().any(|(key, _)| *key == user_key("user-1")), "the README's command deleted it");
+    assert!(!items(&table).await.iter().any(|(key, _)| *key == user_key("user-1")), "the page's command deleted it");
     let outcomes = handle(&first, records(vec![Ok(identify("user-1", "ada@example.com"))]).await).await;
     assert!(matches!(outcomes[..], [Outcome::Delivered { .. }]), "{outcomes:?}");
     assert_eq!(external_ids(&sandbox), ["u-2", "user-1", "user-1-new"]);
@@ -305,8 +305,8 @@ async fn a_suppression_list_that_cannot_be_read_or_written_holds_events_and_eras
 
 #[test]
 fn the_readmes_command_to_let_a_person_back_names_the_key_the_forwarder_wrote() {
-    let section = crate::helpers::readme_section("### Erasure (GDPR, CCPA)");
-    let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("the README's delete-item");
+    let section = crate::helpers::doc_section("# Erasure (GDPR, CCPA)");
+    let line = section.lines().find(|l| l.contains("aws dynamodb delete-item")).expect("docs/erasure.md's delete-item");
     // The key as the shell computes it: the command substitution, run as written.
     let start = line.find("$(").unwrap() + 2;
     let end = start + line[start..].find(")\\\"").unwrap();

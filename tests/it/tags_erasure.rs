@@ -242,7 +242,7 @@ async fn the_cli_erases_here_and_names_what_it_did() {
     let sandbox = sandbox().await;
     let forwarder = forwarder(&sandbox, MemoryDeadLetter::new(), quick());
     handle(&forwarder, &[json!({"type": "identify", "userId": "u-9", "traits": {"email": "nine@example.com"}})]).await;
-    // As the README gives it (against the sandbox instead of --live).
+    // As docs/erasure.md gives it (against the sandbox instead of --live).
     let output = run(
         &["erase", "--user-id", "u-9", "--leads", "--intercom-url", &sandbox.url],
         &[("INTERCOM_ACCESS_TOKEN", &sandbox.token())],

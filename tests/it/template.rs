@@ -1,6 +1,6 @@
 //! template.yaml: what the functions, queues, roles and alarms are given, read as CloudFormation reads it (SAM CLI's
 //! reader, from the aws-sam-cli that scripts/test installs) and as SAM's transform hands it to CloudFormation; the
-//! `Settings` parameter surviving `--parameter-overrides`; the README's secrets commands, validated by `sam validate
+//! `Settings` parameter surviving `--parameter-overrides`; docs/deploy.md's secrets commands, validated by `sam validate
 //! --lint`.
 
 use std::collections::HashMap;
@@ -602,10 +602,10 @@ fn the_token_and_the_write_keys_reach_the_functions_as_values_or_as_secrets_mana
     assert!(!passes(&both), "the token two ways");
 }
 
-/// Reads the README's secrets commands as a shell and SAM CLI would: the secrets `aws secretsmanager create-secret`
+/// Reads docs/deploy.md's secrets commands as a shell and SAM CLI would: the secrets `aws secretsmanager create-secret`
 /// makes, and each `sam deploy`'s `--parameter-overrides`, checked against the parameters' AllowedPattern. `$VERSION`
 /// stands for a version id as put-secret-value prints it.
-const README_COMMANDS: &str = r#"
+const SECRETS_COMMANDS: &str = r#"
 import json, os, re, shlex, sys
 from samcli.cli.types import CfnParameterOverridesType
 from samcli.yamlhelper import yaml_parse
@@ -666,10 +666,9 @@ fn resolved_template(base: &Value, given: &Given, file: &str) -> std::path::Path
 
 #[test]
 fn the_readmes_secrets_commands_name_the_secrets_they_create_and_sam_validate_lint_passes_the_template_they_deploy() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = &readme[readme.find("### Secrets in Secrets Manager").expect("the README's secrets section")..];
+    let section = crate::helpers::doc_section("## Secrets in Secrets Manager");
     let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
-    let read: Value = serde_json::from_str(&python(README_COMMANDS, &[block])).unwrap();
+    let read: Value = serde_json::from_str(&python(SECRETS_COMMANDS, &[block])).unwrap();
     let created: Vec<&str> = read["created"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
     assert_eq!(created, ["intercom-relay/intercom-token", "intercom-relay/write-keys"]);
     let deploys = read["deploys"].as_array().unwrap();
@@ -685,7 +684,7 @@ fn the_readmes_secrets_commands_name_the_secrets_they_create_and_sam_validate_li
         ] {
             let Some(secret) = given.get(parameter) else { continue };
             let name = secret.split(":SecretString").next().unwrap();
-            assert!(created.contains(&name), "deploy {index}: {parameter}={secret} names no secret the README creates");
+            assert!(created.contains(&name), "deploy {index}: {parameter}={secret} names no secret the page creates");
             let value = &environment(function, &given)[variable];
             assert_eq!(*value, format!("{{{{resolve:secretsmanager:{secret}}}}}"), "deploy {index}");
         }
