@@ -580,7 +580,7 @@ async fn the_readme_backfill_commands_run_as_written() {
     sh(&dir, sync, &env);
     let synced = walk(&dir.join("archive")).into_iter().filter(|path| path.ends_with(".gz")).count();
     assert_eq!(synced, 48, "the archive's files, synced from S3");
-    let backfill = deployed.iter().find(|c| c.contains(" replay ")).expect("a replay command");
+    let backfill = deployed.iter().find(|c| c.contains(" backfill ")).expect("a backfill command");
     let url = crate::stack::deploy("intercom-relay", region, crate::stack::events_queue_output()).await;
     let output = sh(&dir, backfill, &operator);
     assert!(output.contains("events: 500 sent to"), "{output}");

@@ -230,7 +230,7 @@ impl<A: IntercomApi> Run<'_, A> {
         let dialect = self.executor.dialect;
         if let ContactKey::Email(email) = key {
             // Several leads may share an address, so creating blindly could add one more: find the existing one
-            // first (behind the index's lag: see the README on duplicate leads), then claim the address in the
+            // first (behind the index's lag: see docs/forwarding.md on duplicate leads), then claim the address in the
             // identity store, so that two forwarders behind that lag do not both make one.
             let found = match self.find_by_email(email).await? {
                 Some(found) => Some((found.id, found.is_lead)),
