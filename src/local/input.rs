@@ -71,7 +71,7 @@ impl std::error::Error for InputError {}
 
 /// Why a file's text is none of the shapes replay reads; the message says what was expected.
 #[derive(Debug, thiserror::Error)]
-pub enum Unrecognised {
+pub(crate) enum Unrecognised {
     #[error("is empty: {SHAPES}")]
     Empty,
     #[error("is an empty array: {SHAPES}")]
@@ -96,7 +96,7 @@ pub enum Unrecognised {
 
 /// Why a text is not NDJSON (read when it is not JSON as a whole).
 #[derive(Debug, thiserror::Error)]
-pub enum NotNdjson {
+pub(crate) enum NotNdjson {
     #[error("line {number} holds a JSON {kind}, not an event")]
     NotAnEvent { number: usize, kind: &'static str },
     #[error("line {number}: {error}")]
@@ -170,7 +170,7 @@ pub fn read(path: &Path) -> Result<Input, InputError> {
 
 /// Recognises what `text` holds. Only the top level is read here (as raw JSON, so an event's own numbers and duplicate
 /// keys reach the ingest validation intact, and one bad event is refused alone rather than stopping the run).
-pub fn recognise(text: String) -> Result<Input, Unrecognised> {
+pub(crate) fn recognise(text: String) -> Result<Input, Unrecognised> {
     if text.trim().is_empty() {
         return Err(Unrecognised::Empty);
     }
