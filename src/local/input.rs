@@ -69,6 +69,46 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+/// Why a file's text is none of the shapes replay reads; the message says what was expected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unrecognised {
+    #[error("is empty: {SHAPES}")]
+    Empty,
+    #[error("is an empty array: {SHAPES}")]
+    EmptyArray,
+    #[error("holds a JSON {0}, not an object or array: {SHAPES}")]
+    NotAnObjectOrArray(&'static str),
+    #[error("is neither JSON ({json}) nor NDJSON ({ndjson})")]
+    Neither {
+        #[source]
+        json: serde_json::Error,
+        ndjson: NotNdjson,
+    },
+    #[error("looks like an SQS event (it has \"Records\") but is not one: {0}")]
+    NotAnSqsEvent(#[source] serde_json::Error),
+    #[error("holds the SQS messageId {0} twice: each record of an SQS event is one message")]
+    SqsMessageTwice(String),
+    #[error("looks like a function-URL request (it has \"requestContext\") but is not one: {0}")]
+    NotARequest(#[source] serde_json::Error),
+    #[error("is a JSON object of no shape replay knows: {SHAPES}")]
+    UnknownObject,
+}
+
+/// Why a text is not NDJSON (read when it is not JSON as a whole).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotNdjson {
+    #[error("line {number} holds a JSON {kind}, not an event")]
+    NotAnEvent { number: usize, kind: &'static str },
+    #[error("line {number}: {error}")]
+    Malformed {
+        number: usize,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("it has fewer than two JSON lines")]
+    TooFewLines,
+}
+
 const SHAPES: &str = "expected a Segment event (an object with \"type\"), a batch body ({\"batch\": [...]}), a JSON array \
 of events, NDJSON (one event per line), a function-URL request event (with \"requestContext\") or an SQS event \
 ({\"Records\": [...]})";
@@ -125,19 +165,19 @@ pub fn read(path: &Path) -> Result<Input, InputError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         error(format!("is not UTF-8 text (the first bad byte is at offset {})", e.utf8_error().valid_up_to()))
     })?;
-    recognise(text).map_err(error)
+    recognise(text).map_err(|unrecognised| error(unrecognised.to_string()))
 }
 
 /// Recognises what `text` holds. Only the top level is read here (as raw JSON, so an event's own numbers and duplicate
 /// keys reach the ingest validation intact, and one bad event is refused alone rather than stopping the run).
-pub fn recognise(text: String) -> Result<Input, String> {
+pub(crate) fn recognise(text: String) -> Result<Input, Unrecognised> {
     if text.trim().is_empty() {
-        return Err(format!("is empty: {SHAPES}"));
+        return Err(Unrecognised::Empty);
     }
     let first = text.trim_start_matches('\u{feff}').trim_start().as_bytes().first().copied();
     let whole_error = match first {
         Some(b'[') => match serde_json::from_str::<Vec<Box<RawValue>>>(&text) {
-            Ok(events) if events.is_empty() => return Err(format!("is an empty array: {SHAPES}")),
+            Ok(events) if events.is_empty() => return Err(Unrecognised::EmptyArray),
             Ok(events) => return Ok(Input::Array(events.into_iter().map(|e| e.get().to_owned()).collect())),
             Err(e) => e,
         },
@@ -146,26 +186,22 @@ pub fn recognise(text: String) -> Result<Input, String> {
             Err(e) => e,
         },
         _ => match serde_json::from_str::<Value>(&text) {
-            Ok(other) => return Err(format!("holds a JSON {}, not an object or array: {SHAPES}", kind(&other))),
+            Ok(other) => return Err(Unrecognised::NotAnObjectOrArray(kind(&other))),
             Err(e) => e,
         },
     };
-    ndjson(&text).map_err(|line| format!("is neither JSON ({whole_error}) nor NDJSON ({line})"))
+    ndjson(&text).map_err(|ndjson| Unrecognised::Neither { json: whole_error, ndjson })
 }
 
 /// An object's top-level members, unparsed.
 type TopLevel = BTreeMap<String, Box<RawValue>>;
 
-fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
+fn object_shape(text: String, object: &TopLevel) -> Result<Input, Unrecognised> {
     if object.contains_key("Records") {
-        let event: SqsEvent = serde_json::from_str(&text)
-            .map_err(|e| format!("looks like an SQS event (it has \"Records\") but is not one: {e}"))?;
+        let event: SqsEvent = serde_json::from_str(&text).map_err(Unrecognised::NotAnSqsEvent)?;
         let mut seen = HashSet::new();
         if let Some(twice) = event.records.iter().find(|r| !seen.insert(r.id())) {
-            return Err(format!(
-                "holds the SQS messageId {} twice: each record of an SQS event is one message",
-                twice.id()
-            ));
+            return Err(Unrecognised::SqsMessageTwice(twice.id().to_owned()));
         }
         return Ok(Input::Sqs(event));
     }
@@ -173,7 +209,7 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
         // Through the same guard as the ingest function: lambda_http panics on a body marked base64 that is not.
         return serde_json::from_str::<lambda_http::request::LambdaRequest>(&text)
             .map(|event| Input::Request(Box::new(intercom_relay_lambda::ingest::guard_base64(event).into())))
-            .map_err(|e| format!("looks like a function-URL request (it has \"requestContext\") but is not one: {e}"));
+            .map_err(Unrecognised::NotARequest);
     }
     if object.contains_key("batch") {
         return Ok(Input::Batch(text));
@@ -186,10 +222,10 @@ fn object_shape(text: String, object: &TopLevel) -> Result<Input, String> {
     if !object.is_empty() && object.keys().all(|key| settings_keys.is_some_and(|keys| keys.contains_key(key))) {
         return Ok(Input::Settings);
     }
-    Err(format!("is a JSON object of no shape replay knows: {SHAPES}"))
+    Err(Unrecognised::UnknownObject)
 }
 
-fn ndjson(text: &str) -> Result<Input, String> {
+fn ndjson(text: &str) -> Result<Input, NotNdjson> {
     let mut lines = Vec::new();
     for (number, line) in text.lines().enumerate().map(|(i, line)| (i + 1, line.trim())) {
         if line.is_empty() {
@@ -199,14 +235,14 @@ fn ndjson(text: &str) -> Result<Input, String> {
             Ok(object) => lines.push(Line { number, text: line.to_owned(), batch: object.contains_key("batch") }),
             Err(e) => {
                 return Err(match serde_json::from_str::<Value>(line) {
-                    Ok(other) => format!("line {number} holds a JSON {}, not an event", kind(&other)),
-                    Err(_) => format!("line {number}: {e}"),
+                    Ok(other) => NotNdjson::NotAnEvent { number, kind: kind(&other) },
+                    Err(_) => NotNdjson::Malformed { number, error: e },
                 });
             }
         }
     }
     if lines.len() < 2 {
-        return Err("it has fewer than two JSON lines".into());
+        return Err(NotNdjson::TooFewLines);
     }
     Ok(Input::Ndjson(lines))
 }
@@ -226,7 +262,7 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
 
-    fn shape(text: &str) -> Result<String, String> {
+    fn shape(text: &str) -> Result<String, Unrecognised> {
         recognise(text.to_owned()).map(|input| input.describe())
     }
 
@@ -244,7 +280,10 @@ mod tests {
             (r#"{"events": {"deny": ["Debug *"]}, "page": null}"#, "a settings document"),
         ];
         for (text, expected) in cases {
-            assert_eq!(shape(text).as_deref(), Ok(expected), "{text}");
+            match shape(text) {
+                Ok(shape) => assert_eq!(shape, expected, "{text}"),
+                Err(error) => panic!("{text}: {error}"),
+            }
         }
     }
 
@@ -274,7 +313,7 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let error = shape(text).unwrap_err();
+            let error = shape(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
         }
     }

@@ -36,26 +36,7 @@ pub async fn replay(
     env: impl Fn(&str) -> Option<String>,
     tally: Arc<Tally>,
 ) -> Result<Local, LocalError> {
-    let files = input::files(&options.paths)?;
-    if files.is_empty() {
-        let paths: Vec<String> = options.paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(LocalError::Usage(format!("no .json, .ndjson or .jsonl files in {}", paths.join(", "))));
-    }
-    let mut inputs =
-        files.into_iter().map(|path| input::read(&path).map(|input| (path, input))).collect::<Result<Vec<_>, _>>()?;
-    // Settings documents met in a directory (events/settings/) are not events; one named on its own is a mistake.
-    if let Some((path, _)) =
-        inputs.iter().find(|(path, input)| matches!(input, Input::Settings) && options.paths.contains(path))
-    {
-        return Err(LocalError::Usage(format!(
-            "{} is a settings document, not events: pass it with --settings",
-            path.display()
-        )));
-    }
-    inputs.retain(|(_, input)| !matches!(input, Input::Settings));
-    if inputs.is_empty() {
-        return Err(LocalError::Usage("the files hold settings documents only, no events".into()));
-    }
+    let inputs = read_inputs(&options.paths)?;
     let dead_letter = LocalDeadLetter::Memory(MemoryDeadLetter::new());
     let local = Local::start(&options.destination, env, tally.clone(), dead_letter).await?;
     let ingest = Ingest::new(
@@ -101,6 +82,32 @@ pub async fn replay(
     }
     local.drain(ingest.queue(), &drained).await;
     Ok(local)
+}
+
+/// Reads every file under `paths`, the settings documents met in a directory left out; else why there is nothing to
+/// replay.
+fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Input)>, LocalError> {
+    let files = input::files(paths)?;
+    if files.is_empty() {
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(LocalError::Usage(format!("no .json, .ndjson or .jsonl files in {}", paths.join(", "))));
+    }
+    let mut inputs =
+        files.into_iter().map(|path| input::read(&path).map(|input| (path, input))).collect::<Result<Vec<_>, _>>()?;
+    // Settings documents met in a directory (events/settings/) are not events; one named on its own is a mistake.
+    if let Some((path, _)) =
+        inputs.iter().find(|(path, input)| matches!(input, Input::Settings) && paths.contains(path))
+    {
+        return Err(LocalError::Usage(format!(
+            "{} is a settings document, not events: pass it with --settings",
+            path.display()
+        )));
+    }
+    inputs.retain(|(_, input)| !matches!(input, Input::Settings));
+    if inputs.is_empty() {
+        return Err(LocalError::Usage("the files hold settings documents only, no events".into()));
+    }
+    Ok(inputs)
 }
 
 /// Streams archives (`.gz`, `.ndjson`, `.jsonl`) through the ingest validation and the forwarder in batches, as a

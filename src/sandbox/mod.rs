@@ -1,18 +1,21 @@
 //! A stateful, local stand-in for Intercom's API that follows its documented behaviour (each rule: RULES.md).
 
 mod attributes;
+mod companies;
 mod contacts;
+mod events;
 mod server;
 mod state;
 mod tags;
 
+pub use intercom_relay_lambda::intercom::MAX_CUSTOM_ATTRIBUTES;
 pub use attributes::{HeldAttribute, SeedAttribute};
 pub use contacts::LEAD_EXTERNAL_ID;
-pub use intercom_relay_lambda::intercom::MAX_CUSTOM_ATTRIBUTES;
+pub use events::MAX_EVENT_NAMES;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{
-    Company, Contact, DataEvent, DeletedContact, Faults, MAX_EVENT_NAMES, Outage, SandboxOptions, SandboxRequest,
-    SandboxResponse, SandboxState, Tag,
+    Company, Contact, DataEvent, DeletedContact, Faults, Outage, SandboxOptions, SandboxRequest, SandboxResponse,
+    SandboxState, Tag,
 };
 
 #[cfg(test)]

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::attributes::{HeldAttribute, SeedAttribute, apply_custom};
-use super::tags::tag_basic;
+use super::attributes::{HeldAttribute, SeedAttribute};
 use intercom_relay_lambda::intercom::API_VERSIONS;
 
 /// How the sandbox behaves beyond the contract's defaults.
@@ -73,9 +72,6 @@ pub enum Outage {
     /// (whole seconds), so a client that waits for the reset waits that long.
     RateLimited { reset_in: Duration },
 }
-
-/// Intercom allows at most this many active event names per workspace.
-pub const MAX_EVENT_NAMES: usize = 120;
 
 /// One request, as the HTTP adapter read it.
 #[derive(Clone, Debug)]
@@ -188,11 +184,11 @@ pub struct SandboxState {
     /// The names and (contact, name, created_at) keys of `events`, and the events of each contact, so a submission
     /// costs the same at the millionth event as at the first (a soak sends 100,000).
     #[serde(skip)]
-    event_names: BTreeSet<String>,
+    pub(super) event_names: BTreeSet<String>,
     #[serde(skip)]
-    event_keys: HashSet<(String, String, i64)>,
+    pub(super) event_keys: HashSet<(String, String, i64)>,
     #[serde(skip)]
-    events_by_contact: HashMap<String, Vec<usize>>,
+    pub(super) events_by_contact: HashMap<String, Vec<usize>>,
     /// external_id → contact id, users' email → their ids, company_id → Intercom's id, and the external_id of a
     /// contact merged away → its id: lookups without a scan.
     #[serde(skip)]
@@ -218,11 +214,6 @@ pub struct SandboxState {
     #[serde(skip)]
     rng: u64,
 }
-
-const COMPANY_FIELDS: [&str; 7] = ["name", "plan", "size", "website", "industry", "monthly_spend", "remote_created_at"];
-
-/// The most `monthly_spend` holds: 2**31-1 (2.16, create_or_update_company_request, lines 28616-28622).
-const MAX_MONTHLY_SPEND: i64 = 2_147_483_647;
 
 enum Fault {
     ServerError(u16),
@@ -291,34 +282,8 @@ impl SandboxState {
 impl SandboxState {
     /// Answers `request` at `now` (Unix seconds).
     pub fn handle(&mut self, options: &SandboxOptions, request: &SandboxRequest, now: u64) -> SandboxResponse {
-        match options.faults.outage {
-            Some(Outage::Down) => {
-                self.count_fault("503");
-                return error(503, "service_unavailable", "Outage: the sandbox is down");
-            }
-            Some(Outage::Unauthorized) => {
-                self.count_fault("401");
-                return unauthorized();
-            }
-            _ => {}
-        }
-        let bearer = request.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer "));
-        if bearer != Some(options.token.as_str()) {
-            return unauthorized();
-        }
-        if let Some(Outage::RateLimited { reset_in }) = options.faults.outage {
-            self.count_fault("429");
-            let mut limited = error(429, "rate_limit_exceeded", "Exceeded rate limit");
-            limited.headers.push(("x-ratelimit-limit", options.rate_limit.to_string()));
-            limited.headers.push(("x-ratelimit-remaining", "0".into()));
-            limited.headers.push(("x-ratelimit-reset", (now + reset_in.as_secs()).to_string()));
-            return limited;
-        }
-        if let Some(version) = request.version.as_deref().filter(|v| !API_VERSIONS.contains(v)) {
-            return error(400, "intercom_version_invalid", &format!("Requested version {version} is not valid"));
-        }
-        if request.malformed {
-            return error(400, "parameter_invalid", "Invalid JSON in the request body");
+        if let Some(refused) = self.refuse(options, request, now) {
+            return refused;
         }
         let window_start = now - now % 10;
         if self.window.0 != window_start {
@@ -330,31 +295,79 @@ impl SandboxState {
         let mut response = if self.window.1 > options.rate_limit {
             error(429, "rate_limit_exceeded", "Exceeded rate limit")
         } else {
-            let faults = &options.faults;
-            let eligible = faults.only_matching.as_deref().is_none_or(|text| {
-                request.path.contains(text) || request.body.as_ref().is_some_and(|b| b.to_string().contains(text))
-            });
-            match self.fault(faults).filter(|_| eligible) {
-                Some(Fault::ServerError(status)) => {
-                    self.count_fault(&status.to_string());
-                    error(status, "service_unavailable", "Injected failure: the sandbox pretends to be down")
-                }
-                Some(Fault::RateLimited) => {
-                    self.count_fault("429");
-                    (remaining, reset) = (0, now + 1);
-                    error(429, "rate_limit_exceeded", "Injected failure: rate limit exceeded")
-                }
-                Some(Fault::Slow) => {
-                    self.count_fault("slow");
-                    SandboxResponse { delay: options.faults.slow_by, ..self.route(options, request, now) }
-                }
-                None => self.route(options, request, now),
+            let (response, rate_limited) = self.answer_or_fault(options, request, now);
+            if rate_limited {
+                (remaining, reset) = (0, now + 1);
             }
+            response
         };
         response.headers.push(("x-ratelimit-limit", options.rate_limit.to_string()));
         response.headers.push(("x-ratelimit-remaining", remaining.to_string()));
         response.headers.push(("x-ratelimit-reset", reset.to_string()));
         response
+    }
+
+    /// The answers given before a call counts against the rate limit: an outage, a wrong token, an unknown version or a
+    /// body that is not JSON.
+    fn refuse(&mut self, options: &SandboxOptions, request: &SandboxRequest, now: u64) -> Option<SandboxResponse> {
+        match options.faults.outage {
+            Some(Outage::Down) => {
+                self.count_fault("503");
+                return Some(error(503, "service_unavailable", "Outage: the sandbox is down"));
+            }
+            Some(Outage::Unauthorized) => {
+                self.count_fault("401");
+                return Some(unauthorized());
+            }
+            _ => {}
+        }
+        let bearer = request.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+        if bearer != Some(options.token.as_str()) {
+            return Some(unauthorized());
+        }
+        if let Some(Outage::RateLimited { reset_in }) = options.faults.outage {
+            self.count_fault("429");
+            let mut limited = error(429, "rate_limit_exceeded", "Exceeded rate limit");
+            limited.headers.push(("x-ratelimit-limit", options.rate_limit.to_string()));
+            limited.headers.push(("x-ratelimit-remaining", "0".into()));
+            limited.headers.push(("x-ratelimit-reset", (now + reset_in.as_secs()).to_string()));
+            return Some(limited);
+        }
+        if let Some(version) = request.version.as_deref().filter(|v| !API_VERSIONS.contains(v)) {
+            return Some(error(400, "intercom_version_invalid", &format!("Requested version {version} is not valid")));
+        }
+        if request.malformed {
+            return Some(error(400, "parameter_invalid", "Invalid JSON in the request body"));
+        }
+        None
+    }
+
+    /// The call carried out, or the failure drawn for it; `true` for an injected 429 (its window resets a second later).
+    fn answer_or_fault(
+        &mut self,
+        options: &SandboxOptions,
+        request: &SandboxRequest,
+        now: u64,
+    ) -> (SandboxResponse, bool) {
+        let faults = &options.faults;
+        let eligible = faults.only_matching.as_deref().is_none_or(|text| {
+            request.path.contains(text) || request.body.as_ref().is_some_and(|b| b.to_string().contains(text))
+        });
+        match self.fault(faults).filter(|_| eligible) {
+            Some(Fault::ServerError(status)) => {
+                self.count_fault(&status.to_string());
+                (error(status, "service_unavailable", "Injected failure: the sandbox pretends to be down"), false)
+            }
+            Some(Fault::RateLimited) => {
+                self.count_fault("429");
+                (error(429, "rate_limit_exceeded", "Injected failure: rate limit exceeded"), true)
+            }
+            Some(Fault::Slow) => {
+                self.count_fault("slow");
+                (SandboxResponse { delay: options.faults.slow_by, ..self.route(options, request, now) }, false)
+            }
+            None => (self.route(options, request, now), false),
+        }
     }
 
     /// Draws the next injected failure, if any (xorshift64*, seeded once from `faults.seed`).
@@ -445,166 +458,6 @@ impl SandboxState {
             (contact.updated_at, contact.updated_seq) = (now, seq);
         }
     }
-
-    /// Moves the events of `from` to `into` (a merge), keeping the de-duplication keys right.
-    pub(super) fn move_events(&mut self, from: &str, into: &str) {
-        let moved = self.events_by_contact.remove(from).unwrap_or_default();
-        for &index in &moved {
-            let event = &mut self.events[index];
-            self.event_keys.remove(&(event.contact_id.clone(), event.event_name.clone(), event.created_at));
-            event.contact_id = into.to_owned();
-            self.event_keys.insert((event.contact_id.clone(), event.event_name.clone(), event.created_at));
-        }
-        self.events_by_contact.entry(into.to_owned()).or_default().extend(moved);
-    }
-
-    /// Drops the events of `contact_id` (a deletion); their names stay among the workspace's event names.
-    pub(super) fn remove_events(&mut self, contact_id: &str) {
-        let Some(removed) = self.events_by_contact.remove(contact_id) else { return };
-        for index in removed {
-            let event = &self.events[index];
-            self.event_keys.remove(&(event.contact_id.clone(), event.event_name.clone(), event.created_at));
-        }
-        self.events.retain(|event| event.contact_id != contact_id);
-        // The other contacts' events moved: index them again (deletions are rare, events many).
-        self.events_by_contact.clear();
-        for (index, event) in self.events.iter().enumerate() {
-            self.events_by_contact.entry(event.contact_id.clone()).or_default().push(index);
-        }
-    }
-
-    fn submit_event(&mut self, body: &Value) -> SandboxResponse {
-        let Some(event_name) = body["event_name"].as_str().filter(|n| !n.is_empty()) else {
-            return error(400, "parameter_not_found", "event_name is required");
-        };
-        let Some(created_at) = body["created_at"].as_i64() else {
-            return error(400, "parameter_not_found", "created_at is required");
-        };
-        // A contact merged away is gone: Intercom's answer to an event for it is undocumented (unverified: 404).
-        let contact = if let Some(id) = body["id"].as_str() {
-            self.contacts.get(id)
-        } else if let Some(user_id) = body["user_id"].as_str() {
-            self.by_external_id.get(user_id).and_then(|id| self.contacts.get(id))
-        } else if let Some(email) = body["email"].as_str() {
-            self.users_by_email.get(email).and_then(|ids| ids.first()).and_then(|id| self.contacts.get(id))
-        } else {
-            None
-        };
-        let Some(contact_id) = contact.filter(|c| !c.archived).map(|c| c.id.clone()) else {
-            return error(404, "not_found", "User Not Found");
-        };
-        if let Some(refused) = refuse_metadata(body.get("metadata")) {
-            return refused;
-        }
-        // Intercom names events case-insensitively and keeps at most 10 metadata keys, ignoring the rest.
-        let event_name = event_name.to_lowercase().replace(['.', '$'], "-");
-        let metadata: Map<String, Value> = body["metadata"]
-            .as_object()
-            .map(|m| m.iter().take(10).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        if self.event_names.len() >= MAX_EVENT_NAMES && !self.event_names.contains(&event_name) {
-            let message =
-                format!("This workspace already has {MAX_EVENT_NAMES} active event names; archive some first");
-            return error(400, "event_name_limit_reached", &message);
-        }
-        if self.event_keys.insert((contact_id.clone(), event_name.clone(), created_at)) {
-            self.event_names.insert(event_name.clone());
-            self.events_by_contact.entry(contact_id.clone()).or_default().push(self.events.len());
-            self.events.push(DataEvent { contact_id, event_name, created_at, metadata });
-            self.changes += 1;
-        } else {
-            self.duplicate_events += 1;
-        }
-        SandboxResponse { status: 202, headers: Vec::new(), body: None, delay: Duration::ZERO }
-    }
-
-    fn upsert_company(&mut self, body: &Value) -> SandboxResponse {
-        let Some(company_id) = body.get("company_id").and_then(Value::as_str).map(str::to_owned) else {
-            return error(400, "parameter_not_found", "company_id is required");
-        };
-        let mut fields = Map::new();
-        for field in COMPANY_FIELDS {
-            let Some(value) = body.get(field) else { continue };
-            match company_field(field, value) {
-                Ok(value) => fields.insert(field.to_owned(), value),
-                Err(refused) => return refused,
-            };
-        }
-        if body.get("update_last_request_at").is_some_and(|v| !v.is_boolean()) {
-            return error(400, "parameter_invalid", "'update_last_request_at' must be a boolean");
-        }
-        if let Some(refused) = self.refuse_custom_attributes("company", body.get("custom_attributes")) {
-            return refused;
-        }
-        let id = match self.by_company_id.get(&company_id) {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.new_id();
-                self.by_company_id.insert(company_id.clone(), id.clone());
-                let company = Company {
-                    id: id.clone(),
-                    company_id,
-                    fields: Map::new(),
-                    custom_attributes: Map::new(),
-                    tags: BTreeSet::new(),
-                };
-                self.companies.insert(id.clone(), company);
-                self.changes += 1;
-                id
-            }
-        };
-        let company = self.companies.get_mut(&id).expect("indexed");
-        let before = (company.fields.clone(), company.custom_attributes.clone());
-        company.fields.extend(fields);
-        apply_custom(&mut company.custom_attributes, body.get("custom_attributes"));
-        let changed = before != (company.fields.clone(), company.custom_attributes.clone());
-        let answer = company_answer(company, &self.tags);
-        if changed {
-            self.changes += 1;
-        }
-        ok(200, answer)
-    }
-
-    fn find_company(&self, query: &str) -> SandboxResponse {
-        let wanted = query_param(query, "company_id");
-        match wanted.and_then(|id| self.by_company_id.get(&id)).and_then(|id| self.companies.get(id)) {
-            Some(company) => ok(200, company_answer(company, &self.tags)),
-            None => error(404, "company_not_found", "Company Not Found"),
-        }
-    }
-
-    fn attach(&mut self, contact_id: &str, body: &Value) -> SandboxResponse {
-        let Some(company) = body["id"].as_str().and_then(|id| self.companies.get(id)) else {
-            return error(404, "company_not_found", "Company Not Found");
-        };
-        let answer = company_answer(company, &self.tags);
-        let company_id = company.id.clone();
-        // A contact merged away is gone: attaching to it is undocumented (unverified: 404, as for an unknown id).
-        let Some(contact) = self.contacts.get_mut(contact_id) else {
-            return error(404, "not_found", "User Not Found");
-        };
-        if !contact.companies.contains(&company_id) {
-            contact.companies.push(company_id);
-            self.changes += 1;
-        }
-        ok(200, answer)
-    }
-
-    fn detach(&mut self, contact_id: &str, company_id: &str) -> SandboxResponse {
-        let Some(contact) = self.contacts.get_mut(contact_id) else {
-            return error(404, "not_found", "User Not Found");
-        };
-        let before = contact.companies.len();
-        contact.companies.retain(|c| c != company_id);
-        let detached = before != contact.companies.len();
-        match (detached, self.companies.get(company_id)) {
-            (true, Some(company)) => {
-                self.changes += 1;
-                ok(200, company_answer(company, &self.tags))
-            }
-            _ => error(404, "company_not_found", "Company Not Found"),
-        }
-    }
 }
 
 /// `GET /admins` (2.16, lines 870-908): the workspace's admins, in the spec's `admin.list` shape.
@@ -620,73 +473,4 @@ fn list_admins(options: &SandboxOptions) -> SandboxResponse {
         })
         .collect();
     ok(200, json!({"type": "admin.list", "admins": admins}))
-}
-
-/// A company field as Intercom takes it (2.16, create_or_update_company_request, lines 28567-28622): `size` and
-/// `remote_created_at` integers, `monthly_spend` an integer that a float is truncated to (at most 2**31-1), the rest
-/// strings. None is nullable there: a `null` is refused (unverified).
-fn company_field(field: &str, value: &Value) -> Result<Value, SandboxResponse> {
-    let refuse = |expected: &str| Err(error(400, "parameter_invalid", &format!("'{field}' must be {expected}")));
-    match field {
-        "size" | "remote_created_at" if value.is_i64() || value.is_u64() => Ok(value.clone()),
-        "size" | "remote_created_at" => refuse("an integer"),
-        "monthly_spend" => match value.as_f64().map(f64::trunc) {
-            Some(spend) if spend.abs() <= MAX_MONTHLY_SPEND as f64 => Ok(json!(spend as i64)),
-            Some(_) => refuse("at most 2147483647"),
-            None => refuse("a number (Intercom keeps its integer part)"),
-        },
-        _ if value.is_string() => Ok(value.clone()),
-        _ => refuse("a string"),
-    }
-}
-
-/// Refuses event metadata of a type the spec does not list (2.16, lines 16078-16092): strings, numbers, `_date` keys
-/// in Unix seconds, rich links `{url, value}` and money `{amount, currency}` with a positive integer amount in cents.
-/// Booleans, nulls, arrays and other objects are refused (unverified: Intercom may drop them instead).
-fn refuse_metadata(metadata: Option<&Value>) -> Option<SandboxResponse> {
-    let metadata = match metadata? {
-        Value::Object(metadata) => metadata,
-        _ => return Some(error(400, "parameter_invalid", "'metadata' must be an object")),
-    };
-    let refuse = |key: &str, why: &str| Some(error(400, "parameter_invalid", &format!("Metadata '{key}' {why}")));
-    for (key, value) in metadata {
-        let keys = |o: &Map<String, Value>, a: &str, b: &str| o.len() == 2 && o.contains_key(a) && o.contains_key(b);
-        match value {
-            Value::String(_) | Value::Number(_) if key.ends_with("_date") && !(value.is_i64() || value.is_u64()) => {
-                return refuse(key, "must be a date in Unix seconds (an integer): its key ends in _date");
-            }
-            Value::String(_) | Value::Number(_) => {}
-            Value::Object(link) if keys(link, "url", "value") => {
-                if !(link["url"].is_string() && link["value"].is_string()) {
-                    return refuse(key, "is a rich link: its url and value must be strings");
-                }
-            }
-            Value::Object(money) if keys(money, "amount", "currency") => {
-                if money["amount"].as_u64().is_none_or(|amount| amount == 0) {
-                    return refuse(key, "is a monetary amount: its amount must be a positive integer (cents)");
-                }
-                if !money["currency"].is_string() {
-                    return refuse(key, "is a monetary amount: its currency must be a string");
-                }
-            }
-            _ => {
-                return refuse(
-                    key,
-                    "must be a string, a number, a rich link {url, value} or a monetary amount {amount, currency}",
-                );
-            }
-        }
-    }
-    None
-}
-
-/// A company in the spec's shape, its tags a `tag.list` of `tag_basic` (2.16, lines 25051-25063).
-fn company_answer(company: &Company, tags: &BTreeMap<String, Tag>) -> Value {
-    let tags: Vec<Value> = company.tags.iter().filter_map(|id| tags.get(id)).map(tag_basic).collect();
-    let mut answer = json!({"type": "company", "id": company.id, "company_id": company.company_id,
-        "custom_attributes": company.custom_attributes, "tags": {"type": "tag.list", "tags": tags}});
-    for (key, value) in &company.fields {
-        answer[key] = value.clone();
-    }
-    answer
 }

@@ -63,10 +63,10 @@ impl IngestConfig {
         let allowed_origins = match lookup("CORS_ALLOWED_ORIGINS") {
             None => AllowedOrigins::Any,
             Some(text) => AllowedOrigins::parse(&text)
-                .map_err(|reason| ConfigError::Invalid { name: "CORS_ALLOWED_ORIGINS", reason })?,
+                .map_err(|error| ConfigError::Invalid { name: "CORS_ALLOWED_ORIGINS", reason: error.to_string() })?,
         };
         let cors_headers = CorsHeaders::parse(lookup("CORS_BY_FUNCTION_URL").as_deref().unwrap_or(""))
-            .map_err(|reason| ConfigError::Invalid { name: "CORS_BY_FUNCTION_URL", reason })?;
+            .map_err(|error| ConfigError::Invalid { name: "CORS_BY_FUNCTION_URL", reason: error.to_string() })?;
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let enqueue_retry = RetryPolicy {
             attempts: number(&set, "ENQUEUE_MAX_ATTEMPTS", ENQUEUE_RETRY.attempts as u64, 1..=20)? as u32,

@@ -1,7 +1,9 @@
 //! The Segment spec: typed events, parsing with validation (errors name the JSON path) and normalisation.
 
+mod fields;
 mod json;
 mod parse;
+mod scan;
 mod timestamp;
 
 use serde::ser::{Serialize, Serializer};

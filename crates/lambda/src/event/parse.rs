@@ -6,8 +6,9 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::fields::{Fields, event_type, id_field, read_fields, require_fields, timestamp_field};
 use super::json::{RawObject, TopLevel, read_members};
-use super::timestamp::{TimestampError, read_timestamp};
+use super::scan::{may_hold_unreadable_values, nesting_depth, unreadable_values};
 use super::{Event, EventType, MAX_EVENT_BYTES};
 
 /// A problem with one field of an event or of the body; `path` is a JSON path relative to the event (or body).
@@ -309,115 +310,6 @@ impl<'de> Visitor<'de> for BatchVisitor<'_, 'de> {
     }
 }
 
-/// Whether `text` may hold a number beyond f64's range or a lone UTF-16 surrogate escape. serde_json lets both through
-/// when it skims raw values, but its `Value` parser (which the forwarder uses) refuses them, so such events are read in
-/// full at ingest and refused there with a reason. Exponents of three digits and surrogate escapes are rare, so this fast
-/// filter keeps the full read off the common path: it tests 32 bytes at a time with element-wise operations the compiler
-/// turns into vector instructions, and looks byte by byte only at blocks holding a digit then `e`, or a backslash.
-fn may_hold_unreadable_values(text: &[u8]) -> bool {
-    // A block is read with the byte before it (an exponent's digit may end the block before), so blocks start at 1.
-    if exact_hits(text, 0, text.len().min(1)) {
-        return true;
-    }
-    let (mut at, mut digit_blocks) = (1, 0);
-    while at + SCAN_BLOCK <= text.len() {
-        let (hit, all_digits) = scan_block(&text[at - 1..at + SCAN_BLOCK]);
-        if hit && exact_hits(text, at, at + SCAN_BLOCK) {
-            return true;
-        }
-        digit_blocks = if all_digits { digit_blocks + 1 } else { 0 };
-        // A run of 300 digits (an integer beyond f64's range) covers at least 7 whole blocks wherever it starts.
-        if digit_blocks >= 7 {
-            return true;
-        }
-        at += SCAN_BLOCK;
-    }
-    exact_hits(text, at.min(text.len()), text.len())
-}
-
-const SCAN_BLOCK: usize = 32;
-
-/// For the block `window[1..]` (`window[0]` is the byte before it): whether it holds a digit then `e`/`E`, or a
-/// backslash; and whether it is digits throughout.
-#[inline(always)]
-fn scan_block(window: &[u8]) -> (bool, bool) {
-    let (before, here) = (&window[..SCAN_BLOCK], &window[1..=SCAN_BLOCK]);
-    let (mut hit, mut all_digits) = (0u8, 1u8);
-    for i in 0..SCAN_BLOCK {
-        let exponent = u8::from(is_digit(before[i])) & u8::from(here[i] | 0x20 == b'e');
-        hit |= exponent | u8::from(here[i] == b'\\');
-        all_digits &= u8::from(is_digit(here[i]));
-    }
-    (hit != 0, all_digits != 0)
-}
-
-fn is_digit(byte: u8) -> bool {
-    byte.wrapping_sub(b'0') < 10
-}
-
-/// Whether `text[from..to]` holds an exponent of three or more digits, or a `\u` escape of a surrogate (`\uD800` to
-/// `\uDFFF`).
-fn exact_hits(text: &[u8], from: usize, to: usize) -> bool {
-    memchr::memchr3_iter(b'\\', b'e', b'E', &text[from..to]).map(|i| from + i).any(|i| match text[i] {
-        b'\\' => {
-            text.get(i + 1) == Some(&b'u')
-                && matches!(text.get(i + 2), Some(b'd' | b'D'))
-                && matches!(text.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
-        }
-        b'e' | b'E' if i > 0 && is_digit(text[i - 1]) => {
-            let rest = &text[i + 1..];
-            let digits = rest.strip_prefix(b"+").or_else(|| rest.strip_prefix(b"-")).unwrap_or(rest);
-            digits.iter().take_while(|b| is_digit(**b)).count() >= 3
-        }
-        _ => false,
-    })
-}
-
-/// The members whose values serde_json's `Value` parser refuses.
-fn unreadable_values(members: &TopLevel<'_>) -> Vec<FieldError> {
-    members
-        .0
-        .iter()
-        .filter_map(|(key, value)| {
-            let error = serde_json::from_str::<serde_json::Value>(value.get()).err()?;
-            Some(FieldError::new(
-                key.as_ref(),
-                format!(
-                    "holds a value JSON tools cannot represent (a number beyond ±1.8e308 or a lone surrogate): {error}"
-                ),
-            ))
-        })
-        .collect()
-}
-
-/// The deepest nesting of objects and arrays in valid JSON text; strings are skipped with memchr.
-fn nesting_depth(json: &str) -> usize {
-    let bytes = json.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => loop {
-                match memchr::memchr2(b'"', b'\\', &bytes[i + 1..]) {
-                    Some(j) if bytes[i + 1 + j] == b'\\' => i += j + 2,
-                    Some(j) => {
-                        i += j + 1;
-                        break;
-                    }
-                    None => return deepest,
-                }
-            },
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    deepest
-}
-
 fn write_key(members: &TopLevel<'_>) -> Result<Option<String>, BodyError> {
     match members.get("writeKey").map(|raw| serde_json::from_str::<Option<String>>(raw.get())) {
         None => Ok(None),
@@ -445,102 +337,47 @@ pub fn parse_event(
         Some(raw) => id_field(raw, "messageId", &mut errors),
         None => None,
     };
-    if raw.bytes > MAX_EVENT_BYTES {
-        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.bytes);
-        errors.push(FieldError::new("", message));
+    let Some(kind) = screen(raw, members, expected, &mut errors) else {
         return Err(reject(message_id, errors));
-    }
-    if let Some(key) = members.duplicate() {
-        errors.push(FieldError::new(key, "appears more than once"));
-        return Err(reject(message_id, errors));
-    }
-    if raw.check_values {
-        errors.extend(unreadable_values(members));
-        if !errors.is_empty() {
-            return Err(reject(message_id, errors));
-        }
-    }
-    let kind = match event_type(members.get("type"), expected) {
-        Ok(kind) => kind,
-        Err(error) => {
-            errors.push(error);
-            return Err(reject(message_id, errors));
-        }
     };
-
-    let mut fields = Fields::default();
-    for (key, value) in members.0.iter() {
-        let key = key.as_ref();
-        match (key, kind) {
-            ("type" | "messageId" | "writeKey" | "receivedAt", _) => {}
-            ("userId", _) => fields.user_id = id_field(value, key, &mut errors),
-            ("anonymousId", _) => fields.anonymous_id = id_field(value, key, &mut errors),
-            ("timestamp", _) => fields.timestamp = timestamp(value, key, &mut errors),
-            ("originalTimestamp", _) => fields.original_timestamp = timestamp(value, key, &mut errors),
-            ("sentAt", _) => fields.sent_at = timestamp(value, key, &mut errors),
-            ("context", _) => fields.context = object_field(value, key, &mut errors),
-            ("integrations", _) => fields.integrations = object_field(value, key, &mut errors),
-            ("traits", EventType::Identify | EventType::Group) => fields.traits = object_field(value, key, &mut errors),
-            ("properties", EventType::Track | EventType::Page | EventType::Screen) => {
-                fields.properties = object_field(value, key, &mut errors)
-            }
-            ("event", EventType::Track) => fields.event = string_field(value, key, &mut errors),
-            ("name" | "category", EventType::Page | EventType::Screen) => {
-                let value = string_field(value, key, &mut errors);
-                *(if key == "name" { &mut fields.name } else { &mut fields.category }) = value;
-            }
-            ("groupId", EventType::Group) => fields.group_id = id_field(value, key, &mut errors),
-            ("previousId", EventType::Alias) => fields.previous_id = id_field(value, key, &mut errors),
-            _ => fields.extra.push((key.to_owned(), (*value).to_owned())),
-        }
-    }
-    let ids_unusable = ["userId", "anonymousId"].iter().any(|path| errors.iter().any(|e| e.path == *path));
-    if fields.user_id.is_none() && fields.anonymous_id.is_none() && !ids_unusable {
-        errors.push(FieldError::new("userId", "userId or anonymousId is required (a non-empty string or a number)"));
-    }
-    let required = match kind {
-        EventType::Track => {
-            vec![(
-                "event",
-                fields.event.as_deref().is_some_and(|e| !e.trim().is_empty()),
-                "a non-empty string naming the action",
-            )]
-        }
-        EventType::Group => vec![("groupId", fields.group_id.is_some(), "a non-empty string or a number")],
-        EventType::Alias => vec![
-            ("userId", fields.user_id.is_some(), "the new id"),
-            ("previousId", fields.previous_id.is_some(), "the id the user had before"),
-        ],
-        _ => vec![],
-    };
-    for (path, present, what) in required {
-        if !present && !errors.iter().any(|e| e.path == path) {
-            errors.push(FieldError::new(path, format!("is required for {kind} events ({what})")));
-        }
-    }
+    let fields = read_fields(members, kind, &mut errors);
+    require_fields(kind, &fields, &mut errors);
     if !errors.is_empty() {
         return Err(reject(message_id, errors));
     }
     normalise(kind, message_id, fields, defaults, received_at).map_err(|error| reject(None, vec![error]))
 }
 
-#[derive(Default)]
-struct Fields {
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
-    timestamp: Option<OffsetDateTime>,
-    original_timestamp: Option<OffsetDateTime>,
-    sent_at: Option<OffsetDateTime>,
-    context: Option<RawObject>,
-    integrations: Option<RawObject>,
-    traits: Option<RawObject>,
-    properties: Option<RawObject>,
-    event: Option<String>,
-    name: Option<String>,
-    category: Option<String>,
-    group_id: Option<String>,
-    previous_id: Option<String>,
-    extra: Vec<(String, Box<RawValue>)>,
+/// The checks that end the reading at their first failure, before any field is read: the event's size, a key sent
+/// twice, values JSON tools cannot represent (with the messageId's error, if any), then its type.
+fn screen(
+    raw: &RawEvent<'_>,
+    members: &TopLevel<'_>,
+    expected: Option<EventType>,
+    errors: &mut Vec<FieldError>,
+) -> Option<EventType> {
+    if raw.bytes > MAX_EVENT_BYTES {
+        let message = format!("the event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes per event", raw.bytes);
+        errors.push(FieldError::new("", message));
+        return None;
+    }
+    if let Some(key) = members.duplicate() {
+        errors.push(FieldError::new(key, "appears more than once"));
+        return None;
+    }
+    if raw.check_values {
+        errors.extend(unreadable_values(members));
+        if !errors.is_empty() {
+            return None;
+        }
+    }
+    match event_type(members.get("type"), expected) {
+        Ok(kind) => Some(kind),
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    }
 }
 
 fn normalise(
@@ -617,112 +454,6 @@ fn merge_context_traits(traits: Option<RawObject>, context: Option<&RawObject>) 
     Some(RawObject::from_members(shared.chain(added)))
 }
 
-fn event_type(raw: Option<&RawValue>, expected: Option<EventType>) -> Result<EventType, FieldError> {
-    const ONE_OF: &str = "identify, track, page, screen, group, alias";
-    let given = match raw.map(|raw| serde_json::from_str::<Option<&str>>(raw.get())) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(name))) => Some(name),
-        Some(Err(_)) => return Err(FieldError::new("type", format!("must be a string: one of {ONE_OF}"))),
-    };
-    match (given, expected) {
-        (None, Some(kind)) => Ok(kind),
-        (None, None) => Err(FieldError::new("type", format!("is required in a batch: one of {ONE_OF}"))),
-        (Some(name), Some(kind)) if name == kind.as_str() => Ok(kind),
-        (Some(name), Some(kind)) => Err(FieldError::new(
-            "type",
-            format!(
-                "is \"{}\" but this endpoint takes {kind} events; send it to /v1/{} or drop the field",
-                excerpt(name),
-                excerpt(name)
-            ),
-        )),
-        (Some(name), None) => EventType::parse(name)
-            .ok_or_else(|| FieldError::new("type", format!("must be one of {ONE_OF}; got \"{}\"", excerpt(name)))),
-    }
-}
-
-/// An id: a string (trimmed; empty means absent) or a number (kept as its text).
-fn id_field(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') => match serde_json::from_str::<String>(text) {
-            Ok(s) if s.trim().len() == s.len() => Some(s).filter(|s| !s.is_empty()),
-            Ok(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
-            Err(e) => {
-                errors.push(FieldError::new(path, e.to_string()));
-                None
-            }
-        },
-        Some(b'-' | b'0'..=b'9') => Some(text.to_owned()),
-        _ if text == "null" => None,
-        _ => {
-            errors.push(FieldError::new(path, "must be a string or a number"));
-            None
-        }
-    }
-}
-
-fn string_field(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-    match serde_json::from_str::<Option<String>>(raw.get()) {
-        Ok(value) => value,
-        Err(_) => {
-            errors.push(FieldError::new(path, "must be a string"));
-            None
-        }
-    }
-}
-
-fn object_field(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<RawObject> {
-    if raw.get() == "null" {
-        return None;
-    }
-    let object = RawObject::new(raw);
-    if object.is_none() {
-        errors.push(FieldError::new(path, format!("must be an object, not {}", json_kind(raw))));
-    }
-    object
-}
-
-fn timestamp(raw: &RawValue, path: &str, errors: &mut Vec<FieldError>) -> Option<OffsetDateTime> {
-    timestamp_field(raw).unwrap_or_else(|message| {
-        errors.push(FieldError::new(path, message));
-        None
-    })
-}
-
-fn timestamp_field(raw: &RawValue) -> Result<Option<OffsetDateTime>, String> {
-    match serde_json::from_str::<Option<String>>(raw.get()) {
-        Ok(None) => Ok(None),
-        Ok(Some(text)) => read_timestamp(&text).map(Some).map_err(|error| match error {
-            TimestampError::Format => {
-                format!("must be an RFC 3339 timestamp such as 2024-05-01T12:00:00.000Z; got \"{}\"", excerpt(&text))
-            }
-            TimestampError::Range => {
-                format!("must fall within the years 0001–9999 in UTC; got \"{}\"", excerpt(&text))
-            }
-        }),
-        Err(_) => Err(format!("must be an RFC 3339 timestamp string, not {}", json_kind(raw))),
-    }
-}
-
-fn json_kind(raw: &RawValue) -> &'static str {
-    match raw.get().as_bytes().first() {
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
-    }
-}
-
-/// At most 64 characters of a value a client sent, for an error message.
-fn excerpt(text: &str) -> String {
-    let cut: String = text.chars().take(64).collect();
-    let cut = cut.escape_debug().to_string();
-    if text.chars().nth(64).is_some() { format!("{cut}…") } else { cut }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,63 +519,6 @@ mod tests {
         let defaults = BatchDefaults { context: RawObject::new(&context), ..Default::default() };
         let event = parse_event(&raw, None, &defaults, received()).unwrap();
         assert_eq!(event.context.unwrap().get(), r#"{"ip":"1.2.3.4","library":{"name":"analytics-python"}}"#);
-    }
-
-    /// The filter's reference: every exponent start, surrogate escape and digit run, byte by byte.
-    fn naive_unreadable(text: &[u8]) -> (bool, usize) {
-        let long_exponent = (1..text.len()).any(|i| {
-            let rest = &text[i + 1..];
-            let exponent = match rest.first() {
-                Some(b'+' | b'-') => &rest[1..],
-                _ => rest,
-            };
-            text[i - 1].is_ascii_digit()
-                && matches!(text[i], b'e' | b'E')
-                && exponent.iter().take_while(|b| b.is_ascii_digit()).count() >= 3
-        });
-        let surrogate = text.windows(4).any(|w| {
-            w[0] == b'\\'
-                && w[1] == b'u'
-                && matches!(w[2], b'd' | b'D')
-                && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-        });
-        let longest_run = text.split(|b| !is_digit(*b)).map(<[u8]>::len).max().unwrap_or(0);
-        (long_exponent || surrogate || longest_run >= 300, longest_run)
-    }
-
-    #[test]
-    fn the_unreadable_value_filter_finds_what_the_byte_by_byte_scan_finds_wherever_it_falls() {
-        // Bytes that differ from a digit, an 'e' or a backslash only in the high bit, or sit just outside their ranges.
-        let alphabet = [
-            b'0', b'9', b'/', b':', b'e', b'E', b'a', b'+', b'-', b'\\', b'u', b'd', b'8', b'f', 0xB0, 0xB9, 0xE5,
-            0xC5, 0xDC, b' ',
-        ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut found = 0;
-        for round in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let len = (seed % 140) as usize;
-            let mut text: Vec<u8> =
-                (0..len).map(|i| alphabet[((seed >> (i % 50)) as usize + i * 7) % alphabet.len()]).collect();
-            if round % 50 == 0 {
-                // A digit run of 200 to 400 somewhere: integers near f64's limit of 309 digits.
-                let at = (seed >> 20) as usize % (len + 1);
-                let run = 200 + (seed >> 30) as usize % 200;
-                text.splice(at..at, std::iter::repeat_n(b'7', run));
-            }
-            let (expected, longest_run) = naive_unreadable(&text);
-            let filtered = may_hold_unreadable_values(&text);
-            found += usize::from(expected);
-            if longest_run < 224 {
-                assert_eq!(filtered, expected, "{:?}", String::from_utf8_lossy(&text));
-            } else {
-                // Runs of 224 to 299 digits may be flagged too (it is a filter): the full read settles them.
-                assert!(filtered || !expected, "{:?}", String::from_utf8_lossy(&text));
-            }
-        }
-        assert!(found > 500, "the generator should make unreadable texts often enough to test: {found}");
     }
 
     #[test]

@@ -9,11 +9,12 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::{error, info};
 
+use super::body::{Body, UnreadableBody};
 use super::identities::StoreView;
 use super::options::{HORIZON_SHARE, QUEUE_RETENTION};
 use super::outcome::{log, reason_of};
 use super::poison::ServerErrors;
-use super::{ALIAS_PREVIOUS_UNKNOWN, Erased, Executor, Failed};
+use super::{ALIAS_PREVIOUS_UNKNOWN, Delivery, Erased, Executor, Failed};
 use super::{BatchReport, ForwardOptions, Outcome, RecordOutcome};
 use crate::envelope::{Envelope, KeyKind};
 use crate::erasure::ErasureRequest;
@@ -55,40 +56,11 @@ struct Ahead {
     view: Arc<StoreView>,
 }
 
-/// What a message holds: an event, or an operator's erasure request.
-enum Body {
-    Event(Box<Envelope>),
-    Erasure(ErasureRequest),
-}
-
-impl Body {
-    fn ordering_key(&self) -> &str {
-        match self {
-            Body::Event(envelope) => envelope.event.ordering_key(),
-            Body::Erasure(request) => request.ordering_key(),
-        }
-    }
-
-    fn message_id(&self) -> &str {
-        match self {
-            Body::Event(envelope) => &envelope.event.message_id,
-            Body::Erasure(request) => &request.request_id,
-        }
-    }
-
-    fn kind(&self) -> &str {
-        match self {
-            Body::Event(envelope) => envelope.event.kind.as_str(),
-            Body::Erasure(_) => "erasure",
-        }
-    }
-}
-
 /// A record with its body read.
 struct Item<'a> {
     index: usize,
     record: &'a SqsRecord,
-    body: Result<Body, String>,
+    body: Result<Body, UnreadableBody>,
     /// The person it is about: its FIFO message group, else the event's ordering key, else (unreadable, on a standard
     /// queue) the record alone.
     group: String,
@@ -135,13 +107,7 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
     pub async fn handle(&self, event: &SqsEvent, deadline: Instant) -> BatchReport {
         let stop = deadline.checked_sub(self.options.margin).unwrap_or_else(Instant::now);
         let items = event.records.iter().enumerate().map(|(index, record)| {
-            let body = match &record.body {
-                Some(body) => match ErasureRequest::from_body(body) {
-                    Some(request) => Ok(Body::Erasure(request)),
-                    None => Envelope::from_body(body).map(|e| Body::Event(Box::new(e))).map_err(|e| e.to_string()),
-                },
-                None => Err("the message has no body".to_owned()),
-            };
+            let body = Body::read(record);
             let group = (record.group().map(str::to_owned))
                 .or_else(|| body.as_ref().ok().map(|b| b.ordering_key().to_owned()))
                 .unwrap_or_else(|| record.id().to_owned());
@@ -226,8 +192,8 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         let envelope = match &item.body {
             Ok(Body::Event(envelope)) => envelope,
             Ok(Body::Erasure(request)) => return self.erase(item, request, stop).await,
-            Err(message) => {
-                let reason = Reason::ours("malformed_envelope", message.clone());
+            Err(unreadable) => {
+                let reason = Reason::ours("malformed_envelope", unreadable.to_string());
                 return (self.send_to_dead_letter(item, reason, 0).await, false);
             }
         };
@@ -257,30 +223,33 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         }
         let until = stop.checked_sub(self.options.call_timeout).unwrap_or(stop);
         match self.executor.execute_in(&plan, self.options.retry, until, ahead.view.clone()).await {
-            Ok(delivery) => {
-                for dropped in &delivery.dropped {
-                    info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
-                }
-                // The previous contact may still be on its way in another FIFO group: skipped after a while, and only
-                // once Intercom has been answering that long too (after an outage, its lane is backing off as well).
-                let answering = self.executor.breaker().answering_for(Instant::now());
-                let waited = clock.failing.min(answering);
-                let outcome = match delivery.skipped {
-                    // With a working identity store, the alias held the visitor for the user instead: nothing to wait
-                    // for. Without one (none kept, or failing), it waits as before the store.
-                    Some(ALIAS_PREVIOUS_UNKNOWN) if !self.executor.remembers() && waited < self.options.alias_wait => {
-                        Outcome::Retry {
-                            reason: "alias: Intercom does not hold the previous contact yet".into(),
-                            calls: delivery.calls,
-                            retry_in: self.wait(&clock),
-                        }
-                    }
-                    Some(reason) => Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: delivery.calls },
-                    None => Outcome::Delivered { calls: delivery.calls },
-                };
-                (outcome, false)
-            }
+            Ok(delivery) => (self.delivered(envelope, &clock, delivery), false),
             Err(failed) => self.failed(item, &clock, failed).await,
+        }
+    }
+
+    /// What a carried-out plan comes to: delivered, skipped with the reason, or (an alias whose previous contact Intercom
+    /// does not hold yet) handed back for a while.
+    fn delivered(&self, envelope: &Envelope, clock: &Clock, delivery: Delivery) -> Outcome {
+        for dropped in &delivery.dropped {
+            info!(message_id = %envelope.event.message_id, path = %dropped.path, reason = dropped.reason, "Left out of what Intercom receives.");
+        }
+        // The previous contact may still be on its way in another FIFO group: skipped after a while, and only
+        // once Intercom has been answering that long too (after an outage, its lane is backing off as well).
+        let answering = self.executor.breaker().answering_for(Instant::now());
+        let waited = clock.failing.min(answering);
+        match delivery.skipped {
+            // With a working identity store, the alias held the visitor for the user instead: nothing to wait
+            // for. Without one (none kept, or failing), it waits as before the store.
+            Some(ALIAS_PREVIOUS_UNKNOWN) if !self.executor.remembers() && waited < self.options.alias_wait => {
+                Outcome::Retry {
+                    reason: "alias: Intercom does not hold the previous contact yet".into(),
+                    calls: delivery.calls,
+                    retry_in: self.wait(clock),
+                }
+            }
+            Some(reason) => Outcome::Skipped { reason: reason.into(), skipped_by: None, calls: delivery.calls },
+            None => Outcome::Delivered { calls: delivery.calls },
         }
     }
 

@@ -4,6 +4,7 @@
 mod attribute_rules;
 mod attributes;
 mod batch;
+mod body;
 mod breaker;
 mod companies;
 mod contacts;

@@ -44,12 +44,21 @@ pub enum AllowedOrigins {
     List(Vec<String>),
 }
 
+/// Why a list of allowed origins (`CORS_ALLOWED_ORIGINS`) cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OriginsError {
+    #[error("must hold `*` or at least one origin such as https://app.example.com")]
+    Empty,
+    #[error("`{0}` is not an origin: write scheme://host[:port], without a path")]
+    NotAnOrigin(String),
+}
+
 impl AllowedOrigins {
     /// Reads a comma-separated list; `*` allows any origin.
-    pub fn parse(text: &str) -> Result<AllowedOrigins, String> {
+    pub fn parse(text: &str) -> Result<AllowedOrigins, OriginsError> {
         let origins: Vec<&str> = text.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
         if origins.is_empty() {
-            return Err("must hold `*` or at least one origin such as https://app.example.com".into());
+            return Err(OriginsError::Empty);
         }
         if origins.contains(&"*") {
             return Ok(AllowedOrigins::Any);
@@ -58,7 +67,7 @@ impl AllowedOrigins {
             let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
             let valid = rest.is_some_and(|host| !host.is_empty() && !host.contains(['/', ' ', '?', '#']));
             if !valid {
-                return Err(format!("`{origin}` is not an origin: write scheme://host[:port], without a path"));
+                return Err(OriginsError::NotAnOrigin((*origin).to_owned()));
             }
         }
         Ok(AllowedOrigins::List(origins.into_iter().map(|o| o.to_ascii_lowercase()).collect()))
@@ -88,13 +97,18 @@ pub enum CorsHeaders {
     FunctionUrl,
 }
 
+/// Why `CORS_BY_FUNCTION_URL` cannot be read: it holds this (trimmed), not `true` or `false`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("must be true or false, not `{}`", .0.escape_debug())]
+pub struct NotABoolean(String);
+
 impl CorsHeaders {
     /// Reads `CORS_BY_FUNCTION_URL` (`true` or `false`, default `false`).
-    pub fn parse(value: &str) -> Result<CorsHeaders, String> {
+    pub fn parse(value: &str) -> Result<CorsHeaders, NotABoolean> {
         match value.trim() {
             "true" => Ok(CorsHeaders::FunctionUrl),
             "false" | "" => Ok(CorsHeaders::Ours),
-            other => Err(format!("must be true or false, not `{}`", other.escape_debug())),
+            other => Err(NotABoolean(other.to_owned())),
         }
     }
 }
@@ -137,7 +151,12 @@ mod tests {
     #[test]
     fn what_is_not_an_origin_is_refused() {
         assert!(AllowedOrigins::parse("").is_err());
-        assert!(AllowedOrigins::parse("app.example.com").unwrap_err().contains("`app.example.com` is not an origin"));
+        assert!(
+            AllowedOrigins::parse("app.example.com")
+                .unwrap_err()
+                .to_string()
+                .contains("`app.example.com` is not an origin")
+        );
         assert!(AllowedOrigins::parse("https://app.example.com/").is_err());
     }
 }

@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 use tracing::{debug, info};
 
 pub use auth::{BasicError, WriteKeys, basic_username};
-pub use cors::{ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS};
+pub use cors::{
+    ALLOWED_HEADERS, AllowedOrigins, CorsHeaders, EXPOSED_HEADERS, NotABoolean, OriginsError, PREFLIGHT_MAX_AGE_SECONDS,
+};
 pub use lambda::{Base64Guard, guard_base64};
 pub use route::Route;
 pub use route::loggable as loggable_path;

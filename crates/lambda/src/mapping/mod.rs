@@ -1,16 +1,17 @@
 //! One event → the Intercom operations it plans (pure: the forwarder resolves contacts and makes the calls).
 
+mod identify;
+mod metadata;
 mod values;
 
 use serde::Serialize;
-use serde_json::map::Entry;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use serde_json::value::RawValue;
-
-use crate::event::{Event, EventType, RawObject, TopLevel};
+use crate::event::{Event, EventType, RawObject};
 use crate::settings::{Settings, Skip, Verdict};
-use values::{Attributes, Location, NAME_TAKEN, admin_id, cents, company_integer, flatten_attribute, unix_seconds};
+use identify::identify;
+use metadata::{metadata, submit, view_metadata};
+use values::{Attributes, company_integer, flatten_attribute, unix_seconds};
 pub use values::{Dropped, attribute_name_problem};
 
 /// Intercom keeps at most this many metadata keys on an event.
@@ -319,58 +320,6 @@ fn email(source: &Map<String, Value>) -> Option<String> {
     source.get("email")?.as_str().map(str::trim).filter(|e| e.contains('@')).map(str::to_owned)
 }
 
-/// Traits that map to Intercom's own contact fields, or are handled apart; the rest become custom attributes.
-const CONTACT_FIELDS: [&str; 15] = [
-    "tags",
-    "email",
-    "phone",
-    "name",
-    "firstName",
-    "lastName",
-    "avatar",
-    "createdAt",
-    "unsubscribedFromEmails",
-    "unsubscribed_from_emails",
-    "owner_id",
-    "ownerId",
-    "id",
-    "company",
-    "companies",
-];
-
-/// An identify: the contact upsert (its fields, then its custom attributes), then its companies.
-fn identify(event: &Event, traits: &Map<String, Value>, settings: &Settings, plan: &mut Plan) -> Result<(), Unmapped> {
-    let (key, role) = identify_contact(event, traits, settings)?;
-    let attributes = contact_fields(event, traits, settings, &mut plan.dropped)?;
-    let mut custom = contact_custom_attributes(event, traits, settings, &mut plan.dropped)?;
-    let visitor = event.anonymous_id.as_deref().filter(|anonymous| Some(*anonymous) != user_id(event, settings));
-    if let (Role::Lead, Some(anonymous_id)) = (role, visitor) {
-        custom.values.entry(ANONYMOUS_ID_ATTRIBUTE).or_insert_with(|| anonymous_id.into());
-    }
-    plan.operations.push(Operation::UpsertContact(ContactUpsert {
-        key: key.clone(),
-        role,
-        attributes,
-        custom_attributes: custom.values,
-        dates: custom.dates,
-    }));
-    if let (Role::User, Some(anonymous_id)) = (role, visitor) {
-        plan.operations.push(Operation::MergeVisitor { anonymous_id: anonymous_id.to_owned(), into: key.clone() });
-    }
-    identify_companies(traits, &key, plan);
-    // The traits' own list, else `context.traits.tags` (where analytics.js keeps traits it remembers).
-    let context_traits = context_member(event, "traits")?;
-    let listed = match traits.get("tags") {
-        Some(tags) => Some((tags, "traits.tags")),
-        None => context_traits.as_ref().and_then(|t| t.get("tags")).map(|tags| (tags, "context.traits.tags")),
-    };
-    if let Some(tags) = listed.and_then(|(tags, path)| tag_names(tags, path, settings, &mut plan.dropped)) {
-        let remove_missing = settings.tags().remove_missing;
-        plan.operations.push(Operation::TagContact { contact: key, tags, remove_missing });
-    }
-    Ok(())
-}
-
 /// The tag names a `tags` value holds: trimmed, each once (Intercom's names are case-insensitive), empty and non-text
 /// ones left out with the reason; `None` when it plans nothing (no list, an empty one that would remove nothing, or
 /// one whose every name was refused: only a list written empty clears the tags under `remove_missing`).
@@ -395,200 +344,6 @@ fn tag_names(value: &Value, path: &str, settings: &Settings, dropped: &mut Vec<D
         dropped.push(Dropped { path: format!("{path}[{index}]"), reason });
     }
     (!names.is_empty() || (items.is_empty() && settings.tags().remove_missing)).then_some(names)
-}
-
-/// Who an identify is about: a user by userId, else a lead by the email trait when the settings allow leads.
-fn identify_contact(
-    event: &Event,
-    traits: &Map<String, Value>,
-    settings: &Settings,
-) -> Result<(ContactKey, Role), Unmapped> {
-    match (user_id(event, settings), email(traits)) {
-        (Some(user_id), _) => Ok((ContactKey::ExternalId(user_id.to_owned()), Role::User)),
-        (None, Some(email)) => {
-            lead_allowed(settings)?;
-            Ok((ContactKey::Email(email), Role::Lead))
-        }
-        (None, None) => Err(Unmapped::Skipped(NO_CONTACT_IDENTIFIER)),
-    }
-}
-
-/// The traits that are Intercom's own contact fields.
-fn contact_fields(
-    event: &Event,
-    traits: &Map<String, Value>,
-    settings: &Settings,
-    dropped: &mut Vec<Dropped>,
-) -> Result<Map<String, Value>, Unmapped> {
-    // An event sent with `context.active: false` (a server acting for the user) says nothing about when they were seen.
-    let seen = settings.identify().update_last_seen && context_member(event, "active")? != Some(Value::Bool(false));
-    let mut attributes = Map::new();
-    let text = |name: &str| traits.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty());
-    for field in ["email", "phone", "avatar"] {
-        if let Some(value) = text(field) {
-            attributes.insert(field.into(), value.into());
-        }
-    }
-    let full_name = match (text("firstName"), text("lastName")) {
-        (Some(first), Some(last)) => Some(format!("{first} {last}")),
-        (first, last) => first.or(last).map(str::to_owned),
-    };
-    if let Some(name) = text("name").map(str::to_owned).or(full_name) {
-        attributes.insert("name".into(), name.into());
-    }
-    if let Some(created) = traits.get("createdAt") {
-        match unix_seconds(created) {
-            Some(seconds) => _ = attributes.insert("signed_up_at".into(), Value::from(seconds)),
-            None => dropped.push(Dropped { path: "traits.createdAt".into(), reason: "not a time Intercom can read" }),
-        }
-    }
-    if seen {
-        attributes.insert("last_seen_at".into(), Value::from(event.timestamp.unix_timestamp()));
-    }
-    let unsubscribed = traits.get("unsubscribedFromEmails").or_else(|| traits.get("unsubscribed_from_emails"));
-    if let Some(value) = unsubscribed.and_then(Value::as_bool) {
-        attributes.insert("unsubscribed_from_emails".into(), value.into());
-    }
-    if let Some((name, owner)) = first_of(traits, ["owner_id", "ownerId"]) {
-        match admin_id(owner) {
-            Some(id) => _ = attributes.insert("owner_id".into(), Value::String(id)),
-            None => dropped.push(Dropped {
-                path: format!("traits.{name}"),
-                reason: "an owner_id is an admin's id: a whole number or its digits",
-            }),
-        }
-    }
-    Ok(attributes)
-}
-
-/// The first of `names` that `fields` holds, with its value.
-fn first_of<'f, const N: usize>(
-    fields: &'f Map<String, Value>,
-    names: [&'static str; N],
-) -> Option<(&'static str, &'f Value)> {
-    names.into_iter().find_map(|name| Some((name, fields.get(name)?)))
-}
-
-/// The other traits the settings forward, flattened, then the context members they ask for.
-fn contact_custom_attributes(
-    event: &Event,
-    traits: &Map<String, Value>,
-    settings: &Settings,
-    dropped: &mut Vec<Dropped>,
-) -> Result<Attributes, Unmapped> {
-    let mut custom = Attributes::default();
-    for (name, value) in traits.iter().filter(|(name, _)| !CONTACT_FIELDS.contains(&name.as_str())) {
-        if settings.forwards_attribute(name) {
-            flatten_attribute(name, value, "traits", &mut custom, dropped);
-        } else {
-            dropped.push(Dropped { path: format!("traits.{name}"), reason: "attributes.allow does not list it" });
-        }
-    }
-    if settings.identify().include_context {
-        context_attributes(event, &mut custom.values, dropped)?;
-    }
-    Ok(custom)
-}
-
-/// The companies of an identify: upserted and attached, or detached when marked `remove`.
-///
-/// Both may be sent: `company` first, then the list; a company named twice is planned once, as first sent.
-fn identify_companies(traits: &Map<String, Value>, key: &ContactKey, plan: &mut Plan) {
-    let listed = match traits.get("companies") {
-        Some(Value::Array(list)) => list.as_slice(),
-        _ => &[],
-    };
-    let single = traits.get("company").map(|company| (company, "traits.company".to_owned()));
-    let companies =
-        single.into_iter().chain(listed.iter().enumerate().map(|(i, c)| (c, format!("traits.companies[{i}]"))));
-    for (value, path) in companies {
-        let Some(fields) = value.as_object() else {
-            plan.dropped.push(Dropped { path, reason: "a company must be an object with an id" });
-            continue;
-        };
-        let Some(company_id) = fields.get("id").or_else(|| fields.get("company_id")).and_then(id_text) else {
-            plan.dropped.push(Dropped { path, reason: "a company needs an id (its company_id in Intercom)" });
-            continue;
-        };
-        if plan.operations.iter().any(|op| names_company(op, &company_id)) {
-            plan.dropped.push(Dropped { path, reason: "an earlier company has the same id" });
-            continue;
-        }
-        let contact = key.clone();
-        if fields.get("remove") == Some(&Value::Bool(true)) {
-            plan.operations.push(Operation::DetachCompany { contact, company_id });
-        } else {
-            plan.operations.push(Operation::UpsertCompany(company(
-                company_id.clone(),
-                fields,
-                &path,
-                &mut plan.dropped,
-            )));
-            plan.operations.push(Operation::AttachCompany { contact, company_id });
-        }
-    }
-    if traits.get("companies").is_some_and(|companies| !companies.is_array()) {
-        plan.dropped.push(Dropped { path: "traits.companies".into(), reason: "companies must be a list of companies" });
-    }
-}
-
-/// The members of `context` that `identify.include_context` sends, as `context_<member>[_<field>]`.
-const CONTEXT_ATTRIBUTES: [(&str, &[&str]); 5] = [
-    ("device", &["type", "manufacturer", "model", "name"]),
-    ("os", &["name", "version"]),
-    ("app", &["name", "version", "build", "namespace"]),
-    ("locale", &[]),
-    ("timezone", &[]),
-];
-
-/// The device, OS, app, locale and timezone as custom attributes; a trait of the same name wins.
-fn context_attributes(event: &Event, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) -> Result<(), Unmapped> {
-    for (member, fields) in CONTEXT_ATTRIBUTES {
-        let Some(value) = context_member(event, member)? else { continue };
-        let values: Vec<(String, String, &Value)> = if fields.is_empty() {
-            vec![(format!("context_{member}"), format!("context.{member}"), &value)]
-        } else {
-            fields
-                .iter()
-                .filter_map(|field| {
-                    Some((format!("context_{member}_{field}"), format!("context.{member}.{field}"), value.get(field)?))
-                })
-                .collect()
-        };
-        for (name, path, value) in values {
-            match value {
-                Value::String(text) if text.chars().count() > 255 => {
-                    dropped.push(Dropped { path, reason: "Intercom attribute strings hold at most 255 characters" })
-                }
-                Value::String(text) if text.trim().is_empty() => {}
-                Value::String(_) | Value::Number(_) | Value::Bool(_) => {
-                    if let Entry::Vacant(slot) = out.entry(name) {
-                        slot.insert(value.clone());
-                    }
-                }
-                _ => dropped.push(Dropped { path, reason: "context attributes must be strings, numbers or booleans" }),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether `operation` attaches or detaches the company `company_id`.
-fn names_company(operation: &Operation, company_id: &str) -> bool {
-    match operation {
-        Operation::AttachCompany { company_id: id, .. } | Operation::DetachCompany { company_id: id, .. } => {
-            id == company_id
-        }
-        _ => false,
-    }
-}
-
-fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
 }
 
 /// Traits that map to Intercom's own company fields, or are handled apart.
@@ -649,146 +404,12 @@ fn company_fields(fields: &Map<String, Value>, path: &str, dropped: &mut Vec<Dro
     attributes
 }
 
-fn submit(contact: ContactKey, name: &str, event: &Event, metadata: Map<String, Value>) -> Operation {
-    // Intercom turns '.' and '$' in event names into '-'; doing it here keeps what we log equal to what Intercom holds.
-    let event_name = name.trim().replace(['.', '$'], "-");
-    Operation::SubmitEvent(EventSubmission {
-        contact,
-        event_name,
-        created_at: event.timestamp.unix_timestamp(),
-        metadata,
-    })
-}
-
-/// Keys whose amount becomes the event's `price`, in order of preference.
-const MONEY_KEYS: [&str; 3] = ["revenue", "total", "value"];
-
-/// Why Intercom's limit leaves a metadata key out.
-const OVER_CAP: &str = "Intercom keeps at most 10 metadata keys";
-
-/// Track metadata: money first as `price` (a `price` property then gives way to it), then the properties in the order
-/// sent, the first value of each flattened name, at most [`MAX_METADATA_KEYS`].
-///
-/// The money is the first of [`MONEY_KEYS`] with a positive amount: Intercom's `price.amount` is a positive integer, so a
-/// refund's negative revenue or a zero total is sent as the plain number it is, under its own key, as is `currency`.
-///
-/// Read from the raw members: a list is dropped without being parsed, and values are moved, not copied.
-fn metadata(properties: &TopLevel<'_>, dropped: &mut Vec<Dropped>) -> Result<Map<String, Value>, Unmapped> {
-    let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(unreadable);
-    // Sized by what was sent: most events send fewer properties than the cap, and a smaller block is cheaper to get.
-    let mut flat = Map::with_capacity(properties.0.len().min(MAX_METADATA_KEYS));
-    let mut money = None;
-    for key in MONEY_KEYS {
-        if let Some(amount) = properties.get(key).map(parse).transpose()?.as_ref().and_then(cents).filter(|c| *c > 0) {
-            money = Some((key, amount));
-            break;
-        }
-    }
-    if let Some((_, amount)) = money {
-        let sent = properties.get("currency").map(parse).transpose()?;
-        let code = sent.as_ref().and_then(Value::as_str).map(str::trim);
-        let code = code.filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()));
-        if sent.is_some() && code.is_none() {
-            dropped.push(Dropped {
-                path: "properties.currency".into(),
-                reason: "not a 3-letter currency code: USD was used",
-            });
-        }
-        let currency = code.unwrap_or("USD").to_ascii_lowercase();
-        flat.insert("price".into(), json!({"amount": amount, "currency": currency}));
-    }
-    let root = Location::root("properties");
-    for (key, raw) in &properties.0 {
-        if let Some((money_key, _)) = money {
-            if key == money_key || key == "currency" {
-                continue;
-            }
-            // Segment's "Product Viewed" sends the amount again as `price`: the money, with its currency, is kept.
-            if key == "price" {
-                dropped.push(Dropped {
-                    path: "properties.price".into(),
-                    reason: "price holds the amount of revenue, total or value",
-                });
-                continue;
-            }
-        }
-        if raw.get().starts_with('[') && !key.ends_with("_date") {
-            dropped.push(Dropped { path: format!("properties.{key}"), reason: "Intercom metadata cannot hold lists" });
-            continue;
-        }
-        metadata_value(key, parse(raw)?, root.child(key), &mut flat, dropped);
-    }
-    Ok(flat)
-}
-
-/// Adds `value` (sent at `at`) to the metadata as `key`, flattening objects into `parent_child` keys.
-fn metadata_value(key: &str, value: Value, at: Location<'_>, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
-    match value {
-        // A rich link: Intercom shows `value` linked to `url`.
-        Value::Object(link)
-            if link.len() == 2 && link.get("url").is_some_and(Value::is_string) && link.contains_key("value") =>
-        {
-            keep(key, Value::Object(link), at, out, dropped);
-        }
-        Value::Object(fields) => {
-            for (child, value) in fields {
-                metadata_value(&format!("{key}_{child}"), value, at.child(&child), out, dropped);
-            }
-        }
-        _ if key.ends_with("_date") => match unix_seconds(&value) {
-            Some(seconds) => keep(key, Value::from(seconds), at, out, dropped),
-            None => {
-                dropped.push(Dropped { path: at.to_string(), reason: "a _date key needs a time Intercom can read" })
-            }
-        },
-        Value::Array(_) => {
-            dropped.push(Dropped { path: at.to_string(), reason: "Intercom metadata cannot hold lists" })
-        }
-        Value::Null => dropped.push(Dropped { path: at.to_string(), reason: "Intercom metadata cannot hold null" }),
-        // Booleans are not among Intercom's metadata types (strings, numbers, `_date` times, links, rich links, money):
-        // their text is a string Intercom holds whether or not it would take a boolean.
-        Value::Bool(flag) => keep(key, Value::from(if flag { "true" } else { "false" }), at, out, dropped),
-        scalar => keep(key, scalar, at, out, dropped),
-    }
-}
-
-/// Inserts `key` unless an earlier value holds it (the first sent wins) or Intercom's cap is reached; capping here,
-/// where the value's location is known, names what is left out as it was sent.
-fn keep(key: &str, value: Value, at: Location<'_>, out: &mut Map<String, Value>, dropped: &mut Vec<Dropped>) {
-    let full = out.len() >= MAX_METADATA_KEYS;
-    // One lookup, and the key copied once, as a plain insert would: the check costs nothing when names differ.
-    let reason = match out.entry(key) {
-        Entry::Occupied(_) => NAME_TAKEN,
-        Entry::Vacant(_) if full => OVER_CAP,
-        Entry::Vacant(slot) => {
-            slot.insert(value);
-            return;
-        }
-    };
-    dropped.push(Dropped { path: at.to_string(), reason });
-}
-
-/// Page and screen views: what the view says about itself.
-fn view_metadata(event: &Event, properties: &Map<String, Value>, page: &Map<String, Value>) -> Map<String, Value> {
-    let mut metadata = Map::new();
-    let from =
-        |key: &str| properties.get(key).or_else(|| page.get(key)).and_then(Value::as_str).filter(|v| !v.is_empty());
-    let keys: &[&str] = match event.kind {
-        EventType::Page => &["url", "path", "title", "referrer"],
-        _ => &[],
-    };
-    for key in keys {
-        if let Some(value) = from(key) {
-            metadata.insert((*key).to_owned(), value.into());
-        }
-    }
-    if let Some(view) = event.name.as_deref().filter(|n| !n.is_empty()) {
-        metadata.insert("name".into(), view.into());
-    }
-    if let Some(category) = event.category.as_deref().filter(|c| !c.is_empty() && event.kind == EventType::Page) {
-        metadata.insert("category".into(), category.into());
-    }
-    metadata
+/// The first of `names` that `fields` holds, with its value.
+fn first_of<'f, const N: usize>(
+    fields: &'f Map<String, Value>,
+    names: [&'static str; N],
+) -> Option<(&'static str, &'f Value)> {
+    names.into_iter().find_map(|name| Some((name, fields.get(name)?)))
 }
 
 #[cfg(test)]

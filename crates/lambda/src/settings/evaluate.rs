@@ -4,7 +4,7 @@
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Action, Settings, WhenMissing};
+use super::{Action, Consent, Document, Settings, WhenMissing};
 use crate::event::{Event, EventType, RawObject};
 
 /// What the settings say about one event.
@@ -31,24 +31,35 @@ fn skip(rule: impl Into<String>, reason: impl Into<String>) -> Verdict<'static> 
 }
 
 pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<'a> {
-    let document = &settings.document;
     if let Some(skipped) = integrations(event) {
         return skipped;
     }
     if settings.plain {
-        // The defaults: the rest would find nothing to skip; the names are the event's own, or the view's.
-        let event_name = match event.kind {
-            EventType::Track => event.event.as_deref(),
-            EventType::Page | EventType::Screen => {
-                (if event.kind == EventType::Page { &document.page } else { &document.screen }).as_deref()
-            }
-            _ => None,
-        };
-        return Verdict::Forward { event_name };
+        return Verdict::Forward { event_name: default_name(&settings.document, event) };
     }
-    if !document.types.contains(&event.kind) {
+    if !settings.document.types.contains(&event.kind) {
         return skip("types", format!("{} is not one of the types forwarded", event.kind));
     }
+    if let Some(skipped) = context_rules(settings, event) {
+        return skipped;
+    }
+    named(settings, event)
+}
+
+/// The name under the default settings (the rest would find nothing to skip): the event's own, or the view's.
+fn default_name<'a>(document: &'a Document, event: &'a Event) -> Option<&'a str> {
+    match event.kind {
+        EventType::Track => event.event.as_deref(),
+        EventType::Page | EventType::Screen => {
+            (if event.kind == EventType::Page { &document.page } else { &document.screen }).as_deref()
+        }
+        _ => None,
+    }
+}
+
+/// The rules that read the event's `context`: `consent`, then `trigger_paths`.
+fn context_rules(settings: &Settings, event: &Event) -> Option<Verdict<'static>> {
+    let document = &settings.document;
     // `context` is large: its top level is read once, and only when a rule needs it.
     let trigger = &document.trigger_paths;
     // With no rules, only a `dont_fire` default has anything to say.
@@ -58,43 +69,58 @@ pub(super) fn evaluate<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<
         .flatten()
         .unwrap_or_default();
     let member = |key: &str| context.get(key).and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
-    if let Some(consent) = &document.consent {
-        let preferences = member("consent").and_then(|mut c| c.get_mut("categoryPreferences").map(Value::take));
-        match preferences {
-            Some(Value::Object(preferences)) => {
-                let granted = preferences
-                    .iter()
-                    .any(|(name, value)| name.eq_ignore_ascii_case(&consent.category) && *value == Value::Bool(true));
-                if !granted {
-                    return skip(
-                        "consent.category",
-                        format!("the event's consent does not grant `{}`", consent.category),
-                    );
-                }
-            }
-            _ if consent.when_missing == WhenMissing::Deny => {
-                return skip("consent.when_missing", "the event carries no consent preferences (when_missing: deny)");
-            }
-            _ => {}
-        }
+    if let Some(consent) = &document.consent
+        && let Some(skipped) = consent_rule(consent, member("consent"))
+    {
+        return Some(skipped);
     }
     if paths_apply && let Some((url, path)) = page_location(event, member("page")) {
-        let first = [url.as_deref(), path.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|at| settings.trigger.matches(at).first().copied())
-            .min();
-        match first {
-            Some(index) if trigger.rules()[index].action == Action::DontFire => {
-                let pattern = &trigger.rules()[index].pattern;
-                return skip(trigger.rule_path(index), format!("the page matches `{pattern}` (dont_fire)"));
-            }
-            None if trigger.default_action() == Action::DontFire => {
-                return skip("trigger_paths.default", "no trigger-path rule matches the page (default: dont_fire)");
-            }
-            _ => {}
-        }
+        return trigger_rule(settings, [url.as_deref(), path.as_deref()]);
     }
+    None
+}
+
+/// `consent`: the event's `context.consent` must grant the category, or (by `when_missing`) may lack preferences.
+fn consent_rule(consent: &Consent, given: Option<Value>) -> Option<Verdict<'static>> {
+    let preferences = given.and_then(|mut c| c.get_mut("categoryPreferences").map(Value::take));
+    match preferences {
+        Some(Value::Object(preferences)) => {
+            let granted = preferences
+                .iter()
+                .any(|(name, value)| name.eq_ignore_ascii_case(&consent.category) && *value == Value::Bool(true));
+            if !granted {
+                let reason = format!("the event's consent does not grant `{}`", consent.category);
+                return Some(skip("consent.category", reason));
+            }
+            None
+        }
+        _ if consent.when_missing == WhenMissing::Deny => {
+            Some(skip("consent.when_missing", "the event carries no consent preferences (when_missing: deny)"))
+        }
+        _ => None,
+    }
+}
+
+/// `trigger_paths`: the first rule matching the page's URL or path decides; with none, the default does.
+fn trigger_rule(settings: &Settings, at: [Option<&str>; 2]) -> Option<Verdict<'static>> {
+    let trigger = &settings.document.trigger_paths;
+    let first = at.into_iter().flatten().filter_map(|at| settings.trigger.matches(at).first().copied()).min();
+    match first {
+        Some(index) if trigger.rules()[index].action == Action::DontFire => {
+            let pattern = &trigger.rules()[index].pattern;
+            Some(skip(trigger.rule_path(index), format!("the page matches `{pattern}` (dont_fire)")))
+        }
+        None if trigger.default_action() == Action::DontFire => {
+            Some(skip("trigger_paths.default", "no trigger-path rule matches the page (default: dont_fire)"))
+        }
+        _ => None,
+    }
+}
+
+/// The Intercom event a forwarded call becomes, after `events.deny`/`events.allow` (tracks), or its skip: a track's
+/// name renamed, a view's configured name (`page`/`screen` set to null skip).
+fn named<'a>(settings: &'a Settings, event: &'a Event) -> Verdict<'a> {
+    let document = &settings.document;
     let event_name = match event.kind {
         EventType::Track => {
             let name = event.event.as_deref().unwrap_or_default();
