@@ -280,8 +280,13 @@ async fn stopped(stop: &AtomicBool) {
     }
 }
 
+/// A `--since`/`--until` that is neither an RFC 3339 time nor a date.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is neither an RFC 3339 time (2025-01-01T00:00:00Z) nor a date (2025-01-01)")]
+pub struct TimeError(String);
+
 /// Reads `--since`/`--until`: an RFC 3339 time, or a date (`2025-01-01`, its midnight UTC).
-pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+pub fn parse_time(text: &str) -> Result<OffsetDateTime, TimeError> {
     if let Some(at) = intercom_relay_lambda::event::parse_timestamp(text.trim()) {
         return Ok(at);
     }
@@ -291,9 +296,7 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
         let (year, month, day) = (next()?.parse().ok()?, next()?.parse::<u8>().ok()?, next()?.parse().ok()?);
         time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()
     };
-    date()
-        .map(|date| date.midnight().assume_utc())
-        .ok_or_else(|| format!("`{text}` is neither an RFC 3339 time (2025-01-01T00:00:00Z) nor a date (2025-01-01)"))
+    date().map(|date| date.midnight().assume_utc()).ok_or_else(|| TimeError(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -304,6 +307,7 @@ mod tests {
     fn times_are_rfc_3339_or_dates_at_midnight_utc() {
         assert_eq!(format_timestamp(parse_time("2025-01-31").unwrap()), "2025-01-31T00:00:00.000Z");
         assert_eq!(format_timestamp(parse_time("2025-01-31T10:00:00+02:00").unwrap()), "2025-01-31T08:00:00.000Z");
-        assert!(parse_time("31/01/2025").unwrap_err().contains("neither an RFC 3339 time"));
+        let error = parse_time("31/01/2025").unwrap_err().to_string();
+        assert_eq!(error, "`31/01/2025` is neither an RFC 3339 time (2025-01-01T00:00:00Z) nor a date (2025-01-01)");
     }
 }
