@@ -139,7 +139,10 @@ impl Reader {
                 Ok(false) => return ControlFlow::Continue(()),
                 Ok(true) | Err(LineError::TooLong) if lines.number() <= skip => continue,
                 Ok(true) => (self.rules.line(&name, lines.number(), &fill.line, &mut fill.seen), false),
-                Err(error) => (unreadable(&name, lines.number(), error), true),
+                Err(error) => {
+                    let broken = matches!(error, LineError::Broken(_));
+                    (unreadable(&name, lines.number(), error), broken)
+                }
             };
             let sending = !result.messages.is_empty();
             self.take(fill, result, &name, tx)?;
