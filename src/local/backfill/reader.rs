@@ -244,3 +244,54 @@ fn unreadable(file: &str, number: u64, error: LineError) -> LineResult {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunks a reader hands on from one NDJSON file holding `text`.
+    fn chunks(name: &str, text: &str, options: &BackfillOptions) -> Vec<Chunk> {
+        let dir = std::env::temp_dir().join(format!("reader-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.ndjson");
+        std::fs::write(&path, text).unwrap();
+        let files = vec![ArchiveFile { path, bytes: text.len() as u64 }];
+        let reader = Reader::new(options, files, Start::default(), false, Arc::default(), Arc::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let reading = std::thread::spawn(move || reader.run(tx));
+        let chunks = std::iter::from_fn(|| rx.blocking_recv()).collect();
+        reading.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        chunks
+    }
+
+    fn archive_with_a_line_too_long() -> String {
+        let event = |id: &str| format!(r#"{{"type": "track", "userId": "u-1", "event": "E", "messageId": "{id}"}}"#);
+        [event("m-1"), "x".repeat(archive::MAX_LINE_BYTES + 1), event("m-2")].join("\n") + "\n"
+    }
+
+    fn ids(chunks: &[Chunk]) -> Vec<&str> {
+        chunks.iter().flat_map(|chunk| &chunk.messages).map(|message| message.message_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_line_too_long_is_refused_and_the_lines_after_it_are_read() {
+        let chunks = chunks("too-long", &archive_with_a_line_too_long(), &BackfillOptions::new(vec![]));
+        assert_eq!(ids(&chunks), ["m-1", "m-2"]);
+        let last = chunks.last().unwrap();
+        assert_eq!(last.last, Some(Ending::Finished));
+        assert_eq!((last.counts.lines, last.counts.events, last.counts.rejected), (3, 2, 1));
+        let rejections: Vec<u64> = chunks.iter().flat_map(|chunk| &chunk.rejections).map(|r| r.line).collect();
+        assert_eq!(rejections, [2]);
+    }
+
+    #[test]
+    fn with_strict_a_line_too_long_stops_the_reader_before_it() {
+        let options = BackfillOptions { strict: true, ..BackfillOptions::new(vec![]) };
+        let chunks = chunks("too-long-strict", &archive_with_a_line_too_long(), &options);
+        assert_eq!(ids(&chunks), ["m-1"]);
+        let last = chunks.last().unwrap();
+        assert!(matches!(&last.last, Some(Ending::BadLine { line: 2, .. })), "{:?}", last.last);
+        assert_eq!((last.end.file, last.end.lines), (0, 1), "the next run starts at the bad line");
+    }
+}
