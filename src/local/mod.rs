@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 pub use backfill::{
     BATCH_EVENTS, BackfillOptions, BackfillReport, DRY_RUN, DryRun, Ending, InProcess, LineRejection, MAX_LISTED,
-    Progress, SEND_RETRY, Sink, backfill, parse_time,
+    Progress, SEND_RETRY, Sink, TimeError, backfill, parse_time,
 };
 pub use generate::{
     ARCHIVE_SOURCE_ID, ArchiveWritten, GenerateOptions, generate, generate_archive, generate_page_loads,
