@@ -138,35 +138,25 @@ impl Checkpoint {
     }
 
     /// Where `run` over `files` resumes from this checkpoint, or why it cannot.
-    pub fn start(&self, run: &Run, files: &[ArchiveFile], digests: &[String], path: &Path) -> Result<Start, String> {
-        let fresh = format!("remove {} (or pass another --checkpoint) to start over", path.display());
+    pub fn start(
+        &self,
+        run: &Run,
+        files: &[ArchiveFile],
+        digests: &[String],
+        path: &Path,
+    ) -> Result<Start, CheckpointMismatch> {
+        let checkpoint = path.display().to_string();
         if self.run != *run {
-            let was = describe(&self.run);
-            return Err(format!(
-                "the checkpoint {} belongs to another backfill ({was}); run that command to resume it, or {fresh}",
-                path.display()
-            ));
+            return Err(CheckpointMismatch::AnotherRun { checkpoint, was: describe(&self.run) });
         }
         if self.finished {
-            return Err(format!(
-                "the backfill of the checkpoint {} finished at {}: {} events sent; nothing is sent again. To send \
-                 them again, {fresh}",
-                path.display(),
-                self.updated_at,
-                self.totals.sent
-            ));
+            let (updated_at, sent) = (self.updated_at.clone(), self.totals.sent);
+            return Err(CheckpointMismatch::Finished { checkpoint, updated_at, sent });
         }
         let same_files = self.files_done <= files.len() && digests.get(self.files_done) == Some(&self.files_digest);
         if !same_files {
-            let last = self.last_done.as_deref().unwrap_or("-");
-            return Err(format!(
-                "the archive is not the one the checkpoint {} was written for: its first {} files (up to {last}) \
-                 were read to the end, and they are not the first {} files now (a file was added among them, \
-                 removed, or changed size). Restore them, or {fresh}",
-                path.display(),
-                self.files_done,
-                self.files_done
-            ));
+            let last = self.last_done.clone().unwrap_or_else(|| "-".into());
+            return Err(CheckpointMismatch::OtherArchive { checkpoint, files_done: self.files_done, last });
         }
         let (lines, sent) = match &self.current {
             None => (0, Vec::new()),
@@ -174,20 +164,49 @@ impl Checkpoint {
                 let file = files.get(self.files_done);
                 let same = file.is_some_and(|f| f.path.to_string_lossy() == place.path && f.bytes == place.bytes);
                 if !same {
-                    return Err(format!(
-                        "the checkpoint {} is {} lines into {} ({} bytes), which is not the next file of the archive \
-                         now, or changed size. Restore it, or {fresh}",
-                        path.display(),
-                        place.lines,
-                        place.path,
-                        place.bytes
-                    ));
+                    return Err(CheckpointMismatch::NotTheNextFile { checkpoint, place: place.clone() });
                 }
                 (place.lines, place.sent.clone())
             }
         };
         Ok(Start { file: self.files_done, lines, sent, totals: self.totals, resumed: true })
     }
+}
+
+/// Why a checkpoint cannot resume the backfill asked for; each message names the checkpoint and how to start over.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointMismatch {
+    #[error(
+        "the checkpoint {checkpoint} belongs to another backfill ({was}); run that command to resume it, or {}",
+        start_over(checkpoint)
+    )]
+    AnotherRun { checkpoint: String, was: String },
+    #[error(
+        "the backfill of the checkpoint {checkpoint} finished at {updated_at}: {sent} events sent; nothing is sent \
+         again. To send them again, {}",
+        start_over(checkpoint)
+    )]
+    Finished { checkpoint: String, updated_at: String, sent: u64 },
+    #[error(
+        "the archive is not the one the checkpoint {checkpoint} was written for: its first {files_done} files (up to \
+         {last}) were read to the end, and they are not the first {files_done} files now (a file was added among \
+         them, removed, or changed size). Restore them, or {}",
+        start_over(checkpoint)
+    )]
+    OtherArchive { checkpoint: String, files_done: usize, last: String },
+    #[error(
+        "the checkpoint {checkpoint} is {} lines into {} ({} bytes), which is not the next file of the archive now, or \
+         changed size. Restore it, or {}",
+        place.lines,
+        place.path,
+        place.bytes,
+        start_over(checkpoint)
+    )]
+    NotTheNextFile { checkpoint: String, place: Place },
+}
+
+fn start_over(checkpoint: &str) -> String {
+    format!("remove {checkpoint} (or pass another --checkpoint) to start over")
 }
 
 fn describe(run: &Run) -> String {
@@ -260,18 +279,20 @@ mod tests {
         assert_eq!(ok.start(&run(), &list, &digests, path).unwrap().lines, 5);
 
         let other = Run { since: Some("2025-01-01".into()), ..run() };
-        assert!(ok.start(&other, &list, &digests, path).unwrap_err().contains("belongs to another backfill"));
+        assert!(
+            ok.start(&other, &list, &digests, path).unwrap_err().to_string().contains("belongs to another backfill")
+        );
 
         let inserted = files(&[("archive/0.gz", 1), ("archive/a.gz", 10), ("archive/b.gz", 20)]);
-        let error = ok.start(&run(), &inserted, &prefix_digests(&inserted), path).unwrap_err();
+        let error = ok.start(&run(), &inserted, &prefix_digests(&inserted), path).unwrap_err().to_string();
         assert!(error.contains("its first 1 files"), "{error}");
 
         let grown = files(&[("archive/a.gz", 10), ("archive/b.gz", 21)]);
-        let error = ok.start(&run(), &grown, &prefix_digests(&grown), path).unwrap_err();
+        let error = ok.start(&run(), &grown, &prefix_digests(&grown), path).unwrap_err().to_string();
         assert!(error.contains("5 lines into archive/b.gz (20 bytes)"), "{error}");
 
         let finished = Checkpoint { finished: true, ..ok };
-        let error = finished.start(&run(), &list, &digests, path).unwrap_err();
+        let error = finished.start(&run(), &list, &digests, path).unwrap_err().to_string();
         assert!(error.contains("finished") && error.contains("7 events sent"), "{error}");
     }
 }

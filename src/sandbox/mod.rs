@@ -8,10 +8,10 @@ mod server;
 mod state;
 mod tags;
 
-pub use intercom_relay_lambda::intercom::MAX_CUSTOM_ATTRIBUTES;
 pub use attributes::{HeldAttribute, SeedAttribute};
 pub use contacts::LEAD_EXTERNAL_ID;
 pub use events::MAX_EVENT_NAMES;
+pub use intercom_relay_lambda::intercom::MAX_CUSTOM_ATTRIBUTES;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};
 pub use state::{
     Company, Contact, DataEvent, DeletedContact, Faults, Outage, SandboxOptions, SandboxRequest, SandboxResponse,

@@ -170,7 +170,9 @@ impl Setup {
         };
         let start = match &options.checkpoint {
             Some(path) => match Checkpoint::load(path).map_err(LocalError::Usage)? {
-                Some(checkpoint) => checkpoint.start(&run, &files, &digests, path).map_err(LocalError::Usage)?,
+                Some(checkpoint) => checkpoint
+                    .start(&run, &files, &digests, path)
+                    .map_err(|error| LocalError::Usage(error.to_string()))?,
                 None => Start::default(),
             },
             None => Start::default(),
