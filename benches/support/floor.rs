@@ -60,7 +60,7 @@ const COMPANY_FIELDS: [&str; 12] = [
 
 /// The floor of a day, by what the calls are for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Floor {
+pub(crate) struct Floor {
     pub events: u64,
     /// Pages, screens and tracks of users: one call each.
     pub data_events: u64,
@@ -75,7 +75,7 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         self.data_events + self.contact_writes + self.company_writes + self.attaches + self.attributes
     }
 }
@@ -98,7 +98,7 @@ struct Written {
 
 /// The floor of `events` (in the order sent), with last_seen_at written again once it moved `last_seen_resolution`
 /// seconds or more.
-pub fn floor(events: &[Value], last_seen_resolution: i64) -> Floor {
+pub(crate) fn floor(events: &[Value], last_seen_resolution: i64) -> Floor {
     let mut floor = Floor { events: events.len() as u64, ..Floor::default() };
     let mut written = Written::default();
     for event in events {
@@ -210,7 +210,7 @@ fn unix_seconds(value: &Value) -> Option<i64> {
 }
 
 /// The floor's parts as a line of Markdown.
-pub fn describe(floor: &Floor) -> String {
+pub(crate) fn describe(floor: &Floor) -> String {
     format!(
         "{} calls: {} pages, screens and tracks + {} contact writes + {} company writes + {} attaches + {} new custom attributes",
         floor.calls(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 /// `events` events from `users` people (`intercom-relay generate`'s mix), one NDJSON line each.
-pub fn generated(events: usize, users: usize, seed: u64) -> Vec<String> {
+pub(crate) fn generated(events: usize, users: usize, seed: u64) -> Vec<String> {
     let options = GenerateOptions { events, users, seed, start: OffsetDateTime::now_utc(), days: 1 };
     let mut ndjson = Vec::new();
     generate(&options, &mut ndjson).expect("generated");
@@ -22,7 +22,7 @@ pub fn generated(events: usize, users: usize, seed: u64) -> Vec<String> {
 
 /// The events of `lines`, validated and enveloped as the ingest function queues them, as Lambda's SQS event source
 /// hands them to the forward function (`tag` keeps SQS message ids apart across batches).
-pub fn sqs_event(lines: &[String], tag: &str) -> SqsEvent {
+pub(crate) fn sqs_event(lines: &[String], tag: &str) -> SqsEvent {
     let records = lines
         .iter()
         .enumerate()
@@ -44,7 +44,7 @@ pub fn sqs_event(lines: &[String], tag: &str) -> SqsEvent {
 }
 
 /// A function-URL request posting `lines` to `/v1/batch` with `write_key`, as Lambda hands it to the ingest function.
-pub fn batch_request(lines: &[String], write_key: &str) -> Value {
+pub(crate) fn batch_request(lines: &[String], write_key: &str) -> Value {
     let events: Vec<Value> = lines.iter().map(|line| serde_json::from_str(line).expect("JSON")).collect();
     let body = json!({ "batch": events }).to_string();
     assert!(parse_batch(&body).is_ok(), "a valid batch body");

@@ -26,7 +26,7 @@ const PREFIX: &str = "/2018-06-01";
 /// `intercom-relay-lambda` package, and Cargo names only a package's own binaries to its tests and benches
 /// (`CARGO_BIN_EXE_*`), so they are built here once per process, with the profile (`target/<profile>`) and target
 /// directory this executable was built in: a no-op when they are fresh.
-pub fn lambda_binary(name: &str) -> String {
+pub(crate) fn lambda_binary(name: &str) -> String {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let exe = std::env::current_exe().expect("the running executable's path");
@@ -52,7 +52,7 @@ fn build_lambda_binaries(profile_dir: &Path) {
 
 /// What a binary said of one invocation.
 #[derive(Clone, Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub request_id: String,
     /// `response`, or `error` when the handler failed.
     pub kind: String,
@@ -82,7 +82,7 @@ struct Shared {
 }
 
 /// A running Runtime API; it stops when dropped.
-pub struct RuntimeApi {
+pub(crate) struct RuntimeApi {
     /// `127.0.0.1:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
     pub address: String,
     shared: Arc<Shared>,
@@ -97,7 +97,7 @@ impl Drop for RuntimeApi {
 
 impl RuntimeApi {
     /// Serves on a free port of 127.0.0.1.
-    pub async fn start() -> std::io::Result<RuntimeApi> {
+    pub(crate) async fn start() -> std::io::Result<RuntimeApi> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?.to_string();
         let shared = Arc::new(Shared::default());
@@ -107,7 +107,7 @@ impl RuntimeApi {
     }
 
     /// The variables Lambda sets for a function of 128 MB, pointing it at this Runtime API.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_LAMBDA_RUNTIME_API", self.address.clone()),
             ("AWS_LAMBDA_FUNCTION_NAME", "bench".into()),
@@ -126,7 +126,7 @@ impl RuntimeApi {
     }
 
     /// Queues `payload` for the next poll; its request id.
-    pub fn invoke(&self, payload: &Value) -> String {
+    pub(crate) fn invoke(&self, payload: &Value) -> String {
         let id = {
             let mut state = self.lock();
             state.next_id += 1;
@@ -139,22 +139,22 @@ impl RuntimeApi {
     }
 
     /// When the first poll came, waiting up to `timeout` for it.
-    pub async fn first_poll(&self, timeout: Duration) -> Option<Instant> {
+    pub(crate) async fn first_poll(&self, timeout: Duration) -> Option<Instant> {
         self.wait(timeout, |state| state.first_poll).await
     }
 
     /// The answer to `request_id`, waiting up to `timeout` for it.
-    pub async fn answer_to(&self, request_id: &str, timeout: Duration) -> Option<Answer> {
+    pub(crate) async fn answer_to(&self, request_id: &str, timeout: Duration) -> Option<Answer> {
         self.wait(timeout, |state| state.answers.iter().find(|a| a.request_id == request_id).cloned()).await
     }
 
     /// What the binary reported through `/runtime/init/error`, if it did.
-    pub fn init_error(&self) -> Option<Value> {
+    pub(crate) fn init_error(&self) -> Option<Value> {
         self.lock().init_error.clone()
     }
 
     /// How many polls came.
-    pub fn polls(&self) -> usize {
+    pub(crate) fn polls(&self) -> usize {
         self.lock().polls
     }
 
@@ -248,7 +248,7 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
 }
 
 /// A Lambda binary started against a [`RuntimeApi`]; killed when dropped.
-pub struct Running {
+pub(crate) struct Running {
     pub child: std::process::Child,
     /// Just before the process was spawned.
     pub started: Instant,
@@ -258,7 +258,10 @@ pub struct Running {
 
 impl Running {
     /// Starts `binary` with only `env` set (as Lambda does), its output written to [`Running::log`].
-    pub fn spawn<'a>(binary: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Running> {
+    pub(crate) fn spawn<'a>(
+        binary: &str,
+        env: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> std::io::Result<Running> {
         use std::process::{Command, Stdio};
         static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -271,14 +274,14 @@ impl Running {
     }
 
     /// The process's peak resident memory so far (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// What the process has written so far.
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

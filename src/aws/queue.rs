@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 pub struct QueueFacts {
     pub fifo: bool,
     /// How long a received message stays hidden: SQS's default (30 s) when the queue does not say.
-    pub visibility_timeout: Duration,
+    pub(crate) visibility_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,27 +17,27 @@ use intercom_relay_lambda::event::{
 };
 
 /// Extensions an archive's files have; a directory walk picks up these and passes over the rest.
-pub const ARCHIVE_EXTENSIONS: [&str; 3] = ["gz", "ndjson", "jsonl"];
+pub(crate) const ARCHIVE_EXTENSIONS: [&str; 3] = ["gz", "ndjson", "jsonl"];
 
 /// The longest line read whole (RudderStack's gateway takes requests of up to 4 MB); a longer one is refused.
 pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// One file of an archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveFile {
-    pub path: PathBuf,
+pub(crate) struct ArchiveFile {
+    pub(crate) path: PathBuf,
     /// Its size on disk (compressed, for a `.gz`).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 impl ArchiveFile {
-    pub fn is_gzip(&self) -> bool {
+    pub(crate) fn is_gzip(&self) -> bool {
         is_gzip(&self.path)
     }
 }
 
 /// Whether `path` names a gzipped file.
-pub fn is_gzip(path: &Path) -> bool {
+pub(crate) fn is_gzip(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
@@ -51,7 +51,7 @@ fn is_archive(path: &Path) -> bool {
 /// name order (Segment's received-day directories are Unix times of equal length, so name order is time order); a file
 /// named twice is read once. Also returns how many files the walks passed over (not `.gz`, `.ndjson` or `.jsonl`).
 /// A file named on the command line must be one of those.
-pub fn archive_files(paths: &[PathBuf]) -> Result<(Vec<ArchiveFile>, usize), InputError> {
+pub(crate) fn archive_files(paths: &[PathBuf]) -> Result<(Vec<ArchiveFile>, usize), InputError> {
     let mut files = Vec::new();
     let mut passed_over = 0;
     for path in paths {
@@ -124,7 +124,7 @@ impl Read for Counted {
 
 /// Why the next line could not be read.
 #[derive(Debug)]
-pub enum LineError {
+pub(crate) enum LineError {
     /// The line is over [`MAX_LINE_BYTES`]; the rest of it was passed over, and the lines after it can be read.
     TooLong,
     /// The file cannot be read on (a corrupt or truncated gzip stream, an I/O error): nothing after this is read.
@@ -133,7 +133,7 @@ pub enum LineError {
 
 /// A file's lines, one at a time: memory holds one line, whatever the file's size. Gzip files may be several gzip
 /// members one after another, as concatenated `.gz` files are.
-pub struct Lines {
+pub(crate) struct Lines {
     reader: Box<dyn BufRead + Send>,
     /// Lines returned so far; the number of the last one.
     number: u64,
@@ -141,7 +141,7 @@ pub struct Lines {
 
 impl Lines {
     /// Opens `file`, adding the bytes read from it to `read` as they are read.
-    pub fn open(file: &ArchiveFile, read: Arc<AtomicU64>) -> std::io::Result<Lines> {
+    pub(crate) fn open(file: &ArchiveFile, read: Arc<AtomicU64>) -> std::io::Result<Lines> {
         let counted = BufReader::with_capacity(64 * 1024, Counted { file: File::open(&file.path)?, read });
         let reader: Box<dyn BufRead + Send> = if file.is_gzip() {
             Box::new(BufReader::with_capacity(64 * 1024, MultiGzDecoder::new(counted)))
@@ -152,12 +152,12 @@ impl Lines {
     }
 
     /// The number of the last line returned (from 1).
-    pub fn number(&self) -> u64 {
+    pub(crate) fn number(&self) -> u64 {
         self.number
     }
 
     /// Reads the next line into `line` (without its `\n` or `\r\n`); `Ok(false)` at the end of the file.
-    pub fn next_line(&mut self, line: &mut Vec<u8>) -> Result<bool, LineError> {
+    pub(crate) fn next_line(&mut self, line: &mut Vec<u8>) -> Result<bool, LineError> {
         line.clear();
         let mut too_long = false;
         loop {
@@ -202,7 +202,7 @@ impl Lines {
 
 /// What one line of an archive holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// One Segment event, as Segment's S3 destination writes each line.
     Event,
     /// A batch body (`{"batch": […]}`).
@@ -215,21 +215,21 @@ pub enum Shape {
 
 /// A line read: its events, and when the CDP received them as the record (not each event) says.
 #[derive(Debug)]
-pub struct Record<'a> {
-    pub shape: Shape,
-    pub batch: Batch<'a>,
+pub(crate) struct Record<'a> {
+    pub(crate) shape: Shape,
+    pub(crate) batch: Batch<'a>,
     /// The batch's or RudderStack record's `receivedAt`, else the record's `createdAt`.
-    pub received_at: Option<OffsetDateTime>,
+    pub(crate) received_at: Option<OffsetDateTime>,
 }
 
 /// Why a line holds no events to read: what is wrong, at which path of the line (empty for the whole line).
-pub type LineRefusal = FieldError;
+pub(crate) type LineRefusal = FieldError;
 
 const SHAPES: &str = "expected a Segment event (an object with \"type\"), a batch body ({\"batch\": [...]}) or a RudderStack \
 archive record ({\"payload\": {...}})";
 
 /// Reads one line (trimmed, not empty) of an archive.
-pub fn record(line: &str) -> Result<Record<'_>, LineRefusal> {
+pub(crate) fn record(line: &str) -> Result<Record<'_>, LineRefusal> {
     let whole = |message: String| FieldError::new("", message);
     if !line.starts_with('{') {
         return Err(match serde_json::from_str::<serde_json::Value>(line) {

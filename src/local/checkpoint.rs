@@ -10,13 +10,13 @@ use sha2::{Digest, Sha256};
 use super::archive::ArchiveFile;
 
 /// The format this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub(crate) const CHECKPOINT_VERSION: u32 = 1;
 
 /// What a backfill counted, over every run of it.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Totals {
     /// Lines read (blank ones included).
-    pub lines: u64,
+    pub(crate) lines: u64,
     /// Events read, each event of a batch line counted.
     pub events: u64,
     /// Events the queue (or the local pipeline) confirmed.
@@ -24,27 +24,27 @@ pub struct Totals {
     /// Events outside `--since`/`--until`.
     pub filtered: u64,
     /// Events refused, and lines holding none that could be read.
-    pub rejected: u64,
+    pub(crate) rejected: u64,
     /// Events whose messageId came again soon after (Segment's archive is written at least once).
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
 }
 
 /// The command a checkpoint belongs to: resuming under another would skip or repeat events.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Run {
-    pub paths: Vec<String>,
+pub(crate) struct Run {
+    pub(crate) paths: Vec<String>,
     /// The queue URL, or where the local pipeline sends.
-    pub destination: String,
-    pub since: Option<String>,
-    pub until: Option<String>,
+    pub(crate) destination: String,
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
 }
 
 /// How far into a file the backfill is.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Place {
-    pub path: String,
+    pub(crate) path: String,
     /// Its size when the checkpoint was written.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Lines wholly done: each of their events confirmed, filtered or refused.
     pub lines: u64,
     /// Events of later lines the queue confirmed already (when a batch was confirmed only in part).
@@ -55,39 +55,39 @@ pub struct Place {
 /// The file on disk.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Checkpoint {
-    pub version: u32,
-    pub run: Run,
+    pub(crate) version: u32,
+    pub(crate) run: Run,
     /// Files read to the end: the first `files_done` of the run's sorted list.
     pub files_done: usize,
     /// SHA-256 of those files' paths and sizes, so that a changed archive is noticed rather than skipped.
-    pub files_digest: String,
+    pub(crate) files_digest: String,
     /// The path of the last of them, for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_done: Option<String>,
+    pub(crate) last_done: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<Place>,
     /// The whole archive was read and sent.
     pub finished: bool,
     pub totals: Totals,
-    pub updated_at: String,
+    pub(crate) updated_at: String,
 }
 
 /// Where a run starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Start {
+pub(crate) struct Start {
     /// Index of the first file to read.
-    pub file: usize,
+    pub(crate) file: usize,
     /// Lines of that file already done.
-    pub lines: u64,
+    pub(crate) lines: u64,
     /// Events past those lines the queue holds already.
-    pub sent: Vec<String>,
-    pub totals: Totals,
+    pub(crate) sent: Vec<String>,
+    pub(crate) totals: Totals,
     /// Whether this resumes an earlier run.
-    pub resumed: bool,
+    pub(crate) resumed: bool,
 }
 
 /// The digests of the first 0, 1, 2… of `files`, each over their paths and sizes.
-pub fn prefix_digests(files: &[ArchiveFile]) -> Vec<String> {
+pub(crate) fn prefix_digests(files: &[ArchiveFile]) -> Vec<String> {
     let mut hasher = Sha256::new();
     let mut out = Vec::with_capacity(files.len() + 1);
     out.push(intercom_relay_lambda::hex(hasher.clone().finalize().as_slice()));
@@ -121,7 +121,7 @@ impl Checkpoint {
     }
 
     /// Writes it to `path` atomically: a reader (or a crash) sees the old checkpoint or the new one, never a mix.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> std::io::Result<()> {
         let temporary = temporary(path);
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(&serde_json::to_vec_pretty(self).expect("a checkpoint serialises"))?;
@@ -138,7 +138,7 @@ impl Checkpoint {
     }
 
     /// Where `run` over `files` resumes from this checkpoint, or why it cannot.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         run: &Run,
         files: &[ArchiveFile],
@@ -175,7 +175,7 @@ impl Checkpoint {
 
 /// Why a checkpoint cannot resume the backfill asked for; each message names the checkpoint and how to start over.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointMismatch {
+pub(crate) enum CheckpointMismatch {
     #[error(
         "the checkpoint {checkpoint} belongs to another backfill ({was}); run that command to resume it, or {}",
         start_over(checkpoint)

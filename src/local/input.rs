@@ -12,7 +12,7 @@ use intercom_relay_lambda::queue::{SqsEvent, SqsRecordExt};
 
 /// What a file holds.
 #[derive(Debug)]
-pub enum Input {
+pub(crate) enum Input {
     /// One Segment event (`{"type": "track", …}`).
     Event(String),
     /// A batch body, as `/v1/batch` takes it.
@@ -31,7 +31,7 @@ pub enum Input {
 
 impl Input {
     /// What the file was recognised as, for the user.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Input::Event(_) => "a Segment event".into(),
             Input::Batch(_) => "a batch body".into(),
@@ -46,19 +46,19 @@ impl Input {
 
 /// One line of an NDJSON file.
 #[derive(Debug)]
-pub struct Line {
+pub(crate) struct Line {
     /// From 1.
-    pub number: usize,
-    pub text: String,
+    pub(crate) number: usize,
+    pub(crate) text: String,
     /// A batch body rather than one event.
-    pub batch: bool,
+    pub(crate) batch: bool,
 }
 
 /// Why a path could not be read as input; the message names the file and what was expected.
 #[derive(Debug)]
 pub struct InputError {
-    pub path: PathBuf,
-    pub message: String,
+    pub(crate) path: PathBuf,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for InputError {
@@ -118,7 +118,7 @@ const EXTENSIONS: [&str; 3] = ["json", "ndjson", "jsonl"];
 
 /// The files `paths` name: files as given, directories walked recursively (files with a JSON or NDJSON extension, in
 /// name order), so a replay is repeatable.
-pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+pub(crate) fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     let mut files = Vec::new();
     for path in paths {
         let metadata =
@@ -159,7 +159,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
 }
 
 /// Reads `path` and recognises what it holds.
-pub fn read(path: &Path) -> Result<Input, InputError> {
+pub(crate) fn read(path: &Path) -> Result<Input, InputError> {
     let error = |message: String| InputError { path: path.to_owned(), message };
     let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|e| {

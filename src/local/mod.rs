@@ -5,7 +5,7 @@ pub mod archive;
 mod backfill;
 pub mod checkpoint;
 mod generate;
-pub mod input;
+pub(crate) mod input;
 mod replay;
 mod report;
 mod serve;
@@ -86,7 +86,7 @@ const INVOCATION: Duration = Duration::from_secs(900);
 const LOCAL_WAITS: [(&str, &str); 2] = [("RETRY_BACKOFF_MIN", "1s"), ("RETRY_BACKOFF_MAX", "30s")];
 
 /// Dead letters: in memory, or in the SQS queue named by `DLQ_URL` (`serve` with `QUEUE_URL`).
-pub enum LocalDeadLetter {
+pub(crate) enum LocalDeadLetter {
     Memory(MemoryDeadLetter),
     Sqs(SqsDeadLetter),
 }
@@ -102,8 +102,8 @@ impl DeadLetter for LocalDeadLetter {
 
 /// The forwarder of a local run, its Intercom and the tally of what it did.
 pub struct Local {
-    pub forwarder: Forwarder<IntercomClient, LocalDeadLetter>,
-    pub tally: Arc<Tally>,
+    pub(crate) forwarder: Forwarder<IntercomClient, LocalDeadLetter>,
+    pub(crate) tally: Arc<Tally>,
     /// The in-process sandbox, when Intercom is played by one.
     pub sandbox: Option<SandboxServer>,
     /// Where the calls go, for the user: `the sandbox at http://…`, `https://api.eu.intercom.io`.
@@ -135,7 +135,7 @@ impl Local {
     /// Starts the forwarding half: the sandbox when `destination` is [`Destination::Sandbox`], and a client reading the
     /// forward function's variables through `env`
     /// (`INTERCOM_CONCURRENCY`, `INTERCOM_TIMEOUT_MS`…).
-    pub async fn start(
+    pub(crate) async fn start(
         destination: &Destination,
         env: impl Fn(&str) -> Option<String>,
         tally: Arc<Tally>,
@@ -191,12 +191,12 @@ impl Local {
     }
 
     /// Forwards one batch as an invocation would, telling the tally every outcome.
-    pub async fn forward(&self, event: &SqsEvent) -> BatchReport {
+    pub(crate) async fn forward(&self, event: &SqsEvent) -> BatchReport {
         self.forward_until(event, Instant::now() + INVOCATION).await
     }
 
     /// As [`Local::forward`], finishing before `deadline` (what is not done by then is handed back).
-    pub async fn forward_until(&self, event: &SqsEvent, deadline: Instant) -> BatchReport {
+    pub(crate) async fn forward_until(&self, event: &SqsEvent, deadline: Instant) -> BatchReport {
         let report = self.forwarder.handle(event, deadline).await;
         for record in &report.records {
             self.tally.outcome(record);
@@ -208,7 +208,7 @@ impl Local {
     /// after its own wait, its receive count one higher, as SQS would hand it out (a person's records share a wait, so
     /// they come again together, in order). A replayed event is delivered anew: its records count as sent and first
     /// received now.
-    pub async fn forward_until_done(&self, event: SqsEvent) {
+    pub(crate) async fn forward_until_done(&self, event: SqsEvent) {
         let now = intercom_relay_lambda::queue::epoch_ms().to_string();
         let mut waiting: Vec<(usize, SqsRecord, Instant)> = Vec::with_capacity(event.records.len());
         for (index, mut record) in event.records.into_iter().enumerate() {

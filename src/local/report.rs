@@ -43,22 +43,22 @@ pub struct Report {
 /// Refused input: one event (with its index in its batch) or a whole request.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RejectedInput {
-    pub source: String,
+    pub(crate) source: String,
     /// Set when one event of a batch was refused; absent when the whole request or file was.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
+    pub(crate) index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
+    pub(crate) message_id: Option<String>,
     /// The HTTP status the ingest API answered (for requests).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// What was wrong, as the ingest API says it: `{code, message, path?}` or a list of `{path, message}`.
-    pub errors: Value,
+    pub(crate) errors: Value,
 }
 
 impl RejectedInput {
     /// What an ingest API answer (`status`, `body`) says was refused: each refused event of a batch, or the request.
-    pub fn from_answer(source: &str, status: u16, body: &[u8]) -> Vec<RejectedInput> {
+    pub(crate) fn from_answer(source: &str, status: u16, body: &[u8]) -> Vec<RejectedInput> {
         let success = (200..300).contains(&status);
         if success && memchr::memmem::find(body, b"\"rejected\"").is_none() {
             return Vec::new();
@@ -91,53 +91,53 @@ pub struct Finished {
     pub source: String,
     pub message_id: Option<String>,
     #[serde(rename = "type")]
-    pub event_type: Option<String>,
+    pub(crate) event_type: Option<String>,
     pub reason: Value,
     /// The destination-settings rule that skipped it (`events.deny[2]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skipped_by: Option<String>,
+    pub(crate) skipped_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct CallCounts {
-    pub total: usize,
+    pub(crate) total: usize,
     /// Calls per `METHOD /path`, ids replaced by `{id}` and queries left out.
-    pub by_endpoint: BTreeMap<String, usize>,
+    pub(crate) by_endpoint: BTreeMap<String, usize>,
 }
 
 /// One event's outcome and the calls it took.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct EventReport {
-    pub source: String,
-    pub message_id: Option<String>,
+    pub(crate) source: String,
+    pub(crate) message_id: Option<String>,
     #[serde(rename = "type")]
-    pub event_type: Option<String>,
+    pub(crate) event_type: Option<String>,
     /// `delivered`, `skipped` or `dead_lettered`.
-    pub outcome: &'static str,
+    pub(crate) outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Value>,
+    pub(crate) reason: Option<Value>,
     /// The destination-settings rule that skipped it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skipped_by: Option<String>,
-    pub calls: Vec<CallReport>,
+    pub(crate) skipped_by: Option<String>,
+    pub(crate) calls: Vec<CallReport>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CallReport {
-    pub method: String,
-    pub path: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// `null` when no answer came (a timeout, a refused connection).
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RequestReport {
     /// The event the request served.
-    pub message_id: Option<String>,
-    pub method: String,
-    pub path: String,
-    pub status: Option<u16>,
-    pub body: Option<Value>,
+    pub(crate) message_id: Option<String>,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) status: Option<u16>,
+    pub(crate) body: Option<Value>,
 }
 
 /// Where an event came from and what it is, known when it is queued.
@@ -180,16 +180,16 @@ impl Tally {
     }
 
     /// Accepted events, about to be queued.
-    pub fn accepted(&self, count: usize) {
+    pub(crate) fn accepted(&self, count: usize) {
         self.lock().report.accepted += count;
     }
 
-    pub fn rejected(&self, rejected: RejectedInput) {
+    pub(crate) fn rejected(&self, rejected: RejectedInput) {
         self.lock().report.rejected.push(rejected);
     }
 
     /// Says where the queue message `record_id` came from, before it is forwarded; events are reported in this order.
-    pub fn origin(&self, record_id: &str, source: &str, message_id: Option<&str>) {
+    pub(crate) fn origin(&self, record_id: &str, source: &str, message_id: Option<&str>) {
         let mut inner = self.lock();
         let origin =
             Origin { source: source.to_owned(), message_id: message_id.map(str::to_owned), sequence: inner.sequence };
@@ -198,7 +198,7 @@ impl Tally {
     }
 
     /// One HTTP exchange with Intercom, made for the queue message `record_id`.
-    pub fn exchange(&self, record_id: Option<String>, exchange: Exchange) {
+    pub(crate) fn exchange(&self, record_id: Option<String>, exchange: Exchange) {
         let mut inner = self.lock();
         let Inner { report, origins, calls, keep_events, .. } = &mut *inner;
         report.intercom_calls.total += 1;
@@ -220,7 +220,7 @@ impl Tally {
     }
 
     /// The forwarder's outcome for a record.
-    pub fn outcome(&self, record: &RecordOutcome) {
+    pub(crate) fn outcome(&self, record: &RecordOutcome) {
         let mut inner = self.lock();
         let Inner { report, origins, calls, events, keep_events, .. } = &mut *inner;
         if matches!(record.outcome, Outcome::Retry { .. }) {

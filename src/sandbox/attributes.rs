@@ -9,9 +9,9 @@ use intercom_relay_lambda::intercom::{DataAttribute, DataType, MAX_CUSTOM_ATTRIB
 /// the forwarder), and what only an answer shows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeldAttribute {
-    pub id: u64,
-    pub attribute: DataAttribute,
-    pub created_at: u64,
+    pub(crate) id: u64,
+    pub(crate) attribute: DataAttribute,
+    pub(crate) created_at: u64,
 }
 
 /// Shown (in the sandbox's state over HTTP) as `{id, data_type, options, archived, created_at}`, options only for a list.
@@ -44,11 +44,11 @@ impl PartialEq<&str> for HeldAttribute {
 #[derive(Clone, Debug, Default)]
 pub struct SeedAttribute {
     /// `contact` or `company`.
-    pub model: String,
-    pub name: String,
-    pub data_type: String,
-    pub options: Vec<String>,
-    pub archived: bool,
+    pub(crate) model: String,
+    pub(crate) name: String,
+    pub(crate) data_type: String,
+    pub(crate) options: Vec<String>,
+    pub(crate) archived: bool,
 }
 
 impl SeedAttribute {
@@ -196,7 +196,7 @@ fn parse_options(options: &Value) -> Result<Vec<String>, SandboxResponse> {
 
 impl SandboxState {
     /// Adds `seed` as it stands, without the checks a create makes (and not counted as a change).
-    pub fn seed_attribute(&mut self, seed: &SeedAttribute) {
+    pub(crate) fn seed_attribute(&mut self, seed: &SeedAttribute) {
         let data_type = DataType::parse(&seed.data_type).unwrap_or(DataType::Other);
         let attribute = DataAttribute {
             options: seed.options.clone(),

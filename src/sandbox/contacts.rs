@@ -12,7 +12,7 @@ const CONTACT_FIELDS: [&str; 8] =
     ["phone", "name", "avatar", "signed_up_at", "last_seen_at", "owner_id", "unsubscribed_from_emails", "email"];
 
 /// Leads hold no external_id (Segment's Intercom destination docs; unverified whether Intercom refuses it or drops it).
-pub const LEAD_EXTERNAL_ID: &str =
+pub(crate) const LEAD_EXTERNAL_ID: &str =
     "A lead can't have an external_id: create a user, or convert the lead with role user";
 
 /// A merge chain is resolved at most this far, as Intercom does (2.16, line 8338: "up to 3 hops").

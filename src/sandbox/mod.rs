@@ -9,7 +9,8 @@ mod state;
 mod tags;
 
 pub use attributes::{HeldAttribute, SeedAttribute};
-pub use contacts::LEAD_EXTERNAL_ID;
+#[cfg(test)]
+pub(crate) use contacts::LEAD_EXTERNAL_ID;
 pub use events::MAX_EVENT_NAMES;
 pub use intercom_relay_lambda::intercom::MAX_CUSTOM_ATTRIBUTES;
 pub use server::{RecordedRequest, SandboxServer, UnchangedCalls, serve_http};

@@ -76,14 +76,14 @@ pub enum Outage {
 /// One request, as the HTTP adapter read it.
 #[derive(Clone, Debug)]
 pub struct SandboxRequest {
-    pub method: String,
-    pub path: String,
-    pub authorization: Option<String>,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) authorization: Option<String>,
     /// The `Intercom-Version` header; none means the default, 2.16.
-    pub version: Option<String>,
-    pub body: Option<Value>,
+    pub(crate) version: Option<String>,
+    pub(crate) body: Option<Value>,
     /// The body was sent but is not JSON.
-    pub malformed: bool,
+    pub(crate) malformed: bool,
 }
 
 impl SandboxRequest {
@@ -96,11 +96,11 @@ impl SandboxRequest {
 /// One answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SandboxResponse {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Option<Value>,
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Value>,
     /// How long the HTTP adapter waits before answering (an injected slow answer).
-    pub delay: Duration,
+    pub(crate) delay: Duration,
 }
 
 /// A contact as Intercom holds it.
@@ -115,9 +115,9 @@ pub struct Contact {
     pub companies: Vec<String>,
     /// The tags it carries: tag id → when it was applied (Unix seconds); `SandboxState::contact_tag_names` names them.
     pub tags: BTreeMap<String, u64>,
-    pub archived: bool,
-    pub created_at: u64,
-    pub updated_at: u64,
+    pub(crate) archived: bool,
+    pub(crate) created_at: u64,
+    pub(crate) updated_at: u64,
     /// Orders updates within one second, so "most recently updated" is exact.
     #[serde(skip)]
     pub(super) updated_seq: u64,
@@ -131,7 +131,7 @@ pub struct Company {
     pub fields: Map<String, Value>,
     pub custom_attributes: Map<String, Value>,
     /// The ids of the tags it carries; `SandboxState::company_tag_names` names them.
-    pub tags: BTreeSet<String>,
+    pub(crate) tags: BTreeSet<String>,
 }
 
 /// A tag of the workspace.
@@ -146,10 +146,10 @@ pub struct Tag {
 /// keeps none of it: the contact, its events and its tags are gone.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DeletedContact {
-    pub role: String,
-    pub external_id: Option<String>,
-    pub email: Option<String>,
-    pub deleted_at: u64,
+    pub(crate) role: String,
+    pub(crate) external_id: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) deleted_at: u64,
 }
 
 /// A data event as Intercom holds it.
@@ -174,13 +174,13 @@ pub struct SandboxState {
     /// The workspace's tags, by id.
     pub tags: BTreeMap<String, Tag>,
     /// Contacts deleted (`DELETE /contacts/{id}`), by the id they had.
-    pub deleted_contacts: BTreeMap<String, DeletedContact>,
+    pub(crate) deleted_contacts: BTreeMap<String, DeletedContact>,
     /// Events Intercom dropped as duplicates of (contact, name, created_at).
     pub duplicate_events: u64,
     /// Injected failures answered so far: (status or "slow", count).
     pub faults_injected: BTreeMap<String, u64>,
     /// Changes to what it holds so far: a call that leaves this as it was changed nothing.
-    pub changes: u64,
+    pub(crate) changes: u64,
     /// The names and (contact, name, created_at) keys of `events`, and the events of each contact, so a submission
     /// costs the same at the millionth event as at the first (a soak sends 100,000).
     #[serde(skip)]
@@ -251,7 +251,7 @@ pub(super) fn query_param(query: &str, key: &str) -> Option<String> {
 
 impl SandboxState {
     /// An empty workspace holding `options.seed_attributes`.
-    pub fn new(options: &SandboxOptions) -> SandboxState {
+    pub(crate) fn new(options: &SandboxOptions) -> SandboxState {
         let mut state = SandboxState::default();
         for seed in &options.seed_attributes {
             state.seed_attribute(seed);
@@ -281,7 +281,7 @@ impl SandboxState {
 
 impl SandboxState {
     /// Answers `request` at `now` (Unix seconds).
-    pub fn handle(&mut self, options: &SandboxOptions, request: &SandboxRequest, now: u64) -> SandboxResponse {
+    pub(crate) fn handle(&mut self, options: &SandboxOptions, request: &SandboxRequest, now: u64) -> SandboxResponse {
         if let Some(refused) = self.refuse(options, request, now) {
             return refused;
         }
@@ -394,7 +394,7 @@ impl SandboxState {
     }
 
     /// Starts the fault generator again from its seed (after the faults changed).
-    pub fn reseed(&mut self) {
+    pub(crate) fn reseed(&mut self) {
         self.rng = 0;
     }
 

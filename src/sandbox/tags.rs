@@ -80,7 +80,7 @@ impl Tagging {
 
 impl SandboxState {
     /// The names of the tags `ids` names, leaving out ids of no tag.
-    pub fn tag_names<'a>(&self, ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    pub(crate) fn tag_names<'a>(&self, ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
         ids.into_iter().filter_map(|id| self.tags.get(id)).map(|tag| tag.name.clone()).collect()
     }
 

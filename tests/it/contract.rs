@@ -6,8 +6,8 @@ use serde_json::Value;
 
 /// The earliest and latest Unix seconds a planned time may hold: 0001-01-01 and 9999-12-31T23:59:59, the years an
 /// RFC 3339 date can spell (Intercom shows its Unix times as dates).
-pub const EARLIEST: i64 = -62_135_596_800;
-pub const LATEST: i64 = 253_402_300_799;
+pub(crate) const EARLIEST: i64 = -62_135_596_800;
+pub(crate) const LATEST: i64 = 253_402_300_799;
 
 /// Intercom refuses longer custom attribute strings.
 const MAX_ATTRIBUTE_CHARS: usize = 255;
@@ -16,7 +16,7 @@ const MAX_ATTRIBUTE_CHARS: usize = 255;
 const MAX_COMPANY_INTEGER: i64 = 2_147_483_647;
 
 /// `Err` names the first thing in `plan` that Intercom's contract forbids.
-pub fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
+pub(crate) fn plan_keeps_the_contract(plan: &Plan) -> Result<(), String> {
     let plan = serde_json::to_value(plan).map_err(|e| e.to_string())?;
     let key_ok = |key: &Value| {
         key.as_object()

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What the proxy does to SendMessageBatch calls, and what it saw.
 #[derive(Debug, Default)]
-pub struct Faults {
+pub(crate) struct Faults {
     /// How many SendMessageBatch calls get entries failed (from the first on that holds such entries).
     pub failing_calls: usize,
     /// The message group whose entries fail (as when SQS throttles one group); `None`: every entry fails.
@@ -29,14 +29,14 @@ pub struct Faults {
     pub failed_entries: usize,
 }
 
-pub struct FaultProxy {
+pub(crate) struct FaultProxy {
     pub url: String,
     pub faults: Arc<Mutex<Faults>>,
 }
 
 impl FaultProxy {
     /// Starts the proxy on 127.0.0.1 in front of `upstream`.
-    pub async fn start(upstream: String, faults: Faults) -> FaultProxy {
+    pub(crate) async fn start(upstream: String, faults: Faults) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let faults = Arc::new(Mutex::new(faults));

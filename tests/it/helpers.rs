@@ -19,12 +19,12 @@ use lambda_http::request::LambdaRequest;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-pub const WRITE_KEY: &str = "test-write-key";
+pub(crate) const WRITE_KEY: &str = "test-write-key";
 /// `Basic base64("test-write-key:")`, as analytics-python and RudderStack's SDKs send it.
-pub const BASIC_AUTH: &str = "Basic dGVzdC13cml0ZS1rZXk6";
-pub const ALLOWED_ORIGIN: &str = "https://www.example.com";
+pub(crate) const BASIC_AUTH: &str = "Basic dGVzdC13cml0ZS1rZXk6";
+pub(crate) const ALLOWED_ORIGIN: &str = "https://www.example.com";
 
-pub fn options() -> IngestOptions {
+pub(crate) fn options() -> IngestOptions {
     IngestOptions {
         write_keys: WriteKeys::new(&[SecretString::from(WRITE_KEY)]).expect("one key"),
         allowed_origins: AllowedOrigins::parse(ALLOWED_ORIGIN).expect("a valid origin"),
@@ -33,16 +33,16 @@ pub fn options() -> IngestOptions {
 }
 
 /// The handler in front of an in-memory queue.
-pub fn memory_app() -> Ingest<MemoryQueue> {
+pub(crate) fn memory_app() -> Ingest<MemoryQueue> {
     Ingest::new(options(), MemoryQueue::new())
 }
 
-pub fn events_dir() -> PathBuf {
+pub(crate) fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
 }
 
 /// A function-URL request from `events/requests/NAME`.
-pub fn fixture(name: &str) -> Request {
+pub(crate) fn fixture(name: &str) -> Request {
     let path = events_dir().join("requests").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let event: LambdaRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -50,7 +50,7 @@ pub fn fixture(name: &str) -> Request {
 }
 
 /// A function-URL request (payload format 2.0), read by lambda_http as the Lambda would read it.
-pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Request {
+pub(crate) fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Request {
     let (body, base64) = match body {
         None => (Value::Null, false),
         Some(bytes) => match std::str::from_utf8(bytes) {
@@ -63,7 +63,13 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<
 
 /// A function-URL request whose `body` text Lambda marked (`isBase64Encoded`) as base64 or not, read as the ingest
 /// function reads it: through [`guard_base64`], then lambda_http.
-pub fn encoded_request(method: &str, path: &str, headers: &[(&str, &str)], body: Value, base64: bool) -> Request {
+pub(crate) fn encoded_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+    base64: bool,
+) -> Request {
     let headers: serde_json::Map<String, Value> =
         headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String((*v).to_owned()))).collect();
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
@@ -90,18 +96,18 @@ pub fn encoded_request(method: &str, path: &str, headers: &[(&str, &str)], body:
 }
 
 /// A POST with the write key as Basic auth and a JSON content type.
-pub fn post(path: &str, body: &str) -> Request {
+pub(crate) fn post(path: &str, body: &str) -> Request {
     request("POST", path, &[("authorization", BASIC_AUTH), ("content-type", "application/json")], Some(body.as_bytes()))
 }
 
 /// What the handler answered.
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
 }
 
-pub async fn send<Q: Enqueue>(app: &Ingest<Q>, request: Request) -> Answer {
+pub(crate) async fn send<Q: Enqueue>(app: &Ingest<Q>, request: Request) -> Answer {
     let response = app.handle(request).await;
     let status = response.status();
     let headers = response.headers().clone();
@@ -115,7 +121,7 @@ pub async fn send<Q: Enqueue>(app: &Ingest<Q>, request: Request) -> Answer {
 }
 
 /// The events (envelope `event` objects) of a list of SQS-bound bodies.
-pub fn envelope_events(bodies: impl IntoIterator<Item = String>) -> Vec<Value> {
+pub(crate) fn envelope_events(bodies: impl IntoIterator<Item = String>) -> Vec<Value> {
     bodies
         .into_iter()
         .map(|body| {
@@ -128,12 +134,12 @@ pub fn envelope_events(bodies: impl IntoIterator<Item = String>) -> Vec<Value> {
 }
 
 /// The real Intercom client pointed at a sandbox, authenticating with `token` (the sandbox's own, or a wrong one).
-pub fn sandbox_client(sandbox: &SandboxServer, token: &str, timeout: Duration) -> IntercomClient {
+pub(crate) fn sandbox_client(sandbox: &SandboxServer, token: &str, timeout: Duration) -> IntercomClient {
     IntercomClient::new(&sandbox.url, SecretString::from(token), ApiVersion::V2_16, timeout).expect("a client")
 }
 
 /// A forwarder (one cold start) for `sandbox`, creating missing custom attributes.
-pub fn forwarder<D: DeadLetter>(
+pub(crate) fn forwarder<D: DeadLetter>(
     sandbox: &SandboxServer,
     dead_letter: D,
     options: ForwardOptions,
@@ -144,11 +150,11 @@ pub fn forwarder<D: DeadLetter>(
 
 /// What the code logs while the guard lives, in memory (tracing's default subscriber for this thread).
 #[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
     /// Captures at `level`, as JSON lines (what CloudWatch receives) or plain text.
-    pub fn start(level: tracing::Level, json: bool) -> (Captured, tracing::subscriber::DefaultGuard) {
+    pub(crate) fn start(level: tracing::Level, json: bool) -> (Captured, tracing::subscriber::DefaultGuard) {
         // tracing caches each callsite's interest for the whole process, computed when the callsite is first hit, by
         // whichever thread hits it first. A sibling test's thread with no subscriber would cache `never`, and this
         // capture would silently miss the line. A global subscriber that takes everything (and writes nothing) keeps
@@ -169,7 +175,7 @@ impl Captured {
     }
 
     /// Everything logged so far.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).expect("logs are UTF-8")
     }
 }
@@ -187,7 +193,7 @@ impl std::io::Write for Captured {
 /// The section under `heading` (a whole heading line, e.g. `## Secrets in Secrets Manager`) of README.md or of a page
 /// in docs/: its text after the heading, up to the next heading of level 2 or 3. A heading found in no file, or more
 /// than once, panics naming it: each heading a test reads is in exactly one place.
-pub fn doc_section(heading: &str) -> String {
+pub(crate) fn doc_section(heading: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![root.join("README.md")];
     let mut pages: Vec<_> = std::fs::read_dir(root.join("docs"))
@@ -223,7 +229,7 @@ pub fn doc_section(heading: &str) -> String {
 
 /// The commands of each `sh` block of `section`, as a shell reads them: continuation lines joined; blank lines (as
 /// empty commands) and comments kept.
-pub fn sh_blocks(section: &str) -> Vec<Vec<String>> {
+pub(crate) fn sh_blocks(section: &str) -> Vec<Vec<String>> {
     let blocks = section.split("```sh\n").skip(1).map(|rest| rest.split("\n```").next().unwrap());
     blocks
         .map(|block| {
@@ -245,7 +251,7 @@ pub fn sh_blocks(section: &str) -> Vec<Vec<String>> {
 }
 
 /// A command of [`sh_blocks`] without its comment (` # …`), `None` for a blank line or a comment alone.
-pub fn without_comment(command: &str) -> Option<String> {
+pub(crate) fn without_comment(command: &str) -> Option<String> {
     let command = command.split(" #").next().unwrap().trim_end();
     (!command.trim().is_empty() && !command.trim_start().starts_with('#')).then(|| command.to_owned())
 }

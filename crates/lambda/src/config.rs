@@ -26,11 +26,11 @@ pub enum ConfigError {
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
     /// `WRITE_KEYS`: comma-separated write keys; at least one.
-    pub write_keys: WriteKeys,
+    pub(crate) write_keys: WriteKeys,
     /// `QUEUE_URL`: the SQS queue events go to (FIFO when it ends in `.fifo`).
     pub queue_url: String,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser, or `*` (the default).
-    pub allowed_origins: AllowedOrigins,
+    pub(crate) allowed_origins: AllowedOrigins,
     /// `CORS_BY_FUNCTION_URL`: `true` when the function URL's CORS configuration answers preflights and writes the
     /// CORS headers (the template's); the function then writes none. Default `false`.
     pub cors_headers: CorsHeaders,
@@ -114,31 +114,31 @@ pub struct ForwardConfig {
     /// `INTERCOM_TIMEOUT_MS`: the most one Intercom call may take (default 5000).
     pub timeout: Duration,
     /// `INTERCOM_CONCURRENCY`: message groups worked on at once (default 8).
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// `INTERCOM_RETRY_ATTEMPTS`: tries of one Intercom call within an invocation (default 4).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// `RETRY_HORIZON`: an event still failing for a reason that may pass (Intercom down, a refused token, a rate
     /// limit) is tried until it has been this long in the queue, then dead-lettered with `retries_exhausted` (default
     /// `24h`; `90s`, `15m`, `24h`, `7d`; at most `14d`, the queues' retention).
-    pub horizon: Duration,
+    pub(crate) horizon: Duration,
     /// `RETRY_BACKOFF_MIN` and `RETRY_BACKOFF_MAX`: the first and the longest wait of an event handed back (defaults
     /// `10s` and `15m`; at most `11h`, within SQS's 12 hours from a receive); each wait is about the time it has been
     /// tried so far.
-    pub redelivery: RetryPolicy,
+    pub(crate) redelivery: RetryPolicy,
     /// `ALIAS_WAIT`: without an identity store (none kept, or failing), how long an alias whose previous contact
     /// Intercom does not hold is handed back before it is skipped (default `5m`): the previous contact may still be on
     /// its way in another person's lane. With one, such an alias is skipped at once and holds the visitor for the user.
-    pub alias_wait: Duration,
+    pub(crate) alias_wait: Duration,
     /// `CIRCUIT_OPEN_MIN` and `CIRCUIT_OPEN_MAX`: how long the circuit breaker first stays open when every call fails
     /// for a reason of the workspace, and the longest (defaults `5s` and `5m`): a probe call goes after each.
-    pub breaker: BreakerPolicy,
+    pub(crate) breaker: BreakerPolicy,
     /// `SERVER_ERROR_TRIES`: tries of one event that Intercom answers 5xx for while it answers others (the breaker
     /// closed) before it is dead-lettered as `intercom_server_error_repeated` (default 10).
-    pub server_error_tries: u32,
+    pub(crate) server_error_tries: u32,
     /// `IDENTITY_REFRESH` (default `1d`; `0s`: always) and `LAST_SEEN_RESOLUTION` (default `1h`; `0s`: every move):
     /// how long what the identity store says was written goes by, and how far `last_seen_at` alone may move before it
     /// is written.
-    pub memory: WriteMemory,
+    pub(crate) memory: WriteMemory,
     /// `QUEUE_URL`: the events queue, where handed-back records' waits are set; unset, each record's
     /// `eventSourceARN` names it.
     pub queue_url: Option<String>,

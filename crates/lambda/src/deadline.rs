@@ -12,13 +12,13 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// How long an invocation starting at `now_ms` may take by the deadline its context gives (`deadline_ms`, both Unix
 /// milliseconds); `None` when that cannot be a deadline: passed already, or before 2000. `cargo lambda watch` sends
 /// `600000`, ten minutes as if it were a time.
-pub fn remaining(deadline_ms: u64, now_ms: u64) -> Option<Duration> {
+pub(crate) fn remaining(deadline_ms: u64, now_ms: u64) -> Option<Duration> {
     (deadline_ms >= YEAR_2000_MS && deadline_ms > now_ms).then(|| Duration::from_millis(deadline_ms - now_ms))
 }
 
 /// [`remaining`] from now. The first deadline of the process that is not one is logged at WARN, naming `limit`: the
 /// setting the caller keeps to in its place.
-pub fn time_left(deadline_ms: u64, limit: &'static str) -> Option<Duration> {
+pub(crate) fn time_left(deadline_ms: u64, limit: &'static str) -> Option<Duration> {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let left = remaining(deadline_ms, now_ms);
     if left.is_none() && first(&WARNED) {

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use crate::event::{BatchDefaults, Event, JsonObject, RawEvent, TopLevel, parse_event, parse_timestamp};
 
 /// The envelope format this build writes; readers refuse versions they do not know.
-pub const ENVELOPE_VERSION: u32 = 1;
+pub(crate) const ENVELOPE_VERSION: u32 = 1;
 
 /// One event on its way from ingest to the forwarder.
 #[derive(Clone, Debug)]
@@ -57,7 +57,7 @@ pub enum EnvelopeError {
 
 impl Envelope {
     /// The SQS message body: compact JSON whose characters SQS accepts.
-    pub fn to_body(&self) -> String {
+    pub(crate) fn to_body(&self) -> String {
         // Sized once: the free-form parts are most of the body, and growing a 1 KB String by doubling costs more.
         let raw_parts = [&self.event.context, &self.event.traits, &self.event.properties, &self.event.integrations];
         let estimate =

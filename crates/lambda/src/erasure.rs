@@ -63,7 +63,7 @@ impl ErasureRequest {
     }
 
     /// The request a body holds, if it is one (an envelope is not).
-    pub fn from_body(body: &str) -> Option<ErasureRequest> {
+    pub(crate) fn from_body(body: &str) -> Option<ErasureRequest> {
         if !body.contains("\"erasure\"") {
             return None;
         }

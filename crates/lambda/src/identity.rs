@@ -117,11 +117,11 @@ pub enum Claim {
 #[error("the identity store ({store}) {doing}: {reason}")]
 pub struct IdentityError {
     /// Which store: `DynamoDB table NAME`.
-    pub store: String,
-    pub doing: &'static str,
-    pub reason: String,
+    pub(crate) store: String,
+    pub(crate) doing: &'static str,
+    pub(crate) reason: String,
     #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    pub(crate) source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// Where the relay remembers whom it made in Intercom and what it wrote there.
@@ -191,10 +191,10 @@ pub struct MemoryIdentities {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StoreUsage {
     /// Keys read (a strongly consistent read unit each), in `reads` requests (a batch's read is one).
-    pub read_units: u64,
-    pub reads: u64,
+    pub(crate) read_units: u64,
+    pub(crate) reads: u64,
     /// Items put, updated or deleted (a write unit each).
-    pub write_units: u64,
+    pub(crate) write_units: u64,
 }
 
 impl MemoryIdentities {
@@ -202,8 +202,9 @@ impl MemoryIdentities {
         MemoryIdentities::default()
     }
 
+    #[cfg(test)]
     /// How many keys it holds a contact or company for.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.with(|entries| entries.values().filter(|e| matches!(e, Entry::Made { .. })).count())
     }
 

@@ -6,7 +6,7 @@
 
 pub mod aws;
 pub mod config;
-pub mod deadline;
+pub(crate) mod deadline;
 pub mod envelope;
 pub mod erasure;
 pub mod event;

@@ -32,7 +32,7 @@ impl RetryPolicy {
     /// without counting tries: about as long again, so the waits double. The base, `failing` held within `min_delay` and
     /// `max_delay`, is jittered to 75–125% (`jitter` in 0.0..1.0) so that what failed together does not come back
     /// together, and never above `max_delay`.
-    pub fn delay_after(&self, failing: Duration, jitter: f64) -> Duration {
+    pub(crate) fn delay_after(&self, failing: Duration, jitter: f64) -> Duration {
         let base = failing.clamp(self.min_delay, self.max_delay.max(self.min_delay));
         base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0)).min(self.max_delay.max(self.min_delay))
     }

@@ -39,7 +39,7 @@ pub(crate) fn digest(kind: &str, value: &str) -> String {
 /// The key of a contact a plan names: a user by their userId (their external_id), a lead by their address. An event
 /// is matched by the contacts it would write to, as the mapper names them: a user's events by their userId alone (not
 /// by an address they carry, which another user may share), a lead's by the address.
-pub fn key_of(contact: &ContactKey) -> String {
+pub(crate) fn key_of(contact: &ContactKey) -> String {
     match contact {
         ContactKey::ExternalId(id) => user_key(id),
         ContactKey::Email(email) => email_key(email),
@@ -51,16 +51,16 @@ pub fn key_of(contact: &ContactKey) -> String {
 #[error("the suppression list ({list}) {doing}: {reason}")]
 pub struct SuppressionError {
     /// Which list: `DynamoDB table NAME`.
-    pub list: String,
+    pub(crate) list: String,
     /// `cannot be read`, `cannot be written`, `cannot be reached`.
-    pub doing: &'static str,
+    pub(crate) doing: &'static str,
     /// What went wrong, on one line.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Whether trying again may help (throttling, the store's own failures, no answer).
-    pub retryable: bool,
+    pub(crate) retryable: bool,
     /// The store's own error, when there is one.
     #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    pub(crate) source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// Where the people erased are kept: read once per batch, added to before anyone is deleted.

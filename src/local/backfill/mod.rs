@@ -40,7 +40,7 @@ pub const BATCH_EVENTS: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct BackfillOptions {
     /// Archive files and directories of them (walked recursively, in name order).
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Only events at or after this time (their `timestamp` as the ingest API normalises it).
     pub since: Option<OffsetDateTime>,
     /// Only events before this time.

@@ -14,16 +14,16 @@ pub const MAX_LISTED: usize = 1000;
 /// A line, or one event of it, that was refused.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LineRejection {
-    pub file: String,
+    pub(crate) file: String,
     /// From 1; 0 when the whole file could not be read.
-    pub line: u64,
+    pub(crate) line: u64,
     /// The event's place in the line's batch, when the line holds one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
+    pub(crate) index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
+    pub(crate) message_id: Option<String>,
     /// What is wrong, each at its path in the event (or the line).
-    pub errors: Vec<FieldError>,
+    pub(crate) errors: Vec<FieldError>,
 }
 
 impl LineRejection {
@@ -72,28 +72,28 @@ pub enum Ending {
 #[derive(Clone, Debug, Serialize)]
 pub struct BackfillReport {
     /// The queue URL, or where the local pipeline forwarded.
-    pub destination: String,
+    pub(crate) destination: String,
     #[serde(flatten)]
     pub ending: Ending,
     /// Archive files, and files the directory walks passed over (not .gz, .ndjson or .jsonl).
-    pub files: usize,
-    pub passed_over: usize,
-    pub checkpoint: Option<PathBuf>,
+    pub(crate) files: usize,
+    pub(crate) passed_over: usize,
+    pub(crate) checkpoint: Option<PathBuf>,
     /// Where this run started, when it resumed an earlier one: `archive/x.gz after line 5000`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<String>,
     /// Where the next run starts, when this one did not finish.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
+    pub(crate) stopped_at: Option<String>,
     /// Over the whole backfill (earlier runs included), as far as confirmed.
     pub totals: Totals,
     /// Events sent by this run, and how long it took.
     pub sent_this_run: u64,
-    pub seconds: f64,
-    pub events_per_second: f64,
+    pub(crate) seconds: f64,
+    pub(crate) events_per_second: f64,
     /// This run's refused lines and events (the first [`MAX_LISTED`]), and how many more there were.
-    pub rejected: Vec<LineRejection>,
-    pub rejected_not_listed: u64,
+    pub(crate) rejected: Vec<LineRejection>,
+    pub(crate) rejected_not_listed: u64,
 }
 
 impl BackfillReport {

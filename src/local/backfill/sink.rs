@@ -67,7 +67,7 @@ pub struct InProcess<'a> {
 
 impl<'a> InProcess<'a> {
     /// Forwards through `local`; `name` says where to, stably across runs (`the built-in sandbox`, a URL).
-    pub fn new(local: &'a Local, name: impl Into<String>) -> InProcess<'a> {
+    pub(crate) fn new(local: &'a Local, name: impl Into<String>) -> InProcess<'a> {
         InProcess { local, queue: MemoryQueue::new(), name: name.into() }
     }
 }

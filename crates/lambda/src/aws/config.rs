@@ -24,7 +24,7 @@ pub enum Caller {
 
 impl Caller {
     /// The SDK's timeouts for this caller's calls.
-    pub fn timeouts(self) -> TimeoutConfig {
+    pub(crate) fn timeouts(self) -> TimeoutConfig {
         let builder = TimeoutConfig::builder();
         match self {
             Caller::Forward => {
@@ -43,7 +43,7 @@ impl Caller {
 
 /// The SDK's retries, for every caller: its standard mode (throttling, 5xx and timeouts tried again with jittered
 /// backoff), three tries a call; the queues and the suppression list add their own on top where they need more.
-pub fn retries() -> RetryConfig {
+pub(crate) fn retries() -> RetryConfig {
     RetryConfig::standard().with_max_attempts(3)
 }
 

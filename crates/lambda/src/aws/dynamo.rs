@@ -31,9 +31,9 @@ pub(crate) fn client(aws: &SdkConfig, attempt: Duration) -> aws_sdk_dynamodb::Cl
 /// What a failed call says: its one-line message (without a hint) and whether trying again may help.
 pub(crate) struct Failure {
     /// The error code DynamoDB answered, if it answered one.
-    pub code: Option<String>,
-    pub message: String,
-    pub retryable: bool,
+    pub(crate) code: Option<String>,
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
 }
 
 impl Failure {

@@ -10,11 +10,11 @@
 //! Every client takes its endpoint as the SDK resolves it: `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL` (or a
 //! profile's `endpoint_url`), unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`, else the region's.
 
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod dynamo;
 pub(crate) mod identity;
 
-pub mod suppression;
+pub(crate) mod suppression;
 
 pub use config::{Caller, load};
 pub use identity::DynamoIdentities;

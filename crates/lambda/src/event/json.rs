@@ -14,18 +14,18 @@ pub struct RawObject(Box<RawValue>);
 
 impl RawObject {
     /// Wraps `raw` when it is a JSON object.
-    pub fn new(raw: &RawValue) -> Option<RawObject> {
+    pub(crate) fn new(raw: &RawValue) -> Option<RawObject> {
         raw.get().starts_with('{').then(|| RawObject(raw.to_owned()))
     }
 
     /// The object's JSON text.
-    pub fn get(&self) -> &str {
+    pub(crate) fn get(&self) -> &str {
         self.0.get()
     }
 
     /// Writes members as a JSON object: keys escaped again, values copied as their text (never re-parsed, so numbers
     /// of any size and every escape survive).
-    pub fn from_members<'a>(members: impl IntoIterator<Item = (&'a str, &'a RawValue)>) -> RawObject {
+    pub(crate) fn from_members<'a>(members: impl IntoIterator<Item = (&'a str, &'a RawValue)>) -> RawObject {
         let mut text = String::from("{");
         for (key, value) in members {
             if text.len() > 1 {
@@ -41,12 +41,12 @@ impl RawObject {
 
     /// The object parsed, keys in the order sent. Ingest refuses values `Value` cannot hold, so this fails only for an
     /// object that did not come through ingest.
-    pub fn to_map(&self) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
+    pub(crate) fn to_map(&self) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
         serde_json::from_str(self.0.get())
     }
 
     /// The object's top-level members, borrowed.
-    pub fn members(&self) -> TopLevel<'_> {
+    pub(crate) fn members(&self) -> TopLevel<'_> {
         TopLevel::parse(self.0.get()).unwrap_or_default()
     }
 }
@@ -134,7 +134,7 @@ impl<'a> TopLevel<'a> {
     }
 
     /// The first key that appears more than once.
-    pub fn duplicate(&self) -> Option<&str> {
+    pub(crate) fn duplicate(&self) -> Option<&str> {
         let keys = &self.0;
         if keys.len() <= 32 {
             keys.iter()

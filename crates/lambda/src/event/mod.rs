@@ -19,9 +19,9 @@ pub use parse::{
 pub use timestamp::{TimestampError, format_timestamp, parse_timestamp, read_timestamp};
 
 /// Most bytes one event may take, as Segment's API allows (32 KB).
-pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 32 * 1024;
 /// Most bytes one batch request may take after decompression, as Segment's API allows (500 KB).
-pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 500 * 1024;
 
 /// A Segment event type, as `type` spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -53,7 +53,7 @@ impl EventType {
     }
 
     /// The type named `name`, exactly as the spec spells it.
-    pub fn parse(name: &str) -> Option<EventType> {
+    pub(crate) fn parse(name: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == name)
     }
 }
@@ -70,33 +70,33 @@ impl std::fmt::Display for EventType {
 /// byte for byte (key order and number precision intact) and only the forwarder looks inside.
 #[derive(Clone, Debug)]
 pub struct Event {
-    pub kind: EventType,
+    pub(crate) kind: EventType,
     pub message_id: String,
-    pub user_id: Option<String>,
-    pub anonymous_id: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) anonymous_id: Option<String>,
     /// When the event happened, corrected for the client's clock skew.
     pub timestamp: OffsetDateTime,
     /// The client's own timestamp, when skew correction changed it.
     pub original_timestamp: Option<OffsetDateTime>,
     pub sent_at: Option<OffsetDateTime>,
-    pub received_at: OffsetDateTime,
-    pub context: Option<RawObject>,
-    pub integrations: Option<RawObject>,
-    pub traits: Option<RawObject>,
-    pub properties: Option<RawObject>,
+    pub(crate) received_at: OffsetDateTime,
+    pub(crate) context: Option<RawObject>,
+    pub(crate) integrations: Option<RawObject>,
+    pub(crate) traits: Option<RawObject>,
+    pub(crate) properties: Option<RawObject>,
     /// The track event's name.
-    pub event: Option<String>,
-    pub name: Option<String>,
-    pub category: Option<String>,
-    pub group_id: Option<String>,
-    pub previous_id: Option<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) category: Option<String>,
+    pub(crate) group_id: Option<String>,
+    pub(crate) previous_id: Option<String>,
     /// Top-level fields the spec does not name, kept as sent.
-    pub extra: Vec<(String, Box<RawValue>)>,
+    pub(crate) extra: Vec<(String, Box<RawValue>)>,
 }
 
 impl Event {
     /// The key that orders this person's events: userId, else anonymousId (group calls: userId, else groupId).
-    pub fn ordering_key(&self) -> &str {
+    pub(crate) fn ordering_key(&self) -> &str {
         let fallback = match self.kind {
             EventType::Group => self.group_id.as_deref(),
             _ => self.anonymous_id.as_deref(),
@@ -106,7 +106,7 @@ impl Event {
 
     /// Appends the event as compact JSON: Segment's field names, free-form parts as their original text, times as
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Written directly rather than through serde, as ingest does this for every event.
-    pub fn write_json(&self, out: &mut String) {
+    pub(crate) fn write_json(&self, out: &mut String) {
         let mut object = JsonObject::start(out);
         object.string("type", self.kind.as_str());
         object.string("messageId", &self.message_id);

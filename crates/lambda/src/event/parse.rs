@@ -44,8 +44,8 @@ pub struct Rejected {
 /// What a batch carries besides its events, applied to each of them as Segment does.
 #[derive(Debug, Default)]
 pub struct BatchDefaults {
-    pub context: Option<RawObject>,
-    pub integrations: Option<RawObject>,
+    pub(crate) context: Option<RawObject>,
+    pub(crate) integrations: Option<RawObject>,
     pub sent_at: Option<OffsetDateTime>,
 }
 
@@ -55,7 +55,7 @@ pub struct Batch<'a> {
     pub events: Vec<RawEvent<'a>>,
     pub defaults: BatchDefaults,
     /// The `writeKey` the body carries (what browsers send with `sendBeacon`).
-    pub write_key: Option<String>,
+    pub(crate) write_key: Option<String>,
 }
 
 /// One event of a body: its size and, when it is a JSON object, its top-level members.
@@ -78,7 +78,7 @@ impl<'a> RawEvent<'a> {
 
     /// Reads an event that ingest already accepted (from a queue message): normalisation may have grown it past the
     /// size limit, and its values were checked.
-    pub fn accepted(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
+    pub(crate) fn accepted(text: &'a str) -> Result<RawEvent<'a>, serde_json::Error> {
         Ok(RawEvent { bytes: 0, check_values: false, ..RawEvent::parse(text)? })
     }
 

@@ -91,10 +91,6 @@ impl<A: IntercomApi, D: DeadLetter> Forwarder<A, D> {
         Forwarder { settings, ..self }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn executor(&self) -> &Executor<A> {
         &self.executor
     }

@@ -28,7 +28,7 @@ impl Default for BreakerPolicy {
 }
 
 /// Events among the failures in a row that open the breaker for 5xx, timeouts and 429s.
-pub const DISTINCT_EVENTS: usize = 3;
+pub(crate) const DISTINCT_EVENTS: usize = 3;
 
 /// Whether a call may be made now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum Health {
 }
 
 impl Health {
-    pub fn of(outcome: &Result<serde_json::Value, IntercomError>) -> Health {
+    pub(crate) fn of(outcome: &Result<serde_json::Value, IntercomError>) -> Health {
         match outcome {
             Err(error) if error.is_workspace_failure() => {
                 Health::Failing { failure: error.to_string(), kind: error.kind() }
@@ -63,7 +63,7 @@ impl Health {
 }
 
 /// What an operator is told when the breaker opens: what is wrong and what to do.
-pub fn advice(kind: ErrorKind) -> &'static str {
+pub(crate) fn advice(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unauthorized => {
             "Intercom refuses the access token: set INTERCOM_ACCESS_TOKEN to a valid token, and INTERCOM_REGION to the \
@@ -132,7 +132,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(policy: BreakerPolicy) -> Breaker {
+    pub(crate) fn new(policy: BreakerPolicy) -> Breaker {
         let inner = Inner {
             state: State::Closed { failures: 0, events: Vec::new() },
             failure: String::new(),
@@ -155,12 +155,12 @@ impl Breaker {
         other.is_some_and(|at| at > since)
     }
 
-    pub fn policy(&self) -> BreakerPolicy {
+    pub(crate) fn policy(&self) -> BreakerPolicy {
         self.policy
     }
 
     /// Whether a call may go at `now`.
-    pub fn permit(&self, now: Instant) -> Permit {
+    pub(crate) fn permit(&self, now: Instant) -> Permit {
         let mut inner = self.lock();
         let withheld = |retry_in: Duration, failure: &str| Permit::Withheld { retry_in, failure: failure.to_owned() };
         match inner.state {
@@ -184,7 +184,7 @@ impl Breaker {
     }
 
     /// How long it has been closed at `now`: how long Intercom has been answering, as far as this forwarder knows.
-    pub fn answering_for(&self, now: Instant) -> Duration {
+    pub(crate) fn answering_for(&self, now: Instant) -> Duration {
         let inner = self.lock();
         match inner.state {
             State::Closed { .. } => now.saturating_duration_since(inner.closed_since),
@@ -193,7 +193,7 @@ impl Breaker {
     }
 
     /// How long from `now` until it lets a probe through; `None` when closed.
-    pub fn retry_in(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn retry_in(&self, now: Instant) -> Option<Duration> {
         match self.lock().state {
             State::Closed { .. } => None,
             State::Open { until, .. } => Some(until.saturating_duration_since(now)),
@@ -202,7 +202,13 @@ impl Breaker {
     }
 
     /// Tells the breaker how a call made under `permit` for the event `event` (its SQS message id, when known) ended.
-    pub fn record(&self, permit: &Permit, health: Health, event: Option<&str>, now: Instant) -> Option<Transition> {
+    pub(crate) fn record(
+        &self,
+        permit: &Permit,
+        health: Health,
+        event: Option<&str>,
+        now: Instant,
+    ) -> Option<Transition> {
         let mut inner = self.lock();
         let (failure, kind) = match health {
             Health::Answering => {

@@ -16,11 +16,11 @@ pub struct Erased {
     /// Intercom's ids of the contacts deleted.
     pub contacts: Vec<ContactId>,
     /// Of the contacts found: users and leads.
-    pub users: usize,
-    pub leads: usize,
+    pub(crate) users: usize,
+    pub(crate) leads: usize,
     /// What else there is to know: nobody found, a user left who shares the address, several users erased.
-    pub notes: Vec<String>,
-    pub calls: usize,
+    pub(crate) notes: Vec<String>,
+    pub(crate) calls: usize,
 }
 
 /// Whom an erasure request names, found and not yet deleted (no `Debug`: it holds their addresses).
@@ -33,17 +33,17 @@ pub struct ErasureTargets {
 
 impl ErasureTargets {
     /// The addresses the contacts found hold (for the suppression list; never logged).
-    pub fn emails(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn emails(&self) -> impl Iterator<Item = &str> {
         self.targets.iter().filter_map(|t| t.email.as_deref())
     }
 
     /// Intercom calls spent finding them.
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls
     }
 
     /// The users' external_ids among the contacts found (an erasure by email names them by nothing else).
-    pub fn external_ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn external_ids(&self) -> impl Iterator<Item = &str> {
         self.targets.iter().filter_map(|t| t.external_id.as_deref())
     }
 }

@@ -35,11 +35,11 @@ pub struct Delivery {
 /// Why a plan was not carried out, and how hard we tried.
 #[derive(Debug)]
 pub struct Failed {
-    pub error: IntercomError,
+    pub(crate) error: IntercomError,
     /// Tries of the call that failed.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Intercom calls made for the plan, the failed ones included.
-    pub calls: usize,
+    pub(crate) calls: usize,
 }
 
 /// Carries out plans against one Intercom workspace; one per cold start, shared by every invocation.
@@ -105,7 +105,7 @@ impl<A: IntercomApi> Executor<A> {
     }
 
     /// The same executor with its circuit breaker following `policy`.
-    pub fn with_breaker(self, policy: BreakerPolicy) -> Executor<A> {
+    pub(crate) fn with_breaker(self, policy: BreakerPolicy) -> Executor<A> {
         Executor { breaker: Breaker::new(policy), ..self }
     }
 

@@ -25,7 +25,7 @@ mod written;
 
 pub use batch::{Forwarder, current_record};
 pub use breaker::{Breaker, BreakerPolicy, Health, Permit, Transition};
-pub use erasure::{Erased, ErasureTargets};
+pub(crate) use erasure::Erased;
 pub use executor::{Delivery, Executor, Failed};
 pub use merges::ALIAS_PREVIOUS_UNKNOWN;
 pub use options::{ForwardOptions, QUEUE_RETENTION};

@@ -37,14 +37,15 @@ impl WriteKeys {
         (!digests.is_empty()).then_some(WriteKeys { digests })
     }
 
+    #[cfg(test)]
     /// Whether `presented` is one of the keys.
-    pub fn verify(&self, presented: &str) -> bool {
+    pub(crate) fn verify(&self, presented: &str) -> bool {
         self.kind_of(presented).is_some()
     }
 
     /// The kind of `presented`, if it is one of the keys. Hashing first makes every comparison the same length, and
     /// every key is compared, so the time taken says nothing about the keys.
-    pub fn kind_of(&self, presented: &str) -> Option<KeyKind> {
+    pub(crate) fn kind_of(&self, presented: &str) -> Option<KeyKind> {
         let presented = digest(presented);
         let (mut server, mut browser) = (Choice::from(0), Choice::from(0));
         for (key, kind) in &self.digests {

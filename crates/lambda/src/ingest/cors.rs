@@ -74,7 +74,7 @@ impl AllowedOrigins {
     }
 
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, or `None` when it is not allowed.
-    pub fn allow(&self, origin: &HeaderValue) -> Option<HeaderValue> {
+    pub(crate) fn allow(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         match self {
             AllowedOrigins::Any => Some(HeaderValue::from_static("*")),
             AllowedOrigins::List(list) => {
@@ -104,7 +104,7 @@ pub struct NotABoolean(String);
 
 impl CorsHeaders {
     /// Reads `CORS_BY_FUNCTION_URL` (`true` or `false`, default `false`).
-    pub fn parse(value: &str) -> Result<CorsHeaders, NotABoolean> {
+    pub(crate) fn parse(value: &str) -> Result<CorsHeaders, NotABoolean> {
         match value.trim() {
             "true" => Ok(CorsHeaders::FunctionUrl),
             "false" | "" => Ok(CorsHeaders::Ours),

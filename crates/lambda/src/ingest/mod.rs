@@ -35,11 +35,11 @@ const RETRY_AFTER_SECONDS: &str = "5";
 /// Most events one batch request may hold. Segment's server SDKs send at most 100, analytics-react-native up to 500 KB;
 /// a person's events go to SQS one per call, in sequence, so one person's full batch is this many calls (some 10 s at
 /// 10 ms a call: inside the template's `ENQUEUE_TIMEOUT_MS` of 25 s).
-pub const MAX_BATCH_EVENTS: usize = 1000;
+pub(crate) const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Most bytes one request may put on the queue. A batch-level context is copied into every event, so a 500 KB
 /// request could otherwise queue gigabytes.
-pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 /// Time kept back from the function's deadline to answer 503 before Lambda cuts the invocation off.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);

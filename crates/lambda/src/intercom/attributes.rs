@@ -70,7 +70,7 @@ pub enum DataType {
 
 impl DataType {
     /// The types `POST /data_attributes` creates.
-    pub const CREATABLE: [DataType; 5] =
+    pub(crate) const CREATABLE: [DataType; 5] =
         [DataType::String, DataType::Integer, DataType::Float, DataType::Boolean, DataType::Date];
 
     pub fn as_str(self) -> &'static str {

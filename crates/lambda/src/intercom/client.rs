@@ -59,12 +59,12 @@ impl IntercomError {
     }
 
     /// A failure of the workspace rather than of the event: never the event's fault, so never a reason to dead-letter it.
-    pub fn is_workspace_failure(&self) -> bool {
+    pub(crate) fn is_workspace_failure(&self) -> bool {
         self.kind().is_workspace_failure()
     }
 
     /// What the error means ([`super::ErrorKind`]).
-    pub fn kind(&self) -> super::ErrorKind {
+    pub(crate) fn kind(&self) -> super::ErrorKind {
         match self {
             IntercomError::Api { status, .. } => super::ErrorKind::of_status(*status),
             IntercomError::Transport(_) => super::ErrorKind::Transient,
@@ -75,12 +75,12 @@ impl IntercomError {
 
     /// A 404 for a tag Intercom no longer holds ("Resource Not Found"), not for the contact ("User Not Found"): 2.16
     /// L7883-7901, L7989-8007.
-    pub fn is_unknown_tag(&self) -> bool {
+    pub(crate) fn is_unknown_tag(&self) -> bool {
         self.kind() == super::ErrorKind::NotFound && self.message() == Some("Resource Not Found")
     }
 
     /// A 404 for the company a call named, not for the contact ("Company Not Found": SOURCE.txt; 2.16 L6185).
-    pub fn is_unknown_company(&self) -> bool {
+    pub(crate) fn is_unknown_company(&self) -> bool {
         self.kind() == super::ErrorKind::NotFound && self.code() == Some("company_not_found")
     }
 
@@ -101,7 +101,7 @@ impl IntercomError {
     }
 
     /// Intercom's message as it may be shown (logged, dead-lettered): the values it quotes left out.
-    pub fn shown_message(&self) -> Option<&str> {
+    pub(crate) fn shown_message(&self) -> Option<&str> {
         match self {
             IntercomError::Api { redacted, .. } => Some(redacted),
             _ => None,
@@ -117,7 +117,7 @@ impl IntercomError {
     }
 
     /// The contact a 409 on `POST /contacts` names as the one that exists.
-    pub fn conflicting_contact(&self) -> Option<super::ConflictingContact> {
+    pub(crate) fn conflicting_contact(&self) -> Option<super::ConflictingContact> {
         match self {
             IntercomError::Api { status: 409, message, .. } => super::conflicting_contact(message),
             _ => None,
@@ -125,7 +125,7 @@ impl IntercomError {
     }
 
     /// The contact a merged contact became: a 410 `contact_merged` names it in its `Link` header.
-    pub fn merged_into(&self) -> Option<super::ContactId> {
+    pub(crate) fn merged_into(&self) -> Option<super::ContactId> {
         match self {
             IntercomError::Api { status: 410, link: Some(link), .. } => super::requests::canonical_contact(link),
             _ => None,

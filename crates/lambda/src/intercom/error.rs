@@ -5,35 +5,35 @@ use serde::Deserialize;
 /// One entry of an `error.list`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct IntercomErrorItem {
-    pub code: String,
+    pub(crate) code: String,
     #[serde(default)]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     #[serde(default)]
-    pub field: Option<String>,
+    pub(crate) field: Option<String>,
 }
 
 /// Intercom's error body: `{"type": "error.list", "request_id": …, "errors": [{code, message, field}]}`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct ErrorList {
     #[serde(default)]
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     #[serde(default)]
-    pub errors: Vec<IntercomErrorItem>,
+    pub(crate) errors: Vec<IntercomErrorItem>,
 }
 
 impl ErrorList {
     /// Reads an error body; anything else (an HTML page from a proxy, an empty body) gives an empty list.
-    pub fn decode(body: &[u8]) -> ErrorList {
+    pub(crate) fn decode(body: &[u8]) -> ErrorList {
         serde_json::from_slice(body).unwrap_or_default()
     }
 
     /// The first error's code, e.g. `conflict`, `not_found`, `rate_limit_exceeded`.
-    pub fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         self.errors.first().map(|e| e.code.as_str())
     }
 
     /// The first error's message.
-    pub fn message(&self) -> Option<&str> {
+    pub(crate) fn message(&self) -> Option<&str> {
         self.errors.first().and_then(|e| e.message.as_deref())
     }
 }
@@ -66,7 +66,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// The kind of an error answer's status.
-    pub fn of_status(status: u16) -> ErrorKind {
+    pub(crate) fn of_status(status: u16) -> ErrorKind {
         match status {
             400 => ErrorKind::Refused,
             401 => ErrorKind::Unauthorized,
@@ -83,17 +83,17 @@ impl ErrorKind {
 
     /// A failure of the workspace rather than of the event: no event can cause it, so it is never a reason to
     /// dead-letter one.
-    pub fn is_workspace_failure(self) -> bool {
+    pub(crate) fn is_workspace_failure(self) -> bool {
         self.is_token_refused() || matches!(self, ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::Withheld)
     }
 
     /// A refusal of the token itself (401, 403), which says so whatever event the call was for.
-    pub fn is_token_refused(self) -> bool {
+    pub(crate) fn is_token_refused(self) -> bool {
         matches!(self, ErrorKind::Unauthorized | ErrorKind::Forbidden)
     }
 
     /// A contact id that no longer works: deleted, archived, or merged into another.
-    pub fn is_gone(self) -> bool {
+    pub(crate) fn is_gone(self) -> bool {
         matches!(self, ErrorKind::NotFound | ErrorKind::Merged)
     }
 }
@@ -221,7 +221,7 @@ pub fn request_keys(body: Option<&serde_json::Value>) -> std::collections::HashS
 pub struct ConflictingContact {
     pub id: super::ContactId,
     /// "An archived contact matching…": it must be unarchived before it can be updated.
-    pub archived: bool,
+    pub(crate) archived: bool,
 }
 
 /// Reads the contact id out of a 409's message.

@@ -6,7 +6,7 @@ mod client;
 mod error;
 mod ids;
 mod rate_limit;
-pub mod requests;
+pub(crate) mod requests;
 mod version;
 
 pub use attributes::{
@@ -18,7 +18,7 @@ pub use error::{
     request_keys,
 };
 pub use ids::{CompanyId, ContactId, TagId};
-pub use rate_limit::RateLimit;
+pub(crate) use rate_limit::RateLimit;
 pub use version::{API_VERSIONS, ApiVersion, UnsupportedVersion};
 
 /// Where a workspace's data lives.
@@ -31,7 +31,7 @@ pub enum Region {
 
 impl Region {
     /// Reads `us`, `eu` or `au` (any case).
-    pub fn parse(text: &str) -> Option<Region> {
+    pub(crate) fn parse(text: &str) -> Option<Region> {
         match text.trim().to_ascii_lowercase().as_str() {
             "us" => Some(Region::Us),
             "eu" => Some(Region::Eu),
@@ -41,7 +41,7 @@ impl Region {
     }
 
     /// The region's API root.
-    pub fn base_url(self) -> &'static str {
+    pub(crate) fn base_url(self) -> &'static str {
         match self {
             Region::Us => "https://api.intercom.io",
             Region::Eu => "https://api.eu.intercom.io",

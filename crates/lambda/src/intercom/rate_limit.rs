@@ -6,16 +6,16 @@ use http::HeaderMap;
 
 /// What `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` said on the last answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    pub limit: u64,
-    pub remaining: u64,
+pub(crate) struct RateLimit {
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
     /// When the window resets, in Unix seconds.
-    pub reset_at: u64,
+    pub(crate) reset_at: u64,
 }
 
 impl RateLimit {
     /// Reads the three headers; `None` when any is missing or not a number.
-    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
         let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
         Some(RateLimit {
             limit: number("x-ratelimit-limit")?,
@@ -26,7 +26,7 @@ impl RateLimit {
 
     /// How long to wait before the next call at `now` (Unix seconds): nothing while calls remain in the window, else until
     /// it resets (a second later, since the reset is given in whole seconds).
-    pub fn pause_at(&self, now: u64) -> Duration {
+    pub(crate) fn pause_at(&self, now: u64) -> Duration {
         if self.remaining > 0 || self.reset_at < now {
             Duration::ZERO
         } else {

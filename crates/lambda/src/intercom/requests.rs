@@ -12,9 +12,9 @@ use super::{ApiVersion, CompanyId, ContactId, DataType, IntercomError, Model, Ta
 /// One call: method, path (with its query) and JSON body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
-    pub method: Method,
-    pub path: String,
-    pub body: Option<Value>,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Option<Value>,
 }
 
 impl Request {
@@ -25,7 +25,7 @@ impl Request {
 
 /// What differs between the API versions the request builders are written for (2.15 and 2.16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dialect {
+pub(crate) struct Dialect {
     /// `owner_id` is a string in 2.16 (contact schema, spec line 28087) and an integer in 2.15.
     owner_id_is_string: bool,
     /// 2.16 refuses to merge contacts that share no email or phone unless told to (spec lines 8650-8663, 32430).
@@ -34,13 +34,13 @@ pub struct Dialect {
 
 impl Dialect {
     /// The dialect of `version`.
-    pub fn of(version: ApiVersion) -> Dialect {
+    pub(crate) fn of(version: ApiVersion) -> Dialect {
         let v2_16 = version >= ApiVersion::V2_16;
         Dialect { owner_id_is_string: v2_16, merge_needs_skip_validation: v2_16 }
     }
 
     /// `owner_id` in this version's type; `None` for an id that is not a whole number (Intercom's admin ids are).
-    pub fn owner_id(self, owner: &str) -> Option<Value> {
+    pub(crate) fn owner_id(self, owner: &str) -> Option<Value> {
         let owner = owner.trim();
         let digits = !owner.is_empty() && owner.bytes().all(|b| b.is_ascii_digit());
         match (digits, self.owner_id_is_string) {
@@ -59,7 +59,7 @@ fn segment(text: &str) -> String {
 }
 
 /// A request's path as a log line may show it: a user's external_id (their userId, personal data) left out.
-pub fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
     const BY_EXTERNAL_ID: &str = "/contacts/find_by_external_id/";
     match path.find(BY_EXTERNAL_ID) {
         Some(at) => format!("{}{{external_id}}", &path[..at + BY_EXTERNAL_ID.len()]).into(),
@@ -69,10 +69,10 @@ pub fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// The fields of a contact or company write, as the mapping planned them and the checks left them.
 #[derive(Clone, Copy, Debug)]
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     /// Intercom's own fields (`email`, `name`, `owner_id` as text…).
-    pub attributes: &'a Map<String, Value>,
-    pub custom_attributes: &'a Map<String, Value>,
+    pub(crate) attributes: &'a Map<String, Value>,
+    pub(crate) custom_attributes: &'a Map<String, Value>,
 }
 
 impl Dialect {
@@ -94,7 +94,7 @@ impl Dialect {
     }
 
     /// `POST /contacts` for a user with `external_id`.
-    pub fn create_user(self, external_id: &str, fields: &Fields<'_>) -> Request {
+    pub(crate) fn create_user(self, external_id: &str, fields: &Fields<'_>) -> Request {
         let mut body = Map::new();
         body.insert("role".into(), json!("user"));
         body.insert("external_id".into(), json!(external_id));
@@ -103,7 +103,7 @@ impl Dialect {
 
     /// `POST /contacts` for a lead: by email, never with an external_id (leads carry none: spec line 9127; Segment's
     /// Intercom destination: "When creating a lead, Intercom doesn't accept an external_id").
-    pub fn create_lead(self, email: &str, fields: &Fields<'_>) -> Request {
+    pub(crate) fn create_lead(self, email: &str, fields: &Fields<'_>) -> Request {
         let mut body = Map::new();
         body.insert("role".into(), json!("lead"));
         body.insert("email".into(), json!(email));
@@ -112,20 +112,20 @@ impl Dialect {
 
     /// `PUT /contacts/{id}`: never a role, so an update cannot demote a user ("Contact with user role can't be
     /// converted to a lead"); converting a lead to a user is [`Dialect::convert_to_user`].
-    pub fn update_contact(self, id: &ContactId, fields: &Fields<'_>) -> Request {
+    pub(crate) fn update_contact(self, id: &ContactId, fields: &Fields<'_>) -> Request {
         let body = self.contact_body(Map::new(), fields);
         Request::new(Method::PUT, format!("/contacts/{}", segment(id.as_str())), Some(Value::Object(body)))
     }
 
     /// `PUT /contacts/{id}` making a lead the user `external_id`, or giving a user a new external_id (an alias).
-    pub fn convert_to_user(self, id: &ContactId, external_id: &str) -> Request {
+    pub(crate) fn convert_to_user(self, id: &ContactId, external_id: &str) -> Request {
         let body = json!({"role": "user", "external_id": external_id});
         Request::new(Method::PUT, format!("/contacts/{}", segment(id.as_str())), Some(body))
     }
 
     /// `POST /contacts/merge`: the lead `from` into the user `into`. Under 2.16 the two need not share an email or phone:
     /// an anonymous visitor and the user it becomes rarely do.
-    pub fn merge(self, from: &ContactId, into: &ContactId) -> Request {
+    pub(crate) fn merge(self, from: &ContactId, into: &ContactId) -> Request {
         let mut body = json!({"from": from.as_str(), "into": into.as_str()});
         if self.merge_needs_skip_validation {
             body["skip_duplicate_validation"] = json!(true);
@@ -135,23 +135,23 @@ impl Dialect {
 }
 
 /// `GET /contacts/{id}`.
-pub fn get_contact(id: &ContactId) -> Request {
+pub(crate) fn get_contact(id: &ContactId) -> Request {
     Request::new(Method::GET, format!("/contacts/{}", segment(id.as_str())), None)
 }
 
 /// `GET /contacts/find_by_external_id/{external_id}`: users only, and no search index (no lag behind new contacts).
-pub fn find_by_external_id(external_id: &str) -> Request {
+pub(crate) fn find_by_external_id(external_id: &str) -> Request {
     Request::new(Method::GET, format!("/contacts/find_by_external_id/{}", segment(external_id)), None)
 }
 
 /// `POST /contacts/unarchive` for an archived contact a 409 named.
-pub fn unarchive(id: &ContactId) -> Request {
+pub(crate) fn unarchive(id: &ContactId) -> Request {
     Request::new(Method::POST, format!("/contacts/{}/unarchive", segment(id.as_str())), None)
 }
 
 /// `POST /contacts/search` for contacts holding `email`, the most recently updated first. The index lags minutes behind
 /// new contacts (spec line 8734): a miss proves nothing about the last few minutes.
-pub fn search_email(email: &str) -> Request {
+pub(crate) fn search_email(email: &str) -> Request {
     let query = json!({
         "query": {"field": "email", "operator": "=", "value": email},
         "sort": {"field": "updated_at", "order": "descending"},
@@ -161,7 +161,7 @@ pub fn search_email(email: &str) -> Request {
 }
 
 /// `POST /contacts/search` for leads whose custom attribute `name` is `value` (the relay's `anonymous_id`).
-pub fn search_leads_by(name: &str, value: &str) -> Request {
+pub(crate) fn search_leads_by(name: &str, value: &str) -> Request {
     let query = json!({
         "query": {"operator": "AND", "value": [
             {"field": "role", "operator": "=", "value": "lead"},
@@ -174,7 +174,7 @@ pub fn search_leads_by(name: &str, value: &str) -> Request {
 }
 
 /// `POST /events`, naming the contact by Intercom's id or by the user's external id.
-pub fn submit_event(
+pub(crate) fn submit_event(
     contact: EventContact<'_>,
     event_name: &str,
     created_at: i64,
@@ -194,13 +194,17 @@ pub fn submit_event(
 
 /// Who an event is about, as `POST /events` takes it.
 #[derive(Clone, Copy, Debug)]
-pub enum EventContact<'a> {
+pub(crate) enum EventContact<'a> {
     UserId(&'a str),
     Id(&'a ContactId),
 }
 
 /// `POST /companies`: creates or updates by `company_id`.
-pub fn upsert_company(company_id: &str, attributes: &Map<String, Value>, custom: &Map<String, Value>) -> Request {
+pub(crate) fn upsert_company(
+    company_id: &str,
+    attributes: &Map<String, Value>,
+    custom: &Map<String, Value>,
+) -> Request {
     let mut body = Map::new();
     body.insert("company_id".into(), json!(company_id));
     body.extend(attributes.clone());
@@ -211,12 +215,12 @@ pub fn upsert_company(company_id: &str, attributes: &Map<String, Value>, custom:
 }
 
 /// `GET /companies?company_id=…`: a company by the id the app gave it; 404 when Intercom has none.
-pub fn find_company(company_id: &str) -> Request {
+pub(crate) fn find_company(company_id: &str) -> Request {
     Request::new(Method::GET, format!("/companies?company_id={}", segment(company_id)), None)
 }
 
 /// `POST /contacts/{id}/companies` with Intercom's id of the company (not its company_id).
-pub fn attach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
+pub(crate) fn attach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
     Request::new(
         Method::POST,
         format!("/contacts/{}/companies", segment(contact_id.as_str())),
@@ -225,7 +229,7 @@ pub fn attach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
 }
 
 /// `DELETE /contacts/{id}/companies/{company}`.
-pub fn detach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
+pub(crate) fn detach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
     Request::new(
         Method::DELETE,
         format!("/contacts/{}/companies/{}", segment(contact_id.as_str()), segment(company.as_str())),
@@ -235,28 +239,28 @@ pub fn detach_company(contact_id: &ContactId, company: &CompanyId) -> Request {
 
 /// `GET /data_attributes` of one model, archived ones included (they are listed only when asked for, and a name that is
 /// archived cannot be created again).
-pub fn list_data_attributes(model: Model) -> Request {
+pub(crate) fn list_data_attributes(model: Model) -> Request {
     Request::new(Method::GET, format!("/data_attributes?model={model}&include_archived=true"), None)
 }
 
 /// `POST /data_attributes`.
-pub fn create_data_attribute(name: &str, model: Model, data_type: DataType) -> Request {
+pub(crate) fn create_data_attribute(name: &str, model: Model, data_type: DataType) -> Request {
     let body = json!({"name": name, "model": model.as_str(), "data_type": data_type.as_str()});
     Request::new(Method::POST, "/data_attributes".into(), Some(body))
 }
 
 /// `GET /tags`: the workspace's tags (2.16 spec, `/tags`).
-pub fn list_tags() -> Request {
+pub(crate) fn list_tags() -> Request {
     Request::new(Method::GET, "/tags".into(), None)
 }
 
 /// `POST /tags` with a name: the tag, made if the workspace lacks it ("Names are case insensitive").
-pub fn create_tag(name: &str) -> Request {
+pub(crate) fn create_tag(name: &str) -> Request {
     Request::new(Method::POST, "/tags".into(), Some(json!({"name": name})))
 }
 
 /// `POST /contacts/{id}/tags`: the contact carries the tag.
-pub fn tag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
+pub(crate) fn tag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
     Request::new(
         Method::POST,
         format!("/contacts/{}/tags", segment(contact_id.as_str())),
@@ -265,7 +269,7 @@ pub fn tag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
 }
 
 /// `DELETE /contacts/{id}/tags/{tag_id}`: the contact no longer carries the tag.
-pub fn untag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
+pub(crate) fn untag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
     Request::new(
         Method::DELETE,
         format!("/contacts/{}/tags/{}", segment(contact_id.as_str()), segment(tag_id.as_str())),
@@ -274,25 +278,25 @@ pub fn untag_contact(contact_id: &ContactId, tag_id: &TagId) -> Request {
 }
 
 /// `GET /contacts/{id}/tags`: every tag the contact carries (its object shows ten at most).
-pub fn list_contact_tags(contact_id: &ContactId) -> Request {
+pub(crate) fn list_contact_tags(contact_id: &ContactId) -> Request {
     Request::new(Method::GET, format!("/contacts/{}/tags", segment(contact_id.as_str())), None)
 }
 
 /// `POST /tags` with `companies`: the company (by its company_id) carries the tag named, made if need be; with
 /// `untag`, no longer carries it (tag_company_request, untag_company_request).
-pub fn tag_company(name: &str, company_id: &str, untag: bool) -> Request {
+pub(crate) fn tag_company(name: &str, company_id: &str, untag: bool) -> Request {
     let company =
         if untag { json!({"company_id": company_id, "untag": true}) } else { json!({"company_id": company_id}) };
     Request::new(Method::POST, "/tags".into(), Some(json!({"name": name, "companies": [company]})))
 }
 
 /// `DELETE /contacts/{id}`: the contact and what Intercom holds of it are erased.
-pub fn delete_contact(id: &ContactId) -> Request {
+pub(crate) fn delete_contact(id: &ContactId) -> Request {
     Request::new(Method::DELETE, format!("/contacts/{}", segment(id.as_str())), None)
 }
 
 /// The tags of a `tag_list` (`{"type": "list", "data": [tag…]}`) or a contact's tag list: `(id, name)`.
-pub fn read_tags(answer: &Value) -> Vec<(TagId, String)> {
+pub(crate) fn read_tags(answer: &Value) -> Vec<(TagId, String)> {
     let tags = answer["data"].as_array().into_iter().flatten();
     let read =
         |tag: &Value| Some((TagId::new(tag["id"].as_str()?), tag["name"].as_str().unwrap_or_default().to_owned()));
@@ -300,7 +304,7 @@ pub fn read_tags(answer: &Value) -> Vec<(TagId, String)> {
 }
 
 /// The ids of the tags a contact object carries, when it shows them all (`tags.has_more` false; it shows ten at most).
-pub fn contact_tag_ids(contact: &Value) -> Option<HashSet<TagId>> {
+pub(crate) fn contact_tag_ids(contact: &Value) -> Option<HashSet<TagId>> {
     let tags = contact.get("tags")?;
     if tags["has_more"].as_bool().unwrap_or(false) {
         return None;
@@ -310,49 +314,49 @@ pub fn contact_tag_ids(contact: &Value) -> Option<HashSet<TagId>> {
 }
 
 /// The names of the tags a company object carries (`tags.tags`, a `tag.list`), lower-cased.
-pub fn company_tag_names(company: &Value) -> Option<HashSet<String>> {
+pub(crate) fn company_tag_names(company: &Value) -> Option<HashSet<String>> {
     let tags = company.get("tags")?.get("tags")?.as_array()?;
     Some(tags.iter().filter_map(|tag| tag["name"].as_str().map(str::to_lowercase)).collect())
 }
 
 /// `GET /admins`: the workspace's admins, who alone may own contacts.
-pub fn list_admins() -> Request {
+pub(crate) fn list_admins() -> Request {
     Request::new(Method::GET, "/admins".into(), None)
 }
 
 // Readers.
 
 /// The `id` of a contact, company or tag answer, as the id type the caller expects.
-pub fn read_id<I: From<String>>(answer: &Value) -> Result<I, IntercomError> {
+pub(crate) fn read_id<I: From<String>>(answer: &Value) -> Result<I, IntercomError> {
     let id = answer["id"].as_str().ok_or_else(|| IntercomError::Unexpected("an answer without an id".into()))?;
     Ok(I::from(id.to_owned()))
 }
 
 /// A contact as a lookup or search found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FoundContact {
-    pub id: ContactId,
-    pub is_lead: bool,
+pub(crate) struct FoundContact {
+    pub(crate) id: ContactId,
+    pub(crate) is_lead: bool,
 }
 
 /// A contact answer's id and role.
-pub fn read_contact(answer: &Value) -> Result<FoundContact, IntercomError> {
+pub(crate) fn read_contact(answer: &Value) -> Result<FoundContact, IntercomError> {
     Ok(FoundContact { id: read_id(answer)?, is_lead: answer["role"].as_str() == Some("lead") })
 }
 
 /// A contact as an erasure needs to see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Person {
-    pub id: ContactId,
-    pub is_lead: bool,
-    pub external_id: Option<String>,
-    pub email: Option<String>,
+pub(crate) struct Person {
+    pub(crate) id: ContactId,
+    pub(crate) is_lead: bool,
+    pub(crate) external_id: Option<String>,
+    pub(crate) email: Option<String>,
     /// Its custom attributes (what else names it: the relay's `anonymous_id` on a visitor's lead).
-    pub custom_attributes: Map<String, Value>,
+    pub(crate) custom_attributes: Map<String, Value>,
 }
 
 /// A contact answer as a [`Person`].
-pub fn read_person(contact: &Value) -> Option<Person> {
+pub(crate) fn read_person(contact: &Value) -> Option<Person> {
     let text = |name: &str| contact[name].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
     Some(Person {
         id: ContactId::new(text("id")?),
@@ -364,20 +368,20 @@ pub fn read_person(contact: &Value) -> Option<Person> {
 }
 
 /// A search's total and the people on its first page.
-pub fn read_people(answer: &Value) -> (u64, Vec<Person>) {
+pub(crate) fn read_people(answer: &Value) -> (u64, Vec<Person>) {
     let people: Vec<Person> = answer["data"].as_array().into_iter().flatten().filter_map(read_person).collect();
     (answer["total_count"].as_u64().unwrap_or(people.len() as u64), people)
 }
 
 /// A search's total and its first page.
-pub fn read_search(answer: &Value) -> (u64, Vec<FoundContact>) {
+pub(crate) fn read_search(answer: &Value) -> (u64, Vec<FoundContact>) {
     let found: Vec<FoundContact> =
         answer["data"].as_array().into_iter().flatten().filter_map(|c| read_contact(c).ok()).collect();
     (answer["total_count"].as_u64().unwrap_or(found.len() as u64), found)
 }
 
 /// The admins' ids of a `GET /admins` answer.
-pub fn read_admins(answer: &Value) -> Vec<String> {
+pub(crate) fn read_admins(answer: &Value) -> Vec<String> {
     let admins = answer["admins"].as_array().or_else(|| answer["data"].as_array()).into_iter().flatten();
     admins
         .filter_map(|admin| match &admin["id"] {
@@ -389,7 +393,7 @@ pub fn read_admins(answer: &Value) -> Vec<String> {
 }
 
 /// The contact a merged contact's 410 points to: `Link: </contacts/{id}>; rel="canonical"` (spec lines 8322-8336).
-pub fn canonical_contact(link: &str) -> Option<ContactId> {
+pub(crate) fn canonical_contact(link: &str) -> Option<ContactId> {
     let target = link.split(',').find(|part| part.contains("canonical")).unwrap_or(link);
     let (_, rest) = target.split_once("/contacts/")?;
     let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
@@ -398,13 +402,13 @@ pub fn canonical_contact(link: &str) -> Option<ContactId> {
 
 /// The custom attribute a refused write names in single quotes ("Custom attribute 'plan' does not exist"), when it is
 /// one of `sent`.
-pub fn refused_attribute<'a>(message: &str, sent: impl IntoIterator<Item = &'a String>) -> Option<String> {
+pub(crate) fn refused_attribute<'a>(message: &str, sent: impl IntoIterator<Item = &'a String>) -> Option<String> {
     let quoted: Vec<&str> = message.split('\'').skip(1).step_by(2).collect();
     sent.into_iter().find(|name| quoted.contains(&name.as_str())).cloned()
 }
 
 /// Whether a refused contact write was about its owner ("The owner specified is not a member of the workspace").
-pub fn refused_owner(message: &str) -> bool {
+pub(crate) fn refused_owner(message: &str) -> bool {
     message.to_ascii_lowercase().contains("owner")
 }
 

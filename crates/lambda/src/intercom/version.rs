@@ -25,7 +25,7 @@ pub struct UnsupportedVersion(pub String);
 
 impl ApiVersion {
     /// Every version the requests are written for, oldest first.
-    pub const SUPPORTED: [ApiVersion; 2] = [ApiVersion::V2_15, ApiVersion::V2_16];
+    pub(crate) const SUPPORTED: [ApiVersion; 2] = [ApiVersion::V2_15, ApiVersion::V2_16];
 
     /// Reads `2.15` or `2.16` (spaces around it ignored); any other is refused, never read as another.
     pub fn parse(text: &str) -> Result<ApiVersion, UnsupportedVersion> {
@@ -37,7 +37,7 @@ impl ApiVersion {
     }
 
     /// As `Intercom-Version` carries it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApiVersion::V2_15 => "2.15",
             ApiVersion::V2_16 => "2.16",

@@ -15,7 +15,7 @@ use values::{Attributes, company_integer, flatten_attribute, unix_seconds};
 pub use values::{Dropped, attribute_name_problem};
 
 /// Intercom keeps at most this many metadata keys on an event.
-pub const MAX_METADATA_KEYS: usize = 10;
+pub(crate) const MAX_METADATA_KEYS: usize = 10;
 
 /// How an operation names the contact it is about; the forwarder turns it into Intercom's contact id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -30,7 +30,7 @@ pub enum ContactKey {
 /// A contact's role in Intercom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     User,
     Lead,
 }
@@ -38,39 +38,39 @@ pub enum Role {
 /// Create or update a contact.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ContactUpsert {
-    pub key: ContactKey,
-    pub role: Role,
+    pub(crate) key: ContactKey,
+    pub(crate) role: Role,
     /// Intercom's own fields (`email`, `name`, `signed_up_at`…); `owner_id` is the admin id's text (`"991266252"`),
     /// which the request builder writes as the API version wants.
-    pub attributes: Map<String, Value>,
+    pub(crate) attributes: Map<String, Value>,
     /// A `null` clears the attribute: it is sent, but creates no attribute Intercom lacks.
-    pub custom_attributes: Map<String, Value>,
+    pub(crate) custom_attributes: Map<String, Value>,
     /// Names, in `custom_attributes` order, of the custom attributes holding a time in Unix seconds: an attribute
     /// Intercom lacks is created with data_type `date`. Not serialised when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dates: Vec<String>,
+    pub(crate) dates: Vec<String>,
 }
 
 /// Create or update a company by its `company_id`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CompanyUpsert {
-    pub company_id: String,
-    pub attributes: Map<String, Value>,
+    pub(crate) company_id: String,
+    pub(crate) attributes: Map<String, Value>,
     /// As [`ContactUpsert::custom_attributes`].
-    pub custom_attributes: Map<String, Value>,
+    pub(crate) custom_attributes: Map<String, Value>,
     /// As [`ContactUpsert::dates`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dates: Vec<String>,
+    pub(crate) dates: Vec<String>,
 }
 
 /// Submit a data event (`POST /events`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EventSubmission {
-    pub contact: ContactKey,
-    pub event_name: String,
+    pub(crate) contact: ContactKey,
+    pub(crate) event_name: String,
     /// Unix seconds.
     pub created_at: i64,
-    pub metadata: Map<String, Value>,
+    pub(crate) metadata: Map<String, Value>,
 }
 
 /// One planned Intercom operation, in the order they must run.
@@ -116,16 +116,16 @@ pub enum Operation {
 
 /// The custom attribute a lead made from a visitor carries their anonymousId in: leads hold no external_id, and an
 /// alias or a later identify names the visitor by nothing else.
-pub const ANONYMOUS_ID_ATTRIBUTE: &str = "anonymous_id";
+pub(crate) const ANONYMOUS_ID_ATTRIBUTE: &str = "anonymous_id";
 
 /// What one event plans, and what it leaves out.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Plan {
     pub operations: Vec<Operation>,
-    pub dropped: Vec<Dropped>,
+    pub(crate) dropped: Vec<Dropped>,
     /// The only custom attributes it may create, when it may not create any it likes: an event of a browser key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub may_create: Option<std::collections::BTreeSet<String>>,
+    pub(crate) may_create: Option<std::collections::BTreeSet<String>>,
 }
 
 /// What only the business decides, never a browser key (anyone may send with one): the contact's owner and email
@@ -135,7 +135,7 @@ const SERVER_ONLY_FIELDS: [(&str, &str); 2] =
 
 impl Plan {
     /// Every contact the plan names (a user by external_id, a lead by email), as often as named.
-    pub fn contacts(&self) -> impl Iterator<Item = &ContactKey> {
+    pub(crate) fn contacts(&self) -> impl Iterator<Item = &ContactKey> {
         self.operations.iter().flat_map(|operation| {
             let (first, second) = match operation {
                 Operation::UpsertContact(upsert) => (Some(&upsert.key), None),
@@ -153,7 +153,7 @@ impl Plan {
 
     /// The plan as an event sent with a browser key may have it: no owner, no email consent, no tags, and custom
     /// attributes created only when `settings` name them (`attributes.browser_create`).
-    pub fn for_browser_key(mut self, settings: &Settings) -> Plan {
+    pub(crate) fn for_browser_key(mut self, settings: &Settings) -> Plan {
         let only_server = "only a server key may set this (a browser key is public)";
         let mut dropped = Vec::new();
         let mut creatable = std::collections::BTreeSet::new();

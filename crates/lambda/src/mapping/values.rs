@@ -12,7 +12,7 @@ use crate::event::parse_timestamp;
 pub struct Dropped {
     /// Where it was, e.g. `traits.tags` or `properties.items`.
     pub path: String,
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// Why a value whose flattened name an earlier value already holds is left out: the first one sent wins, as nothing

@@ -19,14 +19,14 @@ pub struct Reason {
     pub error_message: String,
     /// The HTTP status Intercom answered, when it did.
     pub http_status: Option<u16>,
-    pub intercom_request_id: Option<String>,
+    pub(crate) intercom_request_id: Option<String>,
     /// Tries of the call that failed, in the last invocation.
     pub attempts: u32,
 }
 
 impl Reason {
     /// A failure found before any Intercom call (the record itself is the problem).
-    pub fn ours(error_code: &str, error_message: String) -> Reason {
+    pub(crate) fn ours(error_code: &str, error_message: String) -> Reason {
         Reason {
             error_code: error_code.into(),
             error_message,
@@ -42,7 +42,7 @@ impl Reason {
 pub struct DeadLetterMessage {
     pub body: String,
     /// The person's ordering key, kept as the FIFO group.
-    pub group_id: String,
+    pub(crate) group_id: String,
     /// The SQS message id of the copy being dead-lettered, as SQS's own redrive does ("the original message's
     /// deduplication ID will be replaced with the original message's ID", SQS Developer Guide, dead-letter queue
     /// redrive): sending the same copy twice keeps one, while an event redriven and failing again within five minutes
@@ -50,14 +50,14 @@ pub struct DeadLetterMessage {
     pub dedup_id: String,
     /// Times SQS had handed the message out.
     pub receive_count: u32,
-    pub event_type: Option<String>,
-    pub event_name: Option<String>,
+    pub(crate) event_type: Option<String>,
+    pub(crate) event_name: Option<String>,
     pub reason: Reason,
 }
 
 impl DeadLetterMessage {
     /// The message attributes it is sent with: the reason, then what the event was; `(name, data type, value)`.
-    pub fn attributes(&self) -> Vec<(&'static str, &'static str, String)> {
+    pub(crate) fn attributes(&self) -> Vec<(&'static str, &'static str, String)> {
         let reason = &self.reason;
         let short = |value: &str| sqs_text(value, MAX_ATTRIBUTE_CHARS);
         let mut attributes = vec![
@@ -80,8 +80,9 @@ impl DeadLetterMessage {
         attributes
     }
 
+    #[cfg(test)]
     /// What SQS counts toward the message size: the body and each attribute's name, data type and value.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let attributes: usize =
             self.attributes().iter().map(|(name, data_type, value)| name.len() + data_type.len() + value.len()).sum();
         self.body.len() + attributes

@@ -23,7 +23,7 @@ pub enum QueueError {
 
 impl QueueError {
     /// The error of an SDK call.
-    pub fn call<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> QueueError
+    pub(crate) fn call<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> QueueError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {

@@ -56,7 +56,7 @@ impl QueuedMessage {
     }
 
     /// What SQS counts toward its size limit: the body and each attribute's name, data type and value.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let attribute = |name: &str, value: &str| name.len() + "String".len() + value.len();
         self.body.len()
             + attribute("event_type", self.event_type.as_str())
@@ -68,9 +68,9 @@ impl QueuedMessage {
 #[derive(Debug, thiserror::Error)]
 #[error("{failed} of {total} events could not be enqueued: {reason}")]
 pub struct EnqueueError {
-    pub failed: usize,
-    pub total: usize,
-    pub reason: String,
+    pub(crate) failed: usize,
+    pub(crate) total: usize,
+    pub(crate) reason: String,
 }
 
 /// A queue that takes every message it is given, or says it could not.

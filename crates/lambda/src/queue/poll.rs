@@ -12,7 +12,7 @@ use super::sqs_event::{MessageAttribute, SqsEvent, SqsRecord, SqsRecordExt, sqs_
 
 /// The longest wait set: SQS takes at most 12 hours from the receive, which came before the invocation (its batching
 /// window, its run): 20 minutes are kept back for those.
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 20 * 60);
+pub(crate) const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 20 * 60);
 
 /// Sets when records handed back come again: one `ChangeMessageVisibilityBatch` per queue and ten records.
 #[derive(Clone, Debug)]

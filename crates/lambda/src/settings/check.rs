@@ -16,8 +16,8 @@ use super::{Document, Settings};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// Where: `events.deny[2]`, `consent.when_missing`; empty for the document as a whole.
-    pub path: String,
-    pub message: String,
+    pub(crate) path: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {

@@ -9,7 +9,7 @@ use crate::event::{Event, EventType, RawObject};
 
 /// What the settings say about one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict<'a> {
+pub(crate) enum Verdict<'a> {
     /// Forward it. `event_name` is the Intercom event a track, page or screen call becomes (renamed, or as configured).
     Forward { event_name: Option<&'a str> },
     /// Acknowledge it without a call to Intercom.
@@ -21,9 +21,9 @@ pub enum Verdict<'a> {
 pub struct Skip {
     /// The rule, as its place in the settings document (`events.deny[2]`, `consent.when_missing`) or in the event
     /// (`integrations.Intercom`).
-    pub rule: String,
+    pub(crate) rule: String,
     /// What the rule says, in words; it quotes the settings, never the event (which may hold personal data).
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 fn skip(rule: impl Into<String>, reason: impl Into<String>) -> Verdict<'static> {

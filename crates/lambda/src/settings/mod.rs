@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventType;
-pub use check::{Problem, Problems};
-pub use evaluate::{Skip, Verdict};
+pub(crate) use check::Problems;
+pub(crate) use evaluate::{Skip, Verdict};
 
 /// The settings document as written. Its JSON Schema is generated from these types (`intercom-relay settings schema`),
 /// and the checker validates a document against that schema, so the two cannot drift apart.
@@ -26,35 +26,35 @@ pub use evaluate::{Skip, Verdict};
     description = "Which events the forwarder sends to Intercom, under what names, with whose consent. Every member is \
     optional; an absent member keeps its default."
 )]
-pub struct Document {
+pub(crate) struct Document {
     /// The JSON Schema this document follows, for editors; ignored.
     #[serde(rename = "$schema", skip_serializing_if = "Option::is_none")]
-    pub schema: Option<String>,
+    pub(crate) schema: Option<String>,
     /// The event types forwarded; events of the others are skipped. Default: all six.
     #[schemars(length(min = 1))]
-    pub types: Vec<EventType>,
+    pub(crate) types: Vec<EventType>,
     /// Which track events are forwarded, and under what names.
-    pub events: EventRules,
+    pub(crate) events: EventRules,
     /// URL rules for every event that carries page context (`context.page.url` or `.path`).
-    pub trigger_paths: TriggerPaths,
+    pub(crate) trigger_paths: TriggerPaths,
     /// Forward only events whose consent grants a category. Default: no consent check.
-    pub consent: Option<Consent>,
+    pub(crate) consent: Option<Consent>,
     /// Who an event is about.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// What an identify sends besides the traits.
-    pub identify: Identify,
+    pub(crate) identify: Identify,
     /// The Intercom event a page call becomes, or null to skip page calls.
     #[serde(default = "page_viewed")]
     #[schemars(length(min = 1))]
-    pub page: Option<String>,
+    pub(crate) page: Option<String>,
     /// The Intercom event a screen call becomes, or null to skip screen calls.
     #[serde(default = "screen_viewed")]
     #[schemars(length(min = 1))]
-    pub screen: Option<String>,
+    pub(crate) screen: Option<String>,
     /// Which traits become custom attributes, and whether missing ones are created.
-    pub attributes: Attributes,
+    pub(crate) attributes: Attributes,
     /// What `traits.tags` does to a contact's (identify) or a company's (group) tags in Intercom.
-    pub tags: Tags,
+    pub(crate) tags: Tags,
 }
 
 fn page_viewed() -> Option<String> {
@@ -87,15 +87,15 @@ impl Default for Document {
 /// `[abc]`, `{a,b}`; case-sensitive), and renames.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct EventRules {
+pub(crate) struct EventRules {
     /// Only track events whose name matches one of these are forwarded. Default (absent): every name.
     #[schemars(length(min = 1))]
-    pub allow: Option<Vec<String>>,
+    pub(crate) allow: Option<Vec<String>>,
     /// Track events whose name matches one of these are skipped, even when `allow` lists them.
-    pub deny: Vec<String>,
+    pub(crate) deny: Vec<String>,
     /// Event names sent to Intercom under another name: `{"Order Completed": "order-completed"}` (exact names).
     #[schemars(with = "BTreeMap<String, NonEmpty>")]
-    pub rename: BTreeMap<String, String>,
+    pub(crate) rename: BTreeMap<String, String>,
 }
 
 /// A string with at least one character (for the schema only).
@@ -107,7 +107,7 @@ struct NonEmpty(#[schemars(length(min = 1))] String);
 /// Trigger paths: a list of rules (no match fires), or the rules with the action taken when none matches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum TriggerPaths {
+pub(crate) enum TriggerPaths {
     /// Ordered rules; the first that matches decides; an event no rule matches fires.
     Rules(Vec<TriggerRule>),
     /// Ordered rules, and what happens when none matches.
@@ -146,30 +146,30 @@ impl TriggerPaths {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerPathsWithDefault {
+pub(crate) struct TriggerPathsWithDefault {
     /// Ordered rules; the first that matches decides.
-    pub rules: Vec<TriggerRule>,
+    pub(crate) rules: Vec<TriggerRule>,
     /// What happens to an event with page context that no rule matches. Default: fire.
     #[serde(default)]
-    pub default: Action,
+    pub(crate) default: Action,
 }
 
 /// One trigger-path rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerRule {
+pub(crate) struct TriggerRule {
     /// A glob pattern matched against the page URL (`https://shop.example.com/checkout*`) and against its path
     /// (`/checkout/*`); the rule matches when either does. `*` also crosses `/`.
     #[serde(rename = "match")]
     #[schemars(length(min = 1))]
-    pub pattern: String,
-    pub action: Action,
+    pub(crate) pattern: String,
+    pub(crate) action: Action,
 }
 
 /// What a matching trigger-path rule does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     /// Forward the event.
     #[default]
     Fire,
@@ -180,19 +180,19 @@ pub enum Action {
 /// A consent gate, read from `context.consent.categoryPreferences` (Segment's Consent Management).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Consent {
+pub(crate) struct Consent {
     /// The category an event's consent must grant (`true`); matched case-insensitively.
     #[schemars(length(min = 1))]
-    pub category: String,
+    pub(crate) category: String,
     /// What happens to an event that carries no `categoryPreferences` at all. Default: allow.
     #[serde(default)]
-    pub when_missing: WhenMissing,
+    pub(crate) when_missing: WhenMissing,
 }
 
 /// What an event without consent preferences gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum WhenMissing {
+pub(crate) enum WhenMissing {
     /// Forward it (consent is managed only where a banner was shown).
     #[default]
     Allow,
@@ -203,13 +203,13 @@ pub enum WhenMissing {
 /// Who an event is about.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Use `anonymousId` as the contact's `external_id` when `userId` is absent (a user keyed by the device).
     /// Default: false.
-    pub send_anonymous_id: bool,
+    pub(crate) send_anonymous_id: bool,
     /// Make or find a lead by email when an event has no `userId` (traits, `context.traits` or `properties.email`).
     /// When false such events are skipped. Default: true.
-    pub lead_from_email: bool,
+    pub(crate) lead_from_email: bool,
 }
 
 impl Default for Identity {
@@ -221,11 +221,11 @@ impl Default for Identity {
 /// What an identify sends besides the traits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Identify {
+pub(crate) struct Identify {
     /// Add the device, OS, app, locale and timezone from `context` as `context_*` custom attributes. Default: false.
-    pub include_context: bool,
+    pub(crate) include_context: bool,
     /// Set the contact's `last_seen_at` to the event's time (unless `context.active` is false). Default: true.
-    pub update_last_seen: bool,
+    pub(crate) update_last_seen: bool,
 }
 
 impl Default for Identify {
@@ -237,25 +237,25 @@ impl Default for Identify {
 /// Which traits become custom attributes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Attributes {
+pub(crate) struct Attributes {
     /// Create custom data attributes Intercom lacks, or leave such values out. Default: `INTERCOM_CREATE_ATTRIBUTES`
     /// (true).
-    pub create_missing: Option<bool>,
+    pub(crate) create_missing: Option<bool>,
     /// Glob patterns of the trait names (top level, before flattening) forwarded as contact custom attributes; the
     /// rest are left out. Intercom's own fields (email, name, phone…) are not affected. Default (absent): every trait.
-    pub allow: Option<Vec<String>>,
+    pub(crate) allow: Option<Vec<String>>,
     /// Glob patterns of the custom attributes (as sent, after flattening) an event sent with a browser key may create;
     /// such an event sets attributes the workspace has, and creates no other. Default: none.
-    pub browser_create: Vec<String>,
+    pub(crate) browser_create: Vec<String>,
 }
 
 /// What `traits.tags` (a list of tag names) does.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Tags {
+pub(crate) struct Tags {
     /// The list is the whole set of the contact's (or company's) tags: a tag it holds that the list lacks is removed,
     /// whoever added it (an identify or group without `tags` changes none). Default: false, the list only adds tags.
-    pub remove_missing: bool,
+    pub(crate) remove_missing: bool,
 }
 
 /// Settings ready to evaluate: the document with its patterns compiled.
@@ -297,44 +297,46 @@ impl Settings {
     }
 
     /// Compiles a document's patterns; every bad pattern is a problem at its path.
-    pub fn from_document(document: Document) -> Result<Settings, Problems> {
+    pub(crate) fn from_document(document: Document) -> Result<Settings, Problems> {
         check::compile(document)
     }
 
+    #[cfg(test)]
     /// The document, defaults filled in.
-    pub fn document(&self) -> &Document {
+    pub(crate) fn document(&self) -> &Document {
         &self.document
     }
 
+    #[cfg(test)]
     /// Whether the settings change anything from the defaults.
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         self.plain
     }
 
-    pub fn identity(&self) -> &Identity {
+    pub(crate) fn identity(&self) -> &Identity {
         &self.document.identity
     }
 
-    pub fn identify(&self) -> &Identify {
+    pub(crate) fn identify(&self) -> &Identify {
         &self.document.identify
     }
 
-    pub fn tags(&self) -> &Tags {
+    pub(crate) fn tags(&self) -> &Tags {
         &self.document.tags
     }
 
     /// Whether an event sent with a browser key may create the custom attribute `name`.
-    pub fn browser_may_create(&self, name: &str) -> bool {
+    pub(crate) fn browser_may_create(&self, name: &str) -> bool {
         self.browser_create.as_ref().is_some_and(|globs| globs.is_match(name))
     }
 
     /// Whether a trait named `name` may become a contact custom attribute.
-    pub fn forwards_attribute(&self, name: &str) -> bool {
+    pub(crate) fn forwards_attribute(&self, name: &str) -> bool {
         self.attributes.as_ref().is_none_or(|allow| allow.is_match(name))
     }
 
     /// `attributes.create_missing`, when the document sets it.
-    pub fn create_missing(&self) -> Option<bool> {
+    pub(crate) fn create_missing(&self) -> Option<bool> {
         self.document.attributes.create_missing
     }
 
@@ -393,7 +395,7 @@ impl Settings {
     }
 
     /// What to do with `event`; see [`Verdict`].
-    pub fn evaluate<'a>(&'a self, event: &'a crate::event::Event) -> Verdict<'a> {
+    pub(crate) fn evaluate<'a>(&'a self, event: &'a crate::event::Event) -> Verdict<'a> {
         evaluate::evaluate(self, event)
     }
 }
