@@ -424,53 +424,165 @@ fn print_targets(columns: &[(String, floor::Floor, Replayed)]) {
     println!();
 }
 
-/// The variables each binary needs besides Lambda's; `None` for the baseline.
-fn function_env(binary: &str) -> Vec<(&'static str, String)> {
-    if binary == *INGEST {
-        vec![
-            ("WRITE_KEYS", "bench-write-key".into()),
-            ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo".into()),
-        ]
-    } else if binary == *FORWARD {
-        vec![
-            ("INTERCOM_ACCESS_TOKEN", "sandbox-token".into()),
-            ("INTERCOM_BASE_URL", "http://127.0.0.1:9".into()),
-            ("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into()),
-        ]
-    } else {
-        Vec::new()
-    }
-}
-
 fn hello_runtime() -> Option<String> {
     std::env::var("HELLO_RUNTIME").ok().filter(|path| Path::new(path).exists())
 }
 
-/// Time from spawning each binary to its first poll of the Runtime API.
+/// One binary of the start-up figures: its row's name, the path, the event it is handed and its own variables.
+struct Started {
+    name: String,
+    path: String,
+    event: Value,
+    env: Vec<(&'static str, String)>,
+    /// Per start: to the first poll, to the answer to the first event.
+    times: Vec<(Duration, Duration)>,
+}
+
+/// Time from spawning each binary to its first poll of the Runtime API and to its answer to one real event, queued
+/// before the process starts so that it is handed out at that first poll: work put off to the first invocation is
+/// counted. Ingest queues into a stand-in for SQS answering at once, forward calls a sandbox answering at once (one
+/// per start: a fresh workspace each time); the starts take turns, so that the machine's noise falls on all alike.
+/// `STARTUP_BEFORE=DIR` adds the `ingest` and `forward` binaries in DIR (an earlier build) as rows of their own.
 async fn startup() {
-    println!("## Start-up: process start to the first `GET /2018-06-01/runtime/invocation/next`\n");
-    println!("{STARTS} starts each against a local Runtime API (benches/support/runtime_api.rs), release build:\n");
-    println!("| binary | median | min | max |");
-    println!("|---|---:|---:|---:|");
-    let mut binaries = vec![("ingest", INGEST.to_owned()), ("forward", FORWARD.to_owned())];
-    match hello_runtime() {
-        Some(path) => binaries.push(("hello-world lambda_runtime (examples/hello_runtime.rs)", path)),
-        None => println!("| hello_runtime | not measured: set HELLO_RUNTIME (scripts/bench does) | | |"),
+    let sqs = instant_sqs().await.expect("a stand-in for SQS");
+    let line = generated(1, 1, 42);
+    let request = batch_request(&line, "bench-write-key");
+    let batch = serde_json::to_value(sqs_event(&line, "startup")).expect("JSON");
+    let kind = serde_json::from_str::<Value>(&line[0]).expect("JSON")["type"].clone();
+    let ingest_env = vec![
+        ("WRITE_KEYS", "bench-write-key".to_owned()),
+        ("QUEUE_URL", format!("{}/123456789012/events.fifo", sqs.0)),
+        ("AWS_ENDPOINT_URL_SQS", sqs.0.clone()),
+    ];
+    let forward_env = vec![("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/events-dlq.fifo".into())];
+    let mut builds = vec![("", INGEST.to_owned(), FORWARD.to_owned())];
+    if let Ok(dir) = std::env::var("STARTUP_BEFORE") {
+        builds.push((" (before)", format!("{dir}/ingest"), format!("{dir}/forward")));
     }
-    for (name, binary) in binaries {
-        let mut times = Vec::new();
-        for _ in 0..STARTS {
-            let api = RuntimeApi::start().await.expect("a Runtime API");
-            let mut env = api.env();
-            env.extend(function_env(&binary));
-            let running = Running::spawn(&binary, env).expect("the binary starts");
-            let polled = api.first_poll(WAIT).await.expect("the binary polls");
-            times.push(polled - running.started);
+    let mut rows = Vec::new();
+    for (suffix, ingest, forward) in builds {
+        let row = |name: &str, path: String, event: &Value, env: &Vec<(&'static str, String)>| Started {
+            name: format!("{name}{suffix}"),
+            path,
+            event: event.clone(),
+            env: env.clone(),
+            times: Vec::new(),
+        };
+        rows.push(row("ingest", ingest, &request, &ingest_env));
+        rows.push(row("forward", forward, &batch, &forward_env));
+    }
+    let hello = hello_runtime();
+    if let Some(path) = &hello {
+        let env = Vec::new();
+        rows.push(Started {
+            name: "hello-world".into(),
+            path: path.clone(),
+            event: request.clone(),
+            env,
+            times: Vec::new(),
+        });
+    }
+    for _ in 0..STARTS {
+        for row in &mut rows {
+            row.times.push(start_once(row).await);
         }
-        times.sort();
-        println!("| {name} | {:.2?} | {:.2?} | {:.2?} |", times[STARTS / 2], times[0], times[STARTS - 1]);
     }
-    println!();
+    print_startup(&rows, &kind, hello.is_some());
+    sqs.1.abort();
+}
+
+/// One start of `row`'s binary: to its first poll and to its answer to its event.
+async fn start_once(row: &Started) -> (Duration, Duration) {
+    let api = RuntimeApi::start().await.expect("a Runtime API");
+    let id = api.invoke(&row.event);
+    let mut env = api.env();
+    env.extend(row.env.iter().cloned());
+    let sandbox = if row.name.starts_with("forward") {
+        let options = SandboxOptions { rate_limit: 100_000_000, ..SandboxOptions::default() };
+        let sandbox = SandboxServer::start(options, 0).await.expect("a sandbox");
+        env.extend([("INTERCOM_ACCESS_TOKEN", sandbox.token()), ("INTERCOM_BASE_URL", sandbox.url.clone())]);
+        Some(sandbox)
+    } else {
+        None
+    };
+    let running = Running::spawn(&row.path, env).expect("the binary starts");
+    let polled = api.first_poll(WAIT).await.expect("the binary polls");
+    let answer = api.answer_to(&id, WAIT).await.expect("an answer");
+    assert_eq!(answer.kind, "response", "{}: {:?}", row.name, answer.body);
+    if !row.name.starts_with("hello") {
+        check_answer(if row.name.starts_with("forward") { &FORWARD } else { &INGEST }, &answer.body);
+    }
+    drop(sandbox);
+    (polled - running.started, answer.at - running.started)
+}
+
+/// The start-up table: each column's median, min and max, and each median against hello-world's.
+fn print_startup(rows: &[Started], kind: &Value, hello: bool) {
+    println!("## Start-up: process start to the first poll, and to the answer to the first event\n");
+    println!("{STARTS} starts each (taking turns) against a local Runtime API (benches/support/runtime_api.rs) that");
+    println!("hands out one event at the first poll, release build. The event: ingest, a `/v1/batch` of 1 ({kind})");
+    println!(
+        "queued into a stand-in for SQS answering at once; forward, an SQS event of that event, its Intercom calls"
+    );
+    println!("to an in-process sandbox answering at once (no identity table); hello-world, ingest's event, echoed.\n");
+    if !hello {
+        println!("hello-world not measured: set HELLO_RUNTIME (scripts/bench does).\n");
+    }
+    let base = rows.iter().find(|row| row.name == "hello-world").map(|row| medians(&row.times));
+    println!("| binary | to first poll: median | min | max | to first answer: median | min | max | × hello-world |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let (poll, answer): (Vec<Duration>, Vec<Duration>) = row.times.iter().copied().unzip();
+        let spread = |mut times: Vec<Duration>| {
+            times.sort();
+            format!("{:.2?} | {:.2?} | {:.2?}", times[times.len() / 2], times[0], times[times.len() - 1])
+        };
+        let times = base.map_or(String::new(), |(base_poll, base_answer)| {
+            let (poll, answer) = medians(&row.times);
+            format!(
+                "{:.2}× / **{:.2}×**",
+                poll.as_secs_f64() / base_poll.as_secs_f64(),
+                answer.as_secs_f64() / base_answer.as_secs_f64()
+            )
+        });
+        println!("| {} | {} | {} | {times} |", row.name, spread(poll), spread(answer));
+    }
+    println!("\n(× hello-world: to the first poll / to the first answer, medians.)\n");
+}
+
+fn medians(times: &[(Duration, Duration)]) -> (Duration, Duration) {
+    let (poll, answer): (Vec<Duration>, Vec<Duration>) = times.iter().copied().unzip();
+    (median(poll), median(answer))
+}
+
+/// A stand-in for SQS on 127.0.0.1 answering every `SendMessageBatch` at once with each entry taken (moto takes
+/// milliseconds a batch, which would hide the function's own time): its URL, and the task serving it.
+async fn instant_sqs() -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task =
+        intercom_relay::sandbox::serve_http(listener, |request: hyper::Request<hyper::body::Incoming>| async move {
+            use http_body_util::BodyExt;
+            let bytes = request.into_body().collect().await.map(|body| body.to_bytes()).unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let taken: Vec<Value> = body["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    serde_json::json!({"Id": entry["Id"], "MessageId": id, "MD5OfMessageBody": "0".repeat(32)})
+                })
+                .collect();
+            let answer = serde_json::json!({"Successful": taken, "Failed": []}).to_string();
+            Ok::<_, std::convert::Infallible>(
+                hyper::Response::builder()
+                    .header("content-type", "application/x-amz-json-1.0")
+                    .body(http_body_util::Full::new(hyper::body::Bytes::from(answer)))
+                    .expect("a valid response"),
+            )
+        });
+    Ok((url, task))
 }
 
 /// Per case: the warm invocations' median duration and the log bytes per event.

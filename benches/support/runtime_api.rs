@@ -59,6 +59,8 @@ pub(crate) struct Answer {
     pub body: Value,
     /// From the moment the event was handed out to the moment the answer arrived.
     pub took: Duration,
+    /// When the answer arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -201,9 +203,9 @@ async fn answer(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
             let mut state = lock(&shared);
             let handed = state.handed.iter().find(|(handed, _)| handed == id).map(|(_, at)| *at);
             match handed {
-                Some(at) => {
-                    let answer =
-                        Answer { request_id: (*id).to_owned(), kind: (*kind).to_owned(), body, took: at.elapsed() };
+                Some(handed) => {
+                    let (request_id, kind, at) = ((*id).to_owned(), (*kind).to_owned(), Instant::now());
+                    let answer = Answer { request_id, kind, body, took: at - handed, at };
                     state.answers.push(answer);
                     202
                 }

@@ -197,7 +197,9 @@ impl IntercomClient {
         version: super::ApiVersion,
         timeout: Duration,
     ) -> Result<IntercomClient, IntercomError> {
+        // The process's one TLS configuration (compiled-in roots), not reqwest's own, which reads the system's CAs.
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(crate::aws::config::tls())
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
